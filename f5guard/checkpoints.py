@@ -1,0 +1,469 @@
+"""F5-TTS checkpoints without torch: validate one file, pick the newest valid, make F5-TTS resume from it.
+
+The daemon must stay light (no torch import), so a ``torch.save`` zip is checked by reading its zip directory
+and unpickling ``data.pkl`` with inert stand-ins for torch's classes: tensors become placeholders, nothing
+from the file is ever executed, and any global outside a small allow-list is refused.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import json
+import os
+import pickle
+import re
+import shutil
+import struct
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from f5guard.errors import F5guardError
+from f5guard.fsutil import fsync_dir
+
+Kind = Literal["last", "numbered", "pretrained"]
+
+LAST_NAME = "model_last.pt"
+_NUMBERED = re.compile(r"^model_(\d+)\.(pt|safetensors)$")
+_CHECKPOINT_SUFFIXES = (".pt", ".safetensors")
+_TMP_MARK = ".f5guard-tmp-"  # our own copies in flight: never ends in .pt, so F5-TTS never sees them
+_TRAINING_KEYS = ("model_state_dict", "optimizer_state_dict", "ema_model_state_dict")
+_MAX_PICKLE_BYTES = 256 * 1024 * 1024  # data.pkl holds only structure; real ones are well under 10 MB
+
+
+class CheckpointInvalid(F5guardError, ValueError):
+    """A checkpoint file that F5-TTS could not load: truncated, corrupt, or not a checkpoint."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What one valid checkpoint file holds, as far as resuming is concerned."""
+
+    path: Path
+    name: str
+    kind: Kind
+    update: int  # what F5-TTS's load_checkpoint returns for it (legacy `step` as-is; 0 without either)
+    size: int
+    mtime: float
+    legacy_step: bool = False  # the file stores `step`, which F5-TTS divides by grad_accumulation_steps
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A file moved aside (never deleted) so F5-TTS cannot trip over it on every restart (#754)."""
+
+    name: str
+    moved_to: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """What prepare_resume found and did; ``chosen`` is None when training starts from scratch."""
+
+    chosen: CheckpointInfo | None
+    quarantined: list[Quarantined] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)  # one human line each, for the log
+
+    @property
+    def start_update(self) -> int:
+        return self.chosen.update if self.chosen is not None else 0
+
+
+# ---------------------------------------------------------------------------------------------- one file
+def classify(name: str) -> Kind | None:
+    """The role F5-TTS's load_checkpoint gives a file name; None for files it ignores."""
+    if name == LAST_NAME:
+        return "last"
+    if _NUMBERED.match(name):
+        return "numbered"
+    if name.startswith("pretrained_") and name.endswith(_CHECKPOINT_SUFFIXES):
+        return "pretrained"
+    return None
+
+
+def inspect_checkpoint(path: str | os.PathLike[str], kind: Kind | None = None) -> CheckpointInfo:
+    """Validate one checkpoint without torch; raise CheckpointInvalid with a one-line reason.
+
+    ``kind`` defaults to the role of the file name (pretrained for names F5-TTS does not know).
+    """
+    p = Path(path)
+    kind = kind or classify(p.name) or "pretrained"
+    try:
+        st = p.stat()
+    except OSError as err:
+        raise CheckpointInvalid(f"cannot read checkpoint {p}: {err.strerror or err}") from err
+    if p.name.endswith(".safetensors"):
+        _check_safetensors(p, st.st_size)
+        return CheckpointInfo(p, p.name, kind, 0, st.st_size, st.st_mtime)
+    document = _read_torch_zip(p)
+    if not isinstance(document, dict):
+        raise CheckpointInvalid(f"checkpoint {p} holds a {type(document).__name__}, not a dict")
+    if "ema_model_state_dict" not in document:  # load_checkpoint reads it for every kind of file
+        raise CheckpointInvalid(f"checkpoint {p} has no ema_model_state_dict")
+    has_counter = "update" in document or "step" in document
+    if kind != "pretrained" or has_counter:  # a counter makes F5-TTS load the full training state
+        missing = [key for key in _TRAINING_KEYS if key not in document]
+        if missing or not has_counter:
+            what = ", ".join(missing) if missing else "update"
+            raise CheckpointInvalid(f"checkpoint {p} lacks {what} (not a resumable F5-TTS checkpoint)")
+    legacy = "update" not in document and "step" in document
+    counter = document.get("update", document.get("step", 0))
+    if isinstance(counter, bool) or not isinstance(counter, int) or counter < 0:
+        raise CheckpointInvalid(f"checkpoint {p} has a non-integer update counter {counter!r}")
+    return CheckpointInfo(p, p.name, kind, counter, st.st_size, st.st_mtime, legacy_step=legacy)
+
+
+def _read_torch_zip(p: Path) -> Any:
+    """Check the zip directory and the storages data.pkl refers to, then return the inert document."""
+    try:
+        with zipfile.ZipFile(p) as archive:  # the central directory is written last: truncation fails here
+            entries = {info.filename: info for info in archive.infolist()}
+            prefixes = {name.split("/", 1)[0] for name in entries}
+            if len(prefixes) != 1:
+                raise CheckpointInvalid(f"checkpoint {p} is a zip but not a torch.save archive")
+            prefix = prefixes.pop()
+            pkl = entries.get(f"{prefix}/data.pkl")
+            if pkl is None or f"{prefix}/version" not in entries:
+                raise CheckpointInvalid(f"checkpoint {p} is missing {prefix}/data.pkl or {prefix}/version")
+            if pkl.file_size > _MAX_PICKLE_BYTES:
+                raise CheckpointInvalid(f"checkpoint {p} has an implausibly large data.pkl")
+            unpickler = _InertUnpickler(archive.read(pkl))
+            document = unpickler.load()
+    except CheckpointInvalid:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as err:
+        raise CheckpointInvalid(f"checkpoint {p} is not a complete zip ({err}); truncated write?") from err
+    except pickle.UnpicklingError as err:
+        raise CheckpointInvalid(f"checkpoint {p}: data.pkl rejected ({err})") from err
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as err:
+        raise CheckpointInvalid(f"checkpoint {p}: data.pkl is corrupt ({type(err).__name__}: {err})") from err
+    except OSError as err:
+        raise CheckpointInvalid(f"cannot read checkpoint {p}: {err.strerror or err}") from err
+    for key, (storage_type, numel) in unpickler.storages.items():
+        info = entries.get(f"{prefix}/data/{key}")
+        if info is None:
+            raise CheckpointInvalid(f"checkpoint {p} lacks tensor data {prefix}/data/{key}")
+        itemsize = _ITEMSIZE.get(storage_type)
+        if itemsize is not None and info.file_size != numel * itemsize:
+            raise CheckpointInvalid(f"checkpoint {p}: tensor data {key} has {info.file_size} bytes, "
+                                    f"expected {numel * itemsize}")  # fmt: skip
+    return document
+
+
+def _check_safetensors(p: Path, size: int) -> None:
+    """A safetensors file is an 8-byte header length, a JSON header, then exactly the tensors' bytes."""
+    try:
+        with p.open("rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                raise CheckpointInvalid(f"checkpoint {p} is too short for safetensors")
+            (length,) = struct.unpack("<Q", head)
+            if length > min(size - 8, 100 * 1024 * 1024):
+                raise CheckpointInvalid(f"checkpoint {p} has a safetensors header longer than the file")
+            header = json.loads(handle.read(length))
+    except OSError as err:
+        raise CheckpointInvalid(f"cannot read checkpoint {p}: {err.strerror or err}") from err
+    except ValueError as err:
+        raise CheckpointInvalid(f"checkpoint {p} has an unreadable safetensors header ({err})") from err
+    if not isinstance(header, dict):
+        raise CheckpointInvalid(f"checkpoint {p} has a safetensors header that is not an object")
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            raise CheckpointInvalid(f"checkpoint {p}: safetensors entry {name!r} has no data_offsets")
+        end = max(end, offsets[1])
+    if 8 + length + end != size:
+        raise CheckpointInvalid(f"checkpoint {p} has {size} bytes, its safetensors header says {8 + length + end}")
+
+
+# ------------------------------------------------------------------------------- the inert unpickler
+_ITEMSIZE = {
+    "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
+    "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
+    "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16, "UntypedStorage": 1,
+}  # fmt: skip
+_DTYPES = {
+    "float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool",
+    "complex64", "complex128", "float8_e4m3fn", "float8_e5m2", "double", "float", "half", "long", "int",
+}  # fmt: skip
+_TENSOR_REBUILDERS = {
+    "_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
+    "_rebuild_parameter_with_state", "_rebuild_qtensor", "_rebuild_sparse_tensor", "_rebuild_nested_tensor",
+    "_rebuild_device_tensor_from_numpy", "_rebuild_meta_tensor_no_storage", "_rebuild_wrapper_subclass",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """Stands in for a tensor: records which storage it points to, holds no data."""
+
+    rebuilder: str
+    storage: str | None
+
+
+@dataclass(frozen=True)
+class _Marker:
+    """Stands in for a torch class or constant (a storage type, a dtype, a layout, a device)."""
+
+    qualname: str
+
+
+def _tensor_builder(qualname: str) -> Any:
+    def build(*args: Any, **_: Any) -> TensorRef:
+        storage = next((a for a in args if isinstance(a, _StorageRef)), None)
+        return TensorRef(qualname, storage.key if storage else None)
+
+    return build
+
+
+def _from_type_v2(func: Any, _new_type: Any, args: Any, _state: Any) -> Any:
+    # torch._tensor._rebuild_from_type_v2(func, type, args, state): func is itself a stand-in
+    return func(*args) if callable(func) else TensorRef("_rebuild_from_type_v2", None)
+
+
+def _latin1(text: str, encoding: str = "latin1") -> bytes:
+    # protocol-2 pickles spell bytes as _codecs.encode(str, "latin1"); allow exactly that
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError("refusing _codecs.encode with an unexpected encoding")
+    return text.encode("latin1")
+
+
+@dataclass(frozen=True)
+class _StorageRef:
+    key: str
+
+
+_SAFE_BUILTINS: dict[str, Any] = {
+    "set": set, "frozenset": frozenset, "tuple": tuple, "list": list, "dict": dict, "complex": complex,
+    "bytearray": bytearray, "int": int, "float": float, "bool": bool, "str": str,
+}  # fmt: skip
+
+
+class _InertUnpickler(pickle.Unpickler):
+    """Reads torch's data.pkl with stand-ins; refuses every global that is not on the allow-list."""
+
+    def __init__(self, data: bytes) -> None:
+        import io
+
+        super().__init__(io.BytesIO(data))
+        self.storages: dict[str, tuple[str, int]] = {}
+
+    def find_class(self, module: str, name: str) -> Any:  # noqa: PLR0911 - one branch per allowed family
+        if module == "collections" and name == "OrderedDict":
+            return collections.OrderedDict
+        if module == "builtins" and name in _SAFE_BUILTINS:
+            return _SAFE_BUILTINS[name]
+        if module == "_codecs" and name == "encode":
+            return _latin1
+        if module == "torch._utils" and name in _TENSOR_REBUILDERS:
+            return _tensor_builder(name)
+        if module == "torch._tensor" and name == "_rebuild_from_type_v2":
+            return _from_type_v2
+        if module == "torch" and name == "Size":
+            return tuple
+        if module == "torch" and (name.endswith("Storage") or name in _DTYPES or name == "device"):
+            return _Marker(f"torch.{name}") if name != "device" else _device
+        if (module, name) in {("torch.serialization", "_get_layout"), ("torch.nn.parameter", "Parameter"),
+                              ("torch", "Tensor")}:  # fmt: skip
+            return _marker_factory(f"{module}.{name}")
+        raise pickle.UnpicklingError(f"forbidden global {module}.{name}")
+
+    def persistent_load(self, pid: Any) -> Any:
+        # torch: ("storage", storage_type, key, location, numel) -> the bytes live in <prefix>/data/<key>
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r:.80}")
+        _, storage_type, key, _location, numel = pid
+        if not isinstance(key, str) or not key.isdigit() or isinstance(numel, bool) or not isinstance(numel, int):
+            raise pickle.UnpicklingError(f"malformed storage reference {pid!r:.80}")
+        type_name = storage_type.qualname.rsplit(".", 1)[-1] if isinstance(storage_type, _Marker) else ""
+        self.storages[key] = (type_name, numel)
+        return _StorageRef(key)
+
+
+def _device(*args: Any) -> _Marker:
+    return _Marker(f"torch.device{args!r:.40}")
+
+
+def _marker_factory(qualname: str) -> Any:
+    def make(*_: Any, **__: Any) -> _Marker:
+        return _Marker(qualname)
+
+    return make
+
+
+# ------------------------------------------------------------------------------------- a directory
+@dataclass(frozen=True)
+class Scan:
+    """Every checkpoint-like file in a directory, split into valid and invalid (name -> reason)."""
+
+    valid: list[CheckpointInfo]
+    invalid: dict[str, str]
+
+    def newest(self) -> CheckpointInfo | None:
+        """Highest update wins; on a tie model_last.pt, then a numbered file, then pretrained."""
+        rank = {"pretrained": 0, "numbered": 1, "last": 2}
+        if not self.valid:
+            return None
+        return max(self.valid, key=lambda c: (c.kind != "pretrained", c.update, rank[c.kind], c.name))
+
+
+def scan_dir(ckpt_dir: str | os.PathLike[str]) -> Scan:
+    """Inspect the files F5-TTS's load_checkpoint would consider, plus model_* names it would choke on."""
+    directory = Path(ckpt_dir)
+    valid: list[CheckpointInfo] = []
+    invalid: dict[str, str] = {}
+    if not directory.is_dir():
+        return Scan(valid, invalid)
+    for name in sorted(os.listdir(directory)):
+        if classify(name) is None:
+            if name.startswith("model_") and name.endswith(_CHECKPOINT_SUFFIXES):
+                # F5-TTS sorts model_* by the digits in the name: "model_best.pt" crashes int("")
+                invalid[name] = f"file name {name} breaks F5-TTS's checkpoint ordering"
+            continue
+        try:
+            valid.append(inspect_checkpoint(directory / name))
+        except CheckpointInvalid as err:
+            invalid[name] = str(err)
+    return Scan(valid, invalid)
+
+
+def f5tts_pick(names: list[str]) -> str | None:
+    """The file F5-TTS 1.1.22's Trainer.load_checkpoint would load from these names (None: start at 0)."""
+    if not any(n.endswith(_CHECKPOINT_SUFFIXES) for n in names):
+        return None
+    if LAST_NAME in names:
+        return LAST_NAME  # always, even when a newer model_{N}.pt exists (#924)
+    candidates = [n for n in names if n.startswith(("model_", "pretrained_")) and n.endswith(_CHECKPOINT_SUFFIXES)]
+    numbered = [n for n in candidates if n.startswith("model_")]
+    if numbered:
+        return max(numbered, key=lambda n: int("".join(filter(str.isdigit, n)) or "-1"))
+    pretrained = [n for n in names if n.startswith("pretrained_") and n.endswith(_CHECKPOINT_SUFFIXES)]
+    return pretrained[0] if pretrained else None  # listdir order in F5-TTS: the first one found
+
+
+def quarantine(path: str | os.PathLike[str], reason: str) -> Quarantined:
+    """Rename a bad file to <name>.corrupt-<UTC time> (never deleted: a person may want it back)."""
+    p = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = p.with_name(f"{p.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        target = p.with_name(f"{p.name}.corrupt-{stamp}-{n}")
+        n += 1
+    os.rename(p, target)
+    fsync_dir(p.parent)
+    return Quarantined(p.name, target.name, reason)
+
+
+def prepare_resume(ckpt_dir: str | os.PathLike[str]) -> ResumePlan:
+    """Make F5-TTS's own load_checkpoint pick the newest valid checkpoint; quarantine the corrupt ones."""
+    directory = Path(ckpt_dir)
+    actions: list[str] = []
+    if directory.is_dir():
+        for name in os.listdir(directory):
+            if _TMP_MARK in name:  # our own half-made copy from a crash: nobody else can use it
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(directory / name)
+                actions.append(f"removed stale temporary copy {name}")
+    scan = scan_dir(directory)
+    quarantined = [quarantine(directory / name, reason) for name, reason in sorted(scan.invalid.items())]
+    actions += [f"quarantined {q.name} as {q.moved_to}: {q.reason}" for q in quarantined]
+    newest = scan.newest()
+    if newest is None:
+        return ResumePlan(None, quarantined, actions)
+    by_name = {c.name: c for c in scan.valid}
+    picked = by_name.get(f5tts_pick(sorted(by_name)) or "")
+    if picked is not None and _at_least_as_new(picked, newest):
+        return ResumePlan(picked, quarantined, actions)
+    if newest.path.suffix != ".pt":  # a .safetensors file cannot become model_last.pt (torch.load reads that)
+        return ResumePlan(picked, quarantined, actions)
+    # F5-TTS would load something older: put the newest where it always looks first.
+    actions += _install_as_last(directory, newest, by_name.get(LAST_NAME))
+    return ResumePlan(inspect_checkpoint(directory / LAST_NAME), quarantined, actions)
+
+
+def _at_least_as_new(picked: CheckpointInfo, newest: CheckpointInfo) -> bool:
+    if picked.kind == "pretrained" and newest.kind != "pretrained":
+        return False
+    return picked.update >= newest.update
+
+
+def _install_as_last(directory: Path, newest: CheckpointInfo, old_last: CheckpointInfo | None) -> list[str]:
+    """Copy ``newest`` over model_last.pt atomically, keeping an older valid model_last.pt under a new name.
+
+    A copy, not a hard link: torch.save truncates and rewrites model_last.pt in place, which would also
+    destroy the numbered file sharing its inode.
+    """
+    actions: list[str] = []
+    last = directory / LAST_NAME
+    tmp = directory / f".{LAST_NAME}{_TMP_MARK}{os.getpid()}"
+    try:
+        with newest.path.open("rb") as src, tmp.open("wb") as dst:
+            shutil.copyfileobj(src, dst, length=16 * 1024 * 1024)
+            dst.flush()
+            os.fsync(dst.fileno())
+        inspect_checkpoint(tmp, kind="last")  # the copy must be as good as its source before it becomes the one F5-TTS loads
+        if old_last is not None:
+            # As a numbered file it stays a candidate F5-TTS understands; never deleted.
+            aside = directory / f"model_{old_last.update}.pt"
+            if aside.exists():
+                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                aside = directory / f"{LAST_NAME}.superseded-{stamp}"
+            os.rename(last, aside)
+            actions.append(f"kept the older {LAST_NAME} (update {old_last.update}) as {aside.name}")
+        os.replace(tmp, last)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    fsync_dir(directory)
+    actions.append(f"copied {newest.name} (update {newest.update}) to {LAST_NAME}")
+    return actions
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 8 * 1024 * 1024) -> str:
+    """Hex SHA-256 of a file, streamed (checkpoints are gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def place_pretrained(source: str | os.PathLike[str], ckpt_dir: str | os.PathLike[str]) -> CheckpointInfo:
+    """Put a local pretrained file where F5-TTS looks for one (pretrained_<name>), validated first.
+
+    A hard link when source and target share a filesystem (nothing ever writes pretrained_* in place),
+    else an atomic copy; an existing valid file of that name is kept.
+    """
+    src = Path(source)
+    inspect_checkpoint(src, kind="pretrained")
+    directory = Path(ckpt_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    name = src.name if src.name.startswith("pretrained_") else f"pretrained_{src.name}"
+    target = directory / name
+    if target.exists():
+        with contextlib.suppress(CheckpointInvalid):
+            return inspect_checkpoint(target)
+        quarantine(target, "invalid pretrained file replaced by a fresh copy")
+    tmp = directory / f".{name}{_TMP_MARK}{os.getpid()}"
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:  # another filesystem (Drive), or links unsupported
+            shutil.copyfile(src, tmp)
+            with tmp.open("rb+") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    fsync_dir(directory)
+    return inspect_checkpoint(target)

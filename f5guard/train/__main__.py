@@ -1,0 +1,118 @@
+"""``python -m f5guard.train --spec SPEC.json``: one F5-TTS training run that resumes and stops cleanly.
+
+Exit codes: 0 finished or stopped gracefully (SIGTERM/SIGINT), 1 training failed, 2 bad spec or inputs.
+Graceful stop: send SIGTERM to this process (not its group: DataLoader workers die on SIGTERM, and the main
+process then fails on the lost worker); it saves model_last.pt at the next update boundary and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import traceback
+from types import FrameType
+from typing import Any
+
+from f5guard.checkpoints import place_pretrained, prepare_resume
+from f5guard.errors import F5guardError
+from f5guard.train.hooks import GracefulStop, StopRequest, TrainerHooks
+from f5guard.train.progress import ProgressWriter
+from f5guard.train.spec import SpecError, TrainSpec
+
+# Nothing at train time needs the network (logger off, no sample logging, local pretrained): make any
+# attempt fail fast instead of hanging on a Colab VM with a flaky connection.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled", "WANDB_SILENT": "true"}
+VERIFY_ENV = "F5GUARD_TRAIN_VERIFY_RESUME"
+RESUMABLE_SEED = 666  # what every F5-TTS entry passes: the batch order that resume skips through
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m f5guard.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", required=True, help="training spec JSON (see f5guard.train.spec.TrainSpec)")
+    args = parser.parse_args(argv)
+    stop = StopRequest()
+    _install_signal_handlers(stop)  # first: a stop during the slow imports must not be lost
+    try:
+        spec = TrainSpec.from_json(args.spec)
+    except SpecError as err:
+        print(f"f5guard.train: {err}", file=sys.stderr)
+        return err.exit_code
+    progress = ProgressWriter(spec.progress_path)
+    run = _Run(spec, progress, stop)
+    try:
+        return run.run()
+    except F5guardError as err:
+        progress.emit("exit", reason=f"error: {err}", update=run.update)
+        print(f"f5guard.train: {err}", file=sys.stderr)
+        return err.exit_code
+    except Exception as err:  # noqa: BLE001 - any training failure: record it for the supervisor, exit 1
+        progress.emit("exit", reason=f"error: {type(err).__name__}: {_one_line(err)}", update=run.update)
+        traceback.print_exc()
+        return 1
+    finally:
+        progress.close()
+
+
+def _install_signal_handlers(stop: StopRequest) -> None:
+    main_pid = os.getpid()
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if os.getpid() != main_pid:
+            return  # a forked DataLoader worker that inherited this handler: the main process decides
+        stop.set(signal.Signals(signum).name.lower())
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)  # Ctrl-C mid torch.save would truncate model_last.pt
+
+
+class _Run:
+    """One training run; keeps the hooks so a failure can still report the last finished update."""
+
+    def __init__(self, spec: TrainSpec, progress: ProgressWriter, stop: StopRequest) -> None:
+        self.spec, self.progress, self.stop = spec, progress, stop
+        self.hooks: TrainerHooks | None = None
+
+    @property
+    def update(self) -> int | None:
+        return self.hooks.update if self.hooks is not None else None
+
+    def run(self) -> int:
+        spec, progress = self.spec, self.progress
+        spec.check_inputs()
+        plan = prepare_resume(spec.checkpoint_dir)
+        actions = list(plan.actions)
+        if plan.chosen is None and spec.pretrained is not None:
+            placed = place_pretrained(spec.pretrained, spec.checkpoint_dir)
+            actions.append(f"placed {spec.pretrained} as {placed.name}")
+        for key, value in OFFLINE_ENV.items():
+            os.environ.setdefault(key, value)
+
+        from f5guard.train.build import build_dataset, build_trainer  # torch + f5_tts: seconds of imports
+
+        trainer, n_params = build_trainer(spec)
+        dataset = build_dataset(spec)
+        start_fields: dict[str, Any] = {
+            "model": spec.model, "params": n_params, "samples": len(dataset), "actions": actions,
+            "quarantined": [{"name": q.name, "moved_to": q.moved_to, "reason": q.reason} for q in plan.quarantined],
+        }  # fmt: skip
+        verify = os.environ.get(VERIFY_ENV) == "1"
+        self.hooks = TrainerHooks(trainer, spec, progress, self.stop, start_fields, verify_resume=verify)
+        self.hooks.install()
+        try:
+            trainer.train(dataset, num_workers=spec.num_workers, resumable_with_seed=RESUMABLE_SEED)
+        except GracefulStop as stopped:
+            progress.emit("exit", reason=stopped.reason, update=stopped.update)
+            return 0
+        progress.emit("exit", reason="finished", update=self.hooks.update)
+        return 0
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text[:500]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Instrument a live F5-TTS Trainer: progress events, graceful stop and timed saves at update boundaries.
+
+Why ``accelerator.log``: F5-TTS 1.1.22's loop calls it once per micro-step, right after the optimizer and
+scheduler stepped, the EMA updated and ``global_update`` was incremented, and right before the loop decides
+whether to save. It hands over the finished update's number, loss and lr. So it is the one point where the
+state is exactly "update N finished, nothing of N+1 started": saving there through the Trainer's own
+``save_checkpoint`` writes precisely what F5-TTS writes at N, and a graceful stop loses no update. (Wrapping
+``optimizer.step`` instead fires before the scheduler and EMA step; forcing ``last_per_updates`` to 1 works too
+but mutates the Trainer's configuration.) Every hook is an instance attribute; the class is untouched.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from f5guard.checkpoints import LAST_NAME, f5tts_pick
+from f5guard.train.progress import ProgressWriter
+from f5guard.train.spec import TrainSpec
+
+EVENT_INTERVAL_S = 0.5  # at most two update events a second; checkpoint updates are always reported
+
+
+class GracefulStop(Exception):
+    """Raised at an update boundary after model_last.pt holds that update; unwinds Trainer.train."""
+
+    def __init__(self, reason: str, update: int) -> None:
+        super().__init__(f"stopped by {reason} at update {update}")
+        self.reason = reason
+        self.update = update
+
+
+class StopRequest:
+    """Set from a signal handler (which may run at any bytecode); read at the next update boundary."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def set(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+
+
+class TrainerHooks:
+    """Owns the wrappers around one Trainer instance and the per-run counters they share."""
+
+    def __init__(self, trainer: Any, spec: TrainSpec, progress: ProgressWriter, stop: StopRequest,
+                 start_fields: dict[str, Any], verify_resume: bool = False) -> None:  # fmt: skip
+        self.trainer = trainer
+        self.spec = spec
+        self.progress = progress
+        self.stop = stop
+        self.start_fields = start_fields
+        self.verify_resume = verify_resume
+        self.update: int | None = None  # the last finished update (None before load_checkpoint)
+        self.total_updates: int | None = None
+        self.updates_per_epoch: int | None = None
+        self._loss: float | None = None
+        self._lr: float | None = None
+        self._last_save = time.monotonic()
+        self._reported: tuple[int, float] | None = None  # (update, monotonic time) of the last update event
+
+    def install(self) -> None:
+        t = self.trainer
+        self._orig_load: Callable[[], int] = t.load_checkpoint
+        self._orig_save: Callable[..., None] = t.save_checkpoint
+        self._orig_log: Callable[..., None] = t.accelerator.log
+        t.load_checkpoint = self._load_checkpoint
+        t.save_checkpoint = self._save_checkpoint
+        t.accelerator.log = self._log
+
+    # ------------------------------------------------------------------------------ the three hooks
+    def _load_checkpoint(self) -> int:
+        """Report where training starts; called by train() after the dataloader and scheduler exist."""
+        ckpt_dir = Path(self.spec.checkpoint_dir)
+        names = sorted(os.listdir(ckpt_dir)) if ckpt_dir.is_dir() else []
+        loaded = f5tts_pick(names)
+        start = int(self._orig_load())
+        self.update = start
+        self.total_updates = _total_updates(self.trainer.scheduler)
+        if self.total_updates is not None:
+            self.updates_per_epoch = max(1, self.total_updates // self.spec.epochs)
+        self._reported = (start, time.monotonic())
+        self.progress.emit("start", start_update=start, total_updates=self.total_updates,
+                           updates_per_epoch=self.updates_per_epoch, epochs=self.spec.epochs,
+                           checkpoint=loaded, **self.start_fields)  # fmt: skip
+        if self.verify_resume and loaded is not None and start > 0:
+            from f5guard.train.verify import compare_with_checkpoint
+
+            self.progress.emit("resume_check", **compare_with_checkpoint(self.trainer, ckpt_dir / loaded))
+        if self.stop.reason is not None:  # asked to stop before any update: nothing new to save
+            raise GracefulStop(self.stop.reason, start)
+        return start
+
+    def _log(self, values: dict[str, Any], step: int | None = None, *args: Any, **kwargs: Any) -> None:
+        """The loop's per-update report: an update boundary (see the module docstring)."""
+        self._orig_log(values, step, *args, **kwargs)
+        if step is None or "loss" not in values or not self.trainer.accelerator.sync_gradients:
+            return  # a gradient-accumulation micro-step, or a log call that is not the loop's
+        self.update, self._loss, self._lr = int(step), float(values["loss"]), float(values.get("lr", math.nan))
+        if self._reported is None or time.monotonic() - self._reported[1] >= EVENT_INTERVAL_S:
+            self._emit_update()
+        if self.spec.throttle_s > 0:
+            time.sleep(self.spec.throttle_s)
+        if self.stop.reason is not None:
+            self._save_checkpoint(self.update, last=True)
+            if self.update % self.spec.save_per_updates == 0:  # the loop would have saved it next
+                self._save_checkpoint(self.update)
+            raise GracefulStop(self.stop.reason, self.update)
+        minutes = self.spec.save_every_minutes
+        due = minutes > 0 and time.monotonic() - self._last_save >= minutes * 60
+        if due and self.update % self.trainer.last_per_updates != 0:  # else the loop saves it anyway
+            self._save_checkpoint(self.update, last=True)
+
+    def _save_checkpoint(self, update: int, last: bool = False) -> None:
+        """F5-TTS's own save, then the event: a `checkpoint` event means the file is complete."""
+        self._orig_save(update, last=last)
+        name = LAST_NAME if last else f"model_{update}.pt"
+        path = Path(self.spec.checkpoint_dir) / name
+        if not last and self.trainer.keep_last_n_checkpoints == 0:
+            return  # F5-TTS writes no numbered files then
+        if last:
+            self._last_save = time.monotonic()
+        if update == self.update and (self._reported is None or self._reported[0] != update):
+            self._emit_update()  # the reader's latest update matches the checkpoint exactly
+        size = path.stat().st_size if path.exists() else None
+        self.progress.emit("checkpoint", file=name, update=update, last=last, size=size)
+
+    # ------------------------------------------------------------------------------ helpers
+    def _emit_update(self) -> None:
+        assert self.update is not None
+        now = time.monotonic()
+        rate = None
+        if self._reported is not None and now > self._reported[1] and self.update > self._reported[0]:
+            rate = round((self.update - self._reported[0]) / (now - self._reported[1]), 4)
+        epoch = (self.update - 1) // self.updates_per_epoch + 1 if self.updates_per_epoch and self.update else None
+        self.progress.emit("update", update=self.update, loss=_round(self._loss), lr=self._lr,
+                           updates_per_s=rate, epoch=epoch)  # fmt: skip
+        self._reported = (self.update, now)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, 6)
+
+
+def _total_updates(scheduler: Any) -> int | None:
+    """F5-TTS builds SequentialLR(warmup, decay) with decay.total_iters = total - warmup; read it back."""
+    inner = getattr(scheduler, "scheduler", scheduler)  # accelerate wraps it in an AcceleratedScheduler
+    try:
+        state = inner.state_dict()
+        return int(state["_milestones"][0]) + int(state["_schedulers"][-1]["total_iters"])
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+        return None
