@@ -1,0 +1,144 @@
+"""One attempt: a child in its own process group, its output pumped into a StageLog, its exit reaped at once.
+
+A waiting thread blocks in wait() so a death is noticed in milliseconds (supervisord polls on a 1 s tick and
+is fooled by a dataloader worker holding the pipe open). Stopping signals the whole group, then SIGKILLs what
+is left, including descendants that escaped the group: no orphans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import psutil
+
+from f5guard.exits import ExitInfo, classify, oom_kill_count
+from f5guard.stagelog import StageLog
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _die_with_daemon() -> None:  # pragma: no cover - runs in the forked child before exec
+    # SIGTERM when the daemon dies (even by SIGKILL): a trainer then checkpoints and exits instead of orphaning.
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+class Attempt:
+    """A running (or finished) child process group."""
+
+    def __init__(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, log: StageLog,
+                 on_exit: Callable[[Attempt], None]) -> None:
+        self.argv = list(argv)
+        self.log = log
+        self._on_exit = on_exit
+        self._oom_before = oom_kill_count()
+        self._stop_requested = False
+        self.started_at = time.time()
+        self.started_mono = time.monotonic()
+        self.ended_mono: float | None = None
+        self.exit: ExitInfo | None = None
+        self._done = threading.Event()
+        cwd.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(  # noqa: S603 - argv lists from the user's validated config
+            self.argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_daemon,  # noqa: PLW1509
+        )
+        self.pid = self.proc.pid
+        self.pgid = self.pid  # start_new_session: the child leads its own session and group
+        self.create_time = _create_time(self.pid)
+        threading.Thread(target=self._pump, name=f"pump-{self.pid}", daemon=True).start()
+        threading.Thread(target=self._wait, name=f"wait-{self.pid}", daemon=True).start()
+
+    @property
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+    @property
+    def uptime_s(self) -> float:
+        return (self.ended_mono or time.monotonic()) - self.started_mono
+
+    def _pump(self) -> None:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        fd = stdout.fileno()
+        with contextlib.suppress(OSError):
+            while chunk := os.read(fd, 65536):
+                self.log.feed(chunk)
+        stdout.close()
+
+    def _wait(self) -> None:
+        returncode = self.proc.wait()
+        self.ended_mono = time.monotonic()
+        self.exit = classify(returncode, self._oom_before, oom_kill_count(), stopped=self._stop_requested)
+        # Stragglers (dataloader workers) of a dead leader die with it; they would hold GPU memory and the pipe.
+        _signal_group(self.pgid, signal.SIGKILL)
+        self._done.set()
+        self._on_exit(self)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the whole group (a trainer, its accelerate workers, its dataloader workers)."""
+        _signal_group(self.pgid, sig)
+
+    def stop(self, grace_s: float) -> ExitInfo | None:
+        """SIGTERM the group, wait ``grace_s``, SIGKILL the group and any escaped descendants."""
+        self._stop_requested = True
+        descendants = _descendants(self.pid)
+        if self.running:
+            self.signal(signal.SIGTERM)
+            self.wait(grace_s)
+        if self.running:
+            self.log.note(f"still running {grace_s:g}s after SIGTERM: SIGKILL to the process group")
+            self.signal(signal.SIGKILL)
+            self.wait(5.0)
+        for proc in descendants + _descendants(self.pid):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        return self.exit
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def kill_leftover_group(pgid: int, leader_create_time: float | None) -> bool:
+    """Kill a group a dead daemon left behind, if its leader is still the same process (pids get reused)."""
+    try:
+        leader = psutil.Process(pgid)
+        if leader_create_time is not None and abs(leader.create_time() - leader_create_time) > 0.5:
+            return False
+    except psutil.NoSuchProcess:
+        pass  # the leader is gone; members of its group may remain
+    except psutil.Error:
+        return False
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True

@@ -1,0 +1,93 @@
+"""Human rendering of the status report (rich tables; the notebook shows the colours)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+STATE_STYLE = {
+    "done": "green", "skipped": "dim green", "running": "bold cyan", "pending": "dim", "failed": "bold red",
+    "fatal": "bold white on red", "interrupted": "yellow", "stopped": "yellow",
+}
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    return f"{hours // 24}d{hours % 24:02d}h"
+
+
+def _daemon_line(report: dict[str, Any]) -> Text:
+    d = report["daemon"]
+    if d["running"]:
+        phase = "" if d["phase"] in (None, "ready") else f" ({d['phase']})"
+        line = Text.assemble(("● ", "bold green"), ("f5guard running", "bold"), phase,
+                             f"  pid {d['pid']} · host {d['host']} · up {human_duration(d['uptime_s'])}")
+        if d["epoch"] is not None:
+            line.append(f" · epoch {d['epoch']}")
+        if d["heartbeat_age_s"] is not None:
+            line.append(f" · heartbeat {human_duration(d['heartbeat_age_s'])} ago")
+        return line
+    line = Text.assemble(("○ ", "bold yellow"), ("no f5guard supervisor runs here", "bold"))
+    known = d.get("last_known") or {}
+    written = report["state"]["written_at"]
+    if known:
+        ago = human_duration(time.time() - written) if written else "?"
+        line.append(f". Last known: pid {known.get('pid')} on host {known.get('host')}, state written {ago} ago")
+    return line
+
+
+def _detail(stage: dict[str, Any]) -> str:
+    parts: list[str] = []
+    if stage.get("items"):
+        parts.append(f"{stage['items']['done']}/{stage['items']['total']} items")
+    if stage["reason"] and stage["state"] != "done":
+        parts.append(stage["reason"])
+    if stage.get("restarts"):
+        parts.append(f"{stage['restarts']} restart(s), last: {stage['last_exit']}")
+    return " · ".join(parts)
+
+
+def render_status(report: dict[str, Any], console: Console) -> None:
+    console.print(_daemon_line(report))
+    console.print(f"  home  {report['home']}\n  work  {report['work']}", highlight=False)
+    lease = report.get("lease")
+    if lease and not report["daemon"]["running"]:
+        console.print(f"  home lease held by host {lease['host']} pid {lease['pid']}, heartbeat "
+                      f"{human_duration(lease['heartbeat_age_s'])} ago", highlight=False)
+    for problem in report["state"]["problems"]:
+        console.print(f"  [yellow]warning:[/] {problem}", highlight=False)
+    for run in report["runs"]:
+        console.print()
+        title = Text.assemble(("run ", "bold"), (run["name"], "bold"), " · ",
+                              (run["state"], STATE_STYLE.get(run["state"], "")))
+        if run["reason"] and run["state"] in ("failed", "fatal"):
+            title.append(f" · {run['reason']}")
+        console.print(title)
+        table = Table(box=None, padding=(0, 2), show_edge=False, header_style="dim")
+        for column in ("stage", "state", "time", "detail"):
+            table.add_column(column)
+        for stage in run["stages"]:
+            table.add_row(stage["name"], Text(stage["state"], STATE_STYLE.get(stage["state"], "")),
+                          human_duration(stage["duration_s"]), _detail(stage))
+        console.print(table)
+        for stage in run["stages"]:
+            if stage["last_lines"]:
+                console.print(f"  last lines of {stage['name']}:", style="dim")
+                for line in stage["last_lines"]:
+                    console.print(f"    {line}", highlight=False, markup=False)
+    if not report["daemon"]["running"]:
+        console.print("\n  Start (or resume) it with: f5guard start", style="dim")

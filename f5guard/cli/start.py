@@ -1,0 +1,82 @@
+"""``f5guard start``: launch the detached daemon and return once it reports ready (or say why it did not)."""
+
+from __future__ import annotations
+
+import click
+
+from f5guard import pidfile
+from f5guard.cli.common import Context, config_option, open_config
+from f5guard.errors import DaemonError
+from f5guard.launcher import spawn_daemon
+from f5guard.machine import boot_id
+from f5guard.requests import pending
+from f5guard.stages.plan import plan_run
+from f5guard.state import StageStatus, StateStore
+
+STDIO_TAIL = 15
+
+
+@click.command("start")
+@config_option
+@click.option("--takeover", is_flag=True, help="Take the home lease from another runtime (it stops on seeing it).")
+@click.option("--dry-run", is_flag=True, help="Show what would run and why; start nothing.")
+def command(config_path: str | None, takeover: bool, dry_run: bool) -> int:
+    """Start the supervisor in the background; returns within seconds."""
+    ctx = open_config(config_path)
+    if dry_run:
+        return _dry_run(ctx)
+    info = pidfile.running_daemon(ctx.work.lock, ctx.work.pidfile)
+    if info is not None:
+        click.echo(f"f5guard is already running here (pid {info.pid}); see `f5guard status`.")
+        return 0
+    result = spawn_daemon(ctx.config.path, ctx.work.daemon_stdio, takeover=takeover)
+    last = result.last
+    phase = last.get("phase")
+    if phase == "ready":
+        click.echo(f"f5guard started: pid {last['pid']}, epoch {last['epoch']}.")
+        click.echo(f"  logs   {ctx.work.logs}  (mirrored to {ctx.home.logs})")
+        click.echo("  watch  f5guard status · f5guard tail -f · f5guard stop")
+        return 0
+    if phase == "waiting-lease":
+        click.echo(f"f5guard started (pid {result.pid}) and is waiting up to {last['wait_s']:.0f}s for the home lease: "
+                   f"{last['holder']} has stopped renewing it. It takes over once that holder is confirmed gone; "
+                   "`f5guard status` shows progress.")
+        return 0
+    if phase == "already-running":
+        click.echo(f"f5guard is already running here (pid {last.get('pid')}); see `f5guard status`.")
+        return 0
+    if phase == "failed":
+        err = DaemonError(str(last.get("error")))
+        err.exit_code = int(last.get("exit_code", 1))
+        raise err
+    raise DaemonError(_died_message(ctx, result.pid, result.exited))
+
+
+def _died_message(ctx: Context, pid: int, exited: int | None) -> str:
+    how = "is still starting after 30 s" if exited is None else f"exited with status {exited} before it was ready"
+    try:
+        lines = ctx.work.daemon_stdio.read_text(errors="replace").strip().splitlines()[-STDIO_TAIL:]
+    except OSError:
+        lines = []
+    last = lines[-1].strip() if lines else "no output"
+    return f"the daemon (pid {pid}) {how}: {last} (full output: {ctx.work.daemon_stdio})"
+
+
+def _dry_run(ctx: Context) -> int:
+    """Plan like the daemon would at start, pending resets included, and print it like ``dvc status``."""
+    doc = StateStore(ctx.work.state, ctx.home.lease_dir).load().doc
+    for _path, request in pending(ctx.work.requests):
+        if request is None or (run := ctx.config.run(request.run)) is None:
+            continue
+        names = [s.name for s in run.stages]
+        start = names.index(request.stage) if request.stage in names else 0
+        for name in names[start:]:
+            record = doc.stage(run.name, name)
+            record.fingerprint, record.state = None, StageStatus.PENDING
+    boot = boot_id()
+    for run in ctx.config.runs:
+        click.echo(f"run {run.name}:")
+        for decision in plan_run(run, doc.runs[run.name].stages if run.name in doc.runs else {}, boot):
+            verdict = f"would run: {decision.why}" if decision.run else "up to date"
+            click.echo(f"  {decision.stage.name}: {verdict}")
+    return 0

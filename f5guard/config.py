@@ -1,0 +1,216 @@
+"""Find, parse and validate ``f5guard.toml``; every mistake is one line naming the file and the key (exit 2)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from f5guard.errors import ConfigError
+from f5guard.schema import (
+    Config,
+    LeaseSettings,
+    LogSettings,
+    RestartPolicy,
+    RunConfig,
+    Scope,
+    StageConfig,
+    Table,
+    describe,
+    expand,
+    placeholder_values,
+)
+from f5guard.stages import kinds
+from f5guard.stages.overlap import patterns_overlap
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+CONFIG_ENV = "F5GUARD_CONFIG"
+CONFIG_NAME = "f5guard.toml"
+DEFAULT_STOP_GRACE_S = 30.0
+
+
+def find_config(explicit: str | os.PathLike[str] | None) -> Path:
+    """``--config`` wins, then ``$F5GUARD_CONFIG``, then ``./f5guard.toml``."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV]).expanduser()
+    return Path.cwd() / CONFIG_NAME
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the config at ``path``; raises ConfigError with one line."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config not found (create one with `f5guard init`, or pass --config)") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config: {err.strerror or err}") from err
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: config is not UTF-8 text: {err}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from err
+    return parse_config(data, path.resolve())
+
+
+def parse_config(data: dict[str, Any], path: Path) -> Config:
+    top = Table(data, "", path)
+    config_dir = path.parent
+    home = _directory(top, "home", config_dir, must_have_parent=True)
+    work = _directory(top, "work", config_dir, must_have_parent=False)
+    if home == work:
+        top.fail("must differ from home: work is the fast runtime-local copy, home the persistent one", "work")
+    lease = _lease(top.sub("lease"))
+    logs = _logs(top.sub("logs"))
+    restart_default = _restart(top.sub("restart"), RestartPolicy())
+    stop_grace = top.number("stop_grace_s", DEFAULT_STOP_GRACE_S, positive=True)
+    run_tables = top.get("runs", list, [])
+    runs: list[RunConfig] = []
+    for i, raw_run in enumerate(run_tables):
+        run = _run(Table(raw_run, f"runs[{i}]", path), config_dir, home, work, restart_default, stop_grace)
+        if any(r.name == run.name for r in runs):
+            raise ConfigError(f"{path}: runs[{i}].name: duplicate run name {run.name!r}")
+        runs.append(run)
+    if not runs:
+        top.fail("no runs defined: add a [[runs]] table with at least one [[runs.stages]]", "runs")
+    top.done()
+    return Config(path=path, home=home, work=work, lease=lease, logs=logs, runs=tuple(runs))
+
+
+def _directory(top: Table, key: str, config_dir: Path, *, must_have_parent: bool) -> Path:
+    text = top.get(key, str)
+    if not text.strip():
+        top.fail("must not be empty", key)
+    value = expand(text, placeholder_values(config_dir, Path(), Path()), top.key_path(key), top.file)
+    path = Path(value).expanduser()
+    path = (path if path.is_absolute() else config_dir / path).resolve()
+    if path.exists() and not path.is_dir():
+        top.fail(f"{path} exists and is not a directory", key)
+    # Home on an unmounted Drive must fail loudly instead of silently filling a local folder.
+    if must_have_parent and not path.exists() and not path.parent.is_dir():
+        top.fail(f"neither {path} nor its parent {path.parent} exists (is Drive mounted?)", key)
+    return path
+
+
+def _lease(t: Table) -> LeaseSettings:
+    d = LeaseSettings()
+    lease = LeaseSettings(
+        duration_s=t.number("duration_s", d.duration_s, positive=True),
+        heartbeat_s=t.number("heartbeat_s", d.heartbeat_s),
+        takeover_slack_s=t.number("takeover_slack_s", d.takeover_slack_s),
+        epoch_poll_s=t.number("epoch_poll_s", d.epoch_poll_s, positive=True),
+    )
+    if lease.heartbeat_s and lease.heartbeat_s >= lease.duration_s:
+        t.fail(f"must be shorter than duration_s ({lease.duration_s:g})", "heartbeat_s")
+    t.done()
+    return lease
+
+
+def _logs(t: Table) -> LogSettings:
+    d = LogSettings()
+    max_bytes = t.get("max_bytes", int, d.max_bytes)
+    if max_bytes < 4096:
+        t.fail(f"must be at least 4096, got {max_bytes}", "max_bytes")
+    backups = t.get("backups", int, d.backups)
+    if backups < 1:
+        t.fail(f"must be at least 1, got {backups}", "backups")
+    logs = LogSettings(max_bytes=max_bytes, backups=backups,
+                       mirror_interval_s=t.number("mirror_interval_s", d.mirror_interval_s, positive=True))
+    t.done()
+    return logs
+
+
+def _restart(t: Table, d: RestartPolicy) -> RestartPolicy:
+    budget = t.get("budget", int, d.budget)
+    if budget < 0:
+        t.fail(f"must be at least 0, got {budget}", "budget")
+    policy = RestartPolicy(
+        backoff_initial_s=t.number("backoff_initial_s", d.backoff_initial_s),
+        backoff_factor=t.number("backoff_factor", d.backoff_factor, minimum=1.0),
+        backoff_max_s=t.number("backoff_max_s", d.backoff_max_s),
+        stable_after_s=t.number("stable_after_s", d.stable_after_s),
+        budget=budget,
+        window_s=t.number("window_s", d.window_s, positive=True),
+    )
+    t.done()
+    return policy
+
+
+def check_name(t: Table, key: str, what: str) -> str:
+    """Names become folder names; spaces, parentheses and Vietnamese letters are fine, slashes are not."""
+    name = t.get(key, str)
+    if not name.strip() or name in (".", "..") or "/" in name or any(ord(c) < 32 for c in name):
+        t.fail(f"{what} name {name!r} must be non-empty and contain no '/' or control characters", key)
+    return name
+
+
+def _run(t: Table, config_dir: Path, home: Path, work: Path, restart: RestartPolicy, grace: float) -> RunConfig:
+    name = check_name(t, "name", "run")
+    run_env = t.str_map("env")
+    stages: list[StageConfig] = []
+    for j, raw_stage in enumerate(t.get("stages", list)):
+        st = Table(raw_stage, f"{t.where}.stages[{j}]", t.file)
+        stage = _stage(st, config_dir, home, work, name, run_env, restart, grace)
+        if any(s.name == stage.name for s in stages):
+            raise ConfigError(f"{t.file}: {st.where}.name: duplicate stage name {stage.name!r} in run {name!r}")
+        stages.append(stage)
+    if not stages:
+        t.fail("has no stages: add [[runs.stages]] tables", "stages")
+    t.done()
+    _check_data_flow(t, stages)
+    return RunConfig(name=name, stages=tuple(stages))
+
+
+def _stage(t: Table, config_dir: Path, home: Path, work: Path, run: str, run_env: dict[str, str],
+           restart: RestartPolicy, grace: float) -> StageConfig:
+    name = check_name(t, "name", "stage")
+    kind = t.get("type", str, "command")
+    build = kinds.builder_for(kind)
+    if build is None:
+        t.fail(f"unknown stage type {kind!r} (known: {', '.join(kinds.known_kinds())})", "type")
+    scope_text = t.get("scope", str, Scope.HOME.value)
+    try:
+        scope = Scope(scope_text)
+    except ValueError:
+        t.fail(f"must be 'runtime' or 'home', got {scope_text!r}", "scope")
+    values = placeholder_values(config_dir, home, work, run, name)
+    base = kinds.StageBase(
+        name=name, env={}, cwd=config_dir, inputs=(), outputs=(), params={}, scope=scope,
+        long_running=t.get("long_running", bool, False), restart=_restart(t.sub("restart"), restart),
+        stop_grace_s=t.number("stop_grace_s", grace, positive=True), values=values, config_dir=config_dir,
+    )
+    env = {**run_env, **t.str_map("env")}
+    env = {k: expand(v, values, t.key_path(f"env.{k}"), t.file) for k, v in env.items()}
+    cwd_text = t.get("cwd", str, "")
+    cwd = Path(base.resolve(cwd_text, t.key_path("cwd"), t.file)) if cwd_text else config_dir
+    params = t.get("params", dict, {})
+    base = kinds.StageBase(
+        **{**base.__dict__, "env": env, "cwd": cwd, "params": params,
+           "inputs": tuple(base.resolve(p, t.key_path("inputs"), t.file) for p in t.str_list("inputs", [])),
+           "outputs": tuple(base.resolve(p, t.key_path("outputs"), t.file) for p in t.str_list("outputs", []))},
+    )
+    stage = build(t, base)
+    t.done()
+    return stage
+
+
+def _check_data_flow(t: Table, stages: list[StageConfig]) -> None:
+    """A stage may read only what earlier stages (or the outside world) make, never a later stage's output."""
+    for i, reader in enumerate(stages):
+        for pattern in reader.inputs:
+            for maker in stages[i:]:
+                for out in maker.outputs:
+                    if patterns_overlap(pattern, out):
+                        who = "itself" if maker is reader else f"the later stage {maker.name!r}"
+                        t.fail(f"stage {reader.name!r} reads {pattern}, an output made only by {who}",
+                               "stages")
+
+
+__all__ = ["CONFIG_ENV", "CONFIG_NAME", "describe", "find_config", "load_config", "parse_config"]

@@ -1,0 +1,288 @@
+"""The daemon: owns the work dir (flock) and the home lease, runs the supervisor loop, writes state.
+
+``python -m f5guard.daemon`` is what ``f5guard start`` spawns detached; ``f5guard run --foreground`` runs the
+same loop attached (systemd: sd_notify READY/WATCHDOG/STOPPING when NOTIFY_SOCKET is set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from filelock import FileLock, Timeout
+
+from f5guard import __version__, logs, pidfile, requests, sdnotify
+from f5guard.attempt import kill_leftover_group
+from f5guard.config import load_config
+from f5guard.errors import DaemonError, F5guardError, LeaseLost
+from f5guard.launcher import ReadyChannel
+from f5guard.layout import HomeLayout, WorkLayout
+from f5guard.lease import HomeLease, Holder
+from f5guard.machine import boot_id, hostname
+from f5guard.mirror import mirror_tree
+from f5guard.redact import Redactor
+from f5guard.schema import Config
+from f5guard.stages.context import RunContext
+from f5guard.state import StageStatus, StateDoc, StateStore
+from f5guard.supervisor import Supervisor
+
+TICK_S = 0.5
+STATE_MIRROR_S = 10.0
+
+
+class _StopBeforeReady(Exception):  # noqa: N818 - control flow, not an error
+    """A stop signal while the daemon still waits for the lease: leave at once."""
+
+
+class Daemon:
+    """One supervisor process for one config (work dir + home)."""
+
+    def __init__(self, config: Config, *, takeover: bool = False, foreground: bool = False) -> None:
+        self.config = config
+        self.takeover = takeover
+        self.foreground = foreground
+        self.work = WorkLayout(config.work)
+        self.home = HomeLayout(config.home)
+        self.ready = ReadyChannel()
+        self.wake = threading.Event()
+        self.stop_requested: str | None = None
+        self.requests_waiting = True
+        self.boot = boot_id()
+        self.started_at = time.time()
+        self.log = logs.get_logger()  # rebound once logging is configured (after the work lock is ours)
+        self.lease: HomeLease | None = None
+        self.serving = False
+        self.store = StateStore(self.work.state, self.home.lease_dir, mirror_interval_s=STATE_MIRROR_S)
+
+    # -- life cycle -------------------------------------------------------------------------------------
+    def main(self) -> int:
+        """Run until stopped; returns the process exit code. Every startup failure reaches ``start``."""
+        try:
+            self.work.root.mkdir(parents=True, exist_ok=True)
+            self.home.lease_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            return self._startup_failed(DaemonError(f"cannot create {err.filename}: {err.strerror}"))
+        work_lock = FileLock(str(self.work.lock), timeout=1.0)
+        try:
+            work_lock.acquire()
+        except Timeout:
+            other = pidfile.read(self.work.pidfile)
+            self.ready.send("already-running", pid=other.pid if other else None)
+            self.ready.close()
+            return 0
+        try:
+            return self._main_locked()
+        finally:
+            with contextlib.suppress(OSError):
+                self.work.pidfile.unlink()
+            work_lock.release()
+
+    def _main_locked(self) -> int:
+        logs.configure(self.work.daemon_log, self.config.logs, console=self.foreground)
+        self.log = logs.get_logger()
+        redactor = Redactor([stage.env for run in self.config.runs for stage in run.stages])
+        logs.set_redactor(redactor)
+        self.log.info("daemon starting", pid=os.getpid(), host=hostname(), config=str(self.config.path),
+                      version=__version__, takeover=self.takeover)
+        self._write_pidfile("starting")
+        self._install_signals()
+        try:
+            self.lease = HomeLease(self.home, self.config.lease)
+            epoch = self.lease.acquire(takeover=self.takeover, on_wait=self._waiting_for_lease)
+        except _StopBeforeReady:
+            self.log.info("stopped while waiting for the lease")
+            if self.lease is not None:
+                self.lease.release()
+            return 0
+        except F5guardError as err:
+            return self._startup_failed(err)
+        except OSError as err:
+            return self._startup_failed(DaemonError(f"cannot take the lease at {self.home.lease}: {err}"))
+        self.serving = True
+        try:
+            loaded = self.store.load()
+        except F5guardError as err:
+            self.lease.release()
+            return self._startup_failed(err)
+        for problem in loaded.problems:
+            self.log.warning("state copy skipped", problem=problem)
+        doc = loaded.doc
+        doc.epoch = epoch
+        doc.daemon = {"pid": os.getpid(), "host": hostname(), "started_at": self.started_at, "boot_id": self.boot,
+                      "version": __version__}
+        self._reap_leftovers(doc)
+        ctx = RunContext(work=self.work, home=self.home, logs=self.config.logs, redactor=redactor,
+                         boot_id=self.boot, wake=self.wake, log=self.log, base_env=dict(os.environ), epoch=epoch)
+        supervisor = Supervisor(self.config, doc, ctx)
+        self._write_pidfile("ready", epoch=epoch)
+        self.log.info("daemon ready", epoch=epoch, state_from=str(loaded.source) if loaded.source else None)
+        self.ready.send("ready", pid=os.getpid(), epoch=epoch, log=str(self.work.daemon_log))
+        self.ready.close()
+        sdnotify.notify(f"READY=1\nSTATUS=supervising {len(self.config.runs)} run(s), epoch {epoch}")
+        return self._serve(supervisor, doc)
+
+    def _startup_failed(self, err: F5guardError) -> int:
+        self.log.error("daemon failed to start", error=err.message)
+        self.ready.send("failed", error=err.message, exit_code=err.exit_code)
+        self.ready.close()
+        print(f"f5guard: {err.message}", file=sys.stderr)
+        return err.exit_code
+
+    def _waiting_for_lease(self, holder: Holder) -> None:
+        wait = self.config.lease.duration_s
+        self.log.warning("waiting for the home lease", holder=holder.describe(), wait_s=wait)
+        self._write_pidfile("waiting-lease")
+        self.ready.send("waiting-lease", holder=holder.describe(), wait_s=wait)
+
+    # -- the control loop ---------------------------------------------------------------------------------
+    def _serve(self, supervisor: Supervisor, doc: StateDoc) -> int:
+        assert self.lease is not None
+        self._save(doc, home=True)
+        self.store.prune_home(doc.epoch)
+        watchdog = sdnotify.watchdog_interval_s()
+        next_lease = next_mirror = next_watchdog = 0.0
+        exit_code = 0
+        while not self.stop_requested:
+            now = time.monotonic()
+            if now >= next_lease:
+                next_lease = now + self.config.lease.epoch_poll_s
+                try:
+                    self.lease.check()
+                except LeaseLost as err:
+                    self.log.error("lease lost; stopping every child and exiting", reason=err.message)
+                    supervisor.stop()
+                    self.store.save(doc, mirror=False)
+                    self.lease.release()
+                    return err.exit_code
+            if self.requests_waiting:
+                self.requests_waiting = False
+                self._apply_requests(supervisor)
+            changed = supervisor.step(now)
+            if changed:
+                self._save(doc)
+            if now >= next_mirror:
+                next_mirror = now + self.config.logs.mirror_interval_s
+                self._mirror(doc)
+            if watchdog and now >= next_watchdog:
+                next_watchdog = now + watchdog
+                sdnotify.notify("WATCHDOG=1")
+            timeout = TICK_S
+            wake_at = supervisor.next_wakeup()
+            if wake_at is not None:
+                timeout = max(0.0, min(timeout, wake_at - time.monotonic()))
+            if not changed:
+                self.wake.wait(timeout)
+            self.wake.clear()
+        self.log.info("daemon stopping", reason=self.stop_requested)
+        self._write_pidfile("stopping", epoch=doc.epoch)
+        sdnotify.notify("STOPPING=1")
+        supervisor.stop()
+        self._save(doc, home=True)
+        self._mirror(doc)
+        self.lease.release()
+        self.log.info("daemon stopped")
+        return exit_code
+
+    def _save(self, doc: StateDoc, *, home: bool | None = None) -> None:
+        try:
+            self.store.save(doc, mirror=False)
+        except OSError as err:
+            self.log.error("cannot write state", path=str(self.work.state), error=str(err))
+        self._mirror_state(doc, force=bool(home))
+
+    def _mirror_state(self, doc: StateDoc, *, force: bool) -> None:
+        assert self.lease is not None
+        if not (force or self.store.home_due()):
+            return
+        try:
+            self.lease.check()  # fencing: never overwrite a newer owner's view of home
+            self.store.write_home(doc)
+        except LeaseLost:
+            self.wake.set()
+        except OSError as err:  # Drive hiccups: training goes on, home catches up later
+            self.log.warning("cannot write state to home", path=str(self.store.home_path(doc.epoch)),
+                             error=str(err))
+
+    def _mirror(self, doc: StateDoc) -> None:
+        self._mirror_state(doc, force=False)
+        try:
+            mirror_tree(self.work.logs, self.home.logs)
+        except OSError as err:
+            self.log.warning("cannot mirror logs to home", error=str(err))
+
+    def _apply_requests(self, supervisor: Supervisor) -> None:
+        for path, request in requests.pending(self.work.requests):
+            if request is None:
+                self.log.warning("unreadable request dropped", path=str(path))
+            elif (sup := supervisor.run(request.run)) is None:
+                self.log.warning("reset request for an unknown run dropped", run=request.run)
+            elif request.stage is not None and sup.run.stage(request.stage) is None:
+                self.log.warning("reset request for an unknown stage dropped", run=request.run, stage=request.stage)
+            else:
+                sup.reset(request.stage)
+            requests.done(path)
+
+    def _reap_leftovers(self, doc: StateDoc) -> None:
+        """Stages that were running when the last daemon died: kill what is left of them, mark interrupted."""
+        for run_name, run in doc.runs.items():
+            for stage_name, record in run.stages.items():
+                if record.state is not StageStatus.RUNNING:
+                    continue
+                if record.pid and kill_leftover_group(record.pid, record.pid_started):
+                    self.log.warning("killed a leftover process group", run=run_name, stage=stage_name,
+                                     pgid=record.pid)
+                record.state, record.pid, record.pid_started = StageStatus.INTERRUPTED, None, None
+                record.reason = "its supervisor stopped or died while it ran"
+
+    # -- plumbing -------------------------------------------------------------------------------------------
+    def _write_pidfile(self, phase: str, epoch: int = 0) -> None:
+        pidfile.write(self.work.pidfile, pidfile.DaemonInfo(
+            pid=os.getpid(), host=hostname(), started_at=self.started_at, boot_id=self.boot,
+            config=str(self.config.path), version=__version__, epoch=epoch, phase=phase))
+
+    def _install_signals(self) -> None:
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            self.stop_requested = signal.Signals(signum).name
+            self.wake.set()
+            if not self.serving:
+                raise _StopBeforeReady
+
+        def poke(_signum: int, _frame: FrameType | None) -> None:
+            self.requests_waiting = True
+            self.wake.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGUSR1, poke)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop training
+
+
+def run_daemon(config_path: Path, *, takeover: bool, foreground: bool) -> int:
+    try:
+        config = load_config(config_path)
+    except F5guardError as err:
+        ReadyChannel().send("failed", error=err.message, exit_code=err.exit_code)
+        print(f"f5guard: {err.message}", file=sys.stderr)
+        return err.exit_code
+    return Daemon(config, takeover=takeover, foreground=foreground).main()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m f5guard.daemon", description="the detached daemon entry")
+    parser.add_argument("--config", required=True, type=Path)
+    parser.add_argument("--takeover", action="store_true")
+    parser.add_argument("--foreground", action="store_true")
+    args = parser.parse_args(argv)
+    os.chdir("/")  # never keep a notebook's folder (or an unmounting Drive) busy
+    return run_daemon(args.config, takeover=args.takeover, foreground=args.foreground)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

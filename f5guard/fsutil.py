@@ -1,0 +1,53 @@
+"""Crash-safe file writes: a reader sees the old complete file or the new complete one, never a mix."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def fsync_dir(path: Path) -> None:
+    """Persist a rename: the directory entry is data too (pueue skips this; a crash can then lose the file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return  # some FUSE mounts refuse to open directories; the rename itself is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # fsync on a directory is advisory on FUSE (Drive); nothing more can be done
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write aside, fsync, rename over ``path``, fsync the directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, document: Any) -> None:
+    """Atomically write ``document`` as pretty, key-sorted JSON (diff-friendly when a user inspects it)."""
+    text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file; raises OSError or ValueError (json.JSONDecodeError) for the caller to word."""
+    with path.open("rb") as handle:
+        return json.loads(handle.read().decode("utf-8"))

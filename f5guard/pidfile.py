@@ -1,0 +1,70 @@
+"""The daemon's pidfile and the one reliable liveness test: the work dir's flock.
+
+A pidfile alone goes stale (a swept /tmp made supervisord's CLI start a duplicate); the kernel drops a flock
+when its holder dies, so "can I take the lock?" is the truth. Stdlib only: ``status`` must start fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from f5guard.fsutil import atomic_write_json
+
+
+@dataclass(frozen=True)
+class DaemonInfo:
+    pid: int
+    host: str
+    started_at: float
+    boot_id: str
+    config: str
+    version: str
+    epoch: int = 0
+    phase: str = "starting"  # starting | waiting-lease | ready | stopping
+
+
+def write(path: Path, info: DaemonInfo) -> None:
+    atomic_write_json(path, asdict(info))
+
+
+def read(path: Path) -> DaemonInfo | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return DaemonInfo(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def lock_is_held(lock_path: Path) -> bool:
+    """True while a live daemon holds the work dir's flock (taking it briefly proves nobody does)."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    else:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def running_daemon(lock_path: Path, pid_path: Path) -> DaemonInfo | None:
+    """The live daemon's info, or None; a pidfile without a held lock is stale and ignored."""
+    if not lock_is_held(lock_path):
+        return None
+    return read(pid_path) or DaemonInfo(pid=0, host="?", started_at=0.0, boot_id="?", config="?", version="?")

@@ -1,0 +1,84 @@
+"""The status report: daemon, lease and every run's stages, as one JSON-ready dict.
+
+Built from files only (pidfile, work-dir flock, state copies, lease marker) so that it works with no daemon
+running — the after-reconnect case — and never imports torch.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from f5guard import pidfile
+from f5guard.layout import HomeLayout, WorkLayout
+from f5guard.leaseinfo import current_holder
+from f5guard.schema import Config
+from f5guard.state import RunStatus, StageStatus, StateStore
+
+
+def build_report(config: Config, now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    work, home = WorkLayout(config.work), HomeLayout(config.home)
+    info = pidfile.running_daemon(work.lock, work.pidfile)
+    holder = current_holder(home)
+    loaded = StateStore(work.state, home.lease_dir).load()
+    doc = loaded.doc
+    daemon: dict[str, Any] = {
+        "running": info is not None,
+        "pid": info.pid if info else None,
+        "host": info.host if info else None,
+        "phase": info.phase if info else None,
+        "uptime_s": round(now - info.started_at, 1) if info else None,
+        "epoch": (info.epoch or doc.epoch) if info else None,
+        "heartbeat_age_s": round(holder.heartbeat_age_s, 1) if holder and holder.heartbeat_age_s is not None
+        else None,
+        "last_known": doc.daemon or None,
+    }
+    lease = None
+    if holder is not None:
+        lease = {"host": holder.host, "pid": holder.pid, "epoch": holder.epoch,
+                 "heartbeat_age_s": round(holder.heartbeat_age_s or 0.0, 1), "same_host": holder.same_host,
+                 "pid_alive": holder.pid_alive}
+    runs = []
+    for run in config.runs:
+        record = doc.runs.get(run.name)
+        stages = []
+        for stage in run.stages:
+            srec = record.stages.get(stage.name) if record else None
+            state = srec.state if srec else StageStatus.PENDING
+            duration = srec.duration_s if srec else None
+            if srec and state is StageStatus.RUNNING and srec.started_at:
+                duration = round(now - srec.started_at, 1)
+            entry: dict[str, Any] = {
+                "name": stage.name, "state": state.value, "duration_s": duration,
+                "reason": srec.reason if srec else None,
+                "restarts": srec.restarts if srec else 0,
+                "last_exit": srec.last_exit if srec else None,
+                "last_lines": srec.last_lines if srec and state in (StageStatus.FAILED, StageStatus.FATAL) else [],
+            }
+            if srec and srec.items_total:
+                entry["items"] = {"done": srec.items_done, "total": srec.items_total}
+            stages.append(entry)
+        runs.append({
+            "name": run.name,
+            "state": (record.state if record else RunStatus.PENDING).value,
+            "reason": record.reason if record else None,
+            "stages": stages,
+            "training": record.training if record else None,
+        })
+    return {
+        "daemon": daemon,
+        "lease": lease,
+        "home": str(config.home),
+        "work": str(config.work),
+        "state": {"source": str(loaded.source) if loaded.source else None, "written_at": doc.written_at or None,
+                  "generation": doc.generation, "epoch": doc.epoch, "problems": list(loaded.problems)},
+        "runs": runs,
+    }
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    """0 while a daemon runs here and no run is FATAL; 1 otherwise (scripts can `f5guard status || ...`)."""
+    if not report["daemon"]["running"]:
+        return 1
+    return 1 if any(run["state"] == RunStatus.FATAL.value for run in report["runs"]) else 0

@@ -1,0 +1,1 @@
+"""The stage engine: kinds of stage, fingerprints, the up-to-date plan, and running a stage's attempts."""

@@ -1,0 +1,24 @@
+"""What every stage runner needs from the daemon, bundled so signatures stay short."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from f5guard.layout import HomeLayout, WorkLayout
+from f5guard.redact import Redactor
+from f5guard.schema import LogSettings
+
+
+@dataclass
+class RunContext:
+    work: WorkLayout
+    home: HomeLayout
+    logs: LogSettings
+    redactor: Redactor
+    boot_id: str
+    wake: threading.Event  # set by an attempt's waiter thread: the control loop reacts at once
+    log: Any  # a bound structlog logger
+    base_env: dict[str, str] = field(default_factory=dict)
+    epoch: int = 0

@@ -1,0 +1,170 @@
+"""Runs one stage: its attempts, restarts of a long-running stage, and the outcome in its state record.
+
+Circus's levels, typed: the supervisor owns runs, a run owns stage runners, a stage runner owns attempts. All
+record changes happen on the control thread; attempt threads only wake it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from f5guard.attempt import Attempt
+from f5guard.exits import ExitInfo
+from f5guard.restart import RestartTracker
+from f5guard.schema import RunConfig, StageConfig
+from f5guard.stagelog import StageLog
+from f5guard.stages.context import RunContext
+from f5guard.stages.driver import StageDriver, driver_class
+from f5guard.stages.fingerprint import check_outputs, record_outputs
+from f5guard.stages.plan import Decision
+from f5guard.state import StageRecord, StageStatus
+
+FAILURE_LINES = 12
+
+
+class StageRunner:
+    """One stage's execution in this daemon's life; ``finished`` once it reached a final state."""
+
+    def __init__(self, run: RunConfig, decision: Decision, record: StageRecord, ctx: RunContext) -> None:
+        self.run = run
+        self.stage: StageConfig = decision.stage
+        self.decision = decision
+        self.record = record
+        self.ctx = ctx
+        self.driver: StageDriver = driver_class(self.stage.kind)()
+        self.tracker = RestartTracker(self.stage.restart)
+        self.attempt: Attempt | None = None
+        self.restart_at: float | None = None
+        self.stopping = False
+        self.log = ctx.log.bind(run=run.name, stage=self.stage.name)
+        self.stage_log = StageLog(ctx.work.stage_log(run.name, self.stage.name), max_bytes=ctx.logs.max_bytes,
+                                  backups=ctx.logs.backups, redactor=ctx.redactor, on_line=self.on_output_line)
+
+    @property
+    def finished(self) -> bool:
+        return self.record.state not in (StageStatus.RUNNING, StageStatus.PENDING)
+
+    def env(self) -> dict[str, str]:
+        return {
+            **self.ctx.base_env, **self.stage.env, "PYTHONUNBUFFERED": "1",
+            "F5GUARD_RUN": self.run.name, "F5GUARD_STAGE": self.stage.name,
+            "F5GUARD_HOME": str(self.ctx.home.root), "F5GUARD_WORK": str(self.ctx.work.root),
+        }
+
+    def on_output_line(self, line: str) -> None:
+        """Every output line (and tqdm redraw) passes here; kinds that parse progress override it."""
+
+    def start(self) -> None:
+        r = self.record
+        r.state, r.fingerprint, r.reason = StageStatus.RUNNING, None, self.decision.why
+        r.started_at, r.finished_at, r.duration_s = time.time(), None, None
+        r.restarts, r.last_exit, r.last_lines = 0, None, []
+        r.boot_id = self.ctx.boot_id
+        self.log.info("stage starting", why=self.decision.why)
+        self._spawn()
+
+    def _spawn(self) -> None:
+        self.restart_at = None
+        self.driver.before_attempt(self)
+        self.record.attempts += 1
+        self.stage_log.note(f"attempt {self.record.attempts}: {' '.join(self.stage.command)}")
+        try:
+            self.attempt = Attempt(self.stage.command, env=self.env(), cwd=self.stage.cwd, log=self.stage_log,
+                                   on_exit=lambda _a: self.ctx.wake.set())
+        except OSError as err:
+            self.attempt = None
+            self._fail(StageStatus.FAILED, f"cannot start {self.stage.command[0]!r}: {err.strerror or err}")
+            return
+        self.record.pid, self.record.pid_started = self.attempt.pid, self.attempt.create_time
+        self.log.info("attempt started", pid=self.attempt.pid, attempt=self.record.attempts)
+
+    def poll(self, now: float) -> bool:
+        """Advance on the control thread; True when the record changed."""
+        if self.finished:
+            self.driver.idle(self, now)
+            return False
+        if self.attempt is not None and self.attempt.running:
+            reason = self.driver.poll(self, now)
+            if reason is not None:
+                self.log.warning("killing attempt", reason=reason)
+                self.stage_log.note(f"killing attempt: {reason}")
+                attempt = self.attempt
+                attempt.stop(self.stage.stop_grace_s)
+                self._after_exit(attempt.exit or ExitInfo(-9), attempt.uptime_s, override=reason)
+                return True
+            return False
+        if self.attempt is not None and self.attempt.exit is not None:
+            self._after_exit(self.attempt.exit, self.attempt.uptime_s)
+            return True
+        if self.restart_at is not None and now >= self.restart_at:
+            self._spawn()
+            return True
+        return False
+
+    def next_wakeup(self) -> float | None:
+        return self.restart_at
+
+    def _after_exit(self, exit: ExitInfo, uptime_s: float, override: str | None = None) -> None:
+        self.attempt = None
+        r = self.record
+        r.pid = r.pid_started = None
+        r.last_exit = override or exit.describe()
+        self.driver.after_exit(self, exit)
+        self.stage_log.note(f"attempt {r.attempts} ended: {r.last_exit}")
+        if self.stopping:
+            self._finish(StageStatus.INTERRUPTED, "stopped before it finished")
+        elif exit.ok and override is None:
+            self._succeed()
+        elif not self.stage.long_running:
+            self._fail(StageStatus.FAILED, r.last_exit)
+        else:
+            self._maybe_restart(exit, uptime_s, r.last_exit)
+
+    def _succeed(self) -> None:
+        problems = check_outputs(self.stage.outputs, {})
+        if problems:
+            self._fail(StageStatus.FAILED, "exited 0 but " + "; ".join(problems))
+            return
+        r = self.record
+        r.outputs = record_outputs(self.stage.outputs)
+        r.fingerprint = self.decision.fingerprint.digest
+        r.fingerprint_parts = self.decision.fingerprint.parts
+        self._finish(StageStatus.DONE, None)
+        self.log.info("stage done", duration_s=r.duration_s)
+
+    def _maybe_restart(self, exit: ExitInfo, uptime_s: float, described: str) -> None:
+        fatal = self.driver.fatal_reason(self, exit)
+        if fatal is not None:
+            self._fail(StageStatus.FATAL, fatal)
+            return
+        verdict = self.tracker.on_failure(uptime_s, time.monotonic())
+        if not verdict.restart:
+            self._fail(StageStatus.FATAL, f"{described}; {verdict.reason}")
+            return
+        self.record.restarts += 1
+        self.restart_at = time.monotonic() + verdict.delay_s
+        self.log.warning("attempt failed; restarting", exit=described, restart=verdict.reason)
+        self.stage_log.note(f"restarting: {verdict.reason}")
+        self.ctx.wake.set()
+
+    def _fail(self, state: StageStatus, reason: str) -> None:
+        self.record.last_lines = list(self.stage_log.last_lines)[-FAILURE_LINES:]
+        self._finish(state, reason)
+        self.log.error(f"stage {state.value}", reason=reason, last_lines=self.record.last_lines)
+
+    def _finish(self, state: StageStatus, reason: str | None) -> None:
+        r = self.record
+        r.state, r.reason, r.pid = state, reason, None
+        r.finished_at = time.time()
+        r.duration_s = round(r.finished_at - (r.started_at or r.finished_at), 3)
+        self.stage_log.close()
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Stop for good (daemon stop, reset, lost lease): INTERRUPTED, reruns on the next pass."""
+        self.stopping = True
+        if self.attempt is not None:
+            attempt = self.attempt
+            attempt.stop(self.stage.stop_grace_s if grace_s is None else grace_s)
+            self._after_exit(attempt.exit or ExitInfo(-9, stopped=True), attempt.uptime_s)
+        elif not self.finished:
+            self._finish(StageStatus.INTERRUPTED, "stopped before it finished")

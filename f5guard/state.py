@@ -1,0 +1,207 @@
+"""The state document: what every run and stage did, written atomically to work and mirrored to home.
+
+Only the daemon writes it. Home copies are named by epoch (``state-e0003.json``), so a daemon that lost a
+takeover can never overwrite the new owner's copy; loading takes the newest valid copy by (epoch, generation)
+and survives a corrupt or truncated one.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from f5guard.errors import StateError
+from f5guard.fsutil import atomic_write_json
+
+SCHEMA_VERSION = 1
+_HOME_NAME = re.compile(r"^state-e(\d+)\.json$")
+
+
+class StageStatus(str, enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    FATAL = "fatal"  # a long-running stage that exhausted its restart budget or failed the same way twice
+    INTERRUPTED = "interrupted"  # was running when its daemon died or stopped; reruns on the next start
+
+
+class RunStatus(str, enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    FATAL = "fatal"
+    STOPPED = "stopped"
+
+
+@dataclass
+class StageRecord:
+    """One stage's last known outcome; ``fingerprint`` and ``outputs`` decide whether it may be skipped."""
+
+    state: StageStatus = StageStatus.PENDING
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration_s: float | None = None
+    fingerprint: str | None = None  # of the last run that exited 0
+    fingerprint_parts: dict[str, Any] = field(default_factory=dict)  # what went into it, to say what changed
+    outputs: dict[str, str] = field(default_factory=dict)  # path -> signature at completion
+    boot_id: str | None = None  # runtime-scoped stages are only up to date on the machine that ran them
+    reason: str | None = None
+    last_lines: list[str] = field(default_factory=list)
+    attempts: int = 0
+    restarts: int = 0
+    last_exit: str | None = None
+    pid: int | None = None  # leader of the running attempt's process group
+    pid_started: float | None = None  # its create time: tells our leftover group from a reused pid
+    items_done: int | None = None  # item-level progress for long per-item stages
+    items_total: int | None = None
+
+
+@dataclass
+class RunRecord:
+    state: RunStatus = RunStatus.PENDING
+    stages: dict[str, StageRecord] = field(default_factory=dict)
+    reason: str | None = None
+    training: dict[str, Any] | None = None  # filled by the train stage: update, loss, durable checkpoint...
+
+
+@dataclass
+class StateDoc:
+    """The whole document. ``daemon`` is the last writer, so status can say who ran here and when."""
+
+    schema: int = SCHEMA_VERSION
+    generation: int = 0
+    epoch: int = 0
+    written_at: float = 0.0
+    daemon: dict[str, Any] = field(default_factory=dict)
+    runs: dict[str, RunRecord] = field(default_factory=dict)
+
+    def run(self, name: str) -> RunRecord:
+        return self.runs.setdefault(name, RunRecord())
+
+    def stage(self, run: str, stage: str) -> StageRecord:
+        return self.run(run).stages.setdefault(stage, StageRecord())
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        return json.loads(json.dumps(doc, default=_enum_value))  # enums -> their values, deep
+
+
+def _enum_value(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _pick(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    # Unknown keys are ignored: a same-schema file from a later patch release still loads.
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+def doc_from_json(data: Any) -> StateDoc:
+    """Build a StateDoc from parsed JSON; raises ValueError (corrupt) or StateError (too new)."""
+    if not isinstance(data, dict) or not isinstance(data.get("schema"), int):
+        raise ValueError("not an f5guard state document (no integer 'schema')")
+    if data["schema"] > SCHEMA_VERSION:
+        raise StateError(f"written by a newer f5guard (schema {data['schema']} > {SCHEMA_VERSION}); "
+                         "upgrade f5guard to read it")
+    try:
+        runs: dict[str, RunRecord] = {}
+        for run_name, run in dict(data.get("runs", {})).items():
+            stages = {name: StageRecord(**{**_pick(StageRecord, s), "state": StageStatus(s["state"])})
+                      for name, s in dict(run.get("stages", {})).items()}
+            fields_ = _pick(RunRecord, run)
+            runs[str(run_name)] = RunRecord(**{**fields_, "state": RunStatus(run["state"]), "stages": stages})
+        top = _pick(StateDoc, data)
+        doc = StateDoc(**{**top, "runs": runs})
+        int(doc.generation), int(doc.epoch), float(doc.written_at)
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"malformed state document: {type(err).__name__}: {err}") from err
+    return doc
+
+
+@dataclass(frozen=True)
+class LoadedState:
+    doc: StateDoc
+    source: Path | None  # None: no copy existed, a fresh document
+    problems: tuple[str, ...]  # one line per copy that could not be read, for the log and status
+
+
+class StateStore:
+    """Reads and writes the state copies; the daemon owns the only instance that writes."""
+
+    def __init__(self, work_path: Path, home_dir: Path, *, mirror_interval_s: float = 10.0) -> None:
+        self.work_path = work_path
+        self.home_dir = home_dir
+        self.mirror_interval_s = mirror_interval_s
+        self._last_mirror = 0.0
+        self._home_dirty = False
+
+    def home_path(self, epoch: int) -> Path:
+        return self.home_dir / f"state-e{epoch:04d}.json"
+
+    def home_copies(self) -> list[Path]:
+        try:
+            names = [p for p in self.home_dir.iterdir() if _HOME_NAME.match(p.name)]
+        except OSError:
+            return []
+        return sorted(names, key=lambda p: int(_HOME_NAME.match(p.name).group(1)))  # type: ignore[union-attr]
+
+    def load(self) -> LoadedState:
+        """The newest valid copy by (epoch, generation); corrupt copies are reported, a too-new one refused."""
+        problems: list[str] = []
+        best: tuple[tuple[int, int], StateDoc, Path] | None = None
+        for path in [self.work_path, *reversed(self.home_copies())]:
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                problems.append(f"state copy {path} unreadable: {err.strerror or err}")
+                continue
+            try:
+                doc = doc_from_json(json.loads(raw.decode("utf-8")))
+            except StateError as err:
+                raise StateError(f"state at {path}: {err.message}") from err
+            except ValueError as err:  # includes JSONDecodeError and UnicodeDecodeError
+                problems.append(f"state copy {path} is corrupt ({err}); ignoring it")
+                continue
+            key = (doc.epoch, doc.generation)
+            if best is None or key > best[0]:
+                best = (key, doc, path)
+        if best is None:
+            return LoadedState(StateDoc(), None, tuple(problems))
+        return LoadedState(best[1], best[2], tuple(problems))
+
+    def save(self, doc: StateDoc, *, mirror: bool = False) -> None:
+        """Write the work copy (every change), and the home copy too when ``mirror``."""
+        doc.generation += 1
+        doc.written_at = time.time()
+        atomic_write_json(self.work_path, doc.to_json())
+        self._home_dirty = True
+        if mirror:
+            self.write_home(doc)
+
+    def home_due(self) -> bool:
+        """Home is rate-limited: Drive may never upload a file rewritten constantly."""
+        return self._home_dirty and time.monotonic() - self._last_mirror >= self.mirror_interval_s
+
+    def write_home(self, doc: StateDoc) -> None:
+        """Mirror ``doc`` as it is (same generation as the work copy) to this epoch's home copy."""
+        atomic_write_json(self.home_path(doc.epoch), doc.to_json())
+        self._last_mirror = time.monotonic()
+        self._home_dirty = False
+
+    def prune_home(self, keep_epoch: int, keep: int = 2) -> None:
+        """Drop home copies of old epochs (never the current one); the newest ``keep`` stay for forensics."""
+        old = [p for p in self.home_copies() if p != self.home_path(keep_epoch)]
+        for path in old[: max(0, len(old) - (keep - 1))]:
+            path.unlink(missing_ok=True)
