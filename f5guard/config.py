@@ -78,9 +78,9 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         if any(r.name == run.name for r in runs):
             raise ConfigError(f"{path}: runs[{i}].name: duplicate run name {run.name!r}")
         runs.append(run)
+    top.done()
     if not runs:
         top.fail("no runs defined: add a [[runs]] table with at least one [[runs.stages]]", "runs")
-    top.done()
     return Config(path=path, home=home, work=work, lease=lease, logs=logs, runs=tuple(runs))
 
 

@@ -5,7 +5,6 @@ Stdlib only, so ``status`` stays fast; ``lease.py`` holds the lease itself.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,13 +64,14 @@ def _read_marker(path: Path) -> tuple[dict[str, str], os.stat_result] | None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """A zombie is dead: its exit only waits to be collected (containers whose PID 1 never reaps keep them)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    except PermissionError:
+    except OSError:
         return True
-    return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def current_holder(layout: HomeLayout) -> Holder | None:
