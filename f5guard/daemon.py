@@ -136,10 +136,10 @@ class Daemon:
         return err.exit_code
 
     def _waiting_for_lease(self, holder: Holder) -> None:
-        wait = self.config.lease.duration_s
-        self.log.warning("waiting for the home lease", holder=holder.describe(), wait_s=wait)
+        wait = self.config.lease.duration_s + self.config.lease.takeover_slack_s
+        self.log.warning("waiting for the home lease", holder=holder.describe(), wait_s=wait, takeover=self.takeover)
         self._write_pidfile("waiting-lease")
-        self.ready.send("waiting-lease", holder=holder.describe(), wait_s=wait)
+        self.ready.send("waiting-lease", holder=holder.describe(), wait_s=wait, takeover=self.takeover)
 
     # -- the control loop ---------------------------------------------------------------------------------
     def _serve(self, supervisor: Supervisor, doc: StateDoc) -> int:

@@ -30,8 +30,16 @@ class LaunchResult:
         return self.messages[-1] if self.messages else {}
 
 
-def spawn_daemon(config: Path, stdio_log: Path, *, takeover: bool, timeout_s: float = 30.0) -> LaunchResult:
-    """Start ``python -m f5guard.daemon`` detached (setsid) and read its status messages until it settles."""
+FINAL_PHASES = ("ready", "failed", "already-running")
+
+
+def spawn_daemon(config: Path, stdio_log: Path, *, takeover: bool, timeout_s: float = 30.0,
+                 lease_wait_s: float = 10.0) -> LaunchResult:
+    """Start ``python -m f5guard.daemon`` detached (setsid) and read its status messages until it settles.
+
+    A daemon waiting for the lease gets ``lease_wait_s`` more to finish a takeover; then ``start`` returns
+    and says what it waits for.
+    """
     stdio_log.parent.mkdir(parents=True, exist_ok=True)
     read_fd, write_fd = os.pipe()
     os.set_inheritable(write_fd, True)
@@ -48,13 +56,14 @@ def spawn_daemon(config: Path, stdio_log: Path, *, takeover: bool, timeout_s: fl
     finally:
         for fd in (write_fd, out_fd, null_fd):
             os.close(fd)
-    return _read_reports(pid, read_fd, timeout_s)
+    return _read_reports(pid, read_fd, timeout_s, lease_wait_s)
 
 
-def _read_reports(pid: int, read_fd: int, timeout_s: float) -> LaunchResult:
+def _read_reports(pid: int, read_fd: int, timeout_s: float, lease_wait_s: float) -> LaunchResult:
     messages: list[dict[str, Any]] = []
     buffer = b""
     deadline = time.monotonic() + timeout_s
+    waiting = False
     try:
         while (left := deadline - time.monotonic()) > 0:
             ready, _, _ = select.select([read_fd], [], [], left)
@@ -70,8 +79,11 @@ def _read_reports(pid: int, read_fd: int, timeout_s: float) -> LaunchResult:
                     messages.append(json.loads(line))
                 except ValueError:
                     continue
-            if messages and messages[-1].get("phase") in ("ready", "waiting-lease", "failed", "already-running"):
+            phase = messages[-1].get("phase") if messages else None
+            if phase in FINAL_PHASES:
                 break
+            if phase == "waiting-lease" and not waiting:
+                waiting, deadline = True, min(deadline, time.monotonic() + lease_wait_s)
     finally:
         os.close(read_fd)
     exited: int | None = None

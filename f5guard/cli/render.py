@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from typing import Any
 
@@ -13,6 +15,12 @@ STATE_STYLE = {
     "done": "green", "skipped": "dim green", "running": "bold cyan", "pending": "dim", "failed": "bold red",
     "fatal": "bold white on red", "interrupted": "yellow", "stopped": "yellow",
 }
+
+
+def make_console() -> Console:
+    """Notebook cells are no terminal: rich would assume 80 columns; a cell is wider and wraps by itself."""
+    width = shutil.get_terminal_size((0, 0)).columns or int(os.environ.get("COLUMNS", "0") or 0) or 120
+    return Console(highlight=False, width=max(width, 100), soft_wrap=False)
 
 
 def human_duration(seconds: float | None) -> str:
@@ -62,7 +70,7 @@ def _detail(stage: dict[str, Any]) -> str:
 
 
 def render_status(report: dict[str, Any], console: Console) -> None:
-    console.print(_daemon_line(report))
+    console.print(_daemon_line(report), soft_wrap=True)
     console.print(f"  home  {report['home']}\n  work  {report['work']}", highlight=False)
     lease = report.get("lease")
     if lease and not report["daemon"]["running"]:
@@ -88,6 +96,6 @@ def render_status(report: dict[str, Any], console: Console) -> None:
             if stage["last_lines"]:
                 console.print(f"  last lines of {stage['name']}:", style="dim")
                 for line in stage["last_lines"]:
-                    console.print(f"    {line}", highlight=False, markup=False)
+                    console.print(f"    {line}", highlight=False, markup=False, soft_wrap=True)
     if not report["daemon"]["running"]:
         console.print("\n  Start (or resume) it with: f5guard start", style="dim")

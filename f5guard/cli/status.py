@@ -20,9 +20,7 @@ def command(config_path: str | None, as_json: bool) -> int:
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     else:
-        from rich.console import Console
+        from f5guard.cli.render import make_console, render_status
 
-        from f5guard.cli.render import render_status
-
-        render_status(report, Console(highlight=False))
+        render_status(report, make_console())
     return exit_code(report)

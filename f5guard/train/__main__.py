@@ -1,8 +1,8 @@
 """``python -m f5guard.train --spec SPEC.json``: one F5-TTS training run that resumes and stops cleanly.
 
 Exit codes: 0 finished or stopped gracefully (SIGTERM/SIGINT), 1 training failed, 2 bad spec or inputs.
-Graceful stop: send SIGTERM to this process (not its group: DataLoader workers die on SIGTERM, and the main
-process then fails on the lost worker); it saves model_last.pt at the next update boundary and exits 0.
+Graceful stop: SIGTERM (or SIGINT) to this process or its whole process group: it finishes the current update,
+saves model_last.pt there through F5-TTS's own save_checkpoint, and exits 0.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from f5guard.checkpoints import place_pretrained, prepare_resume
 from f5guard.errors import F5guardError
-from f5guard.train.hooks import GracefulStop, StopRequest, TrainerHooks
+from f5guard.train.hooks import GracefulStop, StopRequest, TrainerHooks, shield_dataloader_workers
 from f5guard.train.progress import ProgressWriter
 from f5guard.train.spec import SpecError, TrainSpec
 
@@ -100,6 +100,7 @@ class _Run:
         verify = os.environ.get(VERIFY_ENV) == "1"
         self.hooks = TrainerHooks(trainer, spec, progress, self.stop, start_fields, verify_resume=verify)
         self.hooks.install()
+        shield_dataloader_workers()
         try:
             trainer.train(dataset, num_workers=spec.num_workers, resumable_with_seed=RESUMABLE_SEED)
         except GracefulStop as stopped:
