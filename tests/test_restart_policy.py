@@ -1,0 +1,122 @@
+"""Restart policy: immediate first restart, capped exponential backoff, reset after stable uptime, a budget per
+window, then FATAL with the reason; failures of ordinary stages stop the run with their last lines."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from f5guard.exits import classify
+from f5guard.restart import RestartTracker
+from f5guard.schema import RestartPolicy
+from tests.conftest import Project
+
+
+def test_backoff_sequence_and_cap() -> None:
+    tracker = RestartTracker(RestartPolicy(backoff_initial_s=1, backoff_factor=2, backoff_max_s=5, budget=100))
+    delays = [tracker.on_failure(uptime_s=1, now=float(i)).delay_s for i in range(6)]
+    assert delays == [0, 1, 2, 4, 5, 5]
+
+
+def test_stable_uptime_resets_backoff() -> None:
+    tracker = RestartTracker(RestartPolicy(backoff_initial_s=1, stable_after_s=60, budget=100))
+    assert [tracker.on_failure(1, t).delay_s for t in (0, 1, 2)] == [0, 1, 2]
+    assert tracker.on_failure(uptime_s=61, now=100).delay_s == 0
+
+
+def test_budget_per_window_then_fatal() -> None:
+    tracker = RestartTracker(RestartPolicy(budget=3, window_s=10, backoff_initial_s=0))
+    assert all(tracker.on_failure(0, t).restart for t in (0, 1, 2))
+    verdict = tracker.on_failure(0, 3)
+    assert not verdict.restart and "restart budget exhausted: 3 restarts in the last 10s" in verdict.reason
+    assert tracker.on_failure(0, 20).restart, "old restarts leave the window"
+
+
+def test_exit_classification() -> None:
+    assert classify(1, 0, 0, stopped=False).describe() == "exit code 1"
+    assert classify(-9, 0, 0, stopped=False).describe() == "killed by SIGKILL"
+    assert classify(-9, 3, 4, stopped=False).describe().startswith("killed by the kernel's OOM killer")
+    assert classify(-9, None, None, stopped=False).oom is False, "exit -9 alone does not prove OOM"
+    assert classify(-15, 0, 0, stopped=True).describe() == "killed by SIGTERM (stop requested)"
+
+
+CRASHER = """
+[[runs]]
+name = "r"
+[[runs.stages]]
+name = "train"
+long_running = true
+command = ["sh", "-c", "date +%s.%N >> {work}/starts; echo boom >&2; exit 3"]
+[runs.stages.restart]
+backoff_initial_s = 0.2
+backoff_factor = 2
+backoff_max_s = 0.5
+budget = 4
+window_s = 60
+"""
+
+
+def test_crash_loop_becomes_fatal_with_reason(make_project) -> None:  # type: ignore[no-untyped-def]
+    p: Project = make_project(CRASHER)
+    p.cli("start", check=True)
+    run = p.wait_run("r", ("fatal",), timeout=30)
+    starts = [float(x) for x in (p.work / "starts").read_text().split()]
+    assert len(starts) == 5, "1 start + 4 restarts"
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert gaps[0] < 0.5, f"first restart is immediate: {gaps}"
+    assert gaps[2] > gaps[0] and gaps[2] >= 0.35, f"then backoff grows: {gaps}"
+    stage = run["stages"][0]
+    assert stage["state"] == "fatal" and stage["restarts"] == 4
+    assert "exit code 3; restart budget exhausted" in stage["reason"]
+    assert stage["last_lines"][-1].endswith("attempt 5 ended: exit code 3") and any("boom" in x for x in stage["last_lines"])
+    status = p.cli("status")
+    assert status.returncode == 1 and "fatal" in status.stdout and "boom" in status.stdout
+
+
+def test_failed_stage_stops_the_run_and_keeps_last_lines(make_project) -> None:  # type: ignore[no-untyped-def]
+    body = """
+[[runs]]
+name = "r"
+[[runs.stages]]
+name = "bad"
+command = ["sh", "-c", "for i in 1 2 3; do echo line $i; done; echo 'Traceback: it broke' >&2; exit 7"]
+[[runs.stages]]
+name = "after"
+command = ["touch", "{work}/after-ran"]
+"""
+    p: Project = make_project(body)
+    p.cli("start", check=True)
+    run = p.wait_run("r", ("failed",))
+    bad, after = run["stages"]
+    assert bad["state"] == "failed" and bad["reason"] == "exit code 7"
+    assert [x for x in bad["last_lines"] if not x.startswith("[f5guard]")] == [
+        "line 1", "line 2", "line 3", "Traceback: it broke"]
+    assert after["state"] == "pending" and not (p.work / "after-ran").exists()
+    assert "stage 'bad' failed: exit code 7" in run["reason"]
+    events = [json.loads(x) for x in (p.work / "logs" / "daemon.jsonl").read_text().splitlines()]
+    failed = [e for e in events if e["event"] == "stage failed"]
+    assert failed and failed[0]["level"] == "error" and failed[0]["stage"] == "bad"
+
+
+def test_death_to_restart_is_fast(make_project) -> None:  # type: ignore[no-untyped-def]
+    """The waiter thread reaps at once: a kill -9 is followed by a new process well within a second."""
+    body = """
+[[runs]]
+name = "r"
+[[runs.stages]]
+name = "train"
+long_running = true
+command = ["sh", "-c", "date +%s.%N >> {work}/starts; exec sleep 600"]
+"""
+    p: Project = make_project(body)
+    p.cli("start", check=True)
+    p.wait_for(lambda: (p.work / "starts").exists(), what="first start")
+    import os
+    import signal
+
+    pid = p.state()["runs"]["r"]["stages"]["train"]["pid"]
+    killed_at = time.time()
+    os.kill(pid, signal.SIGKILL)
+    p.wait_for(lambda: len((p.work / "starts").read_text().split()) == 2, what="restart")
+    restarted_at = float((p.work / "starts").read_text().split()[1])
+    assert restarted_at - killed_at < 1.0
