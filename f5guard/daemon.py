@@ -119,7 +119,8 @@ class Daemon:
                       "version": __version__}
         self._reap_leftovers(doc)
         ctx = RunContext(work=self.work, home=self.home, logs=self.config.logs, redactor=redactor,
-                         boot_id=self.boot, wake=self.wake, log=self.log, base_env=dict(os.environ), epoch=epoch)
+                         boot_id=self.boot, wake=self.wake, log=self.log, base_env=dict(os.environ), epoch=epoch,
+                         fence=self.lease.check)
         supervisor = Supervisor(self.config, doc, ctx)
         self._write_pidfile("ready", epoch=epoch)
         self.log.info("daemon ready", epoch=epoch, state_from=str(loaded.source) if loaded.source else None)

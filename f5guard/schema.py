@@ -12,7 +12,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 from f5guard.errors import ConfigError
 
@@ -125,7 +125,7 @@ class Table:
     def key_path(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key
 
-    def fail(self, message: str, key: str | None = None) -> ConfigError:
+    def fail(self, message: str, key: str | None = None) -> NoReturn:
         where = self.key_path(key) if key else (self.where or "top level")
         raise ConfigError(f"{self.file}: {where}: {message}")
 

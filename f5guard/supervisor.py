@@ -71,7 +71,7 @@ class RunSupervisor:
                 continue
             if stage.scope is Scope.HOME and self.upstream is None:
                 self.upstream = stage.name
-            self.current = StageRunner(self.run, decision, record, self.ctx)
+            self.current = StageRunner(self.run, decision, record, self.ctx, self.record)
             self.current.start()
             return True
         if self.current is None and self.record.state is RunStatus.RUNNING:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,3 +23,4 @@ class RunContext:
     log: Any  # a bound structlog logger
     base_env: dict[str, str] = field(default_factory=dict)
     epoch: int = 0
+    fence: Callable[[], None] = lambda: None  # raises LeaseLost when another supervisor took over home

@@ -6,6 +6,7 @@ pass (progress, hangs, sync), and judge a failure (same crash at the same update
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -30,11 +31,17 @@ class StageDriver:
     def after_exit(self, runner: StageRunner, exit: ExitInfo) -> None:
         """Called after every attempt, whatever its outcome."""
 
-    def idle(self, runner: StageRunner, now: float) -> None:
-        """Called on control passes after the stage ended (e.g. to finish a sync)."""
+    def on_line(self, runner: StageRunner, line: str) -> None:
+        """Every output line and tqdm redraw, on the pump thread: keep it quick and thread-safe."""
+
+    def close(self, runner: StageRunner) -> None:
+        """The stage reached a final state in this daemon's life: release what the driver holds."""
 
 
 _DRIVERS: dict[str, type[StageDriver]] = {}
+# Modules that register a driver, imported on first use: a daemon with no train stage never loads the
+# checkpoint watcher and sync machinery (its idle RSS stays small).
+_DRIVER_MODULES = {"train": "f5guard.training"}
 
 
 def register_driver(kind: str, driver: type[StageDriver]) -> None:
@@ -42,4 +49,6 @@ def register_driver(kind: str, driver: type[StageDriver]) -> None:
 
 
 def driver_class(kind: str) -> type[StageDriver]:
+    if kind not in _DRIVERS and kind in _DRIVER_MODULES:
+        importlib.import_module(_DRIVER_MODULES[kind])
     return _DRIVERS.get(kind, StageDriver)

@@ -17,7 +17,7 @@ from f5guard.stages.context import RunContext
 from f5guard.stages.driver import StageDriver, driver_class
 from f5guard.stages.fingerprint import check_outputs, record_outputs
 from f5guard.stages.plan import Decision
-from f5guard.state import StageRecord, StageStatus
+from f5guard.state import RunRecord, StageRecord, StageStatus
 
 FAILURE_LINES = 12
 
@@ -25,8 +25,11 @@ FAILURE_LINES = 12
 class StageRunner:
     """One stage's execution in this daemon's life; ``finished`` once it reached a final state."""
 
-    def __init__(self, run: RunConfig, decision: Decision, record: StageRecord, ctx: RunContext) -> None:
+    def __init__(self, run: RunConfig, decision: Decision, record: StageRecord, ctx: RunContext,
+                 run_record: RunRecord) -> None:
         self.run = run
+        self.run_record = run_record
+        self._dirty = False
         self.stage: StageConfig = decision.stage
         self.decision = decision
         self.record = record
@@ -52,7 +55,12 @@ class StageRunner:
         }
 
     def on_output_line(self, line: str) -> None:
-        """Every output line (and tqdm redraw) passes here; kinds that parse progress override it."""
+        """Every output line (and tqdm redraw), on the pump thread; drivers that parse progress see it."""
+        self.driver.on_line(self, line)
+
+    def mark_dirty(self) -> None:
+        """The driver changed what status shows: the control loop saves state after this pass."""
+        self._dirty = True
 
     def start(self) -> None:
         r = self.record
@@ -81,10 +89,10 @@ class StageRunner:
     def poll(self, now: float) -> bool:
         """Advance on the control thread; True when the record changed."""
         if self.finished:
-            self.driver.idle(self, now)
             return False
         if self.attempt is not None and self.attempt.running:
             reason = self.driver.poll(self, now)
+            dirty, self._dirty = self._dirty, False
             if reason is not None:
                 self.log.warning("killing attempt", reason=reason)
                 self.stage_log.note(f"killing attempt: {reason}")
@@ -92,7 +100,7 @@ class StageRunner:
                 attempt.stop(self.stage.stop_grace_s)
                 self._after_exit(attempt.exit or ExitInfo(-9), attempt.uptime_s, override=reason)
                 return True
-            return False
+            return dirty
         if self.attempt is not None and self.attempt.exit is not None:
             self._after_exit(self.attempt.exit, self.attempt.uptime_s)
             return True
@@ -157,6 +165,7 @@ class StageRunner:
         r.state, r.reason, r.pid = state, reason, None
         r.finished_at = time.time()
         r.duration_s = round(r.finished_at - (r.started_at or r.finished_at), 3)
+        self.driver.close(self)
         self.stage_log.close()
 
     def stop(self, grace_s: float | None = None) -> None:

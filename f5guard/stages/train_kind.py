@@ -1,0 +1,124 @@
+"""The ``train`` stage kind: F5-TTS training, long-running, supervised by the TrainDriver.
+
+Two modes. ``builtin`` (default) runs ``python -m f5guard.train`` from a spec the daemon writes; every Trainer
+knob is a key of the stage. ``command`` supervises the user's own F5-TTS command (``accelerate launch ...``),
+whose checkpoint dir is given or resolved the way finetune_cli resolves it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from f5guard.schema import StageConfig, Table, expand
+from f5guard.stages.kinds import StageBase, register
+from f5guard.train.spec import SpecError, TrainSpec
+
+# TrainSpec fields a stage may set directly, with their TOML types.
+_SPEC_PATHS = ("tokenizer_path", "pretrained")
+_SPEC_SKIP = {"dataset_dir", "checkpoint_dir", "progress_path", *_SPEC_PATHS}
+DEFAULT_HANG_MINUTES = 30.0
+
+
+def _spec_fields() -> dict[str, type]:
+    types: dict[str, type] = {}
+    for f in dataclasses.fields(TrainSpec):
+        if f.name in _SPEC_SKIP:
+            continue
+        default = f.default
+        types[f.name] = float if isinstance(default, float) else int if isinstance(default, int) else str
+    return types
+
+
+def train_paths(base: StageBase) -> dict[str, str]:
+    run_dir = Path(base.values["work"]) / "runs" / base.values["run"]
+    return {
+        "spec_path": str(run_dir / base.name / "spec.json"),
+        "progress_path": str(run_dir / base.name / "progress.jsonl"),
+        "home_checkpoints": str(Path(base.values["home"]) / "runs" / base.values["run"] / "checkpoints"),
+    }
+
+
+@register("train")
+def build_train(table: Table, base: StageBase) -> StageConfig:
+    mode = table.get("mode", str, "builtin")
+    if mode not in ("builtin", "command"):
+        table.fail(f"must be 'builtin' or 'command', got {mode!r}", "mode")
+    paths = train_paths(base)
+    keep = table.get("keep_durable", int, 1)
+    if keep < 1:
+        table.fail(f"must be at least 1 (home always keeps the last good checkpoint), got {keep}", "keep_durable")
+    options: dict[str, Any] = {
+        "mode": mode,
+        "keep_durable": keep,
+        "hang_minutes": table.number("hang_minutes", DEFAULT_HANG_MINUTES),
+        "sync_polling": table.get("sync_polling", bool, False),
+        **paths,
+    }
+    default_ckpts = str(Path(base.values["work"]) / "runs" / base.values["run"] / "ckpts")
+    ckpt_text = table.get("checkpoint_dir", str, "")
+    inputs = list(base.inputs)
+    if mode == "command":
+        argv = table.str_list("command")
+        if not argv:
+            table.fail("must name a program to run", "command")
+        command = [expand(a, base.values, table.key_path("command"), table.file) for a in argv]
+        if ckpt_text:
+            options["checkpoint_dir"] = base.resolve(ckpt_text, table.key_path("checkpoint_dir"), table.file)
+        else:
+            options["checkpoint_dir"] = _finetune_cli_ckpts(table, command)
+        return base.finish("train", command, long_running=True, options=options, inputs=tuple(inputs),
+                           env={**base.env, "PYTHONFAULTHANDLER": "1"})
+    if table.has("command"):
+        table.fail("is only for mode = 'command'; the builtin mode runs `python -m f5guard.train`", "command")
+    options["checkpoint_dir"] = base.resolve(ckpt_text, table.key_path("checkpoint_dir"), table.file) \
+        if ckpt_text else default_ckpts
+    spec = _spec(table, base, options["checkpoint_dir"], paths["progress_path"])
+    options["spec"] = spec.to_dict()
+    inputs += [str(spec.dataset_dir / "raw.arrow"), str(spec.dataset_dir / "duration.json"), str(spec.vocab_path)]
+    if spec.pretrained is not None:
+        inputs.append(str(spec.pretrained))
+    command = [sys.executable, "-m", "f5guard.train", "--spec", paths["spec_path"]]
+    return base.finish("train", command, long_running=True, options=options, inputs=tuple(dict.fromkeys(inputs)),
+                       env={**base.env, "PYTHONFAULTHANDLER": "1"})
+
+
+def _spec(table: Table, base: StageBase, checkpoint_dir: str, progress_path: str) -> TrainSpec:
+    values: dict[str, Any] = {}
+    for name, kind in _spec_fields().items():
+        if table.has(name):
+            if name == "threads":
+                values[name] = table.get(name, int)
+            else:
+                values[name] = table.get(name, kind)
+    dataset = table.get("dataset", str)
+    values["dataset_dir"] = base.resolve(dataset, table.key_path("dataset"), table.file)
+    for name in _SPEC_PATHS:
+        text = table.get(name, str, "")
+        if text:
+            values[name] = base.resolve(text, table.key_path(name), table.file)
+    try:
+        return TrainSpec(checkpoint_dir=Path(checkpoint_dir), progress_path=Path(progress_path), **values)
+    except SpecError as err:
+        detail = getattr(err, "detail", err.message)  # "<field> must be ..., got ..."
+        field, _, rest = detail.partition(" ")
+        if table.has(field):
+            table.fail(rest, field)
+        table.fail(detail)
+
+
+def _finetune_cli_ckpts(table: Table, command: list[str]) -> str:
+    """finetune_cli saves to files("f5_tts")/../../ckpts/<dataset_name>; find it without importing f5_tts."""
+    dataset = None
+    for flag, value in zip(command, command[1:]):
+        if flag == "--dataset_name":
+            dataset = value
+    spec = importlib.util.find_spec("f5_tts")
+    if dataset is None or spec is None or not spec.submodule_search_locations:
+        table.fail("is required for mode = 'command' unless the command is finetune_cli with --dataset_name "
+                   "and f5_tts is installed here", "checkpoint_dir")
+    package = Path(next(iter(spec.submodule_search_locations)))  # type: ignore[union-attr]
+    return str((package / ".." / ".." / "ckpts" / str(dataset)).resolve())

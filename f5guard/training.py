@@ -1,0 +1,195 @@
+"""The train stage's driver: restore and resume before each attempt, progress and hang detection while it
+runs, verified sync to home throughout, and FATAL on the same failure at the same update twice.
+
+Runs in the daemon: no torch. Checkpoints are judged by ``checkpoints.py`` (zip directory + pickled header).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from f5guard import checkpoints
+from f5guard.diagnose import Failure, classify_failure
+from f5guard.progress import EventReader, Progress, TqdmParser
+from f5guard.stages.driver import StageDriver, register_driver
+from f5guard.sync import CheckpointSync, restore
+from f5guard.train.spec import TrainSpec
+
+if TYPE_CHECKING:
+    from f5guard.exits import ExitInfo
+    from f5guard.stages.runner import StageRunner
+
+FLUSH_TIMEOUT_S = 900.0  # a 5 GB checkpoint onto Drive; the daemon waits this long at a graceful stop
+STATE_EVERY_S = 2.0  # how often progress is folded into the state document
+STACK_DUMP_WAIT_S = 3.0
+
+
+class TrainDriver(StageDriver):
+    """One train stage in one daemon life."""
+
+    def __init__(self) -> None:
+        self.progress = Progress()
+        self.reader: EventReader | None = None
+        self.tqdm = TqdmParser()
+        self.sync: CheckpointSync | None = None
+        self.failures: list[tuple[str, int | None]] = []
+        self.attempt_started = 0.0
+        self._last_fold = 0.0
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def training(runner: StageRunner) -> dict[str, Any]:
+        record = runner.run_record
+        if record.training is None:
+            record.training = {}
+        return record.training
+
+    @staticmethod
+    def options(runner: StageRunner) -> dict[str, Any]:
+        return dict(runner.stage.options)
+
+    def _note(self, runner: StageRunner, text: str, **fields: Any) -> None:
+        runner.stage_log.note(text)
+        runner.log.info(text, **fields)
+
+    # -- before each attempt ---------------------------------------------------------------------------------
+    def before_attempt(self, runner: StageRunner) -> None:
+        opts = self.options(runner)
+        local = Path(opts["checkpoint_dir"])
+        home = Path(opts["home_checkpoints"])
+        local.mkdir(parents=True, exist_ok=True)
+        training = self.training(runner)
+        self._restore_if_newer(runner, local, home, training)
+        plan = checkpoints.prepare_resume(local)
+        for action in plan.actions:
+            self._note(runner, action)
+        if plan.quarantined:
+            training.setdefault("quarantined", []).extend(
+                {"name": q.name, "moved_to": q.moved_to, "reason": q.reason, "at": time.time()}
+                for q in plan.quarantined)
+        training["resume_from"] = plan.chosen.name if plan.chosen else None
+        training["resume_update"] = plan.start_update
+        if opts["mode"] == "builtin":
+            TrainSpec.from_dict(opts["spec"]).to_json(opts["spec_path"])
+            self.reader = EventReader(Path(opts["progress_path"]))
+        self.progress.update = plan.start_update
+        self.progress.last_event_mono = time.monotonic()
+        self.attempt_started = time.monotonic()
+        if self.sync is None:
+            self.sync = CheckpointSync(local, home, epoch=runner.ctx.epoch, keep=int(opts["keep_durable"]),
+                                       fence=runner.ctx.fence, polling=bool(opts["sync_polling"]),
+                                       log=lambda event, **kw: runner.log.info(event, **kw))
+            self.sync.start()
+        self.sync.request()
+
+    def _restore_if_newer(self, runner: StageRunner, local: Path, home: Path, training: dict[str, Any]) -> None:
+        """A fresh VM (or one behind another runtime) first takes the newest verified checkpoint from home."""
+        newest_local = checkpoints.scan_dir(local).newest()
+        local_update = newest_local.update if newest_local and newest_local.kind != "pretrained" else -1
+        from f5guard.sync import list_durable
+
+        durable = list_durable(home)
+        if not durable or durable[-1].update <= local_update:
+            return
+        restored = restore(home, local, log=lambda event, **kw: runner.log.info(event, **kw))
+        if restored is not None:
+            training["restored"] = {"update": restored.update, "epoch": restored.epoch, "at": time.time()}
+            self._note(runner, f"restored the checkpoint at update {restored.update} from home "
+                               f"({restored.path.name}, verified)")
+
+    # -- while it runs ---------------------------------------------------------------------------------------
+    def on_line(self, runner: StageRunner, line: str) -> None:
+        if runner.stage.options.get("mode") == "command":
+            self.tqdm.feed(line)
+
+    def poll(self, runner: StageRunner, now: float) -> str | None:
+        self._read_progress(runner)
+        if now - self._last_fold >= STATE_EVERY_S:
+            self._last_fold = now
+            self._fold(runner)
+            runner.mark_dirty()
+        hang_s = float(runner.stage.options.get("hang_minutes", 0)) * 60
+        last = self.progress.last_event_mono or self.attempt_started
+        if hang_s > 0 and now - last > hang_s:
+            self._dump_stacks(runner)
+            minutes = hang_s / 60
+            return f"no training progress for {minutes:g} min (hang_minutes): stacks dumped to the stage log"
+        return None
+
+    def _read_progress(self, runner: StageRunner) -> None:
+        announced = False
+        if self.reader is not None:
+            for event in self.reader.poll(self.progress):
+                if event.get("event") == "checkpoint":
+                    announced = True
+        elif self.tqdm.take(self.progress):
+            announced = True
+        if announced and self.sync is not None:
+            self.sync.request()
+
+    def _fold(self, runner: StageRunner) -> None:
+        """Copy progress and sync status into the run's training record (what status shows)."""
+        training = self.training(runner)
+        training.update(self.progress.public())
+        training["restarts"] = runner.record.restarts
+        training["last_exit"] = runner.record.last_exit
+        if self.sync is not None:
+            status = self.sync.status()
+            durable = status.durable
+            if durable is not None:
+                training.update(durable_update=durable.update, durable_epoch=durable.epoch,
+                                durable_synced_at=durable.synced_at, durable_size=durable.size,
+                                durable_path=str(durable.path))
+            training.update(sync_warning=status.warning, sync_error=status.last_error, syncing=status.syncing)
+
+    def _dump_stacks(self, runner: StageRunner) -> None:
+        attempt = runner.attempt
+        if attempt is None:
+            return
+        py_spy = shutil.which("py-spy")
+        if py_spy:
+            try:
+                out = subprocess.run([py_spy, "dump", "--pid", str(attempt.pid)], capture_output=True, text=True,
+                                     timeout=30, check=False)
+                for line in (out.stdout + out.stderr).splitlines():
+                    runner.stage_log.note(f"py-spy: {line}")
+                return
+            except (OSError, subprocess.SubprocessError) as err:
+                runner.stage_log.note(f"py-spy failed ({err}); falling back to faulthandler")
+        # PYTHONFAULTHANDLER=1 is in the trainer's env: SIGABRT makes it print every thread's stack.
+        attempt.signal(signal.SIGABRT)
+        attempt.wait(STACK_DUMP_WAIT_S)
+
+    # -- after an attempt ------------------------------------------------------------------------------------
+    def after_exit(self, runner: StageRunner, exit: ExitInfo) -> None:
+        self._read_progress(runner)
+        if (exit.ok or runner.stopping) and self.sync is not None:
+            # Graceful stop or the end of training: home must hold the very last checkpoint.
+            if not self.sync.flush(FLUSH_TIMEOUT_S):
+                runner.log.warning("the final checkpoint is not on home yet", status=str(self.sync.status()))
+        self._fold(runner)
+
+    def fatal_reason(self, runner: StageRunner, exit: ExitInfo) -> str | None:
+        failure: Failure = classify_failure(exit, list(runner.stage_log.last_lines))
+        key = (failure.key, self.progress.update)
+        if key in self.failures:
+            return failure.diagnosis(self.progress.update)
+        self.failures.append(key)
+        self.training(runner)["last_failure"] = failure.label
+        return None
+
+    def close(self, runner: StageRunner) -> None:
+        if self.sync is not None:
+            self._fold(runner)
+            self.sync.stop()
+            self.sync = None
+
+
+register_driver("train", TrainDriver)
+
+__all__ = ["TrainDriver"]
