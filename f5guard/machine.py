@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 BOOT_ID_ENV = "F5GUARD_BOOT_ID"  # tests simulate "a fresh VM" with it; Colab gives every VM a new boot id
@@ -20,4 +19,4 @@ def boot_id() -> str:
 
 
 def hostname() -> str:
-    return socket.gethostname()
+    return os.uname().nodename  # what socket.gethostname() returns, without importing socket

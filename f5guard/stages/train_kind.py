@@ -8,7 +8,6 @@ whose checkpoint dir is given or resolved the way finetune_cli resolves it.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -112,6 +111,8 @@ def _spec(table: Table, base: StageBase, checkpoint_dir: str, progress_path: str
 
 def _finetune_cli_ckpts(table: Table, command: list[str]) -> str:
     """finetune_cli saves to files("f5_tts")/../../ckpts/<dataset_name>; find it without importing f5_tts."""
+    import importlib.util  # only this rare path needs it; keep `status` imports lean
+
     dataset = None
     for flag, value in zip(command, command[1:]):
         if flag == "--dataset_name":
