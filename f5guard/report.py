@@ -6,13 +6,15 @@ running — the after-reconnect case — and never imports torch.
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 from f5guard import pidfile
 from f5guard.layout import HomeLayout, WorkLayout
 from f5guard.leaseinfo import current_holder
-from f5guard.schema import Config
+from f5guard.schema import Config, RunConfig
 from f5guard.state import RunStatus, StageStatus, StateStore
 
 
@@ -54,6 +56,7 @@ def build_report(config: Config, now: float | None = None) -> dict[str, Any]:
                 "reason": srec.reason if srec else None,
                 "restarts": srec.restarts if srec else 0,
                 "last_exit": srec.last_exit if srec else None,
+                "last_failure": srec.last_failure if srec else None,
                 "last_lines": srec.last_lines if srec and state in (StageStatus.FAILED, StageStatus.FATAL) else [],
             }
             if srec and srec.items_total:
@@ -64,7 +67,7 @@ def build_report(config: Config, now: float | None = None) -> dict[str, Any]:
             "state": (record.state if record else RunStatus.PENDING).value,
             "reason": record.reason if record else None,
             "stages": stages,
-            "training": record.training if record else None,
+            "training": _training(run, record.training if record else None, now),
         })
     return {
         "daemon": daemon,
@@ -75,6 +78,46 @@ def build_report(config: Config, now: float | None = None) -> dict[str, Any]:
                   "generation": doc.generation, "epoch": doc.epoch, "problems": list(loaded.problems)},
         "runs": runs,
     }
+
+
+_TRAINING_KEYS = ("update", "total_updates", "loss", "updates_per_s", "eta_s", "epoch", "durable_update",
+                  "durable_age_s", "durable_size", "durable_path", "restarts", "last_exit", "sync_warning",
+                  "sync_error", "quarantined", "last_failure", "restored")
+
+
+def _training(run: RunConfig, training: dict[str, Any] | None, now: float) -> dict[str, Any] | None:
+    """The train stage's figures; the durable checkpoint is read from home when state knows none (fresh VM)."""
+    stage = next((s for s in run.stages if s.kind == "train"), None)
+    if stage is None:
+        return None
+    data = dict(training or {})
+    if data.get("durable_update") is None:
+        durable = newest_manifest(Path(stage.options["home_checkpoints"]))
+        if durable is not None:
+            data.update(durable_update=durable.get("update"), durable_synced_at=durable.get("synced_at"),
+                        durable_size=durable.get("size"), durable_path=durable.get("path"))
+    synced = data.get("durable_synced_at")
+    data["durable_age_s"] = round(now - synced, 1) if isinstance(synced, (int, float)) else None
+    data.setdefault("restarts", 0)
+    return {key: data.get(key) for key in _TRAINING_KEYS}
+
+
+def newest_manifest(home_ckpts: Path) -> dict[str, Any] | None:
+    """The newest checkpoint manifest on home by (epoch, update), read as plain JSON (no sync machinery)."""
+    best: tuple[tuple[int, int], dict[str, Any]] | None = None
+    try:
+        names = [p for p in home_ckpts.iterdir() if p.name.startswith("ckpt-") and p.suffix == ".json"]
+    except OSError:
+        return None
+    for path in names:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            key = (int(data["epoch"]), int(data["update"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if best is None or key > best[0]:
+            best = (key, {**data, "path": str(path.with_suffix(".pt"))})
+    return best[1] if best else None
 
 
 def exit_code(report: dict[str, Any]) -> int:

@@ -58,6 +58,7 @@ class StageRecord:
     attempts: int = 0
     restarts: int = 0
     last_exit: str | None = None
+    last_failure: str | None = None  # the exit that caused the latest restart
     pid: int | None = None  # leader of the running attempt's process group
     pid_started: float | None = None  # its create time: tells our leftover group from a reused pid
     items_done: int | None = None  # item-level progress for long per-item stages

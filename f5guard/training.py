@@ -137,7 +137,7 @@ class TrainDriver(StageDriver):
         training = self.training(runner)
         training.update(self.progress.public())
         training["restarts"] = runner.record.restarts
-        training["last_exit"] = runner.record.last_exit
+        training["last_exit"] = runner.record.last_failure or runner.record.last_exit
         if self.sync is not None:
             status = self.sync.status()
             durable = status.durable

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -58,6 +59,48 @@ def _daemon_line(report: dict[str, Any]) -> Text:
     return line
 
 
+def human_bytes(size: float | None) -> str:
+    if size is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def _training_detail(t: dict[str, Any]) -> str:
+    parts: list[str] = []
+    if t.get("update") is not None:
+        total = f"/{t['total_updates']}" if t.get("total_updates") else ""
+        parts.append(f"update {t['update']}{total}")
+    if t.get("loss") is not None:
+        parts.append(f"loss {t['loss']:.3f}")
+    if t.get("updates_per_s"):
+        parts.append(f"{t['updates_per_s']:.2f} upd/s")
+    if t.get("eta_s") is not None:
+        parts.append(f"ETA {human_duration(t['eta_s'])}")
+    return " · ".join(parts)
+
+
+def _training_lines(t: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if t.get("durable_update") is not None:
+        lines.append(f"checkpoint safe on home: update {t['durable_update']}, "
+                     f"{human_duration(t.get('durable_age_s'))} ago, {human_bytes(t.get('durable_size'))}"
+                     f" ({Path(str(t.get('durable_path'))).name})")
+    else:
+        lines.append("no checkpoint on home yet")
+    if t.get("restored"):
+        lines.append(f"restored from home at update {t['restored'].get('update')}")
+    for q in t.get("quarantined") or []:
+        lines.append(f"[yellow]quarantined[/] {q.get('name')} → {q.get('moved_to')}: {q.get('reason')}")
+    for key in ("sync_warning", "sync_error"):
+        if t.get(key):
+            lines.append(f"[yellow]{key.replace('_', ' ')}:[/] {t[key]}")
+    return lines
+
+
 def _detail(stage: dict[str, Any]) -> str:
     parts: list[str] = []
     if stage.get("items"):
@@ -65,7 +108,7 @@ def _detail(stage: dict[str, Any]) -> str:
     if stage["reason"] and stage["state"] != "done":
         parts.append(stage["reason"])
     if stage.get("restarts"):
-        parts.append(f"{stage['restarts']} restart(s), last: {stage['last_exit']}")
+        parts.append(f"{stage['restarts']} restart(s), last: {stage.get('last_failure') or stage['last_exit']}")
     return " · ".join(parts)
 
 
@@ -88,10 +131,17 @@ def render_status(report: dict[str, Any], console: Console) -> None:
         table = Table(box=None, padding=(0, 2), show_edge=False, header_style="dim")
         for column in ("stage", "state", "time", "detail"):
             table.add_column(column)
+        training = run.get("training")
         for stage in run["stages"]:
+            detail = _detail(stage)
+            if training and stage["state"] == "running" and _training_detail(training):
+                detail = _training_detail(training)
             table.add_row(stage["name"], Text(stage["state"], STATE_STYLE.get(stage["state"], "")),
-                          human_duration(stage["duration_s"]), _detail(stage))
+                          human_duration(stage["duration_s"]), detail)
         console.print(table)
+        if training:
+            for line in _training_lines(training):
+                console.print(f"  {line}", soft_wrap=True)
         for stage in run["stages"]:
             if stage["last_lines"]:
                 console.print(f"  last lines of {stage['name']}:", style="dim")

@@ -66,7 +66,7 @@ class StageRunner:
         r = self.record
         r.state, r.fingerprint, r.reason = StageStatus.RUNNING, None, self.decision.why
         r.started_at, r.finished_at, r.duration_s = time.time(), None, None
-        r.restarts, r.last_exit, r.last_lines = 0, None, []
+        r.restarts, r.last_exit, r.last_failure, r.last_lines = 0, None, None, []
         r.boot_id = self.ctx.boot_id
         self.log.info("stage starting", why=self.decision.why)
         self._spawn()
@@ -150,6 +150,7 @@ class StageRunner:
             self._fail(StageStatus.FATAL, f"{described}; {verdict.reason}")
             return
         self.record.restarts += 1
+        self.record.last_failure = described
         self.restart_at = time.monotonic() + verdict.delay_s
         self.log.warning("attempt failed; restarting", exit=described, restart=verdict.reason)
         self.stage_log.note(f"restarting: {verdict.reason}")
