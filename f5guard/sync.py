@@ -37,6 +37,7 @@ CHUNK = 8 * 1024 * 1024  # large sequential I/O: few syscalls, and Drive's FUSE 
 SPACE_MARGIN = 8 * 1024 * 1024  # the manifest plus filesystem slack on top of the checkpoint itself
 FENCE_EVERY_S = 2.0  # how often a long copy re-checks the lease
 RESCAN_S = 60.0  # look at the local dir now and then even without events (missed or FUSE-less events)
+FIRST_RETRY_S = 1.0  # after a failed copy; doubles up to retry_max_s
 TORN_RETRY_S = 1.0
 NO_SPACE_RETRY_S = 60.0
 _NAME = re.compile(r"^ckpt-e(\d{4,})-u(\d{9,})\.(pt|json)$")
@@ -371,7 +372,7 @@ class CheckpointSync:
     def _run(self) -> None:
         self._log("sync.io_priority", note=lower_io_priority())
         delay: float | None = 0.0
-        backoff = 1.0
+        backoff = FIRST_RETRY_S
         while not self._stopping.is_set():
             self._wait(delay)
             if self._stopping.is_set():
@@ -382,7 +383,7 @@ class CheckpointSync:
             if outcome is _Outcome.FAILED:
                 delay, backoff = backoff, min(backoff * 2, self._retry_max_s)
             else:
-                backoff = 1.0
+                backoff = FIRST_RETRY_S
                 delay = {_Outcome.TORN: TORN_RETRY_S, _Outcome.NO_SPACE: min(NO_SPACE_RETRY_S, self._retry_max_s)
                          }.get(outcome)  # fmt: skip
             if delay is not None:
