@@ -369,7 +369,7 @@ def prepare_resume(ckpt_dir: str | os.PathLike[str]) -> ResumePlan:
     actions: list[str] = []
     if directory.is_dir():
         for name in os.listdir(directory):
-            if _TMP_MARK in name:  # our own half-made copy from a crash: nobody else can use it
+            if _TMP_MARK in name and not _writer_alive(name):  # a half-made copy left by a crash
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(directory / name)
                 actions.append(f"removed stale temporary copy {name}")
@@ -388,6 +388,22 @@ def prepare_resume(ckpt_dir: str | os.PathLike[str]) -> ResumePlan:
     # F5-TTS would load something older: put the newest where it always looks first.
     actions += _install_as_last(directory, newest, by_name.get(LAST_NAME))
     return ResumePlan(inspect_checkpoint(directory / LAST_NAME), quarantined, actions)
+
+
+def _writer_alive(tmp_name: str) -> bool:
+    """Temporary copies end in the writer's pid; one still being written by a live process is not stale."""
+    pid = tmp_name.rsplit(_TMP_MARK, 1)[-1]
+    if not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True  # another thread of this process (the daemon's restore) may be writing it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 def _at_least_as_new(picked: CheckpointInfo, newest: CheckpointInfo) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 from f5guard.checkpoints import place_pretrained, prepare_resume
 from f5guard.errors import F5guardError
-from f5guard.train.hooks import GracefulStop, StopRequest, TrainerHooks, shield_dataloader_workers
+from f5guard.train.hooks import GracefulStop, StopRequest, TrainerHooks
 from f5guard.train.progress import ProgressWriter
 from f5guard.train.spec import SpecError, TrainSpec
 
@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         progress.close()
+        if run.trainer is not None:  # after the except clauses: their tracebacks no longer pin the DataLoader
+            from f5guard.train.workers import release_workers
+
+            release_workers(run.trainer)
 
 
 def _install_signal_handlers(stop: StopRequest) -> None:
@@ -73,6 +77,7 @@ class _Run:
     def __init__(self, spec: TrainSpec, progress: ProgressWriter, stop: StopRequest) -> None:
         self.spec, self.progress, self.stop = spec, progress, stop
         self.hooks: TrainerHooks | None = None
+        self.trainer: Any | None = None
 
     @property
     def update(self) -> int | None:
@@ -90,6 +95,7 @@ class _Run:
             os.environ.setdefault(key, value)
 
         from f5guard.train.build import build_dataset, build_trainer  # torch + f5_tts: seconds of imports
+        from f5guard.train.workers import shield_workers
 
         trainer, n_params = build_trainer(spec)
         dataset = build_dataset(spec)
@@ -100,7 +106,8 @@ class _Run:
         verify = os.environ.get(VERIFY_ENV) == "1"
         self.hooks = TrainerHooks(trainer, spec, progress, self.stop, start_fields, verify_resume=verify)
         self.hooks.install()
-        shield_dataloader_workers()
+        self.trainer = trainer
+        shield_workers()
         try:
             trainer.train(dataset, num_workers=spec.num_workers, resumable_with_seed=RESUMABLE_SEED)
         except GracefulStop as stopped:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -142,31 +141,6 @@ class TrainerHooks:
         self.progress.emit("update", update=self.update, loss=_round(self._loss), lr=self._lr,
                            updates_per_s=rate, epoch=epoch)  # fmt: skip
         self._reported = (self.update, now)
-
-
-def shield_dataloader_workers() -> bool:
-    """Let forked DataLoader workers ignore SIGTERM/SIGINT, so a signal to the whole process group stops
-    training gracefully instead of killing a worker (the main process then dies on the lost worker).
-
-    torch installs its worker signal handlers (SIGTERM: print and die) through a module attribute at the top
-    of each worker's loop; wrapping it there is the only hook F5-TTS's DataLoader (no worker_init_fn) leaves.
-    Workers still exit when the main process shuts the DataLoader down or dies (torch's parent watchdog).
-    Applies to forked workers, Linux's default start method through Python 3.13. Returns whether it applied.
-    """
-    from torch.utils.data._utils import signal_handling
-
-    original = getattr(signal_handling, "_set_worker_signal_handlers", None)
-    if original is None or getattr(original, "_f5guard_shield", False):
-        return original is not None
-
-    def set_worker_signal_handlers(*args: Any) -> None:
-        original(*args)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    set_worker_signal_handlers._f5guard_shield = True  # type: ignore[attr-defined]
-    signal_handling._set_worker_signal_handlers = set_worker_signal_handlers
-    return True
 
 
 def _round(value: float | None) -> float | None:
