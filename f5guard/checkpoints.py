@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -123,15 +124,7 @@ def _read_torch_zip(p: Path) -> Any:
     try:
         with zipfile.ZipFile(p) as archive:  # the central directory is written last: truncation fails here
             entries = {info.filename: info for info in archive.infolist()}
-            prefixes = {name.split("/", 1)[0] for name in entries}
-            if len(prefixes) != 1:
-                raise CheckpointInvalid(f"checkpoint {p} is a zip but not a torch.save archive")
-            prefix = prefixes.pop()
-            pkl = entries.get(f"{prefix}/data.pkl")
-            if pkl is None or f"{prefix}/version" not in entries:
-                raise CheckpointInvalid(f"checkpoint {p} is missing {prefix}/data.pkl or {prefix}/version")
-            if pkl.file_size > _MAX_PICKLE_BYTES:
-                raise CheckpointInvalid(f"checkpoint {p} has an implausibly large data.pkl")
+            prefix, pkl = _pickle_entry(p, entries)
             unpickler = _InertUnpickler(archive.read(pkl))
             document = unpickler.load()
     except CheckpointInvalid:
@@ -153,6 +146,20 @@ def _read_torch_zip(p: Path) -> Any:
             raise CheckpointInvalid(f"checkpoint {p}: tensor data {key} has {info.file_size} bytes, "
                                     f"expected {numel * itemsize}")  # fmt: skip
     return document
+
+
+def _pickle_entry(p: Path, entries: dict[str, zipfile.ZipInfo]) -> tuple[str, zipfile.ZipInfo]:
+    """torch.save puts every entry under one prefix: <prefix>/data.pkl, <prefix>/version, <prefix>/data/N."""
+    prefixes = {name.split("/", 1)[0] for name in entries}
+    if len(prefixes) != 1:
+        raise CheckpointInvalid(f"checkpoint {p} is a zip but not a torch.save archive")
+    prefix = prefixes.pop()
+    pkl = entries.get(f"{prefix}/data.pkl")
+    if pkl is None or f"{prefix}/version" not in entries:
+        raise CheckpointInvalid(f"checkpoint {p} is missing {prefix}/data.pkl or {prefix}/version")
+    if pkl.file_size > _MAX_PICKLE_BYTES:
+        raise CheckpointInvalid(f"checkpoint {p} has an implausibly large data.pkl")
+    return prefix, pkl
 
 
 def _check_safetensors(p: Path, size: int) -> None:
@@ -181,7 +188,9 @@ def _check_safetensors(p: Path, size: int) -> None:
             raise CheckpointInvalid(f"checkpoint {p}: safetensors entry {name!r} has no data_offsets")
         end = max(end, offsets[1])
     if 8 + length + end != size:
-        raise CheckpointInvalid(f"checkpoint {p} has {size} bytes, its safetensors header says {8 + length + end}")
+        raise CheckpointInvalid(
+            f"checkpoint {p} has {size} bytes, its safetensors header says {8 + length + end}"
+        )
 
 
 # ------------------------------------------------------------------------------- the inert unpickler
@@ -251,8 +260,6 @@ class _InertUnpickler(pickle.Unpickler):
     """Reads torch's data.pkl with stand-ins; refuses every global that is not on the allow-list."""
 
     def __init__(self, data: bytes) -> None:
-        import io
-
         super().__init__(io.BytesIO(data))
         self.storages: dict[str, tuple[str, int]] = {}
 
@@ -281,7 +288,12 @@ class _InertUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r:.80}")
         _, storage_type, key, _location, numel = pid
-        if not isinstance(key, str) or not key.isdigit() or isinstance(numel, bool) or not isinstance(numel, int):
+        if (
+            not isinstance(key, str)
+            or not key.isdigit()
+            or isinstance(numel, bool)
+            or not isinstance(numel, int)
+        ):
             raise pickle.UnpicklingError(f"malformed storage reference {pid!r:.80}")
         type_name = storage_type.qualname.rsplit(".", 1)[-1] if isinstance(storage_type, _Marker) else ""
         self.storages[key] = (type_name, numel)
@@ -341,7 +353,9 @@ def f5tts_pick(names: list[str]) -> str | None:
         return None
     if LAST_NAME in names:
         return LAST_NAME  # always, even when a newer model_{N}.pt exists (#924)
-    candidates = [n for n in names if n.startswith(("model_", "pretrained_")) and n.endswith(_CHECKPOINT_SUFFIXES)]
+    candidates = [
+        n for n in names if n.startswith(("model_", "pretrained_")) and n.endswith(_CHECKPOINT_SUFFIXES)
+    ]
     numbered = [n for n in candidates if n.startswith("model_")]
     if numbered:
         return max(numbered, key=lambda n: int("".join(filter(str.isdigit, n)) or "-1"))
@@ -426,7 +440,8 @@ def _install_as_last(directory: Path, newest: CheckpointInfo, old_last: Checkpoi
             shutil.copyfileobj(src, dst, length=16 * 1024 * 1024)
             dst.flush()
             os.fsync(dst.fileno())
-        inspect_checkpoint(tmp, kind="last")  # the copy must be as good as its source before it becomes the one F5-TTS loads
+        # the copy must be as good as its source before it becomes the file F5-TTS loads
+        inspect_checkpoint(tmp, kind="last")
         if old_last is not None:
             # As a numbered file it stays a candidate F5-TTS understands; never deleted.
             aside = directory / f"model_{old_last.update}.pt"

@@ -1,4 +1,4 @@
-"""Shared fixtures for tests that run real F5-TTS training (load with ``pytest_plugins = ["tests.f5_fixtures"]``).
+"""Shared fixtures for tests that run real F5-TTS training (``pytest_plugins = ["tests.f5_fixtures"]``).
 
 Everything runs the real ``python -m f5guard.train`` in a subprocess, offline, on a tiny model, so third-party
 warnings stay out of the pytest process and signals hit a real process group.
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from f5guard.train.spec import TrainSpec
 
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
@@ -61,8 +63,13 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tinydata")
     result = subprocess.run(
         [sys.executable, "-m", "f5guard.train.tinydata", str(root), "--n", "8"],
-        env=train_env(), capture_output=True, text=True, timeout=300, cwd=root, check=False,
-    )  # fmt: skip
+        env=train_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     data_dir = root / "data"
     assert (data_dir / "raw.arrow").is_file()
@@ -79,8 +86,12 @@ class TrainRun:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "f5guard.train", "--spec", str(spec_path)],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=spec_path.parent, start_new_session=True,
-        )  # fmt: skip
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=spec_path.parent,
+            start_new_session=True,
+        )
         self.pid = self.proc.pid
 
     def events(self) -> list[dict[str, Any]]:
@@ -132,8 +143,6 @@ class TrainRun:
 @pytest.fixture
 def start_training(tmp_path: Path, tiny_dataset: Path) -> Iterator[Callable[..., TrainRun]]:
     """start_training(**spec_overrides, env=None) -> TrainRun; every run is killed at teardown."""
-    from f5guard.train.spec import TrainSpec
-
     runs: list[TrainRun] = []
 
     def start(env: dict[str, str] | None = None, **overrides: Any) -> TrainRun:

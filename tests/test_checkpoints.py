@@ -36,15 +36,16 @@ MakeCkpt = Callable[..., Path]
 def make_ckpt() -> MakeCkpt:
     """make_ckpt(path, update, counter="update", ema_only=False): a torch.save'd dict shaped like F5-TTS's."""
     torch = pytest.importorskip("torch")
-    from torch.optim import AdamW
-    from torch.optim.lr_scheduler import LinearLR, SequentialLR
+    AdamW = torch.optim.AdamW
+    LinearLR, SequentialLR = torch.optim.lr_scheduler.LinearLR, torch.optim.lr_scheduler.SequentialLR
 
     def make(path: Path, update: int = 0, counter: str = "update", ema_only: bool = False) -> Path:
         torch.manual_seed(update)
         model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
         optimizer = AdamW(model.parameters(), lr=1e-3)
-        scheduler = SequentialLR(optimizer, [LinearLR(optimizer, 1e-8, 1.0, 2), LinearLR(optimizer, 1.0, 1e-8, 9)],
-                                 milestones=[2])  # fmt: skip
+        scheduler = SequentialLR(
+            optimizer, [LinearLR(optimizer, 1e-8, 1.0, 2), LinearLR(optimizer, 1.0, 1e-8, 9)], milestones=[2]
+        )
         for _ in range(max(update, 1)):
             model(torch.randn(2, 4)).sum().backward()
             optimizer.step()
@@ -53,8 +54,12 @@ def make_ckpt() -> MakeCkpt:
         ema |= {"initted": torch.tensor(True), "step": torch.tensor(update)}
         document: dict[str, Any] = {"ema_model_state_dict": ema}
         if not ema_only:
-            document |= {"model_state_dict": model.state_dict(), "optimizer_state_dict": optimizer.state_dict(),
-                         "scheduler_state_dict": scheduler.state_dict(), counter: update}  # fmt: skip
+            document |= {
+                "model_state_dict": model.state_dict(),
+                "optimizer_state_dict": optimizer.state_dict(),
+                "scheduler_state_dict": scheduler.state_dict(),
+                counter: update,
+            }
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(document, path)
         return path
@@ -112,12 +117,15 @@ def test_truncated_checkpoint_is_invalid(tmp_path: Path, make_ckpt: MakeCkpt, ke
     _truncate(path, int(size * keep) if isinstance(keep, float) else keep % size if keep < 0 else keep)
     with pytest.raises(CheckpointInvalid) as caught:
         inspect_checkpoint(path)
-    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+    assert str(path) in str(caught.value)
+    assert "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("content", [b"", b"garbage" * 100, os.urandom(4096), b"PK\x03\x04" + os.urandom(500)])
+@pytest.mark.parametrize(
+    "content", [b"", b"garbage" * 100, os.urandom(4096), b"PK\x03\x04" + os.urandom(500)]
+)
 def test_garbage_is_invalid(tmp_path: Path, content: bytes) -> None:
-    """Empty, text, random and fake-zip-magic files are all rejected (torch's own check reads only 4 bytes)."""
+    """Empty, text, random and fake-zip-magic files are rejected (torch's own check reads only 4 bytes)."""
     path = tmp_path / LAST_NAME
     path.write_bytes(content)
     with pytest.raises(CheckpointInvalid, match=re.escape(str(path))):
@@ -151,7 +159,7 @@ def test_zip_that_is_not_torch_is_invalid(tmp_path: Path) -> None:
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("a/readme.txt", b"hello")
         archive.writestr("b/other.txt", b"world")
-    with pytest.raises(CheckpointInvalid, match="not a torch.save archive"):
+    with pytest.raises(CheckpointInvalid, match=r"not a torch\.save archive"):
         inspect_checkpoint(path)
 
 
@@ -169,7 +177,7 @@ def test_missing_or_short_tensor_data_is_invalid(tmp_path: Path, make_ckpt: Make
 @pytest.mark.train
 def test_incomplete_documents_are_invalid(tmp_path: Path, make_ckpt: MakeCkpt) -> None:
     """A numbered/last file without the training state, or a non-dict document, is not resumable."""
-    import torch
+    torch = pytest.importorskip("torch")
 
     torch.save({"ema_model_state_dict": {}, "update": 3}, tmp_path / "model_3.pt")
     with pytest.raises(CheckpointInvalid, match="lacks model_state_dict, optimizer_state_dict"):
@@ -208,8 +216,10 @@ def test_safetensors_pretrained(tmp_path: Path) -> None:
 def test_inspecting_never_imports_torch(tmp_path: Path, make_ckpt: MakeCkpt) -> None:
     """The daemon imports f5guard.checkpoints and inspects real files: torch must stay out of the process."""
     path = make_ckpt(tmp_path / "model_2.pt", 2)
-    script = (f"import sys, f5guard.checkpoints as c; info = c.inspect_checkpoint({str(path)!r}); "
-              "assert info.update == 2; assert 'torch' not in sys.modules, 'torch imported'")  # fmt: skip
+    script = (
+        f"import sys, f5guard.checkpoints as c; info = c.inspect_checkpoint({str(path)!r}); "
+        "assert info.update == 2; assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
 
 
@@ -254,17 +264,22 @@ def test_scan_and_newest(tmp_path: Path, make_ckpt: MakeCkpt) -> None:
     (tmp_path / "model_best.pt").write_bytes(b"x")
     (tmp_path / "notes.txt").write_text("ignored")
     scan = scan_dir(tmp_path)
-    assert sorted(c.name for c in scan.valid) == sorted([LAST_NAME, "model_2.pt", "model_6.pt", "pretrained_base.pt"])
+    assert sorted(c.name for c in scan.valid) == sorted(
+        [LAST_NAME, "model_2.pt", "model_6.pt", "pretrained_base.pt"]
+    )
     assert sorted(scan.invalid) == ["model_8.pt", "model_best.pt"]
     newest = scan.newest()
-    assert newest is not None and (newest.name, newest.update) == (LAST_NAME, 6)
+    assert newest is not None
+    assert (newest.name, newest.update) == (LAST_NAME, 6)
 
 
 # ------------------------------------------------------------------------------------ prepare_resume
 def test_prepare_resume_without_checkpoints(tmp_path: Path) -> None:
     assert prepare_resume(tmp_path / "missing").chosen is None
     plan = prepare_resume(tmp_path)
-    assert plan.chosen is None and plan.start_update == 0 and not plan.quarantined
+    assert plan.chosen is None
+    assert plan.start_update == 0
+    assert not plan.quarantined
 
 
 @pytest.mark.train
@@ -273,13 +288,17 @@ def test_model_last_newest_is_left_alone(tmp_path: Path, make_ckpt: MakeCkpt) ->
     make_ckpt(tmp_path / LAST_NAME, 6)
     before = {n: file_sha256(tmp_path / n) for n in _names(tmp_path)}
     plan = prepare_resume(tmp_path)
-    assert plan.chosen is not None and (plan.chosen.name, plan.start_update) == (LAST_NAME, 6)
-    assert plan.actions == [] and {n: file_sha256(tmp_path / n) for n in _names(tmp_path)} == before
+    assert plan.chosen is not None
+    assert (plan.chosen.name, plan.start_update) == (LAST_NAME, 6)
+    assert plan.actions == []
+    assert {n: file_sha256(tmp_path / n) for n in _names(tmp_path)} == before
 
 
 @pytest.mark.train
 @pytest.mark.parametrize("numbered_old_last_exists", [False, True])
-def test_model_last_older_than_numbered(tmp_path: Path, make_ckpt: MakeCkpt, numbered_old_last_exists: bool) -> None:
+def test_model_last_older_than_numbered(
+    tmp_path: Path, make_ckpt: MakeCkpt, numbered_old_last_exists: bool
+) -> None:
     """model_last.pt (4) lags model_6.pt: model_last.pt becomes a copy of model_6.pt; the old one is kept."""
     make_ckpt(tmp_path / LAST_NAME, 4)
     old_last_sha = file_sha256(tmp_path / LAST_NAME)
@@ -287,12 +306,18 @@ def test_model_last_older_than_numbered(tmp_path: Path, make_ckpt: MakeCkpt, num
         make_ckpt(tmp_path / "model_4.pt", 4)
     make_ckpt(tmp_path / "model_6.pt", 6)
     plan = prepare_resume(tmp_path)
-    assert plan.chosen is not None and (plan.chosen.name, plan.start_update) == (LAST_NAME, 6)
+    assert plan.chosen is not None
+    assert (plan.chosen.name, plan.start_update) == (LAST_NAME, 6)
     assert file_sha256(tmp_path / LAST_NAME) == file_sha256(tmp_path / "model_6.pt")
-    assert os.stat(tmp_path / LAST_NAME).st_ino != os.stat(tmp_path / "model_6.pt").st_ino  # a copy, not a link
+    assert (
+        os.stat(tmp_path / LAST_NAME).st_ino != os.stat(tmp_path / "model_6.pt").st_ino
+    )  # a copy, not a link
     kept = [n for n in _names(tmp_path) if n != LAST_NAME and file_sha256(tmp_path / n) == old_last_sha]
-    assert kept == (["model_last.pt.superseded-" + kept[0].rsplit("-", 1)[-1]] if numbered_old_last_exists
-                    else ["model_4.pt"])  # fmt: skip
+    assert kept == (
+        ["model_last.pt.superseded-" + kept[0].rsplit("-", 1)[-1]]
+        if numbered_old_last_exists
+        else ["model_4.pt"]
+    )
     assert f5tts_pick(_names(tmp_path)) == LAST_NAME
     assert not any(".f5guard-tmp-" in n for n in _names(tmp_path))
 
@@ -305,7 +330,8 @@ def test_corrupt_model_last_falls_back_to_numbered(tmp_path: Path, make_ckpt: Ma
     _truncate(make_ckpt(tmp_path / LAST_NAME, 8), 1000)
     plan = prepare_resume(tmp_path)
     assert [q.name for q in plan.quarantined] == [LAST_NAME]
-    assert plan.chosen is not None and (plan.chosen.name, plan.start_update) == ("model_6.pt", 6)
+    assert plan.chosen is not None
+    assert (plan.chosen.name, plan.start_update) == ("model_6.pt", 6)
     assert f5tts_pick(_names(tmp_path)) == "model_6.pt"
     assert any(n.startswith("model_last.pt.corrupt-") for n in _names(tmp_path))
 
@@ -315,7 +341,8 @@ def test_missing_model_last_uses_highest_numbered(tmp_path: Path, make_ckpt: Mak
     make_ckpt(tmp_path / "model_2.pt", 2)
     make_ckpt(tmp_path / "model_10.pt", 10)
     plan = prepare_resume(tmp_path)
-    assert plan.chosen is not None and (plan.chosen.name, plan.start_update) == ("model_10.pt", 10)
+    assert plan.chosen is not None
+    assert (plan.chosen.name, plan.start_update) == ("model_10.pt", 10)
     assert LAST_NAME not in _names(tmp_path)
 
 
@@ -326,7 +353,8 @@ def test_corrupt_newest_numbered_is_skipped(tmp_path: Path, make_ckpt: MakeCkpt)
     _truncate(make_ckpt(tmp_path / "model_8.pt", 8), 2000)
     plan = prepare_resume(tmp_path)
     assert [q.name for q in plan.quarantined] == ["model_8.pt"]
-    assert plan.chosen is not None and plan.start_update == 6
+    assert plan.chosen is not None
+    assert plan.start_update == 6
 
 
 @pytest.mark.train
@@ -335,7 +363,8 @@ def test_numbered_name_disagrees_with_content(tmp_path: Path, make_ckpt: MakeCkp
     make_ckpt(tmp_path / "model_9.pt", 3)  # a user renamed an old checkpoint
     make_ckpt(tmp_path / "model_5.pt", 5)
     plan = prepare_resume(tmp_path)
-    assert plan.chosen is not None and (plan.chosen.name, plan.start_update) == (LAST_NAME, 5)
+    assert plan.chosen is not None
+    assert (plan.chosen.name, plan.start_update) == (LAST_NAME, 5)
     assert f5tts_pick(_names(tmp_path)) == LAST_NAME
 
 
@@ -343,19 +372,22 @@ def test_numbered_name_disagrees_with_content(tmp_path: Path, make_ckpt: MakeCkp
 def test_pretrained_only_and_pretrained_with_numbered(tmp_path: Path, make_ckpt: MakeCkpt) -> None:
     make_ckpt(tmp_path / "pretrained_base.pt", ema_only=True)
     plan = prepare_resume(tmp_path)
-    assert plan.chosen is not None and (plan.chosen.name, plan.start_update) == ("pretrained_base.pt", 0)
+    assert plan.chosen is not None
+    assert (plan.chosen.name, plan.start_update) == ("pretrained_base.pt", 0)
     make_ckpt(tmp_path / "model_2.pt", 2)
     plan = prepare_resume(tmp_path)
-    assert plan.chosen is not None and plan.chosen.name == "model_2.pt"
+    assert plan.chosen is not None
+    assert plan.chosen.name == "model_2.pt"
 
 
 @pytest.mark.train
 def test_unsortable_name_and_stale_temporaries(tmp_path: Path, make_ckpt: MakeCkpt) -> None:
-    """model_best.pt would crash F5-TTS's int() sort: moved aside. Dead writers' temp copies go; live ones stay."""
+    """model_best.pt would crash F5-TTS's int() sort: moved aside. Dead writers' temp copies go, live stay."""
     make_ckpt(tmp_path / "model_2.pt", 2)
     make_ckpt(tmp_path / "model_best.pt", 2)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True).stdout.strip()  # fmt: skip
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     (tmp_path / f".model_last.pt.f5guard-tmp-{dead}").write_bytes(b"partial")
     (tmp_path / f".model_last.pt.f5guard-tmp-{os.getppid()}").write_bytes(b"in flight")
     plan = prepare_resume(tmp_path)
@@ -363,7 +395,8 @@ def test_unsortable_name_and_stale_temporaries(tmp_path: Path, make_ckpt: MakeCk
     names = _names(tmp_path)
     assert f".model_last.pt.f5guard-tmp-{dead}" not in names
     assert f".model_last.pt.f5guard-tmp-{os.getppid()}" in names
-    assert plan.chosen is not None and plan.chosen.name == "model_2.pt"
+    assert plan.chosen is not None
+    assert plan.chosen.name == "model_2.pt"
 
 
 @pytest.mark.train
@@ -374,7 +407,9 @@ def test_prepare_resume_is_idempotent(tmp_path: Path, make_ckpt: MakeCkpt) -> No
     first = prepare_resume(tmp_path)
     assert first.actions
     second = prepare_resume(tmp_path)
-    assert second.actions == [] and second.chosen is not None and second.start_update == 4
+    assert second.actions == []
+    assert second.chosen is not None
+    assert second.start_update == 4
 
 
 @pytest.mark.train
@@ -382,7 +417,8 @@ def test_place_pretrained(tmp_path: Path, make_ckpt: MakeCkpt) -> None:
     """Validated, placed as pretrained_<name>, kept on a second call; an invalid source is refused."""
     source = make_ckpt(tmp_path / "src" / "F5TTS_v1_Base.pt", ema_only=True)
     info = place_pretrained(source, tmp_path / "ckpts")
-    assert info.name == "pretrained_F5TTS_v1_Base.pt" and info.kind == "pretrained"
+    assert info.name == "pretrained_F5TTS_v1_Base.pt"
+    assert info.kind == "pretrained"
     assert place_pretrained(source, tmp_path / "ckpts").name == info.name
     assert file_sha256(info.path) == file_sha256(source)
     bad = tmp_path / "src" / "broken.pt"

@@ -1,4 +1,4 @@
-"""The built-in training entry, run for real: tiny F5-TTS model, real Trainer, real signals, offline on a CPU."""
+"""The built-in training entry, run for real: tiny F5-TTS model, real Trainer, real signals, offline, CPU."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from f5guard.checkpoints import inspect_checkpoint
+from f5guard.train.spec import TrainSpec
 from tests.f5_fixtures import TrainRun, train_env
 
 pytestmark = pytest.mark.train
@@ -29,8 +30,12 @@ def _of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 def _saved_update(path: Path) -> int:
     """The update inside a checkpoint, read by torch itself (not by the code under test)."""
-    script = f"import torch; print(torch.load({str(path)!r}, weights_only=True, map_location='cpu')['update'])"
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    script = (
+        f"import torch; print(torch.load({str(path)!r}, weights_only=True, map_location='cpu')['update'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
     return int(out.stdout.strip())
 
 
@@ -49,7 +54,13 @@ def test_full_run_reports_every_event(start_training: StartTraining) -> None:
     assert all(u["loss"] is not None and u["lr"] is not None for u in updates)
     assert [u["update"] for u in updates] == sorted({u["update"] for u in updates})
     saves = {(c["file"], c["update"]) for c in _of(events, "checkpoint")}
-    assert {("model_last.pt", 2), ("model_last.pt", 4), ("model_4.pt", 4), ("model_8.pt", 8), ("model_last.pt", 8)} <= saves
+    assert {
+        ("model_last.pt", 2),
+        ("model_last.pt", 4),
+        ("model_4.pt", 4),
+        ("model_8.pt", 8),
+        ("model_last.pt", 8),
+    } <= saves
     reported = {u["update"] for u in updates}
     assert {update for _, update in saves} <= reported  # the update stream is exact at every save
     assert _of(events, "exit")[-1] == {**_of(events, "exit")[-1], "reason": "finished", "update": 8}
@@ -59,9 +70,11 @@ def test_full_run_reports_every_event(start_training: StartTraining) -> None:
 
 
 def test_sigkill_then_resume_restores_everything(start_training: StartTraining) -> None:
-    """SIGKILL after model_last.pt at update k: the rerun starts at k with identical weights, EMA, Adam state."""
+    """SIGKILL after model_last.pt at update k: the rerun starts at k with equal weights, EMA, Adam state."""
     run = start_training(epochs=4, throttle_s=0.3)
-    event = run.wait_for(lambda e: e["event"] == "checkpoint" and e["file"] == "model_last.pt" and e["update"] >= 4)
+    event = run.wait_for(
+        lambda e: e["event"] == "checkpoint" and e["file"] == "model_last.pt" and e["update"] >= 4
+    )
     run.kill()
     ckpts = run.spec_path.parent / "ckpts"
     k = _saved_update(ckpts / "model_last.pt")
@@ -74,7 +87,10 @@ def test_sigkill_then_resume_restores_everything(start_training: StartTraining) 
     assert _of(events, "start")[0]["checkpoint"] == "model_last.pt"
     check = _of(events, "resume_check")[0]
     assert check["update"] == k
-    assert check["model_equal"] and check["ema_equal"] and check["optimizer_equal"] and check["scheduler_equal"]
+    assert check["model_equal"]
+    assert check["ema_equal"]
+    assert check["optimizer_equal"]
+    assert check["scheduler_equal"]
     assert check["adam_step"] == k
     assert _of(events, "update")[0]["update"] > k
     assert _of(events, "exit")[-1]["reason"] == "finished"
@@ -97,8 +113,11 @@ def test_sigterm_saves_the_last_finished_update(start_training: StartTraining, t
     assert stopped["reason"] == "sigterm"
     last_update = max(e["update"] for e in _of(events, "update"))
     assert stopped["update"] == last_update
-    assert _of(events, "checkpoint")[-1] == {**_of(events, "checkpoint")[-1], "file": "model_last.pt",
-                                             "update": last_update}  # fmt: skip
+    assert _of(events, "checkpoint")[-1] == {
+        **_of(events, "checkpoint")[-1],
+        "file": "model_last.pt",
+        "update": last_update,
+    }
     ckpts = run.spec_path.parent / "ckpts"
     assert _saved_update(ckpts / "model_last.pt") == last_update
 
@@ -110,15 +129,16 @@ def test_sigterm_saves_the_last_finished_update(start_training: StartTraining, t
 
 def test_timed_saves_between_update_intervals(start_training: StartTraining) -> None:
     """save_every_minutes writes model_last.pt even when last_per_updates is never reached."""
-    run = start_training(epochs=2, last_per_updates=1000, save_per_updates=1000, throttle_s=0.2,
-                         save_every_minutes=0.01)  # fmt: skip
+    run = start_training(
+        epochs=2, last_per_updates=1000, save_per_updates=1000, throttle_s=0.2, save_every_minutes=0.01
+    )
     assert run.wait() == 0, run.tail()
     timed = [c for c in _of(run.events(), "checkpoint") if c["last"] and c["update"] < 8]
     assert len(timed) >= 2, run.events()
 
 
 def test_truncated_model_last_is_quarantined_and_training_resumes(start_training: StartTraining) -> None:
-    """A model_last.pt cut short by a crash is renamed aside and training resumes from the newest valid file."""
+    """A model_last.pt cut short by a crash is renamed aside; training resumes from the newest valid file."""
     run = start_training(epochs=1, last_per_updates=2, save_per_updates=2)
     assert run.wait() == 0, run.tail()
     ckpts = run.spec_path.parent / "ckpts"
@@ -145,15 +165,23 @@ def test_checkpoint_loads_with_f5tts_inference(start_training: StartTraining, ti
         from f5_tts.model import DiT
         from f5guard.train.presets import dit_kwargs
         for use_ema in (True, False):
-            model = load_model(DiT, dit_kwargs("tiny"), {str(ckpt)!r}, vocab_file={str(tiny_dataset / "vocab.txt")!r},
+            vocab = {str(tiny_dataset / "vocab.txt")!r}
+            model = load_model(DiT, dit_kwargs("tiny"), {str(ckpt)!r}, vocab_file=vocab,
                                use_ema=use_ema, device="cpu")
             mel, _ = model.sample(cond=torch.randn(1, 40, 100), text=["xin chào"], duration=80, steps=2)
             assert mel.shape == (1, 80, 100), mel.shape
         print("ok")
     """)
-    result = subprocess.run([sys.executable, "-c", script], env=train_env(), capture_output=True, text=True,
-                            timeout=300, check=False)  # fmt: skip
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=train_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
 
 
 @pytest.mark.parametrize(
@@ -161,12 +189,18 @@ def test_checkpoint_loads_with_f5tts_inference(start_training: StartTraining, ti
     [
         ("{not json", "not valid JSON"),
         ('{"dataset_dir": "d", "checkpoint_dir": "c"}', "missing required field(s) progress_path"),
-        ('{"dataset_dir": "d", "checkpoint_dir": "c", "progress_path": "p", "model": "huge"}',
-         "model must be one of tiny, small, base, got 'huge'"),
-        ('{"dataset_dir": "d", "checkpoint_dir": "c", "progress_path": "p", "num_workers": 0}',
-         "num_workers must be >= 1"),
-        ('{"dataset_dir": "d", "checkpoint_dir": "c", "progress_path": "p", "epochs": "3"}',
-         "epochs must be an integer, got '3'"),
+        (
+            '{"dataset_dir": "d", "checkpoint_dir": "c", "progress_path": "p", "model": "huge"}',
+            "model must be one of tiny, small, base, got 'huge'",
+        ),
+        (
+            '{"dataset_dir": "d", "checkpoint_dir": "c", "progress_path": "p", "num_workers": 0}',
+            "num_workers must be >= 1",
+        ),
+        (
+            '{"dataset_dir": "d", "checkpoint_dir": "c", "progress_path": "p", "epochs": "3"}',
+            "epochs must be an integer, got '3'",
+        ),
         ('{"dataset_dir": "d", "checkpoint_dir": "c", "progress_path": "p", "lr": 1}', "unknown field(s) lr"),
     ],
 )
@@ -174,37 +208,53 @@ def test_bad_spec_is_one_line_exit_2(tmp_path: Path, content: str, message: str)
     """A bad spec: exit 2 and one stderr line naming the spec file and the field; torch is never imported."""
     spec = tmp_path / "spec.json"
     spec.write_text(content, encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "f5guard.train", "--spec", str(spec)], env=train_env(),
-                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "f5guard.train", "--spec", str(spec)],
+        env=train_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert str(spec) in lines[0] and message in lines[0]
+    assert str(spec) in lines[0]
+    assert message in lines[0]
 
 
 def test_missing_dataset_is_reported_in_progress(tmp_path: Path) -> None:
     """A valid spec whose dataset is missing: exit 2, one line, and an `exit` event the daemon can show."""
-    from f5guard.train.spec import TrainSpec
-
     progress = tmp_path / "progress.jsonl"
     spec = tmp_path / "spec.json"
-    TrainSpec(dataset_dir=tmp_path / "nope", checkpoint_dir=tmp_path / "c", progress_path=progress).to_json(spec)
-    result = subprocess.run([sys.executable, "-m", "f5guard.train", "--spec", str(spec)], env=train_env(),
-                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    TrainSpec(dataset_dir=tmp_path / "nope", checkpoint_dir=tmp_path / "c", progress_path=progress).to_json(
+        spec
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "f5guard.train", "--spec", str(spec)],
+        env=train_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "missing raw.arrow" in result.stderr
     (event,) = [json.loads(line) for line in progress.read_text().splitlines()]
-    assert event["event"] == "exit" and "missing raw.arrow" in event["reason"]
+    assert event["event"] == "exit"
+    assert "missing raw.arrow" in event["reason"]
 
 
 def test_pretrained_is_placed_and_loaded(start_training: StartTraining, tmp_path: Path) -> None:
-    """spec.pretrained with an empty checkpoint dir: placed as pretrained_*, F5-TTS starts from it at update 0."""
+    """spec.pretrained and no checkpoint yet: placed as pretrained_*, F5-TTS starts from it at update 0."""
     first = start_training(epochs=1, checkpoint_dir=str(tmp_path / "first"))
     assert first.wait() == 0, first.tail()
     source = tmp_path / "base_model.pt"  # EMA weights only, like the released F5-TTS model files
-    script = (f"import torch; c = torch.load({str(tmp_path / 'first' / 'model_last.pt')!r}, weights_only=True); "
-              f"torch.save({{'ema_model_state_dict': c['ema_model_state_dict']}}, {str(source)!r})")
+    script = (
+        f"import torch; c = torch.load({str(tmp_path / 'first' / 'model_last.pt')!r}, weights_only=True); "
+        f"torch.save({{'ema_model_state_dict': c['ema_model_state_dict']}}, {str(source)!r})"
+    )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
     run = start_training(epochs=1, checkpoint_dir=str(tmp_path / "second"), pretrained=str(source))
     assert run.wait() == 0, run.tail()

@@ -23,7 +23,12 @@ from f5guard.train.spec import SpecError, TrainSpec
 
 # Nothing at train time needs the network (logger off, no sample logging, local pretrained): make any
 # attempt fail fast instead of hanging on a Colab VM with a flaky connection.
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled", "WANDB_SILENT": "true"}
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "WANDB_MODE": "disabled",
+    "WANDB_SILENT": "true",
+}
 VERIFY_ENV = "F5GUARD_TRAIN_VERIFY_RESUME"
 RESUMABLE_SEED = 666  # what every F5-TTS entry passes: the batch order that resume skips through
 
@@ -54,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         progress.close()
         if run.trainer is not None:  # after the except clauses: their tracebacks no longer pin the DataLoader
-            from f5guard.train.workers import release_workers
+            from f5guard.train.workers import release_workers  # noqa: PLC0415 - imports torch
 
             release_workers(run.trainer)
 
@@ -94,17 +99,21 @@ class _Run:
         for key, value in OFFLINE_ENV.items():
             os.environ.setdefault(key, value)
 
-        from f5guard.train.build import build_dataset, build_trainer  # torch + f5_tts: seconds of imports
-        from f5guard.train.workers import shield_workers
+        # torch + f5_tts: seconds of imports, after the spec and the checkpoint dir were checked
+        from f5guard.train.build import build_dataset, build_trainer  # noqa: PLC0415
+        from f5guard.train.workers import shield_workers  # noqa: PLC0415
 
         trainer, n_params = build_trainer(spec)
         dataset = build_dataset(spec)
         start_fields: dict[str, Any] = {
             "model": spec.model, "params": n_params, "samples": len(dataset), "actions": actions,
-            "quarantined": [{"name": q.name, "moved_to": q.moved_to, "reason": q.reason} for q in plan.quarantined],
+            "quarantined": [{"name": q.name, "moved_to": q.moved_to, "reason": q.reason}
+                            for q in plan.quarantined],
         }  # fmt: skip
         verify = os.environ.get(VERIFY_ENV) == "1"
-        self.hooks = TrainerHooks(trainer, spec, progress, self.stop, start_fields, verify_resume=verify)
+        self.hooks = TrainerHooks(
+            trainer, spec, progress, self.stop, start_fields=start_fields, verify_resume=verify
+        )
         self.hooks.install()
         self.trainer = trainer
         shield_workers()

@@ -20,10 +20,12 @@ def build_trainer(spec: TrainSpec) -> tuple[Any, int]:
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
     torch.manual_seed(spec.seed)
-    # "custom" reads the vocab at a path; pinyin/char would look it up package-relative (see TrainSpec.vocab_path)
+    # "custom" reads the vocab at a path; pinyin/char look it up package-relative (see TrainSpec.vocab_path)
     vocab_char_map, vocab_size = get_tokenizer(str(spec.vocab_path), "custom")
     model = CFM(
-        transformer=DiT(**dit_kwargs(spec.model), text_num_embeds=vocab_size, mel_dim=MEL_SPEC["n_mel_channels"]),
+        transformer=DiT(
+            **dit_kwargs(spec.model), text_num_embeds=vocab_size, mel_dim=MEL_SPEC["n_mel_channels"]
+        ),
         mel_spec_kwargs=dict(MEL_SPEC),
         vocab_char_map=vocab_char_map,
     )
@@ -55,4 +57,6 @@ def build_dataset(spec: TrainSpec) -> Any:
     with (spec.dataset_dir / "duration.json").open(encoding="utf-8") as handle:
         durations = json.load(handle)["duration"]
     mel = {k: v for k, v in MEL_SPEC.items() if k != "n_mel_channels"}
-    return CustomDataset(raw, durations=durations, preprocessed_mel=False, n_mel_channels=MEL_SPEC["n_mel_channels"], **mel)
+    return CustomDataset(
+        raw, durations=durations, preprocessed_mel=False, n_mel_channels=MEL_SPEC["n_mel_channels"], **mel
+    )

@@ -5,8 +5,8 @@ scheduler stepped, the EMA updated and ``global_update`` was incremented, and ri
 whether to save. It hands over the finished update's number, loss and lr. So it is the one point where the
 state is exactly "update N finished, nothing of N+1 started": saving there through the Trainer's own
 ``save_checkpoint`` writes precisely what F5-TTS writes at N, and a graceful stop loses no update. (Wrapping
-``optimizer.step`` instead fires before the scheduler and EMA step; forcing ``last_per_updates`` to 1 works too
-but mutates the Trainer's configuration.) Every hook is an instance attribute; the class is untouched.
+``optimizer.step`` instead fires before the scheduler and EMA step; forcing ``last_per_updates`` to 1 works
+too but mutates the Trainer's configuration.) Every hook is an instance attribute; the class is untouched.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class StopRequest:
 class TrainerHooks:
     """Owns the wrappers around one Trainer instance and the per-run counters they share."""
 
-    def __init__(self, trainer: Any, spec: TrainSpec, progress: ProgressWriter, stop: StopRequest,
+    def __init__(self, trainer: Any, spec: TrainSpec, progress: ProgressWriter, stop: StopRequest, *,
                  start_fields: dict[str, Any], verify_resume: bool = False) -> None:  # fmt: skip
         self.trainer = trainer
         self.spec = spec
@@ -89,7 +89,7 @@ class TrainerHooks:
                            updates_per_epoch=self.updates_per_epoch, epochs=self.spec.epochs,
                            checkpoint=loaded, **self.start_fields)  # fmt: skip
         if self.verify_resume and loaded is not None and start > 0:
-            from f5guard.train.verify import compare_with_checkpoint
+            from f5guard.train.verify import compare_with_checkpoint  # noqa: PLC0415 - imports torch
 
             self.progress.emit("resume_check", **compare_with_checkpoint(self.trainer, ckpt_dir / loaded))
         if self.stop.reason is not None:  # asked to stop before any update: nothing new to save
@@ -101,7 +101,11 @@ class TrainerHooks:
         self._orig_log(values, step, *args, **kwargs)
         if step is None or "loss" not in values or not self.trainer.accelerator.sync_gradients:
             return  # a gradient-accumulation micro-step, or a log call that is not the loop's
-        self.update, self._loss, self._lr = int(step), float(values["loss"]), float(values.get("lr", math.nan))
+        self.update, self._loss, self._lr = (
+            int(step),
+            float(values["loss"]),
+            float(values.get("lr", math.nan)),
+        )
         if self._reported is None or time.monotonic() - self._reported[1] >= EVENT_INTERVAL_S:
             self._emit_update()
         if self.spec.throttle_s > 0:
@@ -137,7 +141,11 @@ class TrainerHooks:
         rate = None
         if self._reported is not None and now > self._reported[1] and self.update > self._reported[0]:
             rate = round((self.update - self._reported[0]) / (now - self._reported[1]), 4)
-        epoch = (self.update - 1) // self.updates_per_epoch + 1 if self.updates_per_epoch and self.update else None
+        epoch = (
+            (self.update - 1) // self.updates_per_epoch + 1
+            if self.updates_per_epoch and self.update
+            else None
+        )
         self.progress.emit("update", update=self.update, loss=_round(self._loss), lr=self._lr,
                            updates_per_s=rate, epoch=epoch)  # fmt: skip
         self._reported = (self.update, now)

@@ -6,8 +6,9 @@ checkpoint trained here loads wherever those configs do; tiny is a 188k-paramete
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 _V1_COMMON: dict[str, Any] = {
     "ff_mult": 2,

@@ -97,8 +97,8 @@ class TrainSpec:
         if self.threads is not None:
             _check_int("threads", self.threads, 1)
         floats = {"max_grad_norm": 0.0, "save_every_minutes": 0.0, "throttle_s": 0.0}
-        for name, minimum in floats.items():
-            _check_float(name, getattr(self, name), minimum)
+        for name, low in floats.items():
+            _check_float(name, getattr(self, name), low)
         _check_float("learning_rate", self.learning_rate, 0.0)
         if self.learning_rate <= 0:
             raise _Invalid(f"learning_rate must be > 0, got {self.learning_rate!r}")
@@ -117,8 +117,8 @@ class TrainSpec:
 
     @property
     def vocab_path(self) -> Path:
-        """The vocab file to read. F5-TTS's pinyin/char modes only differ from custom in looking it up
-        package-relative (data/{name}_{tokenizer}/vocab.txt); the text itself was converted at prepare time."""
+        """The vocab file to read. F5-TTS's pinyin/char modes differ from custom only in looking it up
+        package-relative (data/{name}_{tokenizer}/vocab.txt); the text was converted at prepare time."""
         return self.tokenizer_path if self.tokenizer_path is not None else self.dataset_dir / "vocab.txt"
 
     # ------------------------------------------------------------------ JSON

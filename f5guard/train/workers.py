@@ -21,7 +21,7 @@ def shield_workers() -> bool:
     of each worker's loop; wrapping that attribute is the only hook F5-TTS's DataLoader (no worker_init_fn)
     leaves. Forked workers inherit the wrapper (fork is Linux's default start method through Python 3.13).
     """
-    from torch.utils.data._utils import signal_handling
+    from torch.utils.data._utils import signal_handling  # noqa: PLC0415 - the module stays importable without torch
 
     original = getattr(signal_handling, "_set_worker_signal_handlers", None)
     if original is None:
@@ -35,15 +35,15 @@ def shield_workers() -> bool:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     set_worker_signal_handlers.f5guard_shield = True  # type: ignore[attr-defined]
-    signal_handling._set_worker_signal_handlers = set_worker_signal_handlers
+    signal_handling._set_worker_signal_handlers = set_worker_signal_handlers  # type: ignore[attr-defined]
     return True
 
 
 def release_workers(trainer: Any | None) -> None:
     """Shut the DataLoader workers down now, while torch's own shutdown path still runs.
 
-    accelerate keeps the prepared DataLoader (and its persistent worker iterator) alive until interpreter exit,
-    when torch skips its shutdown and multiprocessing's terminate() would be ignored: the process would hang.
+    accelerate keeps the prepared DataLoader (and its persistent worker iterator) alive until interpreter
+    exit, when torch skips its shutdown and multiprocessing's terminate() would be ignored: a hang.
     Dropping accelerate's references lets the iterator's finaliser join the workers; any worker still alive
     after that only ever fed batches, so it is killed.
     """
