@@ -12,6 +12,7 @@ from pathlib import Path
 from f5guard.fsutil import read_json
 from f5guard.layout import HomeLayout
 from f5guard.machine import hostname
+from f5guard.pidfile import pid_alive
 from f5guard.schema import LeaseSettings
 
 
@@ -63,17 +64,6 @@ def _read_marker(path: Path) -> tuple[dict[str, str], os.stat_result] | None:
     return fields, st
 
 
-def _pid_alive(pid: int) -> bool:
-    """A zombie is dead: its exit only waits to be collected (containers whose PID 1 never reaps keep them)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
 def current_holder(layout: HomeLayout) -> Holder | None:
     marker = _read_marker(layout.lease)
     if marker is None:
@@ -88,7 +78,7 @@ def current_holder(layout: HomeLayout) -> Holder | None:
     record = read_epoch(layout.epoch)
     epoch = record.epoch if record and record.pid == pid and record.host == host else None
     return Holder(host=host, pid=pid, heartbeat_age_s=max(0.0, time.time() - st.st_mtime), epoch=epoch,
-                  same_host=same, pid_alive=_pid_alive(pid) if same else None)
+                  same_host=same, pid_alive=pid_alive(pid) if same else None)
 
 
 def looks_live(holder: Holder, settings: LeaseSettings) -> bool:

@@ -41,6 +41,17 @@ def read(path: Path) -> DaemonInfo | None:
         return None
 
 
+def pid_alive(pid: int) -> bool:
+    """A zombie is dead: its exit only waits to be collected (containers whose PID 1 never reaps keep them)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def lock_is_held(lock_path: Path) -> bool:
     """True while a live daemon holds the work dir's flock (taking it briefly proves nobody does)."""
     try:

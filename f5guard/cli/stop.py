@@ -37,7 +37,8 @@ def command(config_path: str | None, timeout: float | None) -> int:
         click.echo("the daemon had already exited.")
         return 0
     click.echo(f"stopping f5guard (pid {info.pid})...")
-    while pidfile.lock_is_held(ctx.work.lock):
+    # The lock goes first, then the process finishes exiting: wait for both, so nothing is left when we return.
+    while pidfile.lock_is_held(ctx.work.lock) or pidfile.pid_alive(info.pid):
         if time.monotonic() - started > wait_s:
             raise DaemonError(f"the daemon (pid {info.pid}) is still stopping after {wait_s:.0f}s; "
                               "see `f5guard tail` (run stop again to keep waiting)")
