@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import hashlib
 import os
 import platform
@@ -26,17 +25,24 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from f5guard.checkpoints import _TMP_MARK, LAST_NAME, CheckpointInfo, CheckpointInvalid, inspect_checkpoint, scan_dir
+from f5guard.checkpoints import (
+    _TMP_MARK,
+    LAST_NAME,
+    CheckpointInfo,
+    CheckpointInvalid,
+    inspect_checkpoint,
+    scan_dir,
+)
 from f5guard.errors import F5guardError
 from f5guard.fsutil import atomic_write_json, fsync_dir, read_json
 from f5guard.watch import Watcher, watch_dir
 
 Log = Callable[..., None]
 MANIFEST_FORMAT = 1
-CHUNK = 8 * 1024 * 1024  # large sequential I/O: few syscalls, and Drive's FUSE layer prefers big writes
+CHUNK = 8 * 1024 * 1024  # large sequential I/O: few syscalls; FUSE (Drive) prefers big writes
 SPACE_MARGIN = 8 * 1024 * 1024  # the manifest plus filesystem slack on top of the checkpoint itself
 FENCE_EVERY_S = 2.0  # how often a long copy re-checks the lease
-RESCAN_S = 60.0  # look at the local dir now and then even without events (missed or FUSE-less events)
+RESCAN_S = 60.0  # look now and then even without events (a missed event, a FUSE dir)
 FIRST_RETRY_S = 1.0  # after a failed copy; doubles up to retry_max_s
 TORN_RETRY_S = 1.0
 NO_SPACE_RETRY_S = 60.0
@@ -73,11 +79,13 @@ def _read_manifest(manifest: Path) -> DurableCheckpoint | None:
     try:
         doc = read_json(manifest)
         path = manifest.with_suffix(".pt")
-        durable = DurableCheckpoint(path, manifest, int(doc["update"]), int(doc["epoch"]), int(doc["size"]),
-                                    str(doc["sha256"]), float(doc["synced_at"]), str(doc["source_name"]))
+        durable = DurableCheckpoint(path, manifest, update=int(doc["update"]), epoch=int(doc["epoch"]),
+                                    size=int(doc["size"]), sha256=str(doc["sha256"]),
+                                    synced_at=float(doc["synced_at"]),
+                                    source_name=str(doc["source_name"]))  # fmt: skip
         size = path.stat().st_size
     except (OSError, ValueError, KeyError, TypeError):
-        return None  # unreadable, half-visible (Drive) or missing file: not durable, whatever the reason
+        return None  # unreadable, half-uploaded (Drive) or file missing: not durable, whatever the reason
     if match is None or (int(match[1]), int(match[2])) != (durable.epoch, durable.update):
         return None
     if size != durable.size or not re.fullmatch(r"[0-9a-f]{64}", durable.sha256):
@@ -95,28 +103,24 @@ def list_durable(home_ckpt_dir: Path) -> list[DurableCheckpoint]:
     return sorted((d for d in found if d is not None), key=lambda d: (d.epoch, d.update))
 
 
-# ------------------------------------------------------------------------------------------- copying
-class _Abort(Exception):
-    """Raised out of a copy by its per-chunk check: the lease is gone, or the sync is stopping."""
-
-
+# ------------------------------------------------------------------------------------------------ copying
 class _ReadError(Exception):
     """The source could not be read (as opposed to the target not written)."""
 
     def __init__(self, err: OSError) -> None:
-        super().__init__(str(err))
-        self.err = err
+        super().__init__(err.strerror or str(err))
 
 
 def _drop_cache(fd: int, offset: int, length: int) -> None:
     # DONTNEED starts writeback of dirty pages and drops clean ones: a 5 GB copy must not evict the
-    # trainer's page cache (dataset, code). Advisory: some filesystems ignore or refuse it.
+    # trainer's page cache, nor pile up dirty pages that throttle every writer (measured: 4x slower without).
     with contextlib.suppress(OSError):
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
-def _copy(src_fd: int, dst: Path, *, check: Callable[[], None] | None = None, delay_s: float = 0.0) -> tuple[int, str]:
-    """Copy ``src_fd`` from offset 0 into a new file ``dst``, hashing on the way; fsync. Returns (size, sha256)."""
+def _copy(src_fd: int, dst: Path, check: Callable[[], None] | None = None,
+          delay_s: float = 0.0) -> tuple[int, str]:  # fmt: skip
+    """Copy ``src_fd`` into a new file ``dst``, hashing on the way, then fsync; returns (size, sha256)."""
     digest = hashlib.sha256()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
@@ -137,7 +141,7 @@ def _copy(src_fd: int, dst: Path, *, check: Callable[[], None] | None = None, de
             while written < n:
                 written += os.write(dst_fd, view[written:n])
             _drop_cache(src_fd, offset, n)
-            _drop_cache(dst_fd, offset, n)  # starts writeback of this chunk now, so the final fsync is short
+            _drop_cache(dst_fd, offset, n)  # starts this chunk's writeback now: the final fsync is short
             if offset >= 2 * CHUNK:
                 _drop_cache(dst_fd, offset - 2 * CHUNK, CHUNK)  # written back by now: drop it
             offset += n
@@ -151,18 +155,20 @@ def _copy(src_fd: int, dst: Path, *, check: Callable[[], None] | None = None, de
 
 
 _SYS_IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "riscv64": 30, "ppc64le": 273, "s390x": 282}
-_IOPRIO_CLASS_BE = 2
 
 
 def lower_io_priority() -> str:
-    """Put the calling thread at best-effort level 7: below the trainer, yet never starved (the idle class
-    can wait forever under BFQ while the trainer reads its dataset, and a graceful stop waits on the copy)."""
+    """Put the calling thread at best-effort level 7: below the trainer, never starved.
+
+    Not the idle class: under BFQ it can wait forever while the trainer reads its dataset, and a
+    graceful stop waits for the copy. Returns a line for the log.
+    """
     nr = _SYS_IOPRIO_SET.get(platform.machine())
     if nr is None:
         return f"io priority unchanged: no ioprio_set syscall number known for {platform.machine()}"
     libc = ctypes.CDLL(None, use_errno=True)
-    value = (_IOPRIO_CLASS_BE << 13) | 7
-    if libc.syscall(nr, 1, threading.get_native_id(), value) != 0:  # 1 = IOPRIO_WHO_PROCESS (a thread id)
+    best_effort_7 = (2 << 13) | 7  # IOPRIO_PRIO_VALUE(IOPRIO_CLASS_BE, 7)
+    if libc.syscall(nr, 1, threading.get_native_id(), best_effort_7) != 0:  # 1: IOPRIO_WHO_PROCESS (a tid)
         return f"io priority unchanged: ioprio_set failed ({os.strerror(ctypes.get_errno())})"
     return "io priority of the sync thread: best-effort, level 7 (lowest)"
 
@@ -174,13 +180,17 @@ def _size(n: float) -> str:
     return f"{int(n)} B"
 
 
-def restore(home_ckpt_dir: Path, local_dir: Path, log: Log | None = None) -> DurableCheckpoint | None:
-    """Copy the newest durable checkpoint that verifies to ``local_dir/model_last.pt``; older ones if it fails.
+def _no_log(_event: str, **_fields: Any) -> None:
+    return None
 
-    Verified = the copy's size and sha256 match the manifest and the copy reads as a checkpoint at the
-    manifest's update. None when home holds no durable checkpoint that verifies.
-    Raises RestoreFailed when the local side cannot be written: falling back to an older checkpoint (or
-    to none, i.e. training from scratch) because the local disk is full would throw progress away.
+
+# ------------------------------------------------------------------------------------------------ restore
+def restore(home_ckpt_dir: Path, local_dir: Path, log: Log | None = None) -> DurableCheckpoint | None:
+    """Copy the newest durable checkpoint that verifies to ``local_dir/model_last.pt`` (else older ones).
+
+    Verified: the copy's size and sha256 match the manifest, and it reads as a checkpoint at that update.
+    None when no durable checkpoint verifies. Raises RestoreFailed when the local side cannot be written:
+    falling back to an older checkpoint (or to none) because the local disk is full would lose progress.
     """
     log = log or _no_log
     local_dir.mkdir(parents=True, exist_ok=True)
@@ -190,27 +200,12 @@ def restore(home_ckpt_dir: Path, local_dir: Path, log: Log | None = None) -> Dur
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         try:
-            src_fd = os.open(durable.path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as err:
-            log("restore.skip", file=durable.path.name, reason=f"cannot open: {err.strerror or err}")
-            continue
-        try:
-            size, sha = _copy(src_fd, tmp)
-            reason = None
-            if (size, sha) != (durable.size, durable.sha256):
-                reason = f"content differs from its manifest ({size} bytes, sha256 {sha[:12]}…)"
-            elif (update := inspect_checkpoint(tmp, kind="last").update) != durable.update:
-                reason = f"holds update {update}, its manifest says {durable.update}"
-        except _ReadError as err:
-            reason = f"cannot read: {err.err.strerror or err.err}"
-        except CheckpointInvalid as err:
-            reason = str(err)
+            reason = _restore_one(durable, tmp)
         except OSError as err:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise RestoreFailed(f"could not restore {durable.path} to {target}: {err.strerror or err}") from err
-        finally:
-            os.close(src_fd)
+            reason = err.strerror or str(err)
+            raise RestoreFailed(f"could not restore {durable.path} to {target}: {reason}") from err
         if reason is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -218,16 +213,33 @@ def restore(home_ckpt_dir: Path, local_dir: Path, log: Log | None = None) -> Dur
             continue
         os.replace(tmp, target)
         fsync_dir(local_dir)
-        log("restore.done", file=durable.path.name, update=durable.update, epoch=durable.epoch, size=durable.size)
+        log("restore.done", file=durable.path.name, update=durable.update, epoch=durable.epoch,
+            size=durable.size)  # fmt: skip
         return durable
     return None
 
 
-def _no_log(_event: str, **_fields: Any) -> None:
-    return None
+def _restore_one(durable: DurableCheckpoint, tmp: Path) -> str | None:
+    """Copy one durable checkpoint to ``tmp``; the reason it does not verify, or None. Local errors raise."""
+    try:
+        src_fd = os.open(durable.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        return f"cannot open it: {err.strerror or err}"
+    try:
+        size, sha = _copy(src_fd, tmp)
+        if (size, sha) != (durable.size, durable.sha256):
+            return f"content differs from its manifest ({size} bytes, sha256 {sha[:12]}…)"
+        update = inspect_checkpoint(tmp, kind="last").update
+    except _ReadError as err:
+        return f"cannot read it: {err}"
+    except CheckpointInvalid as err:
+        return str(err)
+    finally:
+        os.close(src_fd)
+    return None if update == durable.update else f"holds update {update}, its manifest {durable.update}"
 
 
-# ------------------------------------------------------------------------------------------- the worker
+# ------------------------------------------------------------------------------------------------ sync
 class _Outcome(Enum):
     NOTHING = "nothing"  # no local checkpoint, or home already holds the newest
     DONE = "done"
@@ -238,9 +250,17 @@ class _Outcome(Enum):
     STOPPED = "stopped"
 
 
+class _Stopped(Exception):
+    """The sync is stopping: a copy in flight is abandoned (its temp removed)."""
+
+
+class _Fenced(Exception):
+    """The lease check raised: this supervisor may no longer write to home."""
+
+
 @dataclass(frozen=True)
 class SyncStatus:
-    """What status shows: the newest durable checkpoint and why a newer one is not there yet."""
+    """What status shows: the newest durable checkpoint, and why a newer one is not there yet."""
 
     durable: DurableCheckpoint | None
     syncing: str | None  # the local file being copied now
@@ -252,14 +272,6 @@ class SyncStatus:
     fenced: bool = False  # the lease check failed: this sync writes nothing more
 
 
-class _Stopped(Exception):
-    """The sync is stopping: a copy in flight is abandoned (its temp removed)."""
-
-
-class _Fenced(Exception):
-    """The lease check raised: this supervisor may no longer write to home."""
-
-
 class CheckpointSync:
     """Keeps home's newest durable checkpoint up to date with the local dir, from one low-priority thread."""
 
@@ -268,16 +280,13 @@ class CheckpointSync:
                  log: Log | None = None) -> None:  # fmt: skip
         if keep < 1:
             raise ValueError(f"keep must be at least 1 (home must hold a checkpoint), got {keep}")
-        self.local_dir = Path(local_dir)
-        self.home = Path(home_ckpt_dir)
-        self.epoch = epoch
-        self.keep = keep
+        self.local_dir, self.home, self.epoch, self.keep = Path(local_dir), Path(home_ckpt_dir), epoch, keep
         self._fence_fn = fence
         self._polling = polling
         self._retry_max_s = retry_max_s
         self._log: Log = log or _no_log
         self._delay_s = float(os.environ.get(_CHUNK_DELAY_ENV) or 0)
-        self._cond = threading.Condition()  # guards everything below; flush waits on it
+        self._cond = threading.Condition()  # guards the fields below; flush waits on it
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -285,7 +294,7 @@ class CheckpointSync:
         self._prepared = False
         self._flushers = 0
         self._passes = 0
-        self._last_outcome: _Outcome | None = None
+        self._outcome: _Outcome | None = None
         self._durables: list[DurableCheckpoint] = []
         self._syncing: str | None = None
         self._last_error: str | None = None
@@ -298,16 +307,19 @@ class CheckpointSync:
 
     # -- public ----------------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the watcher and the one worker thread (which first cleans up temps a killed process left)."""
+        """Start the watcher and the one worker thread (which first removes temps a killed sync left)."""
         if self._thread is not None:
             return
         self.local_dir.mkdir(parents=True, exist_ok=True)
         self._watcher = watch_dir(self.local_dir, lambda _path: self.request(), polling=self._polling,
-                                  on_note=lambda text: self._log("sync.watch_fallback", note=text))
+                                  on_note=self._note_fallback)  # fmt: skip
         self._log("sync.watch", kind=self._watcher.kind, path=str(self.local_dir))
         self._wake.set()
         self._thread = threading.Thread(target=self._run, name="f5guard-sync", daemon=True)
         self._thread.start()
+
+    def _note_fallback(self, note: str) -> None:
+        self._log("sync.watch_fallback", note=note)
 
     def request(self) -> None:
         """A checkpoint may be complete now (watcher events, the trainer's `checkpoint` progress events)."""
@@ -316,7 +328,8 @@ class CheckpointSync:
     def flush(self, timeout_s: float) -> bool:
         """Make the newest valid local checkpoint durable now and wait; True if home then holds it (or newer).
 
-        True as well when there is no local checkpoint at all: nothing would be lost.
+        Also True when there is no local checkpoint at all (nothing to lose). Without a running worker
+        (never started, or stopped) the sync runs in the calling thread.
         """
         deadline = time.monotonic() + timeout_s
         target = self._candidate()
@@ -324,29 +337,11 @@ class CheckpointSync:
             return True
         thread = self._thread
         if thread is not None and thread.is_alive():
-            with self._cond:
-                self._flushers += 1
-                passes = self._passes
-            try:
-                self._wake.set()
-                with self._cond:
-                    while not self._covered(target, self._durables) and not self._fenced and thread.is_alive():
-                        if self._passes > passes and self._last_outcome is _Outcome.NO_SPACE:
-                            break  # waiting will not make room; the warning says what to do
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            break
-                        self._cond.wait(min(remaining, 1.0))
-            finally:
-                with self._cond:
-                    self._flushers -= 1
+            self._wait_for_worker(target, thread, deadline)
         else:
-            while True:
-                outcome = self._pass(in_worker=False)
+            while self._pass(in_worker=False) not in (_Outcome.FENCED, _Outcome.NO_SPACE):
                 remaining = deadline - time.monotonic()
                 if self._covered(target, self._durables) or remaining <= 0:
-                    break
-                if outcome in (_Outcome.FENCED, _Outcome.NO_SPACE):
                     break
                 time.sleep(min(0.5, remaining))
         with self._cond:
@@ -365,10 +360,29 @@ class CheckpointSync:
 
     def status(self) -> SyncStatus:
         with self._cond:
-            return SyncStatus(self._durables[-1] if self._durables else None, self._syncing, self._last_error,
-                              self._warning, self._attempts, self._last_sync_s, self._bytes_per_s, self._fenced)
+            newest = self._durables[-1] if self._durables else None
+            return SyncStatus(newest, self._syncing, self._last_error, self._warning, self._attempts,
+                              self._last_sync_s, self._bytes_per_s, self._fenced)  # fmt: skip
 
     # -- the worker ------------------------------------------------------------------------------------------
+    def _wait_for_worker(self, target: CheckpointInfo, thread: threading.Thread, deadline: float) -> None:
+        with self._cond:
+            self._flushers += 1
+            passes = self._passes
+        self._wake.set()
+        try:
+            with self._cond:
+                while not self._covered(target, self._durables) and not self._fenced and thread.is_alive():
+                    if self._passes > passes and self._outcome is _Outcome.NO_SPACE:
+                        return  # waiting will not make room; the warning says what to do
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    self._cond.wait(min(remaining, 1.0))
+        finally:
+            with self._cond:
+                self._flushers -= 1
+
     def _run(self) -> None:
         self._log("sync.io_priority", note=lower_io_priority())
         delay: float | None = 0.0
@@ -381,13 +395,11 @@ class CheckpointSync:
             if outcome is _Outcome.FENCED:
                 break
             if outcome is _Outcome.FAILED:
-                delay, backoff = backoff, min(backoff * 2, self._retry_max_s)
-            else:
-                backoff = FIRST_RETRY_S
-                delay = {_Outcome.TORN: TORN_RETRY_S, _Outcome.NO_SPACE: min(NO_SPACE_RETRY_S, self._retry_max_s)
-                         }.get(outcome)  # fmt: skip
-            if delay is not None:
-                delay = min(delay, self._retry_max_s)
+                delay, backoff = min(backoff, self._retry_max_s), min(backoff * 2, self._retry_max_s)
+                continue
+            backoff = FIRST_RETRY_S
+            retry = {_Outcome.TORN: TORN_RETRY_S, _Outcome.NO_SPACE: NO_SPACE_RETRY_S}.get(outcome)
+            delay = None if retry is None else min(retry, self._retry_max_s)
         with self._cond:
             self._cond.notify_all()
 
@@ -414,15 +426,14 @@ class CheckpointSync:
             outcome = self._sync_newest(in_worker)
         except _Fenced as err:
             outcome = _Outcome.FENCED
-            self._set(fenced=True, last_error=f"stopped syncing to {self.home}: the lease check failed ({err})")
+            error = f"stopped syncing to {self.home}: the lease check failed ({err})"
+            self._set(fenced=True, last_error=error)
             self._log("sync.fenced", error=str(err))
         except OSError as err:  # listing home, free space, mkdir: a Drive that is gone for a moment
-            outcome = _Outcome.FAILED
-            self._set(last_error=f"could not read {self.home} while syncing: {err.strerror or err}")
-            self._log("sync.error", error=self._last_error)
+            outcome = self._failed(f"could not read {self.home} while syncing: {err.strerror or err}")
         with self._cond:
             self._passes += 1
-            self._last_outcome = outcome
+            self._outcome = outcome
             self._cond.notify_all()
         return outcome
 
@@ -436,11 +447,11 @@ class CheckpointSync:
             return
         try:
             self._fence_fn()
-        except Exception as err:  # noqa: BLE001 - any failure of the lease check: we cannot prove we own home
+        except Exception as err:  # any failure of the lease check: we cannot prove we still own home
             raise _Fenced(str(err) or type(err).__name__) from err
 
     def _prepare(self) -> None:
-        """Once: remove temps a killed sync left on home, and trim to ``keep`` (e.g. after keep was lowered)."""
+        """Once: remove temps a killed sync left on home; trim to ``keep`` (e.g. after keep was lowered)."""
         self._fence()
         self.home.mkdir(parents=True, exist_ok=True)
         for name in os.listdir(self.home):
@@ -448,20 +459,21 @@ class CheckpointSync:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.home / name)
                 self._log("sync.removed_temp", file=name)
-        durables = list_durable(self.home)
-        if durables:
+        if durables := list_durable(self.home):
             self._trim(durables, durables[-1])
         self._set(durables=list_durable(self.home))
         self._prepared = True
 
     def _candidate(self) -> CheckpointInfo | None:
         """The newest valid local training checkpoint; numbered files win ties (they are never rewritten)."""
-        training = [c for c in scan_dir(self.local_dir).valid if c.kind != "pretrained" and c.path.suffix == ".pt"]
+        valid = scan_dir(self.local_dir).valid
+        training = [c for c in valid if c.kind != "pretrained" and c.path.suffix == ".pt"]
         return max(training, key=lambda c: (c.update, c.kind == "numbered", c.name), default=None)
 
     def _covered(self, info: CheckpointInfo, durables: list[DurableCheckpoint]) -> bool:
         """Home already holds this update (e.g. the one restored from), or something at least as new."""
-        return any(d.update == info.update or (d.epoch, d.update) >= (self.epoch, info.update) for d in durables)
+        mine = (self.epoch, info.update)
+        return any(d.update == info.update or (d.epoch, d.update) >= mine for d in durables)
 
     def _sync_newest(self, in_worker: bool) -> _Outcome:
         candidate = self._candidate()
@@ -471,35 +483,70 @@ class CheckpointSync:
             self._set(attempts=0, torn_in_row=0)
             return _Outcome.NOTHING
         free = shutil.disk_usage(self.home).free
-        need = candidate.size + SPACE_MARGIN
+        need = candidate.size + SPACE_MARGIN  # the old one stays until the new one is durable: room for both
         if free < need:
             self._set(warning=self._space_warning(free, need, durables))
             self._log("sync.no_space", file=candidate.name, update=candidate.update, free=free, need=need)
             return _Outcome.NO_SPACE
-        final = self.home / durable_name(self.epoch, candidate.update)
-        tmp = self.home / f".{final.name}.tmp-{os.getpid()}"
         self._fence()
         with self._cond:
             self._syncing = candidate.name
             self._attempts += 1
         try:
-            return self._copy_and_publish(candidate, final, tmp, in_worker)
+            return self._copy_and_publish(candidate, in_worker)
         finally:
             self._set(syncing=None)
 
     def _space_warning(self, free: int, need: int, durables: list[DurableCheckpoint]) -> str:
-        kept = f"keeping model at update {durables[-1].update}" if durables else "no checkpoint is on home yet"
+        kept = f"keeping model at update {durables[-1].update}" if durables else "nothing is on home yet"
         if self.keep > 1 and len(durables) > 1:
             advice = "free space on Drive or set keep = 1"
         else:
-            advice = "free space on Drive (files deleted through the mount sit in Drive's trash until emptied)"
+            advice = "free space on Drive (files deleted through the mount sit in its trash until emptied)"
         return f"home has {_size(free)} free, the checkpoint needs {_size(need)}: {kept}; {advice}"
 
-    def _copy_and_publish(self, candidate: CheckpointInfo, final: Path, tmp: Path, in_worker: bool) -> _Outcome:
-        """temp copy (hashed) -> fsync -> verify on home -> rename -> manifest; the temp never survives a failure."""
+    def _copy_and_publish(self, candidate: CheckpointInfo, in_worker: bool) -> _Outcome:
+        """temp copy (hashed) -> verify on home -> rename -> manifest; the temp never survives a failure."""
+        final = self.home / durable_name(self.epoch, candidate.update)
+        tmp = self.home / f".{final.name}.tmp-{os.getpid()}"
         started = time.monotonic()
-        fenced_at = started
         published = False
+        self._log("sync.start", file=candidate.name, update=candidate.update, size=candidate.size)
+        try:
+            copied = self._copy_verified(candidate, tmp, in_worker)
+            if copied is None:
+                return self._torn(candidate)
+            size, sha = copied
+            self._fence()
+            os.replace(tmp, final)  # from here a crash leaves a complete file without manifest: not durable
+            published = True
+            fsync_dir(self.home)
+            self._fence()
+            durable = DurableCheckpoint(final, final.with_suffix(".json"), candidate.update, self.epoch, size,
+                                        sha, time.time(), candidate.name)  # fmt: skip
+            atomic_write_json(durable.manifest, {
+                "format": MANIFEST_FORMAT, "file": final.name, "update": durable.update,
+                "epoch": durable.epoch, "size": size, "sha256": sha, "synced_at": durable.synced_at,
+                "source_name": candidate.name, "host": socket.gethostname()})  # fmt: skip
+        except _Stopped:
+            self._log("sync.abandoned", file=candidate.name, reason="stopping")
+            return _Outcome.STOPPED
+        except _ReadError as err:
+            return self._failed(f"could not read {candidate.path} while syncing: {err}")
+        except OSError as err:
+            return self._failed(f"could not copy {candidate.name} to {tmp}: {err.strerror or err}")
+        except CheckpointInvalid as err:
+            return self._failed(f"the copy of {candidate.name} on home did not verify, retrying: {err}")
+        finally:
+            if not published:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        self._succeeded(durable, time.monotonic() - started)
+        return _Outcome.DONE
+
+    def _copy_verified(self, candidate: CheckpointInfo, tmp: Path, in_worker: bool) -> tuple[int, str] | None:
+        """(size, sha256) of a complete, verified copy at ``tmp``; None if the source changed meanwhile."""
+        fenced_at = time.monotonic()
 
         def check() -> None:
             nonlocal fenced_at
@@ -509,117 +556,84 @@ class CheckpointSync:
                 self._fence()
                 fenced_at = time.monotonic()
 
-        self._log("sync.start", file=candidate.name, update=candidate.update, size=candidate.size)
         try:
             src_fd = os.open(candidate.path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                before = os.fstat(src_fd)
-                size, sha = _copy(src_fd, tmp, check=check, delay_s=self._delay_s)
-                after = os.fstat(src_fd)
-            finally:
-                os.close(src_fd)
-            now = _stat_or_none(candidate.path)
-            if not _same(before, after) or not _same(before, now) or size != before.st_size:
-                return self._torn(candidate)
-            update = inspect_checkpoint(tmp, kind="last").update
-            if update != candidate.update:
-                return self._torn(candidate)  # rewritten within one mtime tick: the copy holds a newer save
-            self._fence()
-            os.replace(tmp, final)  # a crash from here on leaves a complete file without manifest: not durable
-            published = True
-            fsync_dir(self.home)
-            self._fence()
-            synced_at = time.time()
-            atomic_write_json(final.with_suffix(".json"), {
-                "format": MANIFEST_FORMAT, "file": final.name, "update": update, "epoch": self.epoch,
-                "size": size, "sha256": sha, "synced_at": synced_at, "source_name": candidate.name,
-                "host": socket.gethostname()})  # fmt: skip
-        except _Stopped:
-            self._log("sync.abandoned", file=candidate.name, reason="stopping")
-            return _Outcome.STOPPED
-        except FileNotFoundError as err:
-            if err.filename == str(candidate.path):
-                return self._torn(candidate)  # F5-TTS rotated it away (keep_last_n_checkpoints): look again
-            return self._failed(f"could not copy {candidate.path} to {tmp}: {err.strerror or err}")
-        except _ReadError as err:
-            return self._failed(f"could not read {candidate.path} while syncing: {err.err.strerror or err.err}")
-        except OSError as err:
-            what = "write" if published else "copy"
-            return self._failed(f"could not {what} {candidate.path.name} to {tmp}: {err.strerror or err}",
-                                nospace=err.errno in (errno.ENOSPC, errno.EDQUOT))  # fmt: skip
-        except CheckpointInvalid as err:
-            return self._failed(f"the copy of {candidate.name} on home did not verify, retrying: {err}")
+        except FileNotFoundError:
+            return None  # rotated away (keep_last_n_checkpoints) or being replaced: look again
+        try:
+            before = os.fstat(src_fd)
+            size, sha = _copy(src_fd, tmp, check, self._delay_s)
+            after = os.fstat(src_fd)
         finally:
-            if not published:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-        elapsed = time.monotonic() - started
-        durable = DurableCheckpoint(final, final.with_suffix(".json"), update, self.epoch, size, sha, synced_at,
-                                    candidate.name)  # fmt: skip
-        rate = size / elapsed if elapsed > 0 else None
-        self._set(last_error=None, warning=None, attempts=0, torn_in_row=0, last_sync_s=elapsed, bytes_per_s=rate)
-        self._log("sync.done", file=final.name, update=update, size=size, seconds=round(elapsed, 3),
-                  source=candidate.name)  # fmt: skip
+            os.close(src_fd)
+        try:
+            now = os.stat(candidate.path)
+        except FileNotFoundError:
+            return None
+        # torch.save rewrites model_last.pt in place (same inode): any change means the copy may be torn
+        if size != before.st_size or not _same(before, after) or not _same(before, now):
+            return None
+        if inspect_checkpoint(tmp, kind="last").update != candidate.update:
+            return None  # rewritten within one mtime tick: the copy holds another save
+        return size, sha
+
+    def _succeeded(self, durable: DurableCheckpoint, elapsed: float) -> None:
+        rate = durable.size / elapsed if elapsed > 0 else None
+        self._set(last_error=None, warning=None, attempts=0, torn_in_row=0, last_sync_s=elapsed,
+                  bytes_per_s=rate)  # fmt: skip
+        self._log("sync.done", file=durable.path.name, update=durable.update, size=durable.size,
+                  seconds=round(elapsed, 3), source=durable.source_name)  # fmt: skip
         try:
             self._trim(list_durable(self.home), durable)
-        except OSError as err:  # the new one is durable; an old one left behind is only wasted space
+        except OSError as err:  # the new one is durable; an old one left behind only wastes space
             self._log("sync.trim_failed", error=f"could not delete old checkpoints in {self.home}: {err}")
         self._set(durables=list_durable(self.home))
-        return _Outcome.DONE
 
     def _torn(self, candidate: CheckpointInfo) -> _Outcome:
         with self._cond:
             self._torn_in_row += 1
             torn = self._torn_in_row
             if torn >= 3:
-                self._warning = (f"{candidate.name} was rewritten during each of the last {torn} copies to home; "
-                                 "a numbered checkpoint (save_per_updates) is never rewritten and syncs cleanly")
+                self._warning = (f"{candidate.name} was rewritten during each of the last {torn} copies "
+                                 "to home; a numbered checkpoint (save_per_updates) is never rewritten "
+                                 "and syncs cleanly")  # fmt: skip
         self._log("sync.torn", file=candidate.name, update=candidate.update, in_a_row=torn)
         return _Outcome.TORN
 
-    def _failed(self, message: str, *, nospace: bool = False) -> _Outcome:
+    def _failed(self, message: str) -> _Outcome:
         self._set(last_error=message)
-        self._log("sync.error", error=message, no_space=nospace)
+        self._log("sync.error", error=message)
         return _Outcome.FAILED
 
     def _trim(self, durables: list[DurableCheckpoint], newest: DurableCheckpoint) -> None:
-        """Delete what ``keep`` does not cover, older than ``newest`` (file, then manifest).
+        """Delete what ``keep`` does not cover among those older than ``newest`` (file first, then manifest).
 
-        Never one with more progress than ``newest``: after a fallback to an older start, the old
-        epoch's further-trained checkpoint stays until this run has passed it.
+        Never one with more progress than ``newest``: after a takeover that restarted from an older point,
+        the old epoch's further-trained checkpoint stays until this run has passed it.
         """
         key = (newest.epoch, newest.update)
         older = [d for d in durables if (d.epoch, d.update) < key]
-        spare = max(0, len(older) - (self.keep - 1))
+        for d in older[: max(0, len(older) - (self.keep - 1))]:
+            if d.update <= newest.update:
+                self._delete(d.path, d.manifest)
         known = {p.name for d in durables for p in (d.path, d.manifest)}
-        for d in older[:spare]:
-            if d.update > newest.update:
-                continue
-            self._fence()
-            for path in (d.path, d.manifest):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-            self._log("sync.deleted", file=d.path.name, update=d.update, epoch=d.epoch)
-        for name in os.listdir(self.home):  # halves of pairs: a file whose manifest never came, or the reverse
+        for name in os.listdir(self.home):  # half pairs: a file whose manifest never came, or the reverse
             match = _NAME.match(name)
-            if match is None or name in known or (int(match[1]), int(match[2])) >= key:
+            if match is None or name in known:
                 continue
-            if int(match[2]) > newest.update:
-                continue
-            self._fence()
+            epoch, update = int(match[1]), int(match[2])
+            if (epoch, update) < key and update <= newest.update:
+                self._delete(self.home / name)
+
+    def _delete(self, *paths: Path) -> None:
+        self._fence()
+        for path in paths:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.home / name)
-            self._log("sync.deleted", file=name, reason="incomplete pair")
+                os.unlink(path)
+        self._log("sync.deleted", file=paths[0].name)
 
 
-def _stat_or_none(path: Path) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except FileNotFoundError:
-        return None
-
-
-def _same(a: os.stat_result, b: os.stat_result | None) -> bool:
-    """Same file, same bytes as far as the kernel can tell (torch.save rewrites in place: same inode)."""
-    return b is not None and (a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (b.st_ino, b.st_size,
-                                                                                     b.st_mtime_ns, b.st_ctime_ns)
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    """Same file, same bytes as far as the kernel can tell."""
+    fields = ("st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")
+    return all(getattr(a, f) == getattr(b, f) for f in fields)

@@ -24,7 +24,7 @@ SUFFIXES = (".pt", ".safetensors")
 
 def _inotify_observer() -> BaseObserver:
     # Imported lazily: the inotify module refuses to import off Linux; polling still works there.
-    from watchdog.observers.inotify import InotifyObserver
+    from watchdog.observers.inotify import InotifyObserver  # noqa: PLC0415 - Linux-only module
 
     return InotifyObserver()
 
@@ -71,8 +71,14 @@ class Watcher:
             self._ticker.join(timeout=5)
 
 
-def watch_dir(path: Path, on_complete: Callable[[Path], None], *, polling: bool = False,
-              poll_interval_s: float = 2.0, on_note: Callable[[str], None] | None = None) -> Watcher:  # fmt: skip
+def watch_dir(
+    path: Path,
+    on_complete: Callable[[Path], None],
+    *,
+    polling: bool = False,
+    poll_interval_s: float = 2.0,
+    on_note: Callable[[str], None] | None = None,
+) -> Watcher:
     """Call ``on_complete(file)`` from a watcher thread whenever a checkpoint file in ``path`` is complete.
 
     Files already present when the watch starts are not reported: the caller scans once itself.
@@ -85,7 +91,7 @@ def watch_dir(path: Path, on_complete: Callable[[Path], None], *, polling: bool 
         observer.schedule(_Handler(on_complete), str(path), event_filter=[FileClosedEvent, FileMovedEvent])
         try:
             observer.start()
-        except OSError as err:  # inotify instance or watch limits (EMFILE / ENOSPC), or a filesystem refusing it
+        except OSError as err:  # inotify limits reached (EMFILE / ENOSPC), or a filesystem refusing it
             if on_note is not None:
                 on_note(f"inotify watch on {path} failed ({err.strerror or err}); polling every "
                         f"{poll_interval_s:g} s instead")  # fmt: skip

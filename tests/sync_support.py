@@ -45,7 +45,8 @@ class CheckpointMaker:
 
     def make(self, path: Path, update: int, nbytes: int = 4096) -> Path:
         """Write (or rewrite in place) a checkpoint at ``update`` whose model weights take ``nbytes``."""
-        assert self._proc.stdin is not None and self._proc.stdout is not None
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
         with self._lock:
             self._proc.stdin.write(json.dumps({"path": str(path), "update": update, "nbytes": nbytes}) + "\n")
             self._proc.stdin.flush()
@@ -54,7 +55,8 @@ class CheckpointMaker:
         return path
 
     def close(self) -> None:
-        assert self._proc.stdin is not None and self._proc.stdout is not None
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
         self._proc.stdin.close()
         self._proc.wait(timeout=30)
         self._proc.stdout.close()

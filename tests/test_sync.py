@@ -1,4 +1,5 @@
 """Verified checkpoint sync to home and restore from it, on real files and real torch.save checkpoints."""
+# ruff: noqa: F811  (pytest fixtures imported from tests.sync_support come back as parameters)
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from f5guard import sync
 from f5guard.checkpoints import file_sha256, inspect_checkpoint
 from f5guard.errors import LeaseLost
 from f5guard.sync import CheckpointSync, list_durable, restore
-from tests.sync_support import CheckpointMaker, Recorder, home_names, maker, wait_until  # noqa: F401
+from tests.sync_support import CheckpointMaker, Recorder, home_names, maker, wait_until  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.train
 MB = 1024 * 1024
@@ -25,8 +26,9 @@ def dirs(tmp_path: Path) -> tuple[Path, Path]:
     return local, tmp_path / "home" / "runs" / "r" / "checkpoints"
 
 
-def test_sync_then_restore_round_trip(maker: CheckpointMaker, dirs: tuple[Path, Path], tmp_path: Path) -> None:
-    """A synced checkpoint has a manifest that matches its bytes, and restores to an identical model_last.pt."""
+def test_sync_then_restore_round_trip(maker: CheckpointMaker, dirs: tuple[Path, Path],
+                                      tmp_path: Path) -> None:  # fmt: skip
+    """A synced checkpoint has a manifest matching its bytes, and restores to an identical model_last.pt."""
     local, home = dirs
     source = maker.make(local / "model_last.pt", 10, 2 * MB)
     syncer = CheckpointSync(local, home, epoch=3)
@@ -38,12 +40,18 @@ def test_sync_then_restore_round_trip(maker: CheckpointMaker, dirs: tuple[Path, 
         syncer.stop()
     assert home_names(home) == ["ckpt-e0003-u000000010.json", "ckpt-e0003-u000000010.pt"]
     manifest = json.loads((home / "ckpt-e0003-u000000010.json").read_text())
-    assert manifest["update"] == 10 and manifest["epoch"] == 3 and manifest["source_name"] == "model_last.pt"
+    assert manifest["update"] == 10
+    assert manifest["epoch"] == 3
+    assert manifest["source_name"] == "model_last.pt"
     assert manifest["size"] == source.stat().st_size
     assert manifest["sha256"] == file_sha256(source) == file_sha256(home / "ckpt-e0003-u000000010.pt")
-    assert manifest["host"] and manifest["synced_at"] > 0
-    assert status.durable is not None and status.durable.update == 10 and status.last_error is None
-    assert status.last_sync_s is not None and status.bytes_per_s
+    assert manifest["host"]
+    assert manifest["synced_at"] > 0
+    assert status.durable is not None
+    assert status.durable.update == 10
+    assert status.last_error is None
+    assert status.last_sync_s is not None
+    assert status.bytes_per_s
 
     fresh = tmp_path / "fresh-vm" / "ckpts"
     log = Recorder()
@@ -100,7 +108,8 @@ def test_the_old_checkpoint_is_deleted_only_after_its_successor_is_durable(
     try:
         for update in (10, 20, 30):
             source = maker.make(local / f"model_{update}.pt", update)
-            wait_until(lambda u=update: (s := syncer.status().durable) and s.update == u, what=f"update {update}")
+            wait_until(lambda u=update: (s := syncer.status().durable) and s.update == u,
+                       what=f"update {update}")  # fmt: skip
     finally:
         syncer.stop()
     assert seen == [(20, True), (30, True)]
@@ -109,7 +118,7 @@ def test_the_old_checkpoint_is_deleted_only_after_its_successor_is_durable(
 
 def test_a_takeover_never_deletes_more_progress_than_it_has(maker: CheckpointMaker, dirs: tuple[Path, Path],
                                                             tmp_path: Path) -> None:  # fmt: skip
-    """Epoch 2 restarting from an older point keeps epoch 1's further-trained checkpoint until it passes it."""
+    """Epoch 2, restarted from an older point, keeps epoch 1's further-trained checkpoint till passed."""
     local, home = dirs
     maker.make(local / "model_last.pt", 50)
     assert CheckpointSync(local, home, epoch=1).flush(30)
@@ -154,7 +163,8 @@ def test_restore_walks_back_past_a_corrupt_newest(maker: CheckpointMaker, dirs: 
 
     log = Recorder()
     restored = restore(home, tmp_path / "fresh", log=log)
-    assert restored is not None and restored.update == 10
+    assert restored is not None
+    assert restored.update == 10
     skipped = [(f["file"], f["reason"]) for name, f in log.events if name == "restore.skip"]
     assert [name for name, _ in skipped] == [newest.path.name, middle.path.name]
     assert "differs from its manifest" in skipped[0][1]
@@ -200,7 +210,8 @@ def test_a_failing_lease_check_writes_nothing(maker: CheckpointMaker, dirs: tupl
     finally:
         syncer.stop()
     assert not home.exists()
-    assert status.fenced and "epoch 5" in (status.last_error or "")
+    assert status.fenced
+    assert "epoch 5" in (status.last_error or "")
 
 
 def test_a_lease_lost_mid_copy_aborts_it(maker: CheckpointMaker, dirs: tuple[Path, Path],

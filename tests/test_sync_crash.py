@@ -1,4 +1,5 @@
-"""kill -9 in the middle of a sync: home never holds a partial file under a final name, and a fresh sync recovers."""
+"""kill -9 in the middle of a sync: never a partial file under a final name on home; a fresh sync recovers."""
+# ruff: noqa: F811  (pytest fixtures imported from tests.sync_support come back as parameters)
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from f5guard.checkpoints import file_sha256
 from f5guard.sync import CHUNK, CheckpointSync, list_durable
-from tests.sync_support import CheckpointMaker, Recorder, home_names, maker, wait_until  # noqa: F401
+from tests.sync_support import CheckpointMaker, Recorder, home_names, maker, wait_until  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.train
 MB = 1024 * 1024
@@ -43,7 +44,8 @@ def test_kill_9_mid_sync_leaves_the_old_checkpoint_and_only_a_temp(
     assert proc.returncode == -signal.SIGKILL
     assert home_names(home) == sorted([old.path.name, old.manifest.name, temp.name])
     assert 0 < temp.stat().st_size < source.stat().st_size
-    assert list_durable(home) == [old] and file_sha256(old.path) == old.sha256
+    assert list_durable(home) == [old]
+    assert file_sha256(old.path) == old.sha256
 
     log = Recorder()
     syncer = CheckpointSync(local, home, epoch=1, log=log)
@@ -54,4 +56,5 @@ def test_kill_9_mid_sync_leaves_the_old_checkpoint_and_only_a_temp(
         syncer.stop()
     assert ("sync.removed_temp", {"file": temp.name}) in log.events
     assert home_names(home) == ["ckpt-e0001-u000000010.json", "ckpt-e0001-u000000010.pt"]
-    assert list_durable(home)[-1].sha256 == file_sha256(source) == file_sha256(home / "ckpt-e0001-u000000010.pt")
+    sha = file_sha256(source)
+    assert list_durable(home)[-1].sha256 == sha == file_sha256(home / "ckpt-e0001-u000000010.pt")

@@ -1,8 +1,10 @@
 """A full or failing home (Drive): the last good checkpoint stays, nothing partial stays, status says why."""
+# ruff: noqa: F811  (pytest fixtures imported from tests.sync_support come back as parameters)
 
 from __future__ import annotations
 
 import errno
+import itertools
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -12,18 +14,30 @@ import pytest
 from f5guard import sync
 from f5guard.checkpoints import file_sha256
 from f5guard.sync import CheckpointSync, list_durable
-from tests.sync_support import CheckpointMaker, Recorder, home_names, maker, tmpfs, wait_until  # noqa: F401
+from tests.sync_support import CheckpointMaker, Recorder, home_names, maker, tmpfs, wait_until  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.train
 MB = 1024 * 1024
 Mount = Callable[[str, int], Path]
 
 
+def _fill(path: Path) -> int | None:
+    """Write to ``path`` until the filesystem is full; the errno that stopped it."""
+    with path.open("wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * MB)
+        except OSError as err:
+            return err.errno
+    return None
+
+
 def _durable_pair(home: Path) -> list[str]:
     return [n for n in home_names(home) if n.startswith("ckpt-")]
 
 
-def test_a_checkpoint_that_cannot_fit_is_not_started(maker: CheckpointMaker, tmpfs: Mount, tmp_path: Path) -> None:
+def test_a_checkpoint_that_cannot_fit_is_not_started(maker: CheckpointMaker, tmpfs: Mount,
+                                                     tmp_path: Path) -> None:  # fmt: skip
     """Home too small for old + new: no copy starts, the old one stays, the warning says what to do;
     once space is freed the sync catches up by itself."""
     local = tmp_path / "ckpts"
@@ -40,9 +54,11 @@ def test_a_checkpoint_that_cannot_fit_is_not_started(maker: CheckpointMaker, tmp
         assert not syncer.flush(30)  # returns at once: waiting does not make room
         status = syncer.status()
         assert status.warning is not None
-        assert "the checkpoint needs" in status.warning and "keeping model at update 10" in status.warning
+        assert "the checkpoint needs" in status.warning
+        assert "keeping model at update 10" in status.warning
         assert "free space on Drive" in status.warning
-        assert status.durable == old and log.names().count("sync.start") == 1
+        assert status.durable == old
+        assert log.names().count("sync.start") == 1
         assert home_names(home) == [old.manifest.name, old.path.name]  # no temp, nothing partial
         assert file_sha256(old.path) == old.sha256
 
@@ -54,8 +70,9 @@ def test_a_checkpoint_that_cannot_fit_is_not_started(maker: CheckpointMaker, tmp
     assert _durable_pair(home) == ["ckpt-e0001-u000000020.json", "ckpt-e0001-u000000020.pt"]
 
 
-def test_enospc_during_the_copy_keeps_the_old_checkpoint(maker: CheckpointMaker, tmpfs: Mount, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_enospc_during_the_copy_keeps_the_old_checkpoint(maker: CheckpointMaker, tmpfs: Mount,
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         ) -> None:  # fmt: skip
     """Home fills up mid-copy (another writer takes the space): ENOSPC, temp removed, clear error, retried."""
     local = tmp_path / "ckpts"
     local.mkdir()
@@ -72,17 +89,14 @@ def test_enospc_during_the_copy_keeps_the_old_checkpoint(maker: CheckpointMaker,
     filler = home / "someone-elses-upload.bin"
     try:
         wait_until(lambda: syncer.status().syncing, what="the copy to start")
-        with filler.open("wb") as handle, pytest.raises(OSError) as full:  # take every free byte
-            while True:
-                handle.write(b"\0" * MB)
-                handle.flush()
-        assert full.value.errno == errno.ENOSPC
+        assert _fill(filler) == errno.ENOSPC  # another writer takes every free byte
         wait_until(lambda: "No space left on device" in (syncer.status().last_error or ""), what="ENOSPC")
         error = syncer.status().last_error
         wait_until(lambda: not [n for n in home_names(home) if n.startswith(".ckpt-")], what="the temp to go")
         assert f"could not copy model_last.pt to {home}/.ckpt-e0001-u000000020.pt.tmp-" in (error or "")
         assert _durable_pair(home) == [old.manifest.name, old.path.name]
-        assert syncer.status().durable == old and file_sha256(old.path) == old.sha256
+        assert syncer.status().durable == old
+        assert file_sha256(old.path) == old.sha256
 
         filler.unlink()
         wait_until(lambda: (d := syncer.status().durable) and d.update == 20, what="the retry to succeed")
@@ -113,6 +127,7 @@ def test_a_vanished_home_is_retried_with_growing_delays(maker: CheckpointMaker, 
     finally:
         syncer.stop()
     errors = [t for (name, _), t in zip(log.events, log.times, strict=True) if name == "sync.error"]
-    gaps = [b - a for a, b in zip(errors, errors[1:], strict=False)]
-    assert gaps[0] < gaps[2] < 0.6 and all(0.3 < g < 0.6 for g in gaps[3:5])  # 0.05, 0.1, 0.2, 0.4, 0.4
+    gaps = [b - a for a, b in itertools.pairwise(errors)]
+    assert gaps[0] < gaps[2] < 0.6
+    assert all(0.3 < g < 0.6 for g in gaps[3:5])
     assert "could not read" in log.events[[n for n, _ in log.events].index("sync.error")][1]["error"]

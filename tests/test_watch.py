@@ -1,4 +1,5 @@
-"""The checkpoint watcher: close-write and rename are "complete" with inotify; polling waits for a stable file."""
+"""The checkpoint watcher: close-write and rename mean "complete" (inotify); polling waits for stability."""
+# ruff: noqa: F811  (pytest fixtures imported from tests.sync_support come back as parameters)
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from watchdog.observers.inotify import InotifyObserver
 
 from f5guard import watch
 from f5guard.watch import Watcher, watch_dir
-from tests.sync_support import CheckpointMaker, maker, wait_until  # noqa: F401
+from tests.sync_support import CheckpointMaker, maker, wait_until  # noqa: F401 - fixtures
 
 
 class Seen:
@@ -71,7 +72,8 @@ def test_inotify_reports_a_renamed_in_checkpoint_by_its_new_name(
 
 
 @pytest.mark.train
-def test_one_torch_save_is_reported(watched: tuple[Path, Seen, list[Watcher]], maker: CheckpointMaker) -> None:
+def test_one_torch_save_is_reported(watched: tuple[Path, Seen, list[Watcher]],
+                                    maker: CheckpointMaker) -> None:  # fmt: skip
     """F5-TTS's own write path (torch.save to the final name) ends in a close-write on that name."""
     folder, seen, started = watched
     started.append(watch_dir(folder, seen))
@@ -98,8 +100,8 @@ def test_polling_reports_a_file_once_it_stops_changing(watched: tuple[Path, Seen
     assert seen.names() == ["model_500.pt"]
 
 
-def test_a_failing_inotify_falls_back_to_polling_and_says_so(watched: tuple[Path, Seen, list[Watcher]],
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_failing_inotify_falls_back_to_polling_and_says_so(
+        watched: tuple[Path, Seen, list[Watcher]], monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """inotify limits reached (EMFILE): the watch still works, by polling, and the note names the cause."""
     folder, seen, started = watched
 
@@ -125,5 +127,5 @@ def test_stop_ends_reports_and_a_missing_folder_is_refused(watched: tuple[Path, 
     (folder / "model_1.pt").write_bytes(b"v")
     time.sleep(0.3)
     assert seen.names() == []
-    with pytest.raises(NotADirectoryError, match="cannot watch .*missing for checkpoints"):
+    with pytest.raises(NotADirectoryError, match=r"cannot watch .*missing for checkpoints"):
         watch_dir(folder / "missing", seen)
