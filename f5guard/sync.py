@@ -188,30 +188,32 @@ def _no_log(_event: str, **_fields: Any) -> None:
 def restore(home_ckpt_dir: Path, local_dir: Path, log: Log | None = None) -> DurableCheckpoint | None:
     """Copy the newest durable checkpoint that verifies to ``local_dir/model_last.pt`` (else older ones).
 
-    Verified: the copy's size and sha256 match the manifest, and it reads as a checkpoint at that update.
-    None when no durable checkpoint verifies. Raises RestoreFailed when the local side cannot be written:
-    falling back to an older checkpoint (or to none) because the local disk is full would lose progress.
+    Verified: the copy's size and sha256 match the manifest, and it reads as a checkpoint at that update;
+    one that does not is skipped (and logged) for the next older one. None when none verifies.
+    Raises RestoreFailed on I/O errors (home unreadable, e.g. "Transport endpoint is not connected", or
+    the local disk full): falling back to an older checkpoint, or to none, over a hiccup would lose progress.
     """
     log = log or _no_log
+    try:
+        durables = list_durable(home_ckpt_dir)
+    except OSError as err:
+        cause = err.strerror or str(err)
+        raise RestoreFailed(f"could not list {home_ckpt_dir} to restore a checkpoint: {cause}") from err
     local_dir.mkdir(parents=True, exist_ok=True)
     target = local_dir / LAST_NAME
     tmp = local_dir / f".{LAST_NAME}{_TMP_MARK}{os.getpid()}"  # prepare_resume removes it after a crash
-    for durable in reversed(list_durable(home_ckpt_dir)):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    for durable in reversed(durables):
         try:
             reason = _restore_one(durable, tmp)
-        except OSError as err:
+        except (OSError, _ReadError) as err:
+            cause = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            raise RestoreFailed(f"could not restore {durable.path} to {target}: {cause}") from err
+        finally:
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            reason = err.strerror or str(err)
-            raise RestoreFailed(f"could not restore {durable.path} to {target}: {reason}") from err
+                os.unlink(tmp)  # gone already once it became model_last.pt
         if reason is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             log("restore.skip", file=durable.path.name, reason=reason)
             continue
-        os.replace(tmp, target)
         fsync_dir(local_dir)
         log("restore.done", file=durable.path.name, update=durable.update, epoch=durable.epoch,
             size=durable.size)  # fmt: skip
@@ -220,23 +222,27 @@ def restore(home_ckpt_dir: Path, local_dir: Path, log: Log | None = None) -> Dur
 
 
 def _restore_one(durable: DurableCheckpoint, tmp: Path) -> str | None:
-    """Copy one durable checkpoint to ``tmp``; the reason it does not verify, or None. Local errors raise."""
+    """Copy one durable checkpoint over model_last.pt via ``tmp``; None, or why it does not verify."""
     try:
         src_fd = os.open(durable.path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as err:
-        return f"cannot open it: {err.strerror or err}"
+    except FileNotFoundError:
+        return "it disappeared from home"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
     try:
         size, sha = _copy(src_fd, tmp)
-        if (size, sha) != (durable.size, durable.sha256):
-            return f"content differs from its manifest ({size} bytes, sha256 {sha[:12]}…)"
-        update = inspect_checkpoint(tmp, kind="last").update
-    except _ReadError as err:
-        return f"cannot read it: {err}"
-    except CheckpointInvalid as err:
-        return str(err)
     finally:
         os.close(src_fd)
-    return None if update == durable.update else f"holds update {update}, its manifest {durable.update}"
+    if (size, sha) != (durable.size, durable.sha256):
+        return f"content differs from its manifest ({size} bytes, sha256 {sha[:12]}…)"
+    try:
+        update = inspect_checkpoint(tmp, kind="last").update
+    except CheckpointInvalid as err:
+        return str(err)
+    if update != durable.update:
+        return f"holds update {update}, its manifest says {durable.update}"
+    os.replace(tmp, tmp.with_name(LAST_NAME))
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ sync

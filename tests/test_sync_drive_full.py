@@ -13,7 +13,7 @@ import pytest
 
 from f5guard import sync
 from f5guard.checkpoints import file_sha256
-from f5guard.sync import CheckpointSync, list_durable
+from f5guard.sync import CheckpointSync, RestoreFailed, list_durable, restore
 from tests.sync_support import CheckpointMaker, Recorder, home_names, maker, tmpfs, wait_until  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.train
@@ -131,3 +131,27 @@ def test_a_vanished_home_is_retried_with_growing_delays(maker: CheckpointMaker, 
     assert gaps[0] < gaps[2] < 0.6
     assert all(0.3 < g < 0.6 for g in gaps[3:5])
     assert "could not read" in log.events[[n for n, _ in log.events].index("sync.error")][1]["error"]
+
+
+def test_restore_onto_a_full_local_disk_fails_loudly(maker: CheckpointMaker, tmpfs: Mount,
+                                                     tmp_path: Path) -> None:  # fmt: skip
+    """A local ENOSPC must not make restore fall back to an older checkpoint (or none): it raises, cleanly."""
+    local = tmp_path / "ckpts"
+    local.mkdir()
+    home = tmp_path / "home"
+    syncer = CheckpointSync(local, home, epoch=1, keep=2)
+    for update in (10, 20):
+        maker.make(local / "model_last.pt", update, 6 * MB)
+        assert syncer.flush(30)
+    small = tmpfs("fresh-vm", 4)
+    with pytest.raises(RestoreFailed, match=r"could not restore .*ckpt-e0001-u000000020\.pt .*No space left"):
+        restore(home, small)
+    assert home_names(small) == []
+
+
+def test_restore_from_an_unreachable_home_fails_loudly(tmp_path: Path) -> None:
+    """Home that cannot be listed (Drive gone) is an error to retry, not "no checkpoint: start from zero"."""
+    blocker = tmp_path / "drive"
+    blocker.write_text("not a folder")
+    with pytest.raises(RestoreFailed, match=r"could not list .*drive/checkpoints to restore a checkpoint"):
+        restore(blocker / "checkpoints", tmp_path / "fresh")
