@@ -14,12 +14,9 @@ from typing import Any
 import pytest
 
 from f5guard.checkpoints import inspect_checkpoint
-from f5guard.train.spec import TrainSpec
+from f5guard.train.progress import ProgressWriter, read_events
+from f5guard.train.spec import SpecError, TrainSpec
 from tests.f5_fixtures import TrainRun, train_env
-
-pytestmark = pytest.mark.train
-pytest.importorskip("torch")
-pytest.importorskip("f5_tts")
 
 StartTraining = Callable[..., TrainRun]
 
@@ -39,6 +36,7 @@ def _saved_update(path: Path) -> int:
     return int(out.stdout.strip())
 
 
+@pytest.mark.train
 def test_full_run_reports_every_event(start_training: StartTraining) -> None:
     """A run to completion: start at 0, updates, a checkpoint event per file F5-TTS wrote, exit `finished`."""
     run = start_training(epochs=2)  # 8 clips / batch 2 = 4 updates an epoch
@@ -69,6 +67,7 @@ def test_full_run_reports_every_event(start_training: StartTraining) -> None:
     assert inspect_checkpoint(ckpts / "model_4.pt").update == 4
 
 
+@pytest.mark.train
 def test_sigkill_then_resume_restores_everything(start_training: StartTraining) -> None:
     """SIGKILL after model_last.pt at update k: the rerun starts at k with equal weights, EMA, Adam state."""
     run = start_training(epochs=4, throttle_s=0.3)
@@ -97,6 +96,7 @@ def test_sigkill_then_resume_restores_everything(start_training: StartTraining) 
     assert _of(events, "exit")[-1]["update"] == 16
 
 
+@pytest.mark.train
 @pytest.mark.parametrize("target", ["process", "group"])
 def test_sigterm_saves_the_last_finished_update(start_training: StartTraining, target: str) -> None:
     """SIGTERM (to the trainer, or to its whole group with the DataLoader worker): exit 0, model_last.pt holds
@@ -127,6 +127,7 @@ def test_sigterm_saves_the_last_finished_update(start_training: StartTraining, t
     assert _of(rerun.events(), "exit")[-1]["reason"] == "finished"
 
 
+@pytest.mark.train
 def test_timed_saves_between_update_intervals(start_training: StartTraining) -> None:
     """save_every_minutes writes model_last.pt even when last_per_updates is never reached."""
     run = start_training(
@@ -137,6 +138,7 @@ def test_timed_saves_between_update_intervals(start_training: StartTraining) -> 
     assert len(timed) >= 2, run.events()
 
 
+@pytest.mark.train
 def test_truncated_model_last_is_quarantined_and_training_resumes(start_training: StartTraining) -> None:
     """A model_last.pt cut short by a crash is renamed aside; training resumes from the newest valid file."""
     run = start_training(epochs=1, last_per_updates=2, save_per_updates=2)
@@ -154,6 +156,7 @@ def test_truncated_model_last_is_quarantined_and_training_resumes(start_training
     assert _of(rerun.events(), "exit")[-1]["update"] == 8
 
 
+@pytest.mark.train
 def test_checkpoint_loads_with_f5tts_inference(start_training: StartTraining, tiny_dataset: Path) -> None:
     """F5-TTS's own inference loader reads the entry's checkpoint (EMA and raw weights) and samples a mel."""
     run = start_training(epochs=1)
@@ -246,6 +249,7 @@ def test_missing_dataset_is_reported_in_progress(tmp_path: Path) -> None:
     assert "missing raw.arrow" in event["reason"]
 
 
+@pytest.mark.train
 def test_pretrained_is_placed_and_loaded(start_training: StartTraining, tmp_path: Path) -> None:
     """spec.pretrained and no checkpoint yet: placed as pretrained_*, F5-TTS starts from it at update 0."""
     first = start_training(epochs=1, checkpoint_dir=str(tmp_path / "first"))
@@ -263,3 +267,62 @@ def test_pretrained_is_placed_and_loaded(start_training: StartTraining, tmp_path
     assert start["start_update"] == 0
     assert _of(run.events(), "exit")[-1]["update"] == 4
     assert any("pretrained_base_model.pt" in a for a in start["actions"])
+
+
+# ----------------------------------------------------------------------------- torch-free parts
+def test_spec_round_trip(tmp_path: Path) -> None:
+    """to_json/from_json keep every field; paths come back as Path objects; defaults are F5-TTS's."""
+    spec = TrainSpec(
+        dataset_dir=tmp_path / "d",
+        checkpoint_dir=tmp_path / "c",
+        progress_path=tmp_path / "p",
+        model="small",
+        pretrained=tmp_path / "x.safetensors",
+        threads=2,
+    )
+    spec.to_json(tmp_path / "spec.json")
+    document = json.loads((tmp_path / "spec.json").read_text())
+    assert document["version"] == 1
+    assert document["pretrained"] == str(tmp_path / "x.safetensors")
+    assert document["tokenizer_path"] is None
+    again = TrainSpec.from_json(tmp_path / "spec.json")
+    assert again == spec
+    assert again.vocab_path == tmp_path / "d" / "vocab.txt"
+    assert (again.save_every_minutes, again.num_workers, again.throttle_s) == (10.0, 1, 0.0)
+
+
+def test_spec_errors_are_one_line_naming_the_field(tmp_path: Path) -> None:
+    """Direct construction and from_json both give one SpecError line; exit code 2 (a config error)."""
+    with pytest.raises(SpecError, match=r"^training spec: save_every_minutes must be >= 0"):
+        TrainSpec(dataset_dir="d", checkpoint_dir="c", progress_path="p", save_every_minutes=-1)
+    path = tmp_path / "spec.json"
+    path.write_text(
+        json.dumps({"dataset_dir": "d", "checkpoint_dir": "c", "progress_path": "p", "threads": 0})
+    )
+    with pytest.raises(SpecError) as caught:
+        TrainSpec.from_json(path)
+    assert str(caught.value) == f"training spec {path}: threads must be >= 1, got 0"
+    assert caught.value.exit_code == 2
+
+
+def test_light_modules_do_not_import_torch() -> None:
+    """The daemon imports the spec, progress reader and hooks module: torch must stay out."""
+    modules = ", ".join(f"f5guard.train.{m}" for m in ("spec", "progress", "presets", "hooks", "__main__"))
+    script = f"import sys, f5guard.train, {modules}; assert 'torch' not in sys.modules, 'torch'"
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+
+def test_progress_survives_a_torn_line(tmp_path: Path) -> None:
+    """A line cut by SIGKILL is skipped; the next writer starts on a fresh line; a partial tail waits."""
+    path = tmp_path / "progress.jsonl"
+    path.write_text('{"event": "update", "update": 1}\n{"event": "upd')
+    writer = ProgressWriter(path)
+    writer.emit("start", start_update=1)
+    writer.close()
+    events, offset = read_events(path)
+    assert [e["event"] for e in events] == ["update", "start"]
+    with path.open("a") as handle:
+        handle.write('{"event": "exit"')
+    more, offset2 = read_events(path, offset)
+    assert more == []
+    assert offset2 == offset
