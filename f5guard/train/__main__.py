@@ -44,7 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         print(f"f5guard.train: {err}", file=sys.stderr)
         return err.exit_code
-    progress = ProgressWriter(spec.progress_path)
+    try:
+        progress = ProgressWriter(spec.progress_path)
+    except OSError as err:
+        print(
+            f"f5guard.train: could not open progress file {spec.progress_path}: {err.strerror}",
+            file=sys.stderr,
+        )
+        return 1
     run = _Run(spec, progress, stop)
     try:
         return run.run()

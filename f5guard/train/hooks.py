@@ -146,13 +146,15 @@ class TrainerHooks:
             if self.updates_per_epoch and self.update
             else None
         )
-        self.progress.emit("update", update=self.update, loss=_round(self._loss), lr=self._lr,
-                           updates_per_s=rate, epoch=epoch)  # fmt: skip
+        extra = {} if self._loss is None or math.isfinite(self._loss) else {"loss_nonfinite": str(self._loss)}
+        self.progress.emit("update", update=self.update, loss=_finite(self._loss), lr=_finite(self._lr),
+                           updates_per_s=rate, epoch=epoch, **extra)  # fmt: skip
         self._reported = (self.update, now)
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else round(value, 6)
+def _finite(value: float | None) -> float | None:
+    """Strict JSON has no NaN: a diverged loss is None here and named in ``loss_nonfinite``."""
+    return None if value is None or not math.isfinite(value) else value
 
 
 def _total_updates(scheduler: Any) -> int | None:

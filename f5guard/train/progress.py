@@ -27,7 +27,7 @@ class ProgressWriter:
 
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
         record: dict[str, Any] = {"event": event, "t": round(time.time(), 3), "pid": self.pid, **fields}
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._handle.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
         self._handle.flush()
         return record
 
