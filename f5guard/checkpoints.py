@@ -32,7 +32,7 @@ LAST_NAME = "model_last.pt"
 _NUMBERED = re.compile(r"^model_(\d+)\.(pt|safetensors)$")
 _CHECKPOINT_SUFFIXES = (".pt", ".safetensors")
 _TMP_MARK = ".f5guard-tmp-"  # our own copies in flight: never ends in .pt, so F5-TTS never sees them
-_TRAINING_KEYS = ("model_state_dict", "optimizer_state_dict", "ema_model_state_dict")
+_TRAINING_KEYS = ("model_state_dict", "optimizer_state_dict", "ema_model_state_dict", "scheduler_state_dict")
 _MAX_PICKLE_BYTES = 256 * 1024 * 1024  # data.pkl holds only structure; real ones are well under 10 MB
 
 
@@ -112,6 +112,9 @@ def inspect_checkpoint(path: str | os.PathLike[str], kind: Kind | None = None) -
         if missing or not has_counter:
             what = ", ".join(missing) if missing else "update"
             raise CheckpointInvalid(f"checkpoint {p} lacks {what} (not a resumable F5-TTS checkpoint)")
+    not_dicts = [k for k in _TRAINING_KEYS if k in document and not isinstance(document[k], dict)]
+    if not_dicts:
+        raise CheckpointInvalid(f"checkpoint {p}: {', '.join(not_dicts)} not a dict")
     legacy = "update" not in document and "step" in document
     counter = document.get("update", document.get("step", 0))
     if isinstance(counter, bool) or not isinstance(counter, int) or counter < 0:

@@ -185,6 +185,10 @@ def test_incomplete_documents_are_invalid(tmp_path: Path, make_ckpt: MakeCkpt) -
     make_ckpt(tmp_path / LAST_NAME, ema_only=True)
     with pytest.raises(CheckpointInvalid, match="lacks model_state_dict"):
         inspect_checkpoint(tmp_path / LAST_NAME)
+    parts = {"model_state_dict": [1], "optimizer_state_dict": {}, "ema_model_state_dict": {}}
+    torch.save({**parts, "scheduler_state_dict": {}, "update": 5}, tmp_path / "model_5.pt")
+    with pytest.raises(CheckpointInvalid, match="model_state_dict not a dict"):
+        inspect_checkpoint(tmp_path / "model_5.pt")
     torch.save([1, 2, 3], tmp_path / "model_4.pt")
     with pytest.raises(CheckpointInvalid, match="holds a list"):
         inspect_checkpoint(tmp_path / "model_4.pt")
