@@ -381,7 +381,10 @@ def quarantine(path: str | os.PathLike[str], reason: str) -> Quarantined:
 
 
 def prepare_resume(ckpt_dir: str | os.PathLike[str]) -> ResumePlan:
-    """Make F5-TTS's own load_checkpoint pick the newest valid checkpoint; quarantine the corrupt ones."""
+    """Make F5-TTS's own load_checkpoint pick the newest valid checkpoint; quarantine the corrupt ones.
+
+    Call it while no trainer writes to ``ckpt_dir``: a checkpoint being written looks truncated.
+    """
     directory = Path(ckpt_dir)
     actions: list[str] = []
     if directory.is_dir():
