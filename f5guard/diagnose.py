@@ -49,5 +49,11 @@ def classify_failure(exit: ExitInfo, lines: list[str]) -> Failure:
         message = error.group(3)[:160]
         return Failure(f"error:{error.group(1)}:{message}", f"{error.group(1)}: {message}",
                        "see `f5guard tail --stage` for the traceback")
+    said = next((line.strip() for line in reversed(lines) if line.strip() and not line.startswith("[f5guard]")),
+                None)
+    if said is not None:
+        said = said[:200]
+        return Failure(f"exit:{exit.describe()}:{said}", f"the trainer ended ({exit.describe()}) saying {said!r}",
+                       "see `f5guard tail --stage` for its output")
     return Failure(f"exit:{exit.describe()}", f"the trainer {exit.describe()}",
                    "see `f5guard tail --stage` for its last output")
