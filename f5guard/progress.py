@@ -92,12 +92,16 @@ class TqdmParser:
         with self._lock:
             p = self._latest
             if m := _TQDM_UPDATE.search(line):
-                p.update = int(m.group(1))
+                # tqdm redraws on update(1) before set_postfix(update=...): a line's postfix may lag its bar
+                # by one, so both the counter and the derived total only ever move up.
+                update = int(m.group(1))
+                p.update = max(update, p.update or 0)
                 p.last_event_mono = time.monotonic()
                 if (bar := _TQDM_BAR.search(line)) and (ep := _TQDM_EPOCH.search(line)):
                     done, per_epoch = int(bar.group(1)), int(bar.group(2))
                     p.epoch, p.epochs = int(ep.group(1)), int(ep.group(2))
-                    p.total_updates = p.update - done + per_epoch * (p.epochs - p.epoch + 1)
+                    total = update - done + per_epoch * (p.epochs - p.epoch + 1)
+                    p.total_updates = max(total, p.total_updates or 0)
                 if rate := _TQDM_RATE.search(line):
                     p.updates_per_s = float(rate.group(1))
                 if loss := _TQDM_LOSS.search(line):

@@ -10,6 +10,7 @@ import collections
 import datetime as dt
 import logging
 import logging.handlers
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from pathlib import Path
 from f5guard.redact import Redactor
 
 LAST_LINES = 30
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # tqdm's cursor moves and colours: noise in a log file
 REDRAW_EVERY_S = 5.0
 LineHook = Callable[[str], None]
 
@@ -78,7 +80,7 @@ class StageLog:
         self._handler.close()
 
     def _line_locked(self, raw: bytes) -> None:
-        text = raw.decode("utf-8", "replace")
+        text = _ANSI.sub("", raw.decode("utf-8", "replace"))
         if "\r" in text:
             *redraws, text = text.split("\r")
             for part in redraws:
@@ -88,6 +90,7 @@ class StageLog:
             self._emit_locked(text)
 
     def _redraw_locked(self, text: str) -> None:
+        text = _ANSI.sub("", text)
         if not text.strip():
             return
         if self._on_line is not None:
