@@ -324,9 +324,6 @@ class CheckpointSync:
         self._thread = threading.Thread(target=self._run, name="f5guard-sync", daemon=True)
         self._thread.start()
 
-    def _note_fallback(self, note: str) -> None:
-        self._log("sync.watch_fallback", note=note)
-
     def request(self) -> None:
         """A checkpoint may be complete now (watcher events, the trainer's `checkpoint` progress events)."""
         self._wake.set()
@@ -443,6 +440,9 @@ class CheckpointSync:
             self._cond.notify_all()
         return outcome
 
+    def _note_fallback(self, note: str) -> None:
+        self._log("sync.watch_fallback", note=note)
+
     def _set(self, **fields: Any) -> None:
         with self._cond:
             for name, value in fields.items():
@@ -453,6 +453,8 @@ class CheckpointSync:
             return
         try:
             self._fence_fn()
+        except OSError:
+            raise  # home unreachable for now (HomeUnreachable): retried with backoff, not a lost lease
         except Exception as err:  # any failure of the lease check: we cannot prove we still own home
             raise _Fenced(str(err) or type(err).__name__) from err
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -250,3 +253,22 @@ def test_stop_abandons_a_copy_in_flight(maker: CheckpointMaker, dirs: tuple[Path
     wait_until(lambda: syncer.status().syncing, what="the copy to start")
     syncer.stop()
     assert home_names(home) == []
+
+
+def test_the_worker_runs_at_the_lowest_best_effort_io_priority(dirs: tuple[Path, Path]) -> None:
+    """Only the sync thread is lowered (the daemon's other threads keep theirs); the log says so."""
+    local, home = dirs
+    log = Recorder()
+    syncer = CheckpointSync(local, home, epoch=1, log=log)
+    syncer.start()
+    try:
+        note = wait_until(lambda: next((f["note"] for n, f in log.events if n == "sync.io_priority"), None))
+        worker = next(t for t in threading.enumerate() if t.name == "f5guard-sync")
+        if "unchanged" in note or shutil.which("ionice") is None:
+            pytest.skip(f"cannot check the io priority here: {note}")
+        shown, mine = (subprocess.run(["ionice", "-p", str(tid)], capture_output=True, text=True, check=True)
+                       for tid in (worker.native_id, threading.get_native_id()))  # fmt: skip
+    finally:
+        syncer.stop()
+    assert shown.stdout.strip() == "best-effort: prio 7"
+    assert mine.stdout.strip() != "best-effort: prio 7"
