@@ -128,8 +128,8 @@ def test_a_vanished_home_is_retried_with_growing_delays(maker: CheckpointMaker, 
         syncer.stop()
     errors = [t for (name, _), t in zip(log.events, log.times, strict=True) if name == "sync.error"]
     gaps = [b - a for a, b in itertools.pairwise(errors)]
-    assert gaps[0] < gaps[2] < 0.6
-    assert all(0.3 < g < 0.6 for g in gaps[3:5])
+    assert gaps[0] < gaps[2] < 0.75
+    assert all(0.3 < g < 0.75 for g in gaps[3:5])  # capped at retry_max_s, not 0.8 and 1.6
     assert "could not read" in log.events[[n for n, _ in log.events].index("sync.error")][1]["error"]
 
 
