@@ -5,7 +5,9 @@ A real torch.save checkpoint of ~1 GiB (random weights) is made once; then, alte
 zip/pickle verification of the copy, rename, manifest). Before every timed run the source is read once so
 both start from a warm source, as after F5-TTS's torch.save; caches are not dropped (a shared machine;
 a warm source is the realistic case). Also records how much of each copy stays in the page cache (fincore),
-which is what posix_fadvise(DONTNEED) is for. Writes bench/out/sync.json and prints a one-line summary.
+which is what posix_fadvise(DONTNEED) is for, and the load average: the hashed copy is CPU-bound (sha256 is
+~0.7 s/GiB with SHA-NI) while cp's copy_file_range is not, so a busy machine widens the ratio.
+Writes bench/out/sync.json and prints a one-line summary.
 Usage: .venv/bin/python bench/sync_bench.py [--runs 5] [--mib 1024] [--dir DIR]
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -84,6 +87,7 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=1024)
     parser.add_argument("--dir", type=Path, default=None, help="where to put the files (default: a temp dir)")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         local, target = Path(tmp) / "ckpts", Path(tmp) / "home"
         local.mkdir()
@@ -113,6 +117,7 @@ def main() -> None:
         "median_cp_sync_s": cp_med, "median_flush_s": flush_med, "ratio": flush_med / cp_med,
         "target": "flush <= 1.25 x (cp + sync) + 1 s", "budget_s": budget,
         "within_target": flush_med <= budget,
+        "loadavg_1min": [load_before, os.getloadavg()[0]], "cpus": os.cpu_count(),
         "copy_cached_bytes_after_cp_sync": cp_cached, "copy_cached_bytes_after_flush": flush_cached,
         "notes": "source read once before every run (warm, as after torch.save); page cache not dropped; "
                  "alternating order; flush = start() + flush() of a CheckpointSync: scan, copy with sha256, "
@@ -125,7 +130,8 @@ def main() -> None:
     cache_note = f", copy left in page cache {max(cached) / 2**20:.0f} MiB" if cached else ""
     print(f"sync {size / 2**30:.2f} GiB: flush {flush_med:.2f} s vs cp+sync {cp_med:.2f} s "
           f"(median of {args.runs}) -> {flush_med / cp_med:.2f}x; budget 1.25x+1 s = {budget:.2f} s "
-          f"{'OK' if flush_med <= budget else 'OVER'}{cache_note}")  # fmt: skip
+          f"{'OK' if flush_med <= budget else 'OVER'}{cache_note}; load {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs")  # fmt: skip
 
 
 if __name__ == "__main__":
