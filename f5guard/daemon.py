@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 from f5guard import __version__, logs, pidfile, requests, sdnotify
 from f5guard.attempt import kill_leftover_group
 from f5guard.config import load_config
-from f5guard.errors import DaemonError, F5guardError, LeaseLost
+from f5guard.errors import DaemonError, F5guardError, HomeUnreachable, LeaseLost
 from f5guard.launcher import ReadyChannel
 from f5guard.layout import HomeLayout, WorkLayout
 from f5guard.lease import HomeLease, Holder
@@ -156,6 +156,9 @@ class Daemon:
                 next_lease = now + self.config.lease.epoch_poll_s
                 try:
                     self.lease.check()
+                    self._home_trouble(doc, None)
+                except HomeUnreachable as err:
+                    self._home_trouble(doc, err.message)
                 except LeaseLost as err:
                     self.log.error("lease lost; stopping every child and exiting", reason=err.message)
                     supervisor.stop()
@@ -191,6 +194,17 @@ class Daemon:
         self.log.info("daemon stopped")
         return exit_code
 
+    def _home_trouble(self, doc: StateDoc, problem: str | None) -> None:
+        """Say once when home stops answering and once when it is back; status shows it meanwhile."""
+        if doc.daemon.get("home_problem") == problem:
+            return
+        if problem:
+            self.log.warning("home unreachable; training continues locally", problem=problem)
+        else:
+            self.log.info("home reachable again; lease renewed")
+        doc.daemon["home_problem"] = problem
+        self._save(doc)
+
     def _save(self, doc: StateDoc, *, home: bool | None = None) -> None:
         try:
             self.store.save(doc, mirror=False)
@@ -205,6 +219,8 @@ class Daemon:
         try:
             self.lease.check()  # fencing: never overwrite a newer owner's view of home
             self.store.write_home(doc)
+        except HomeUnreachable:
+            pass  # the control loop reports it; the home copy catches up when home answers
         except LeaseLost:
             self.wake.set()
         except OSError as err:  # Drive hiccups: training goes on, home catches up later

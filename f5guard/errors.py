@@ -48,5 +48,9 @@ class LeaseLost(F5guardError, RuntimeError):
     exit_code = 3
 
 
+class HomeUnreachable(F5guardError, OSError):
+    """Home (Drive) does not answer: keep training locally, write nothing to home until it is back."""
+
+
 class DaemonError(F5guardError, RuntimeError):
     """The daemon could not be started, reached or stopped."""

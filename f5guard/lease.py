@@ -18,7 +18,7 @@ from pathlib import Path
 
 from filelock import SoftFileLease, Timeout
 
-from f5guard.errors import LeaseHeld, LeaseLost
+from f5guard.errors import HomeUnreachable, LeaseHeld, LeaseLost
 from f5guard.fsutil import atomic_write_json
 from f5guard.layout import HomeLayout
 from f5guard.leaseinfo import EpochRecord, Holder, current_holder, looks_live, read_epoch
@@ -36,6 +36,7 @@ class HomeLease:
         self.settings = settings
         self.epoch = 0
         self._lost: str | None = None
+        self.degraded: str | None = None  # home unreachable: training goes on, home writes wait
         self._lock = threading.Lock()
         layout.lease_dir.mkdir(parents=True, exist_ok=True)
         self._lease = SoftFileLease(
@@ -88,19 +89,46 @@ class HomeLease:
         atomic_write_json(self.layout.epoch, asdict(record))
 
     def _compromised(self, compromise: object) -> None:
+        """From the heartbeat thread. Errors renewing (a Drive hiccup: Errno 107, EIO) only degrade the hold:
+        the trainer keeps going and the lease is re-taken when home answers again. A marker that another
+        supervisor replaced or removed means we lost it."""
+        reason = getattr(compromise, "reason", str(compromise))
         with self._lock:
-            self._lost = f"lease marker lost ({getattr(compromise, 'reason', compromise)})"
+            if reason == "refresh-failed":
+                self.degraded = f"cannot renew the lease on home ({getattr(compromise, 'error', None)})"
+            else:
+                self._lost = f"lease marker lost ({reason})"
 
     def check(self) -> None:
         """Raise LeaseLost when a higher epoch exists or the marker was taken; cheap enough for every poll."""
         with self._lock:
-            lost = self._lost
-        record = read_epoch(self.layout.epoch)
+            lost, degraded = self._lost, self.degraded
+        record = read_epoch(self.layout.epoch)  # None while home is unreachable: nothing to conclude
         if record is not None and record.epoch > self.epoch:
             raise LeaseLost(f"host {record.host} pid {record.pid} took over home {self.layout.root} "
                             f"(epoch {record.epoch} > ours {self.epoch})")
         if lost is not None:
             raise LeaseLost(f"{lost} at {self.layout.lease}")
+        if degraded is not None:
+            self._try_reacquire()
+            raise HomeUnreachable(degraded)
+
+    def _try_reacquire(self) -> None:
+        """One non-blocking attempt; filelock remembers how long our stale marker has been unchanged, so
+        repeated attempts succeed once a full lease duration passed, unless someone else took it first."""
+        with contextlib.suppress(Exception):
+            self._lease.release(force=True)
+        try:
+            self._lease.acquire(timeout=0)
+        except (Timeout, OSError):
+            return
+        try:
+            self._write_epoch(self.epoch, token=self._lease.token, takeover=False)
+        except OSError:
+            self._lease.release(force=True)
+            return
+        with self._lock:
+            self.degraded = None
 
     def release(self) -> None:
         with contextlib.suppress(Exception):

@@ -35,6 +35,7 @@ def build_report(config: Config, now: float | None = None) -> dict[str, Any]:
         "heartbeat_age_s": round(holder.heartbeat_age_s, 1) if holder and holder.heartbeat_age_s is not None
         else None,
         "last_known": doc.daemon or None,
+        "home_problem": doc.daemon.get("home_problem") if info else None,
     }
     lease = None
     if holder is not None:

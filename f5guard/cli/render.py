@@ -119,6 +119,9 @@ def render_status(report: dict[str, Any], console: Console) -> None:
     if lease and not report["daemon"]["running"]:
         console.print(f"  home lease held by host {lease['host']} pid {lease['pid']}, heartbeat "
                       f"{human_duration(lease['heartbeat_age_s'])} ago", highlight=False)
+    if report["daemon"].get("home_problem"):
+        console.print(f"  [yellow]home unreachable:[/] {report['daemon']['home_problem']} — training continues "
+                      "locally; home catches up when it answers", highlight=False, soft_wrap=True)
     for problem in report["state"]["problems"]:
         console.print(f"  [yellow]warning:[/] {problem}", highlight=False)
     for run in report["runs"]:
