@@ -17,7 +17,7 @@ from f5guard import checkpoints
 from f5guard.diagnose import Failure, classify_failure
 from f5guard.progress import EventReader, Progress, TqdmParser
 from f5guard.stages.driver import StageDriver, register_driver
-from f5guard.sync import CheckpointSync, restore
+from f5guard.sync import CheckpointSync, RestoreFailed, list_durable, restore
 from f5guard.train.spec import TrainSpec
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 FLUSH_TIMEOUT_S = 900.0  # a 5 GB checkpoint onto Drive; the daemon waits this long at a graceful stop
 STATE_EVERY_S = 2.0  # how often progress is folded into the state document
 STACK_DUMP_WAIT_S = 3.0
+RESTORE_RETRY_S = 30.0
 
 
 class TrainDriver(StageDriver):
@@ -58,13 +59,21 @@ class TrainDriver(StageDriver):
         runner.log.info(text, **fields)
 
     # -- before each attempt ---------------------------------------------------------------------------------
-    def before_attempt(self, runner: StageRunner) -> None:
+    def before_attempt(self, runner: StageRunner) -> float | None:
         opts = self.options(runner)
         local = Path(opts["checkpoint_dir"])
         home = Path(opts["home_checkpoints"])
         local.mkdir(parents=True, exist_ok=True)
         training = self.training(runner)
-        self._restore_if_newer(runner, local, home, training)
+        try:
+            self._restore_if_newer(runner, local, home, training)
+        except (RestoreFailed, OSError) as err:
+            # Starting without what home holds would throw training away: wait for home instead.
+            message = err.message if isinstance(err, RestoreFailed) else str(err)
+            training["sync_error"] = f"waiting for home to restore from: {message}"
+            runner.log.warning("cannot restore from home yet; retrying", error=message, retry_s=RESTORE_RETRY_S)
+            runner.mark_dirty()
+            return RESTORE_RETRY_S
         plan = checkpoints.prepare_resume(local)
         for action in plan.actions:
             self._note(runner, action)
@@ -86,13 +95,12 @@ class TrainDriver(StageDriver):
                                        log=lambda event, **kw: runner.log.info(event, **kw))
             self.sync.start()
         self.sync.request()
+        return None
 
     def _restore_if_newer(self, runner: StageRunner, local: Path, home: Path, training: dict[str, Any]) -> None:
         """A fresh VM (or one behind another runtime) first takes the newest verified checkpoint from home."""
         newest_local = checkpoints.scan_dir(local).newest()
         local_update = newest_local.update if newest_local and newest_local.kind != "pretrained" else -1
-        from f5guard.sync import list_durable
-
         durable = list_durable(home)
         if not durable or durable[-1].update <= local_update:
             return

@@ -17,8 +17,10 @@ if TYPE_CHECKING:
 class StageDriver:
     """The default: a plain command, nothing around it."""
 
-    def before_attempt(self, runner: StageRunner) -> None:
-        """Called before every attempt, the first and each restart."""
+    def before_attempt(self, runner: StageRunner) -> float | None:
+        """Called before every attempt, the first and each restart. A number means "not now: ask again in
+        that many seconds" (e.g. home must answer before a fresh VM may start training from scratch)."""
+        return None
 
     def poll(self, runner: StageRunner, now: float) -> str | None:
         """Called on every control pass while an attempt runs; a returned reason kills the attempt."""

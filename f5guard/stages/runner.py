@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from f5guard.attempt import Attempt
+from f5guard.errors import F5guardError
 from f5guard.exits import ExitInfo
 from f5guard.restart import RestartTracker
 from f5guard.schema import RunConfig, StageConfig
@@ -73,7 +74,15 @@ class StageRunner:
 
     def _spawn(self) -> None:
         self.restart_at = None
-        self.driver.before_attempt(self)
+        try:
+            wait = self.driver.before_attempt(self)
+        except (F5guardError, OSError) as err:
+            message = err.message if isinstance(err, F5guardError) else f"{err.strerror or err}"
+            self._fail(StageStatus.FAILED, f"could not prepare the attempt: {message}")
+            return
+        if wait is not None:
+            self.restart_at = time.monotonic() + wait
+            return
         self.record.attempts += 1
         self.stage_log.note(f"attempt {self.record.attempts}: {' '.join(self.stage.command)}")
         try:
