@@ -91,12 +91,20 @@ class Attempt:
         """Send ``sig`` to the whole group (a trainer, its accelerate workers, its dataloader workers)."""
         _signal_group(self.pgid, sig)
 
-    def stop(self, grace_s: float) -> ExitInfo | None:
-        """SIGTERM the group, wait ``grace_s``, SIGKILL the group and any escaped descendants."""
+    def stop(self, grace_s: float, *, leader_only: bool = False) -> ExitInfo | None:
+        """SIGTERM the group (or only its leader), wait ``grace_s``, SIGKILL the group and escaped descendants.
+
+        ``leader_only`` is systemd's KillMode=mixed: a trainer must checkpoint before its DataLoader workers die
+        under it, so only the trainer is asked; whatever it leaves is killed after.
+        """
         self._stop_requested = True
         descendants = _descendants(self.pid)
         if self.running:
-            self.signal(signal.SIGTERM)
+            if leader_only:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGTERM)
+            else:
+                self.signal(signal.SIGTERM)
             self.wait(grace_s)
         if self.running:
             self.log.note(f"still running {grace_s:g}s after SIGTERM: SIGKILL to the process group")

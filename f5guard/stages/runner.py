@@ -106,7 +106,7 @@ class StageRunner:
                 self.log.warning("killing attempt", reason=reason)
                 self.stage_log.note(f"killing attempt: {reason}")
                 attempt = self.attempt
-                attempt.stop(self.stage.stop_grace_s)
+                attempt.stop(self.stage.stop_grace_s, leader_only=self.stage.long_running)
                 self._after_exit(attempt.exit or ExitInfo(-9), attempt.uptime_s, override=reason)
                 return True
             return dirty
@@ -183,7 +183,8 @@ class StageRunner:
         self.stopping = True
         if self.attempt is not None:
             attempt = self.attempt
-            attempt.stop(self.stage.stop_grace_s if grace_s is None else grace_s)
+            attempt.stop(self.stage.stop_grace_s if grace_s is None else grace_s,
+                         leader_only=self.stage.long_running)
             self._after_exit(attempt.exit or ExitInfo(-9, stopped=True), attempt.uptime_s)
         elif not self.finished:
             self._finish(StageStatus.INTERRUPTED, "stopped before it finished")
