@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml scripts/system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch, torchaudio and torchcodec pinned together (see docs/operators.md); f5-tts keeps those pins.
-	$(BIN)/python -m pip install -q -e '.[train,dev]'
+	$(BIN)/python -m pip install -q -e '.[train,recipe,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

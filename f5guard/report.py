@@ -60,8 +60,8 @@ def build_report(config: Config, now: float | None = None) -> dict[str, Any]:
                 "last_failure": srec.last_failure if srec else None,
                 "last_lines": srec.last_lines if srec and state in (StageStatus.FAILED, StageStatus.FATAL) else [],
             }
-            if srec and srec.items_total:
-                entry["items"] = {"done": srec.items_done, "total": srec.items_total}
+            if srec and srec.items_total is not None:
+                entry["items"] = {"done": srec.items_done, "total": srec.items_total, "eta_s": srec.items_eta_s}
             stages.append(entry)
         runs.append({
             "name": run.name,

@@ -63,6 +63,7 @@ class StageRecord:
     pid_started: float | None = None  # its create time: tells our leftover group from a reused pid
     items_done: int | None = None  # item-level progress for long per-item stages
     items_total: int | None = None
+    items_eta_s: float | None = None
 
 
 @dataclass

@@ -34,6 +34,7 @@ class TrainDriver(StageDriver):
     """One train stage in one daemon life."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.progress = Progress()
         self.reader: EventReader | None = None
         self.tqdm = TqdmParser()

@@ -104,7 +104,10 @@ def _training_lines(t: dict[str, Any]) -> list[str]:
 def _detail(stage: dict[str, Any]) -> str:
     parts: list[str] = []
     if stage.get("items"):
-        parts.append(f"{stage['items']['done']}/{stage['items']['total']} items")
+        items = stage["items"]
+        eta = f", ETA {human_duration(items['eta_s'])}" if items.get("eta_s") is not None and \
+            stage["state"] == "running" else ""
+        parts.append(f"{items['done']}/{items['total']} items{eta}")
     if stage["reason"] and stage["state"] != "done":
         parts.append(stage["reason"])
     if stage.get("restarts"):

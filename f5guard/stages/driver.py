@@ -9,13 +9,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from f5guard.itemprogress import read_latest
+
 if TYPE_CHECKING:
     from f5guard.exits import ExitInfo
     from f5guard.stages.runner import StageRunner
 
 
 class StageDriver:
-    """The default: a plain command, nothing around it."""
+    """The default: a plain command; it only follows the item progress the stage may report."""
+
+    def __init__(self) -> None:
+        self._items_seen: tuple[int, int] | None = None
+        self._items_origin: tuple[float, int] | None = None  # (monotonic time, done) of the first report
 
     def before_attempt(self, runner: StageRunner) -> float | None:
         """Called before every attempt, the first and each restart. A number means "not now: ask again in
@@ -24,7 +30,24 @@ class StageDriver:
 
     def poll(self, runner: StageRunner, now: float) -> str | None:
         """Called on every control pass while an attempt runs; a returned reason kills the attempt."""
+        self.follow_items(runner, now)
         return None
+
+    def follow_items(self, runner: StageRunner, now: float) -> None:
+        """Fold the stage's $F5GUARD_PROGRESS reports into its record: done/total and an ETA from the rate."""
+        latest = read_latest(runner.items_path)
+        if latest is None or latest == self._items_seen:
+            return
+        self._items_seen = latest
+        done, total = latest
+        if self._items_origin is None or done < self._items_origin[1]:
+            self._items_origin = (now, done)
+        start_t, start_done = self._items_origin
+        record = runner.record
+        record.items_done, record.items_total = done, total
+        rate = (done - start_done) / (now - start_t) if now > start_t and done > start_done else None
+        record.items_eta_s = round((total - done) / rate, 1) if rate else None
+        runner.mark_dirty()
 
     def fatal_reason(self, runner: StageRunner, exit: ExitInfo) -> str | None:
         """Called after a failed attempt of a long-running stage; a reason stops restarting (FATAL)."""

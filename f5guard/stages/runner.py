@@ -7,10 +7,12 @@ record changes happen on the control thread; attempt threads only wake it.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from f5guard.attempt import Attempt
 from f5guard.errors import F5guardError
 from f5guard.exits import ExitInfo
+from f5guard.itemprogress import ENV as ITEMS_ENV
 from f5guard.restart import RestartTracker
 from f5guard.schema import RunConfig, StageConfig
 from f5guard.stagelog import StageLog
@@ -48,11 +50,16 @@ class StageRunner:
     def finished(self) -> bool:
         return self.record.state not in (StageStatus.RUNNING, StageStatus.PENDING)
 
+    @property
+    def items_path(self) -> Path:
+        return self.ctx.work.run_dir(self.run.name) / self.stage.name / "items.jsonl"
+
     def env(self) -> dict[str, str]:
         return {
             **self.ctx.base_env, **self.stage.env, "PYTHONUNBUFFERED": "1",
             "F5GUARD_RUN": self.run.name, "F5GUARD_STAGE": self.stage.name,
             "F5GUARD_HOME": str(self.ctx.home.root), "F5GUARD_WORK": str(self.ctx.work.root),
+            ITEMS_ENV: str(self.items_path),
         }
 
     def on_output_line(self, line: str) -> None:
@@ -69,6 +76,8 @@ class StageRunner:
         r.started_at, r.finished_at, r.duration_s = time.time(), None, None
         r.restarts, r.last_exit, r.last_failure, r.last_lines = 0, None, None, []
         r.boot_id = self.ctx.boot_id
+        r.items_done = r.items_total = r.items_eta_s = None
+        self.items_path.unlink(missing_ok=True)  # this run's items only
         self.log.info("stage starting", why=self.decision.why)
         self._spawn()
 
