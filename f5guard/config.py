@@ -21,7 +21,7 @@ from f5guard.schema import (
     expand,
     placeholder_values,
 )
-from f5guard.stages import kinds, train_kind  # noqa: F401 - registers the train kind
+from f5guard.stages import kinds, recipe_kinds, train_kind  # noqa: F401 - they register their kinds
 from f5guard.stages.overlap import patterns_overlap
 
 if sys.version_info >= (3, 11):

@@ -1,7 +1,12 @@
-"""``f5guard init``: write a commented starter config; never overwrites one without --force."""
+"""``f5guard init``: write a commented config — the whole Vietnamese recipe with ``--audio``, else a starter.
+
+With ``--audio`` the config is written to home (it must survive the VM) and linked from ./f5guard.toml, so
+`f5guard start` finds it now and `--config <home>/f5guard.toml` finds it after a recycled VM.
+"""
 
 from __future__ import annotations
 
+import os
 from importlib.resources import files
 from pathlib import Path
 
@@ -13,26 +18,69 @@ from f5guard.errors import UsageError
 
 @click.command("init")
 @click.option("--home", required=True, type=click.Path(file_okay=False), help="Persistent folder (Drive on Colab).")
+@click.option("--audio", default=None, type=click.Path(file_okay=False),
+              help="Folder of recordings: one sub-folder per speaker (or one flat folder for one speaker).")
 @click.option("--work", default=None, type=click.Path(file_okay=False),
               help="Runtime-local folder (default: /content/f5guard on Colab, else ./f5guard-work).")
-@click.option("--output", "-o", default=CONFIG_NAME, type=click.Path(dir_okay=False), help="Where to write it.")
+@click.option("--language", default="vi", show_default=True, help="Whisper language code.")
+@click.option("--pretrained", default="F5TTS_v1_Base", show_default=True,
+              help="Model to fine-tune: a released name, a local .pt/.safetensors (vocab.txt beside it), or none.")
+@click.option("--output", "-o", default=None, type=click.Path(dir_okay=False),
+              help=f"Where to write it (default: ./{CONFIG_NAME}; with --audio: <home>/{CONFIG_NAME}, linked here).")
 @click.option("--force", is_flag=True, help="Overwrite an existing config.")
-def command(home: str, work: str | None, output: str, force: bool) -> int:
-    """Write a commented starter f5guard.toml."""
-    target = Path(output)
-    if target.exists() and not force:
-        raise UsageError(f"{target} already exists; pass --force to overwrite it")
+def command(home: str, audio: str | None, work: str | None, language: str, pretrained: str, output: str | None,
+            force: bool) -> int:
+    """Write a commented f5guard.toml (the whole recipe with --audio)."""
     home_path = Path(home).expanduser().resolve()
     if not home_path.exists() and not home_path.parent.is_dir():
         raise UsageError(f"neither {home_path} nor its parent exists (is Drive mounted?)")
     if work is None:
         work = "/content/f5guard" if Path("/content").is_dir() else str(Path("f5guard-work").resolve())
-    text = files("f5guard").joinpath("templates/starter.toml").read_text(encoding="utf-8")
-    text = text.replace("{HOME}", _toml_escape(str(home_path))).replace("{WORK}", _toml_escape(work))
-    target.write_text(text, encoding="utf-8")
-    load_config(target)  # what init writes must load; a failure here is a bug worth a loud error
-    click.echo(f"wrote {target}; next: f5guard start --dry-run, then f5guard start")
+    if audio is None:
+        target = Path(output or CONFIG_NAME)
+        _refuse_overwrite(target, force)
+        text = files("f5guard").joinpath("templates/starter.toml").read_text(encoding="utf-8")
+        text = text.replace("{HOME}", _toml_escape(str(home_path))).replace("{WORK}", _toml_escape(work))
+        _write(target, text)
+        click.echo(f"wrote {target}; next: f5guard start --dry-run, then f5guard start")
+        return 0
+    from f5guard.recipe_template import render
+
+    text, loose = render(home_path, work, Path(audio).expanduser().resolve(), language=language,
+                         pretrained=None if pretrained.lower() == "none" else pretrained)
+    target = Path(output) if output else home_path / CONFIG_NAME
+    _refuse_overwrite(target, force)
+    home_path.mkdir(parents=True, exist_ok=True)
+    _write(target, text)
+    config = load_config(target)
+    for path in loose:
+        click.echo(f"note: {path} is not in a speaker folder; it is not part of any run")
+    click.echo(f"wrote {target}: {len(config.runs)} run(s): {', '.join(r.name for r in config.runs)}")
+    if output is None:
+        link = Path(CONFIG_NAME)
+        if link.is_symlink() or not link.exists():
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
+            click.echo(f"linked ./{CONFIG_NAME} -> {target}")
+        click.echo(f"after a recycled VM: f5guard start --config {target}")
+    click.echo("next: f5guard start --dry-run, then f5guard start")
     return 0
+
+
+def _refuse_overwrite(target: Path, force: bool) -> None:
+    if target.exists() and not force:
+        raise UsageError(f"{target} already exists; pass --force to overwrite it")
+
+
+def _write(target: Path, text: str) -> None:
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    try:
+        load_config(tmp)  # what init writes must load; a failure here is a bug worth a loud error
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, target)
 
 
 def _toml_escape(text: str) -> str:

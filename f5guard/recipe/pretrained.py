@@ -1,0 +1,96 @@
+"""``python -m f5guard.recipe.pretrained --name F5TTS_v1_Base --out DIR``: a released F5-TTS model, fetched once
+onto home (Drive) with the vocab its text embedding was trained with, so a recycled VM never downloads it again.
+
+Writes DIR/<model file>, DIR/vocab.txt, then DIR/manifest.json last. Needs the network (Hugging Face).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import shutil
+import sys
+import time
+from importlib.resources import files
+from pathlib import Path
+
+from f5guard.fsutil import atomic_write_json, fsync_dir
+
+# name -> (Hugging Face repo, file in it): the checkpoints F5-TTS's own finetune_cli fetches for --finetune.
+RELEASES = {
+    "F5TTS_v1_Base": ("SWivid/F5-TTS", "F5TTS_v1_Base/model_1250000.safetensors"),
+    "F5TTS_Base": ("SWivid/F5-TTS", "F5TTS_Base/model_1200000.pt"),
+}
+PROG = "f5guard.recipe.pretrained"
+
+
+def fetch(name: str, out: Path) -> Path:
+    """Download into a temp folder next to ``out``, then move the finished file in; returns its path."""
+    from huggingface_hub import hf_hub_download
+
+    repo, filename = RELEASES[name]
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f".download-{os.getpid()}"
+    try:
+        downloaded = Path(hf_hub_download(repo_id=repo, filename=filename, local_dir=staging))
+        target = out / f"pretrained_{name}{downloaded.suffix}"
+        os.replace(downloaded, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    vocab = out / "vocab.txt"
+    tmp = out / ".vocab.txt.tmp"
+    tmp.write_text(files("f5_tts").joinpath("infer/examples/vocab.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    os.replace(tmp, vocab)
+    fsync_dir(out)
+    return target
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(8 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _already_here(out: Path) -> bool:
+    """Runs share one download on home: a complete earlier fetch (manifest written last) is reused."""
+    try:
+        import json
+
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        return Path(manifest["model"]).stat().st_size == manifest["size"] and (out / "vocab.txt").is_file()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help=f"one of {', '.join(RELEASES)}")
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    if args.name not in RELEASES:
+        print(f"{PROG}: unknown model {args.name!r}; known: {', '.join(RELEASES)}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    if _already_here(args.out):
+        print(f"{args.name} is already in {args.out} (verified size); nothing to download")
+        return 0
+    try:
+        model = fetch(args.name, args.out)
+    except Exception as err:  # noqa: BLE001 - network, auth, disk: one line for the stage log and status
+        text = " ".join(str(err).split())[:300]
+        print(f"{PROG}: could not download {args.name} to {args.out}: {type(err).__name__}: {text}", file=sys.stderr)
+        return 1
+    atomic_write_json(args.out / "manifest.json", {
+        "format": 1, "name": args.name, "model": str(model), "vocab": str(args.out / "vocab.txt"),
+        "size": model.stat().st_size, "sha256": _sha256(model), "seconds": round(time.monotonic() - started, 1)})
+    with contextlib.suppress(OSError):
+        print(f"fetched {args.name}: {model} ({model.stat().st_size / 2**30:.2f} GiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

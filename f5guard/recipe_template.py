@@ -1,0 +1,144 @@
+"""``f5guard init --audio``: one run per speaker folder, every recipe stage written out with its defaults, so a
+Colab user writes no pipeline by hand and can still see (and change) every path and knob."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from f5guard.errors import UsageError
+from f5guard.recipe.pretrained import RELEASES
+
+AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".m4a", ".flac", ".ogg", ".opus", ".aac", ".wma", ".webm"})
+
+
+def is_audio(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith(".")
+
+
+def find_speakers(audio_dir: Path) -> tuple[list[tuple[str, Path]], list[Path]]:
+    """Runs to create (name, folder) and loose top-level files that belong to no speaker folder."""
+    if not audio_dir.is_dir():
+        hint = " (is Drive mounted?)" if "/drive/" in str(audio_dir) else ""
+        raise UsageError(f"audio folder {audio_dir} does not exist{hint}")
+    folders = sorted(p for p in audio_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    speakers = [(p.name, p) for p in folders if any(is_audio(f) for f in p.rglob("*"))]
+    loose = sorted(p for p in audio_dir.iterdir() if is_audio(p))
+    if speakers:
+        return speakers, loose
+    if loose:
+        return [(audio_dir.name, audio_dir)], []
+    exts = ", ".join(sorted(e.lstrip(".") for e in AUDIO_EXTENSIONS))
+    raise UsageError(f"no audio files ({exts}) in {audio_dir} or its speaker folders")
+
+
+def q(text: str) -> str:
+    """A TOML basic string."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+HEADER = """\
+# f5guard.toml for the F5-TTS Vietnamese recipe, written by `f5guard init`. Docs: docs/config.md, docs/colab.md
+# One run per speaker; each run: setup -> pretrained -> ingest -> (separate) -> segment -> transcribe -> prepare -> train.
+# Stages whose outputs on home (Drive) are intact are skipped on the next `f5guard start`; setup reruns on a new VM.
+
+home = {home}          # persistent: survives the VM
+work = {work}          # fast local disk: lost with the VM; checkpoints are written here, then synced to home
+
+[restart]              # for the train stage
+budget = 10            # restarts per hour before the run is FATAL with the reason
+"""
+
+RUN = """
+[[runs]]
+name = {name}
+
+[[runs.stages]]
+name = "setup"                 # checks torch, torchaudio, f5-tts, Silero VAD, Whisper, the GPU; installs what is missing (pinned)
+type = "setup"
+
+{pretrained_stage}
+[[runs.stages]]
+name = "ingest"                # inventories this speaker's audio with content hashes: a changed file reruns what depends on it
+type = "ingest"
+audio = {audio}
+
+# Optional: Demucs vocals extraction (music or noise under the voice). To use it, uncomment this stage and point
+# segment's `inventory` at "{{home}}/runs/{{run}}/separate/inventory.json".
+# [[runs.stages]]
+# name = "separate"
+# type = "separate"
+# inventory = "{{home}}/runs/{{run}}/ingest/inventory.json"
+# model = "htdemucs"
+
+[[runs.stages]]
+name = "segment"               # Silero VAD -> 24 kHz mono clips within F5-TTS's 0.3-30 s
+type = "segment"
+inventory = "{{home}}/runs/{{run}}/ingest/inventory.json"
+min_speech_s = 2.0
+min_silence_s = 0.5
+max_clip_s = 30.0
+
+[[runs.stages]]
+name = "transcribe"            # Whisper -> metadata.csv (audio_file|text); resumes clip by clip
+type = "transcribe"
+clips = "{{home}}/runs/{{run}}/segment/clips.json"
+model = "large-v3"
+language = {language}
+
+[[runs.stages]]
+name = "prepare"               # F5-TTS's own preparation (raw.arrow, duration.json, vocab.txt){prepare_note}
+type = "prepare"
+metadata = "{{home}}/runs/{{run}}/transcribe/metadata.csv"
+{prepare_pretrained}
+[[runs.stages]]
+name = "train"
+type = "train"
+dataset = "{{home}}/runs/{{run}}/prepare/data"
+model = {model}
+{train_pretrained}learning_rate = 1e-5
+batch_size_per_gpu = 3200      # frames per GPU batch (T4 16 GB); lower it on "CUDA out of memory"
+batch_size_type = "frame"
+max_samples = 64
+epochs = 100
+num_warmup_updates = 1000
+save_per_updates = 2000
+last_per_updates = 500
+keep_last_n_checkpoints = 1    # a Base checkpoint is ~5 GB
+save_every_minutes = 10        # model_last.pt at least this often: a crash loses at most this much
+num_workers = 2                # F5-TTS's own default of 16 runs Colab out of RAM
+keep_durable = 1               # verified checkpoints kept on Drive (15 GB free holds ~2)
+"""
+
+PRETRAINED_STAGE = """[[runs.stages]]
+name = "pretrained"            # the released model, downloaded once onto home
+type = "pretrained"
+model_name = {name}
+out = "{{home}}/pretrained/{name_raw}"
+"""
+
+
+def render(home: Path, work: str, audio_dir: Path, *, language: str, pretrained: str | None) -> tuple[str, list[Path]]:
+    """The config text and the loose files that will be ignored (the caller says so)."""
+    speakers, loose = find_speakers(audio_dir)
+    text = HEADER.format(home=q(str(home)), work=q(work))
+    for name, folder in speakers:
+        stage, prepare, train, model, note = "", "", "", q("small"), ""
+        if pretrained:
+            if Path(pretrained).suffix in (".pt", ".safetensors"):
+                model_file = str(Path(pretrained).expanduser().resolve())
+                vocab = str(Path(model_file).parent / "vocab.txt")
+            else:
+                if pretrained not in RELEASES:
+                    raise UsageError(f"unknown pretrained model {pretrained!r}: give a .pt/.safetensors path or one "
+                                     f"of {', '.join(RELEASES)} (or 'none')")
+                suffix = Path(RELEASES[pretrained][1]).suffix
+                stage = PRETRAINED_STAGE.format(name=q(pretrained), name_raw=pretrained) + "\n"
+                model_file = f"{{home}}/pretrained/{pretrained}/pretrained_{pretrained}{suffix}"
+                vocab = f"{{home}}/pretrained/{pretrained}/vocab.txt"
+            prepare = f"pretrained = {q(model_file)}\npretrained_vocab = {q(vocab)}\n"
+            train = 'pretrained = "{home}/runs/{run}/prepare/pretrained_extended.pt"\n'
+            model = q("base")
+            note = "; extends the\n# pretrained vocab with the missing Vietnamese letters and its text embedding to match (F5-TTS #449)"
+        text += RUN.format(name=q(name), audio=q(str(folder)), language=q(language), pretrained_stage=stage,
+                           prepare_pretrained=prepare, train_pretrained=train, model=model, prepare_note=note)
+    return text, loose

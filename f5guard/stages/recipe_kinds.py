@@ -1,0 +1,159 @@
+"""The Vietnamese recipe's stage kinds: each builds a ``python -m f5guard.recipe.<stage>`` command whose argv
+fully determines its output, and declares inputs and outputs so fingerprints decide skipping.
+
+Defaults chain the stages through home: ``{home}/runs/{run}/<stage>/``; ``f5guard init --audio`` writes every
+path explicitly so the chain is visible in the config.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from f5guard.schema import Scope, StageConfig, Table
+from f5guard.stages.kinds import StageBase, register
+
+RUN_DIR = "{home}/runs/{run}"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One option of a recipe entry: TOML key, argv flag, type and default (None: omitted unless set)."""
+
+    key: str
+    flag: str
+    kind: type
+    default: object = None
+
+
+def _module_argv(module: str) -> list[str]:
+    return [sys.executable, "-m", f"f5guard.recipe.{module}"]
+
+
+def _path(table: Table, base: StageBase, key: str, default: str | None) -> str | None:
+    text = table.get(key, str, default if default is not None else "")
+    return base.resolve(text, table.key_path(key), table.file) if text else None
+
+
+def _flags(table: Table, flags: list[Flag]) -> list[str]:
+    argv: list[str] = []
+    for f in flags:
+        value = table.get(f.key, f.kind, f.default)
+        if value is None:
+            continue
+        if f.kind is bool:
+            argv.append(f.flag if value else f"--no-{f.flag[2:]}")
+        elif f.kind is list:
+            argv += [f.flag, ",".join(str(v) for v in value)]
+        else:
+            argv += [f.flag, str(value)]
+    return argv
+
+
+def _finish(base: StageBase, kind: str, argv: list[str], inputs: list[str], outputs: list[str],
+            scope: Scope | None = None) -> StageConfig:
+    stage = base.finish(kind, argv)
+    return replace(stage, inputs=tuple(dict.fromkeys([*base.inputs, *inputs])),
+                   outputs=tuple(dict.fromkeys([*base.outputs, *outputs])), scope=scope or stage.scope)
+
+
+DEVICE = Flag("device", "--device", str, "auto")
+
+
+@register("setup")
+def build_setup(table: Table, base: StageBase) -> StageConfig:
+    """Checks the training stack on this machine and installs what is missing (pinned): scope runtime."""
+    out = _path(table, base, "out", "{work}/setup/versions.json")
+    assert out is not None
+    argv = [*_module_argv("setup"), "--out", out, *_flags(table, [Flag("need", "--need", list),
+                                                                   Flag("install", "--install", bool, True)])]
+    scope = base.scope if table.has("scope") else Scope.RUNTIME
+    return _finish(base, "setup", argv, [], [out], scope)
+
+
+@register("pretrained")
+def build_pretrained(table: Table, base: StageBase) -> StageConfig:
+    """Downloads a released F5-TTS model once, onto home (Drive): a recycled VM never downloads it again."""
+    name = table.get("model_name", str, "F5TTS_v1_Base")
+    out = _path(table, base, "out", "{home}/pretrained/" + name)
+    assert out is not None
+    argv = [*_module_argv("pretrained"), "--name", name, "--out", out]
+    return _finish(base, "pretrained", argv, [], [f"{out}/manifest.json"])
+
+
+@register("ingest")
+def build_ingest(table: Table, base: StageBase) -> StageConfig:
+    audio = _path(table, base, "audio", None)
+    if audio is None:
+        table.fail("is required: the folder with this speaker's recordings", "audio")
+    out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
+    argv = [*_module_argv("ingest"), "--audio", audio, "--out", str(out)]
+    return _finish(base, "ingest", argv, [audio], [f"{out}/inventory.json"])
+
+
+@register("separate")
+def build_separate(table: Table, base: StageBase) -> StageConfig:
+    inventory = _path(table, base, "inventory", f"{RUN_DIR}/ingest/inventory.json")
+    out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
+    argv = [*_module_argv("separate"), "--inventory", str(inventory), "--out", str(out),
+            *_flags(table, [Flag("model", "--model", str, "htdemucs"), DEVICE])]
+    return _finish(base, "separate", argv, [str(inventory)], [f"{out}/inventory.json"])
+
+
+SEGMENT_FLAGS = [
+    Flag("min_speech_s", "--min-speech-s", float, 2.0), Flag("min_silence_s", "--min-silence-s", float, 0.5),
+    Flag("max_clip_s", "--max-clip-s", float, 30.0), Flag("min_clip_s", "--min-clip-s", float, 0.3),
+    Flag("sample_rate", "--sample-rate", int, 24000), Flag("threshold", "--threshold", float, 0.5), DEVICE,
+]
+
+
+@register("segment")
+def build_segment(table: Table, base: StageBase) -> StageConfig:
+    inventory = _path(table, base, "inventory", f"{RUN_DIR}/ingest/inventory.json")
+    out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
+    argv = [*_module_argv("segment"), "--inventory", str(inventory), "--out", str(out),
+            *_flags(table, SEGMENT_FLAGS)]
+    return _finish(base, "segment", argv, [str(inventory)], [f"{out}/clips.json"])
+
+
+TRANSCRIBE_FLAGS = [
+    Flag("model", "--model", str, "large-v3"), Flag("language", "--language", str, "vi"),
+    Flag("backend", "--backend", str, "auto"), DEVICE, Flag("min_chars", "--min-chars", int, 2),
+    Flag("no_speech_threshold", "--no-speech-threshold", float, 0.6),
+    Flag("logprob_threshold", "--logprob-threshold", float, -1.0),
+]
+
+
+@register("transcribe")
+def build_transcribe(table: Table, base: StageBase) -> StageConfig:
+    clips = _path(table, base, "clips", f"{RUN_DIR}/segment/clips.json")
+    out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
+    argv = [*_module_argv("transcribe"), "--clips", str(clips), "--out", str(out), *_flags(table, TRANSCRIBE_FLAGS)]
+    # The clips' audio, not only their list: a re-segmented source may keep its clip names.
+    clip_glob = f"{str(clips).rsplit('/', 1)[0]}/clips/*.wav"
+    return _finish(base, "transcribe", argv, [str(clips), clip_glob], [f"{out}/metadata.csv", f"{out}/manifest.json"])
+
+
+@register("prepare")
+def build_prepare(table: Table, base: StageBase) -> StageConfig:
+    metadata = _path(table, base, "metadata", f"{RUN_DIR}/transcribe/metadata.csv")
+    out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
+    pretrained = _path(table, base, "pretrained", None)
+    vocab = _path(table, base, "pretrained_vocab", None)
+    if (pretrained is None) != (vocab is None):
+        table.fail("pretrained and pretrained_vocab go together: the vocab is what the pretrained model's "
+                   "text embedding was trained with", "pretrained" if pretrained is None else "pretrained_vocab")
+    argv = [*_module_argv("prepare"), "--metadata", str(metadata), "--out", str(out)]
+    inputs = [str(metadata)]
+    if pretrained and vocab:
+        argv += ["--pretrained", pretrained, "--pretrained-vocab", vocab]
+        inputs += [pretrained, vocab]
+    outputs = [f"{out}/manifest.json", f"{out}/data/raw.arrow", f"{out}/data/duration.json", f"{out}/data/vocab.txt"]
+    return _finish(base, "prepare", argv, inputs, outputs)
+
+
+RECIPE_KINDS: dict[str, Callable[[Table, StageBase], StageConfig]] = {
+    "setup": build_setup, "pretrained": build_pretrained, "ingest": build_ingest, "separate": build_separate,
+    "segment": build_segment, "transcribe": build_transcribe, "prepare": build_prepare,
+}
