@@ -1,0 +1,48 @@
+"""The pinned training stack, torch-free: one place that says which versions f5guard installs and checks.
+
+torch, torchaudio and torchcodec move together: torchaudio >= 2.9 reads audio through torchcodec, and a
+torchcodec built for another torch fails to load (an unpinned one needs CUDA 13). pyproject.toml's ``train``
+and ``recipe`` extras carry the same pins (a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from types import MappingProxyType
+
+# distribution name -> exact version
+PINS: Mapping[str, str] = MappingProxyType({
+    "torch": "2.9.1",
+    "torchaudio": "2.9.1",
+    "torchcodec": "0.8.1",
+    "f5-tts": "1.1.22",
+    "silero-vad": "6.2.3",
+    "openai-whisper": "20250625",
+    "demucs": "4.1.0",
+})  # fmt: skip
+
+TORCH_TOGETHER: tuple[str, ...] = ("torch", "torchaudio", "torchcodec")
+
+# import name -> distribution name, for the modules the recipe needs
+MODULES: Mapping[str, str] = MappingProxyType({
+    "torch": "torch",
+    "torchaudio": "torchaudio",
+    "torchcodec": "torchcodec",
+    "f5_tts": "f5-tts",
+    "silero_vad": "silero-vad",
+    "whisper": "openai-whisper",
+    "demucs": "demucs",
+})  # fmt: skip
+
+DEFAULT_NEED: tuple[str, ...] = ("torch", "torchaudio", "f5_tts", "silero_vad", "whisper", "demucs")
+
+
+def canonical(name: str) -> str:
+    """PEP 503 normalised distribution name: ``F5_TTS`` and ``f5-tts`` are the same project."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement(dist: str, pins: Mapping[str, str] = PINS) -> str:
+    """``dist==version`` for a pinned distribution (KeyError when it has no pin; keys are canonical)."""
+    return f"{dist}=={pins[canonical(dist)]}"

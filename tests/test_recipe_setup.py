@@ -1,0 +1,131 @@
+"""The setup stage: versions recorded, missing/broken/mismatched modules named with the pip command that fixes
+them, pinned installs that really land (in a throwaway venv), and one pin table shared with pyproject."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from f5guard.recipe.pins import PINS, TORCH_TOGETHER, canonical
+from tests.recipe_prep_support import last_line, run_entry
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fake_site(tmp_path: Path) -> Path:
+    """A site dir with an importable package (good 1.0), one whose import raises (bad 1.0), no third."""
+    site = tmp_path / "site (fake)"
+    for name, body in (
+        ("f5guard_good", "VALUE = 1\n"),
+        ("f5guard_bad", "raise ImportError('libfoo.so: cannot open')\n"),
+    ):
+        (site / name).mkdir(parents=True)
+        (site / name / "__init__.py").write_text(body)
+        info = site / f"{name}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: 1.0\n")
+    return site
+
+
+def test_pins_match_pyproject() -> None:
+    """pyproject's train and recipe extras pin exactly what setup installs."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    declared = dict(req.split("==") for req in extras["train"] + extras["recipe"])
+    assert {canonical(k): v for k, v in declared.items()} == dict(PINS)
+    assert set(TORCH_TOGETHER) <= set(PINS)
+
+
+def test_bad_arguments_exit_2(tmp_path: Path) -> None:
+    """Usage problems are exit 2 with one line: a lone torch pin, a need without a pin, a malformed pin."""
+    out = tmp_path / "v.json"
+    for args, words in (
+        (["--pin", "torch==2.8.0"], "together"),
+        (["--need", "f5guard_nothing"], "--pin f5guard-nothing==VERSION"),
+        (["--pin", "six>=1"], "NAME==VERSION"),
+    ):
+        proc = run_entry("setup", "--out", out, "--no-install", *args)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and words in proc.stderr
+        assert proc.stderr.startswith("f5guard.recipe.setup: ")
+
+
+def test_no_install_names_what_is_missing_and_the_fix(tmp_path: Path) -> None:
+    """--no-install with a missing, a broken and a mismatched module: exit 1, one line with each and the exact
+    pip commands (pinned install, forced reinstall for the broken one); a stale report is gone."""
+    out = tmp_path / "état (vm)" / "versions.json"
+    out.parent.mkdir()
+    out.write_text("{}")
+    site = _fake_site(tmp_path)
+    proc = run_entry("setup", "--out", out, "--no-install",
+                     "--need", "f5guard_good,f5guard_bad,f5guard_absent=f5guard-absent",
+                     "--pin", "f5guard-good==2.0", "f5guard-bad==1.0", "f5guard-absent==3.1",
+                     env={"PYTHONPATH": f"{ROOT}{os.pathsep}{site}"})  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = proc.stderr.strip()
+    assert "\n" not in line, line
+    assert line.startswith(f"f5guard.recipe.setup: check {sys.executable}: missing ")
+    assert "f5guard_absent (not installed)" in line
+    assert "f5guard_good (f5guard-good 1.0 installed, 2.0 pinned)" in line
+    assert "f5guard_bad (import fails: ImportError: libfoo.so: cannot open)" in line
+    assert (
+        f"{sys.executable} -m pip install --disable-pip-version-check --no-input f5guard-good==2.0 "
+        "f5guard-absent==3.1" in line
+    )
+    assert "--force-reinstall --no-deps f5guard-bad==1.0" in line
+    assert "torch" not in line, "packages outside the recipe do not drag the torch trio in"
+    assert not out.exists(), "a report from an earlier VM must not survive a failed check"
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_versions_recorded(tmp_path: Path) -> None:
+    """The real stack here, checked without installing: every pinned version, torchaudio.load and the GPU."""
+    if importlib.util.find_spec("f5_tts") is None or importlib.util.find_spec("demucs") is None:
+        pytest.skip("needs the [train] and [recipe] extras installed")
+    out = tmp_path / "versions.json"
+    proc = run_entry("setup", "--out", out, "--no-install")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    versions = {p["dist"]: p["version"].split("+")[0] for p in report["packages"].values()}
+    assert versions == dict(PINS)
+    assert all(p["error"] is None for p in report["packages"].values())
+    assert report["torchaudio_load"]["ok"] is True
+    assert set(report["gpu"]) >= {"cuda", "devices"}
+    assert report["installed"] == [] and report["python"]["executable"] == sys.executable
+    assert "stack ok" in last_line(proc.stdout)
+
+
+@pytest.mark.slow
+def test_pinned_install_into_a_throwaway_venv(tmp_path: Path) -> None:
+    """A missing pinned package really gets installed by pip; a second run installs nothing; a changed pin
+    reinstalls at the new version (the mismatch path)."""
+    env_dir = tmp_path / "venv (throwaway)"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = str(env_dir / "bin" / "python")
+    out = tmp_path / "versions.json"
+    env = {"PYTHONPATH": str(ROOT)}
+
+    first = run_entry("setup", "--out", out, "--need", "six", "--pin", "six==1.16.0", python=python, env=env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr
+    report = json.loads(out.read_text())
+    assert report["packages"]["six"]["version"] == "1.16.0"
+    assert [c["command"][-1] for c in report["installed"]] == ["six==1.16.0"]
+    assert report["gpu"] is None and report["torchaudio_load"] is None
+    version = subprocess.run([python, "-c", "import six; print(six.__version__)"], capture_output=True, text=True,
+                             check=True).stdout.strip()  # fmt: skip
+    assert version == "1.16.0"
+
+    again = run_entry("setup", "--out", out, "--need", "six", "--pin", "six==1.16.0", python=python, env=env)
+    assert again.returncode == 0 and json.loads(out.read_text())["installed"] == []
+
+    bumped = run_entry("setup", "--out", out, "--need", "six", "--pin", "six==1.17.0", python=python, env=env)
+    assert bumped.returncode == 0, bumped.stdout[-3000:] + bumped.stderr
+    assert json.loads(out.read_text())["packages"]["six"]["version"] == "1.17.0"
