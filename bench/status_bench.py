@@ -58,8 +58,7 @@ def main() -> None:
         subprocess.run(f5 + ["start", *cfg], check=True, capture_output=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            report = json.loads(subprocess.run(f5 + ["status", "--json", *cfg], capture_output=True,
-                                               text=True).stdout)
+            report = json.loads(subprocess.run(f5 + ["status", "--json", *cfg], capture_output=True, text=True).stdout)
             if report["runs"][0]["stages"][2]["state"] == "running":
                 break
             time.sleep(0.2)

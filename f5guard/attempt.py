@@ -35,8 +35,15 @@ def _die_with_daemon() -> None:  # pragma: no cover - runs in the forked child b
 class Attempt:
     """A running (or finished) child process group."""
 
-    def __init__(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, log: StageLog,
-                 on_exit: Callable[[Attempt], None]) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: Path,
+        log: StageLog,
+        on_exit: Callable[[Attempt], None],
+    ) -> None:
         self.argv = list(argv)
         self.log = log
         self._on_exit = on_exit
@@ -48,9 +55,15 @@ class Attempt:
         self.exit: ExitInfo | None = None
         self._done = threading.Event()
         cwd.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(  # noqa: S603 - argv lists from the user's validated config
-            self.argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_daemon,  # noqa: PLW1509
+        self.proc = subprocess.Popen(
+            self.argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_daemon,  # noqa: PLW1509
         )
         self.pid = self.proc.pid
         self.pgid = self.pid  # start_new_session: the child leads its own session and group
@@ -123,14 +136,15 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 def _descendants(pid: int) -> list[psutil.Process]:
     try:
-        return psutil.Process(pid).children(recursive=True)
+        children: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
+    return children
 
 
 def _create_time(pid: int) -> float | None:
     try:
-        return psutil.Process(pid).create_time()
+        return float(psutil.Process(pid).create_time())
     except psutil.Error:
         return None
 

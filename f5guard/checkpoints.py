@@ -191,9 +191,7 @@ def _check_safetensors(p: Path, size: int) -> None:
             raise CheckpointInvalid(f"checkpoint {p}: safetensors entry {name!r} has no data_offsets")
         end = max(end, offsets[1])
     if 8 + length + end != size:
-        raise CheckpointInvalid(
-            f"checkpoint {p} has {size} bytes, its safetensors header says {8 + length + end}"
-        )
+        raise CheckpointInvalid(f"checkpoint {p} has {size} bytes, its safetensors header says {8 + length + end}")
 
 
 # ------------------------------------------------------------------------------- the inert unpickler
@@ -266,7 +264,7 @@ class _InertUnpickler(pickle.Unpickler):
         super().__init__(io.BytesIO(data))
         self.storages: dict[str, tuple[str, int]] = {}
 
-    def find_class(self, module: str, name: str) -> Any:  # noqa: PLR0911 - one branch per allowed family
+    def find_class(self, module: str, name: str) -> Any:
         if module == "collections" and name == "OrderedDict":
             return collections.OrderedDict
         if module == "builtins" and name in _SAFE_BUILTINS:
@@ -291,12 +289,7 @@ class _InertUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r:.80}")
         _, storage_type, key, _location, numel = pid
-        if (
-            not isinstance(key, str)
-            or not key.isdigit()
-            or isinstance(numel, bool)
-            or not isinstance(numel, int)
-        ):
+        if not isinstance(key, str) or not key.isdigit() or isinstance(numel, bool) or not isinstance(numel, int):
             raise pickle.UnpicklingError(f"malformed storage reference {pid!r:.80}")
         type_name = storage_type.qualname.rsplit(".", 1)[-1] if isinstance(storage_type, _Marker) else ""
         self.storages[key] = (type_name, numel)
@@ -356,9 +349,7 @@ def f5tts_pick(names: list[str]) -> str | None:
         return None
     if LAST_NAME in names:
         return LAST_NAME  # always, even when a newer model_{N}.pt exists (#924)
-    candidates = [
-        n for n in names if n.startswith(("model_", "pretrained_")) and n.endswith(_CHECKPOINT_SUFFIXES)
-    ]
+    candidates = [n for n in names if n.startswith(("model_", "pretrained_")) and n.endswith(_CHECKPOINT_SUFFIXES)]
     numbered = [n for n in candidates if n.startswith("model_")]
     if numbered:
         return max(numbered, key=lambda n: int("".join(filter(str.isdigit, n)) or "-1"))

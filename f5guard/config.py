@@ -121,8 +121,11 @@ def _logs(t: Table) -> LogSettings:
     backups = t.get("backups", int, d.backups)
     if backups < 1:
         t.fail(f"must be at least 1, got {backups}", "backups")
-    logs = LogSettings(max_bytes=max_bytes, backups=backups,
-                       mirror_interval_s=t.number("mirror_interval_s", d.mirror_interval_s, positive=True))
+    logs = LogSettings(
+        max_bytes=max_bytes,
+        backups=backups,
+        mirror_interval_s=t.number("mirror_interval_s", d.mirror_interval_s, positive=True),
+    )
     t.done()
     return logs
 
@@ -168,8 +171,16 @@ def _run(t: Table, config_dir: Path, home: Path, work: Path, restart: RestartPol
     return RunConfig(name=name, stages=tuple(stages))
 
 
-def _stage(t: Table, config_dir: Path, home: Path, work: Path, run: str, run_env: dict[str, str],
-           restart: RestartPolicy, grace: float) -> StageConfig:
+def _stage(
+    t: Table,
+    config_dir: Path,
+    home: Path,
+    work: Path,
+    run: str,
+    run_env: dict[str, str],
+    restart: RestartPolicy,
+    grace: float,
+) -> StageConfig:
     name = check_name(t, "name", "stage")
     kind = t.get("type", str, "command")
     build = kinds.builder_for(kind)
@@ -182,9 +193,18 @@ def _stage(t: Table, config_dir: Path, home: Path, work: Path, run: str, run_env
         t.fail(f"must be 'runtime' or 'home', got {scope_text!r}", "scope")
     values = placeholder_values(config_dir, home, work, run, name)
     base = kinds.StageBase(
-        name=name, env={}, cwd=config_dir, inputs=(), outputs=(), params={}, scope=scope,
-        long_running=t.get("long_running", bool, False), restart=_restart(t.sub("restart"), restart),
-        stop_grace_s=t.number("stop_grace_s", grace, positive=True), values=values, config_dir=config_dir,
+        name=name,
+        env={},
+        cwd=config_dir,
+        inputs=(),
+        outputs=(),
+        params={},
+        scope=scope,
+        long_running=t.get("long_running", bool, False),
+        restart=_restart(t.sub("restart"), restart),
+        stop_grace_s=t.number("stop_grace_s", grace, positive=True),
+        values=values,
+        config_dir=config_dir,
     )
     env = {**run_env, **t.str_map("env")}
     env = {k: expand(v, values, t.key_path(f"env.{k}"), t.file) for k, v in env.items()}
@@ -192,9 +212,14 @@ def _stage(t: Table, config_dir: Path, home: Path, work: Path, run: str, run_env
     cwd = Path(base.resolve(cwd_text, t.key_path("cwd"), t.file)) if cwd_text else config_dir
     params = t.get("params", dict, {})
     base = kinds.StageBase(
-        **{**base.__dict__, "env": env, "cwd": cwd, "params": params,
-           "inputs": tuple(base.resolve(p, t.key_path("inputs"), t.file) for p in t.str_list("inputs", [])),
-           "outputs": tuple(base.resolve(p, t.key_path("outputs"), t.file) for p in t.str_list("outputs", []))},
+        **{
+            **base.__dict__,
+            "env": env,
+            "cwd": cwd,
+            "params": params,
+            "inputs": tuple(base.resolve(p, t.key_path("inputs"), t.file) for p in t.str_list("inputs", [])),
+            "outputs": tuple(base.resolve(p, t.key_path("outputs"), t.file) for p in t.str_list("outputs", [])),
+        },
     )
     stage = build(t, base)
     t.done()
@@ -209,8 +234,7 @@ def _check_data_flow(t: Table, stages: list[StageConfig]) -> None:
                 for out in maker.outputs:
                     if patterns_overlap(pattern, out):
                         who = "itself" if maker is reader else f"the later stage {maker.name!r}"
-                        t.fail(f"stage {reader.name!r} reads {pattern}, an output made only by {who}",
-                               "stages")
+                        t.fail(f"stage {reader.name!r} reads {pattern}, an output made only by {who}", "stages")
 
 
 __all__ = ["CONFIG_ENV", "CONFIG_NAME", "describe", "find_config", "load_config", "parse_config"]

@@ -24,7 +24,8 @@ from f5guard.config import load_config
 from f5guard.errors import DaemonError, F5guardError, HomeUnreachable, LeaseLost
 from f5guard.launcher import ReadyChannel
 from f5guard.layout import HomeLayout, WorkLayout
-from f5guard.lease import HomeLease, Holder
+from f5guard.lease import HomeLease
+from f5guard.leaseinfo import Holder
 from f5guard.machine import boot_id, hostname
 from f5guard.mirror import mirror_tree
 from f5guard.redact import Redactor
@@ -37,7 +38,7 @@ TICK_S = 0.5
 STATE_MIRROR_S = 10.0
 
 
-class _StopBeforeReady(Exception):  # noqa: N818 - control flow, not an error
+class _StopBeforeReady(Exception):
     """A stop signal while the daemon still waits for the lease: leave at once."""
 
 
@@ -89,8 +90,14 @@ class Daemon:
         self.log = logs.get_logger()
         redactor = Redactor([stage.env for run in self.config.runs for stage in run.stages])
         logs.set_redactor(redactor)
-        self.log.info("daemon starting", pid=os.getpid(), host=hostname(), config=str(self.config.path),
-                      version=__version__, takeover=self.takeover)
+        self.log.info(
+            "daemon starting",
+            pid=os.getpid(),
+            host=hostname(),
+            config=str(self.config.path),
+            version=__version__,
+            takeover=self.takeover,
+        )
         self._write_pidfile("starting")
         self._install_signals()
         try:
@@ -115,12 +122,26 @@ class Daemon:
             self.log.warning("state copy skipped", problem=problem)
         doc = loaded.doc
         doc.epoch = epoch
-        doc.daemon = {"pid": os.getpid(), "host": hostname(), "started_at": self.started_at, "boot_id": self.boot,
-                      "version": __version__}
+        doc.daemon = {
+            "pid": os.getpid(),
+            "host": hostname(),
+            "started_at": self.started_at,
+            "boot_id": self.boot,
+            "version": __version__,
+        }
         self._reap_leftovers(doc)
-        ctx = RunContext(work=self.work, home=self.home, logs=self.config.logs, redactor=redactor,
-                         boot_id=self.boot, wake=self.wake, log=self.log, base_env=dict(os.environ), epoch=epoch,
-                         fence=self.lease.check)
+        ctx = RunContext(
+            work=self.work,
+            home=self.home,
+            logs=self.config.logs,
+            redactor=redactor,
+            boot_id=self.boot,
+            wake=self.wake,
+            log=self.log,
+            base_env=dict(os.environ),
+            epoch=epoch,
+            fence=self.lease.check,
+        )
         supervisor = Supervisor(self.config, doc, ctx)
         self._write_pidfile("ready", epoch=epoch)
         self.log.info("daemon ready", epoch=epoch, state_from=str(loaded.source) if loaded.source else None)
@@ -224,8 +245,7 @@ class Daemon:
         except LeaseLost:
             self.wake.set()
         except OSError as err:  # Drive hiccups: training goes on, home catches up later
-            self.log.warning("cannot write state to home", path=str(self.store.home_path(doc.epoch)),
-                             error=str(err))
+            self.log.warning("cannot write state to home", path=str(self.store.home_path(doc.epoch)), error=str(err))
 
     def _mirror(self, doc: StateDoc) -> None:
         self._mirror_state(doc, force=False)
@@ -253,16 +273,25 @@ class Daemon:
                 if record.state is not StageStatus.RUNNING:
                     continue
                 if record.pid and kill_leftover_group(record.pid, record.pid_started):
-                    self.log.warning("killed a leftover process group", run=run_name, stage=stage_name,
-                                     pgid=record.pid)
+                    self.log.warning("killed a leftover process group", run=run_name, stage=stage_name, pgid=record.pid)
                 record.state, record.pid, record.pid_started = StageStatus.INTERRUPTED, None, None
                 record.reason = "its supervisor stopped or died while it ran"
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _write_pidfile(self, phase: str, epoch: int = 0) -> None:
-        pidfile.write(self.work.pidfile, pidfile.DaemonInfo(
-            pid=os.getpid(), host=hostname(), started_at=self.started_at, boot_id=self.boot,
-            config=str(self.config.path), version=__version__, epoch=epoch, phase=phase))
+        pidfile.write(
+            self.work.pidfile,
+            pidfile.DaemonInfo(
+                pid=os.getpid(),
+                host=hostname(),
+                started_at=self.started_at,
+                boot_id=self.boot,
+                config=str(self.config.path),
+                version=__version__,
+                epoch=epoch,
+                phase=phase,
+            ),
+        )
 
     def _install_signals(self) -> None:
         def stop(signum: int, _frame: FrameType | None) -> None:

@@ -73,13 +73,16 @@ class Demo:
     def prepare(self) -> None:
         work = WorkLayout(self.root / "work")
         if running_daemon(work.lock, work.pidfile) is not None:
-            raise DaemonError(f"a demo supervisor already runs in {self.root}; `f5guard stop --config "
-                              f"{self.config_path}` first")
+            raise DaemonError(
+                f"a demo supervisor already runs in {self.root}; `f5guard stop --config {self.config_path}` first"
+            )
         if self.root.exists():
             shutil.rmtree(self.root)
         (self.root / "home").mkdir(parents=True)
-        self.config_path.write_text(DEMO_CONFIG.format(root=self.root, clips=self.clips, epochs=self.epochs,
-                                                       throttle=self.throttle), encoding="utf-8")
+        self.config_path.write_text(
+            DEMO_CONFIG.format(root=self.root, clips=self.clips, epochs=self.epochs, throttle=self.throttle),
+            encoding="utf-8",
+        )
         self.config = load_config(self.config_path)
         self.say(f"{self.clock()} demo folder {self.root}: home/ plays Google Drive, work/ plays /content")
 
@@ -103,8 +106,9 @@ class Demo:
             report = self.report()
             run = report["runs"][0]
             if run["state"] in ("failed", "fatal"):
-                raise DaemonError(f"the demo run {run['state']}: {run['reason']} (see `f5guard tail --config "
-                                  f"{self.config_path}`)")
+                raise DaemonError(
+                    f"the demo run {run['state']}: {run['reason']} (see `f5guard tail --config {self.config_path}`)"
+                )
             if predicate(report):
                 return report
             line = self._progress_line(report)
@@ -115,7 +119,7 @@ class Demo:
         raise DaemonError(f"the demo timed out waiting for {what}")
 
     def _progress_line(self, report: dict[str, Any]) -> str:
-        dataset, train = report["runs"][0]["stages"]
+        dataset = report["runs"][0]["stages"][0]
         stage, t = self.train(report)
         if dataset["state"] != "done":
             return f"dataset: {dataset['state']}"
@@ -124,16 +128,22 @@ class Demo:
             parts.append(f"update {t['update']}/{t.get('total_updates') or '?'}")
         if t.get("loss") is not None:
             parts.append(f"loss {t['loss']:.3f}")
-        parts.append(f"safe on home: update {t['durable_update']}" if t.get("durable_update") is not None
-                     else "nothing on home yet")
+        parts.append(
+            f"safe on home: update {t['durable_update']}"
+            if t.get("durable_update") is not None
+            else "nothing on home yet"
+        )
         return " · ".join(parts)
 
     def crash_and_resume(self) -> dict[str, Any]:
         def ready_to_kill(report: dict[str, Any]) -> bool:
             stage, t = self.train(report)
             total = t.get("total_updates") or 10**9
-            return (stage["state"] == "running" and (t.get("durable_update") or 0) >= 20
-                    and (t.get("update") or 0) >= 0.35 * total)
+            return (
+                stage["state"] == "running"
+                and (t.get("durable_update") or 0) >= 20
+                and (t.get("update") or 0) >= 0.35 * total
+            )
 
         report = self.wait("a checkpoint on home", ready_to_kill, timeout=150)
         state = self._state()
@@ -141,8 +151,10 @@ class Demo:
         _, t = self.train(report)
         killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
-        self.say(f"{self.clock()} CRASH: kill -9 of the trainer (pid {pid}) at update {t.get('update')}; "
-                 f"home holds update {t.get('durable_update')}")
+        self.say(
+            f"{self.clock()} CRASH: kill -9 of the trainer (pid {pid}) at update {t.get('update')}; "
+            f"home holds update {t.get('durable_update')}"
+        )
         new_pid = None
         while time.monotonic() - killed_at < 30:
             candidate = self._state()["runs"]["demo voice"]["stages"]["train"].get("pid")
@@ -153,16 +165,22 @@ class Demo:
         if new_pid is None:
             raise DaemonError("the trainer was not restarted within 30 s")
         back = time.monotonic() - killed_at
-        report = self.wait("the resumed trainer", lambda r: (self.train(r)[1].get("restarts") or 0) >= 1
-                           and self._resumed_update() is not None, timeout=60)
-        self.say(f"{self.clock()} RECOVERED: new trainer (pid {new_pid}) {back:.2f}s after the kill, resumed at "
-                 f"update {self._resumed_update()} from its newest valid checkpoint")
+        report = self.wait(
+            "the resumed trainer",
+            lambda r: (self.train(r)[1].get("restarts") or 0) >= 1 and self._resumed_update() is not None,
+            timeout=60,
+        )
+        self.say(
+            f"{self.clock()} RECOVERED: new trainer (pid {new_pid}) {back:.2f}s after the kill, resumed at "
+            f"update {self._resumed_update()} from its newest valid checkpoint"
+        )
         return report
 
     def _state(self) -> dict[str, Any]:
         import json
 
-        return json.loads((self.config.work / "state.json").read_text(encoding="utf-8"))
+        state: dict[str, Any] = json.loads((self.config.work / "state.json").read_text(encoding="utf-8"))
+        return state
 
     def _resumed_update(self) -> int | None:
         import json
@@ -174,8 +192,10 @@ class Demo:
     def finish(self) -> dict[str, Any]:
         report = self.wait("the end of training", lambda r: r["runs"][0]["state"] == "done", timeout=240)
         _, t = self.train(report)
-        self.say(f"{self.clock()} training finished at update {t.get('update')}; home holds update "
-                 f"{t.get('durable_update')} (verified)")
+        self.say(
+            f"{self.clock()} training finished at update {t.get('update')}; home holds update "
+            f"{t.get('durable_update')} (verified)"
+        )
         return report
 
     def stop(self) -> None:

@@ -32,8 +32,7 @@ class Entry:
     def as_json(self) -> dict[str, Any]:
         if self.event is not None:
             return {"source": "daemon", **self.event}
-        return {"source": "stage", "timestamp": self.timestamp, "run": self.run, "stage": self.stage,
-                "line": self.text}
+        return {"source": "stage", "timestamp": self.timestamp, "run": self.run, "stage": self.stage, "line": self.text}
 
 
 @dataclass(frozen=True)
@@ -52,8 +51,13 @@ class Source:
                 return Entry("", None, None, line, {"event": line})
             if not isinstance(event, dict):
                 return None
-            return Entry(str(event.get("timestamp", "")), event.get("run"), event.get("stage"),
-                         str(event.get("event", "")), event)
+            return Entry(
+                str(event.get("timestamp", "")),
+                event.get("run"),
+                event.get("stage"),
+                str(event.get("event", "")),
+                event,
+            )
         stamp, text = split_stamp(line)
         return Entry(stamp or "", self.run, self.stage, text, None)
 
@@ -156,8 +160,12 @@ class Follower:
 
 
 def merged_tail(sources: list[Source], count: int, run: str | None, stage: str | None) -> list[Entry]:
-    entries = [e for src in sources for line in last_lines(src.path, count * 4 if src.run is None else count)
-               if (e := src.parse(line)) is not None and wanted(e, run, stage)]
+    entries = [
+        e
+        for src in sources
+        for line in last_lines(src.path, count * 4 if src.run is None else count)
+        if (e := src.parse(line)) is not None and wanted(e, run, stage)
+    ]
     entries.sort(key=lambda e: e.timestamp)  # stable: lines of one file keep their order
     return entries[-count:] if count else []
 

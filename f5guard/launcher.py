@@ -7,6 +7,7 @@ no pipe of the daemon open afterwards. Stdlib only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -33,8 +34,9 @@ class LaunchResult:
 FINAL_PHASES = ("ready", "failed", "already-running")
 
 
-def spawn_daemon(config: Path, stdio_log: Path, *, takeover: bool, timeout_s: float = 30.0,
-                 lease_wait_s: float = 10.0) -> LaunchResult:
+def spawn_daemon(
+    config: Path, stdio_log: Path, *, takeover: bool, timeout_s: float = 30.0, lease_wait_s: float = 10.0
+) -> LaunchResult:
     """Start ``python -m f5guard.daemon`` detached (setsid) and read its status messages until it settles.
 
     A daemon waiting for the lease gets ``lease_wait_s`` more to finish a takeover; then ``start`` returns
@@ -50,9 +52,17 @@ def spawn_daemon(config: Path, stdio_log: Path, *, takeover: bool, timeout_s: fl
         argv.append("--takeover")
     env = {**os.environ, READY_FD_ENV: str(write_fd), "PYTHONUNBUFFERED": "1"}
     try:
-        pid = os.posix_spawn(sys.executable, argv, env, setsid=True, file_actions=[
-            (os.POSIX_SPAWN_DUP2, null_fd, 0), (os.POSIX_SPAWN_DUP2, out_fd, 1), (os.POSIX_SPAWN_DUP2, out_fd, 2),
-        ])
+        pid = os.posix_spawn(
+            sys.executable,
+            argv,
+            env,
+            setsid=True,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, null_fd, 0),
+                (os.POSIX_SPAWN_DUP2, out_fd, 1),
+                (os.POSIX_SPAWN_DUP2, out_fd, 2),
+            ],
+        )
     finally:
         for fd in (write_fd, out_fd, null_fd):
             os.close(fd)
@@ -122,8 +132,6 @@ class ReadyChannel:
 
     def close(self) -> None:
         if self._fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self._fd)
-            except OSError:
-                pass
             self._fd = None

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
 
 from filelock import SoftFileLease, Timeout
 
@@ -40,9 +39,12 @@ class HomeLease:
         self._lock = threading.Lock()
         layout.lease_dir.mkdir(parents=True, exist_ok=True)
         self._lease = SoftFileLease(
-            str(layout.lease), lease_duration=settings.duration_s,
-            heartbeat_interval=settings.heartbeat_interval_s, on_compromise=self._compromised,
-            poll_interval=_POLL_S, is_singleton=False,
+            str(layout.lease),
+            lease_duration=settings.duration_s,
+            heartbeat_interval=settings.heartbeat_interval_s,
+            on_compromise=self._compromised,
+            poll_interval=_POLL_S,
+            is_singleton=False,
         )
 
     @property
@@ -55,8 +57,10 @@ class HomeLease:
         previous = read_epoch(self.layout.epoch)
         epoch = (previous.epoch if previous else 0) + 1
         if holder is not None and not takeover and looks_live(holder, self.settings):
-            raise LeaseHeld(f"home {self.layout.root} is owned by {holder.describe()}; "
-                            "run `f5guard start --takeover` to take it over")
+            raise LeaseHeld(
+                f"home {self.layout.root} is owned by {holder.describe()}; "
+                "run `f5guard start --takeover` to take it over"
+            )
         if takeover:
             # Announce first: a live old holder sees the higher epoch, stops its trainer and releases.
             self._write_epoch(epoch, token=None, takeover=True)
@@ -68,9 +72,11 @@ class HomeLease:
         except Timeout:
             if not takeover:
                 again = current_holder(self.layout)
-                raise LeaseHeld(f"home {self.layout.root} is still owned by "
-                                f"{again.describe() if again else 'another supervisor'}; "
-                                "run `f5guard start --takeover` to take it over") from None
+                raise LeaseHeld(
+                    f"home {self.layout.root} is still owned by "
+                    f"{again.describe() if again else 'another supervisor'}; "
+                    "run `f5guard start --takeover` to take it over"
+                ) from None
             self._break_marker()
             self._lease.acquire(timeout=wait_s)
         self.epoch = epoch
@@ -84,8 +90,9 @@ class HomeLease:
             os.replace(self.layout.lease, aside)
 
     def _write_epoch(self, epoch: int, *, token: str | None, takeover: bool) -> None:
-        record = EpochRecord(epoch=epoch, host=hostname(), pid=os.getpid(), token=token, since=time.time(),
-                             takeover=takeover)
+        record = EpochRecord(
+            epoch=epoch, host=hostname(), pid=os.getpid(), token=token, since=time.time(), takeover=takeover
+        )
         atomic_write_json(self.layout.epoch, asdict(record))
 
     def _compromised(self, compromise: object) -> None:
@@ -105,8 +112,10 @@ class HomeLease:
             lost, degraded = self._lost, self.degraded
         record = read_epoch(self.layout.epoch)  # None while home is unreachable: nothing to conclude
         if record is not None and record.epoch > self.epoch:
-            raise LeaseLost(f"host {record.host} pid {record.pid} took over home {self.layout.root} "
-                            f"(epoch {record.epoch} > ours {self.epoch})")
+            raise LeaseLost(
+                f"host {record.host} pid {record.pid} took over home {self.layout.root} "
+                f"(epoch {record.epoch} > ours {self.epoch})"
+            )
         if lost is not None:
             raise LeaseLost(f"{lost} at {self.layout.lease}")
         if degraded is not None:

@@ -5,6 +5,7 @@ Stdlib only, so ``status`` stays fast; ``lease.py`` holds the lease itself.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,8 +78,14 @@ def current_holder(layout: HomeLayout) -> Holder | None:
     same = host == hostname()
     record = read_epoch(layout.epoch)
     epoch = record.epoch if record and record.pid == pid and record.host == host else None
-    return Holder(host=host, pid=pid, heartbeat_age_s=max(0.0, time.time() - st.st_mtime), epoch=epoch,
-                  same_host=same, pid_alive=pid_alive(pid) if same else None)
+    return Holder(
+        host=host,
+        pid=pid,
+        heartbeat_age_s=max(0.0, time.time() - st.st_mtime),
+        epoch=epoch,
+        same_host=same,
+        pid_alive=pid_alive(pid) if same else None,
+    )
 
 
 def looks_live(holder: Holder, settings: LeaseSettings) -> bool:

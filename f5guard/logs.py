@@ -52,18 +52,30 @@ def configure(log_file: Path | None, settings: LogSettings, *, console: bool) ->
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         file_handler = logging.handlers.RotatingFileHandler(
-            log_file, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8")
-        file_handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                        structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer(ensure_ascii=False)],
-            foreign_pre_chain=_SHARED))
+            log_file, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8"
+        )
+        file_handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.dict_tracebacks,
+                    structlog.processors.JSONRenderer(ensure_ascii=False),
+                ],
+                foreign_pre_chain=_SHARED,
+            )
+        )
         root.addHandler(file_handler)
     if console:
         console_handler = logging.StreamHandler(sys.stderr)
-        console_handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())],
-            foreign_pre_chain=_SHARED))
+        console_handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
+                ],
+                foreign_pre_chain=_SHARED,
+            )
+        )
         root.addHandler(console_handler)
     root.setLevel(logging.INFO)
     structlog.configure(

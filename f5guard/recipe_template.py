@@ -38,7 +38,7 @@ def q(text: str) -> str:
 
 HEADER = """\
 # f5guard.toml for the F5-TTS Vietnamese recipe, written by `f5guard init`. Docs: docs/config.md, docs/colab.md
-# One run per speaker; each run: setup -> pretrained -> ingest -> (separate) -> segment -> transcribe -> prepare -> train.
+# One run per speaker: setup -> pretrained -> ingest -> (separate) -> segment -> transcribe -> prepare -> train.
 # Stages whose outputs on home (Drive) are intact are skipped on the next `f5guard start`; setup reruns on a new VM.
 
 home = {home}          # persistent: survives the VM
@@ -53,12 +53,14 @@ RUN = """
 name = {name}
 
 [[runs.stages]]
-name = "setup"                 # checks torch, torchaudio, f5-tts, Silero VAD, Whisper, the GPU; installs what is missing (pinned)
+# Checks torch, torchaudio, f5-tts, Silero VAD, Whisper and the GPU; installs what is missing (pinned versions).
+name = "setup"
 type = "setup"
 
 {pretrained_stage}
 [[runs.stages]]
-name = "ingest"                # inventories this speaker's audio with content hashes: a changed file reruns what depends on it
+# Inventories this speaker's audio with content hashes: a changed file reruns what depends on it.
+name = "ingest"
 type = "ingest"
 audio = {audio}
 
@@ -129,8 +131,10 @@ def render(home: Path, work: str, audio_dir: Path, *, language: str, pretrained:
                 vocab = str(Path(model_file).parent / "vocab.txt")
             else:
                 if pretrained not in RELEASES:
-                    raise UsageError(f"unknown pretrained model {pretrained!r}: give a .pt/.safetensors path or one "
-                                     f"of {', '.join(RELEASES)} (or 'none')")
+                    raise UsageError(
+                        f"unknown pretrained model {pretrained!r}: give a .pt/.safetensors path or one "
+                        f"of {', '.join(RELEASES)} (or 'none')"
+                    )
                 suffix = Path(RELEASES[pretrained][1]).suffix
                 stage = PRETRAINED_STAGE.format(name=q(pretrained), name_raw=pretrained) + "\n"
                 model_file = f"{{home}}/pretrained/{pretrained}/pretrained_{pretrained}{suffix}"
@@ -138,7 +142,18 @@ def render(home: Path, work: str, audio_dir: Path, *, language: str, pretrained:
             prepare = f"pretrained = {q(model_file)}\npretrained_vocab = {q(vocab)}\n"
             train = 'pretrained = "{home}/runs/{run}/prepare/pretrained_extended.pt"\n'
             model = q("base")
-            note = "; extends the\n# pretrained vocab with the missing Vietnamese letters and its text embedding to match (F5-TTS #449)"
-        text += RUN.format(name=q(name), audio=q(str(folder)), language=q(language), pretrained_stage=stage,
-                           prepare_pretrained=prepare, train_pretrained=train, model=model, prepare_note=note)
+            note = (
+                "; extends the\n# pretrained vocab with the missing Vietnamese letters and its text embedding "
+                "to match (F5-TTS #449)"
+            )
+        text += RUN.format(
+            name=q(name),
+            audio=q(str(folder)),
+            language=q(language),
+            pretrained_stage=stage,
+            prepare_pretrained=prepare,
+            train_pretrained=train,
+            model=model,
+            prepare_note=note,
+        )
     return text, loose

@@ -6,8 +6,9 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 
-SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL)",
-                         re.IGNORECASE)
+SECRET_NAME = re.compile(
+    r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL)", re.IGNORECASE
+)
 MASK = "***"
 _MIN_SECRET_LEN = 6  # shorter values would mask ordinary words
 

@@ -32,16 +32,20 @@ def build_report(config: Config, now: float | None = None) -> dict[str, Any]:
         "phase": info.phase if info else None,
         "uptime_s": round(now - info.started_at, 1) if info else None,
         "epoch": (info.epoch or doc.epoch) if info else None,
-        "heartbeat_age_s": round(holder.heartbeat_age_s, 1) if holder and holder.heartbeat_age_s is not None
-        else None,
+        "heartbeat_age_s": round(holder.heartbeat_age_s, 1) if holder and holder.heartbeat_age_s is not None else None,
         "last_known": doc.daemon or None,
         "home_problem": doc.daemon.get("home_problem") if info else None,
     }
     lease = None
     if holder is not None:
-        lease = {"host": holder.host, "pid": holder.pid, "epoch": holder.epoch,
-                 "heartbeat_age_s": round(holder.heartbeat_age_s or 0.0, 1), "same_host": holder.same_host,
-                 "pid_alive": holder.pid_alive}
+        lease = {
+            "host": holder.host,
+            "pid": holder.pid,
+            "epoch": holder.epoch,
+            "heartbeat_age_s": round(holder.heartbeat_age_s or 0.0, 1),
+            "same_host": holder.same_host,
+            "pid_alive": holder.pid_alive,
+        }
     runs = []
     for run in config.runs:
         record = doc.runs.get(run.name)
@@ -53,7 +57,9 @@ def build_report(config: Config, now: float | None = None) -> dict[str, Any]:
             if srec and state is StageStatus.RUNNING and srec.started_at:
                 duration = round(now - srec.started_at, 1)
             entry: dict[str, Any] = {
-                "name": stage.name, "state": state.value, "duration_s": duration,
+                "name": stage.name,
+                "state": state.value,
+                "duration_s": duration,
                 "reason": srec.reason if srec else None,
                 "restarts": srec.restarts if srec else 0,
                 "last_exit": srec.last_exit if srec else None,
@@ -63,27 +69,50 @@ def build_report(config: Config, now: float | None = None) -> dict[str, Any]:
             if srec and srec.items_total is not None:
                 entry["items"] = {"done": srec.items_done, "total": srec.items_total, "eta_s": srec.items_eta_s}
             stages.append(entry)
-        runs.append({
-            "name": run.name,
-            "state": (record.state if record else RunStatus.PENDING).value,
-            "reason": record.reason if record else None,
-            "stages": stages,
-            "training": _training(run, record.training if record else None, now),
-        })
+        runs.append(
+            {
+                "name": run.name,
+                "state": (record.state if record else RunStatus.PENDING).value,
+                "reason": record.reason if record else None,
+                "stages": stages,
+                "training": _training(run, record.training if record else None, now),
+            }
+        )
     return {
         "daemon": daemon,
         "lease": lease,
         "home": str(config.home),
         "work": str(config.work),
-        "state": {"source": str(loaded.source) if loaded.source else None, "written_at": doc.written_at or None,
-                  "generation": doc.generation, "epoch": doc.epoch, "problems": list(loaded.problems)},
+        "state": {
+            "source": str(loaded.source) if loaded.source else None,
+            "written_at": doc.written_at or None,
+            "generation": doc.generation,
+            "epoch": doc.epoch,
+            "problems": list(loaded.problems),
+        },
         "runs": runs,
     }
 
 
-_TRAINING_KEYS = ("update", "total_updates", "loss", "updates_per_s", "eta_s", "epoch", "durable_update",
-                  "durable_age_s", "durable_size", "durable_path", "restarts", "last_exit", "sync_warning",
-                  "sync_error", "quarantined", "last_failure", "restored")
+_TRAINING_KEYS = (
+    "update",
+    "total_updates",
+    "loss",
+    "updates_per_s",
+    "eta_s",
+    "epoch",
+    "durable_update",
+    "durable_age_s",
+    "durable_size",
+    "durable_path",
+    "restarts",
+    "last_exit",
+    "sync_warning",
+    "sync_error",
+    "quarantined",
+    "last_failure",
+    "restored",
+)
 
 
 def _training(run: RunConfig, training: dict[str, Any] | None, now: float) -> dict[str, Any] | None:
@@ -95,8 +124,12 @@ def _training(run: RunConfig, training: dict[str, Any] | None, now: float) -> di
     if data.get("durable_update") is None:
         durable = newest_manifest(Path(stage.options["home_checkpoints"]))
         if durable is not None:
-            data.update(durable_update=durable.get("update"), durable_synced_at=durable.get("synced_at"),
-                        durable_size=durable.get("size"), durable_path=durable.get("path"))
+            data.update(
+                durable_update=durable.get("update"),
+                durable_synced_at=durable.get("synced_at"),
+                durable_size=durable.get("size"),
+                durable_path=durable.get("path"),
+            )
     synced = data.get("durable_synced_at")
     data["durable_age_s"] = round(now - synced, 1) if isinstance(synced, (int, float)) else None
     data.setdefault("restarts", 0)

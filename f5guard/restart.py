@@ -29,13 +29,19 @@ class RestartTracker:
         while self._recent and now - self._recent[0] > p.window_s:
             self._recent.popleft()
         if len(self._recent) >= p.budget:
-            return Verdict(False, 0.0, f"restart budget exhausted: {len(self._recent)} restarts in the last "
-                                       f"{p.window_s:g}s (restart.budget = {p.budget})")
+            return Verdict(
+                False,
+                0.0,
+                f"restart budget exhausted: {len(self._recent)} restarts in the last "
+                f"{p.window_s:g}s (restart.budget = {p.budget})",
+            )
         if uptime_s >= p.stable_after_s:
             self.consecutive = 0  # it ran well for a while: this is a fresh failure, not a loop
-        delay = 0.0 if self.consecutive == 0 else min(
-            p.backoff_max_s, p.backoff_initial_s * p.backoff_factor ** (self.consecutive - 1))
+        delay = (
+            0.0
+            if self.consecutive == 0
+            else min(p.backoff_max_s, p.backoff_initial_s * p.backoff_factor ** (self.consecutive - 1))
+        )
         self.consecutive += 1
         self._recent.append(now)
-        return Verdict(True, delay, f"restart {len(self._recent)} of {p.budget} in {p.window_s:g}s, "
-                                    f"after {delay:g}s")
+        return Verdict(True, delay, f"restart {len(self._recent)} of {p.budget} in {p.window_s:g}s, after {delay:g}s")

@@ -107,8 +107,14 @@ class Config:
 
 
 _REQUIRED: Final = object()
-_TYPE_NAMES: Final = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-                      list: "a list", dict: "a table"}
+_TYPE_NAMES: Final = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "a table",
+}
 
 
 class Table:
@@ -202,5 +208,11 @@ def expand(template: str, values: Mapping[str, str], where: str, file: Path) -> 
 
 
 def placeholder_values(config_dir: Path, home: Path, work: Path, run: str = "", stage: str = "") -> dict[str, str]:
-    return {"home": str(home), "work": str(work), "run": run, "stage": stage,
-            "config_dir": str(config_dir), "python": sys.executable}
+    return {
+        "home": str(home),
+        "work": str(work),
+        "run": run,
+        "stage": stage,
+        "config_dir": str(config_dir),
+        "python": sys.executable,
+    }

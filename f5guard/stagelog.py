@@ -39,12 +39,14 @@ def split_stamp(line: str) -> tuple[str | None, str]:
 class StageLog:
     """Writes one stage's output; thread-safe, since the pump thread and the daemon both write to it."""
 
-    def __init__(self, path: Path, *, max_bytes: int, backups: int, redactor: Redactor,
-                 on_line: LineHook | None = None) -> None:
+    def __init__(
+        self, path: Path, *, max_bytes: int, backups: int, redactor: Redactor, on_line: LineHook | None = None
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._handler = logging.handlers.RotatingFileHandler(
-            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
         self._handler.setFormatter(logging.Formatter("%(message)s"))
         self._redactor = redactor
         self._on_line = on_line

@@ -92,8 +92,8 @@ class StateDoc:
         return self.run(run).stages.setdefault(stage, StageRecord())
 
     def to_json(self) -> dict[str, Any]:
-        doc = asdict(self)
-        return json.loads(json.dumps(doc, default=_enum_value))  # enums -> their values, deep
+        doc: dict[str, Any] = json.loads(json.dumps(asdict(self), default=_enum_value))  # enums -> values, deep
+        return doc
 
 
 def _enum_value(value: Any) -> Any:
@@ -111,15 +111,18 @@ def _pick(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 def doc_from_json(data: Any) -> StateDoc:
     """Build a StateDoc from parsed JSON; raises ValueError (corrupt) or StateError (too new)."""
     if not isinstance(data, dict) or not isinstance(data.get("schema"), int):
-        raise ValueError("not an f5guard state document (no integer 'schema')")
+        raise ValueError("not an f5guard state document (no integer 'schema')")  # noqa: TRY004 - corrupt, not a bug
     if data["schema"] > SCHEMA_VERSION:
-        raise StateError(f"written by a newer f5guard (schema {data['schema']} > {SCHEMA_VERSION}); "
-                         "upgrade f5guard to read it")
+        raise StateError(
+            f"written by a newer f5guard (schema {data['schema']} > {SCHEMA_VERSION}); upgrade f5guard to read it"
+        )
     try:
         runs: dict[str, RunRecord] = {}
         for run_name, run in dict(data.get("runs", {})).items():
-            stages = {name: StageRecord(**{**_pick(StageRecord, s), "state": StageStatus(s["state"])})
-                      for name, s in dict(run.get("stages", {})).items()}
+            stages = {
+                name: StageRecord(**{**_pick(StageRecord, s), "state": StageStatus(s["state"])})
+                for name, s in dict(run.get("stages", {})).items()
+            }
             fields_ = _pick(RunRecord, run)
             runs[str(run_name)] = RunRecord(**{**fields_, "state": RunStatus(run["state"]), "stages": stages})
         top = _pick(StateDoc, data)

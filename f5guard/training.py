@@ -81,7 +81,8 @@ class TrainDriver(StageDriver):
         if plan.quarantined:
             training.setdefault("quarantined", []).extend(
                 {"name": q.name, "moved_to": q.moved_to, "reason": q.reason, "at": time.time()}
-                for q in plan.quarantined)
+                for q in plan.quarantined
+            )
         training["resume_from"] = plan.chosen.name if plan.chosen else None
         training["resume_update"] = plan.start_update
         if opts["mode"] == "builtin":
@@ -91,9 +92,15 @@ class TrainDriver(StageDriver):
         self.progress.last_event_mono = time.monotonic()
         self.attempt_started = time.monotonic()
         if self.sync is None:
-            self.sync = CheckpointSync(local, home, epoch=runner.ctx.epoch, keep=int(opts["keep_durable"]),
-                                       fence=runner.ctx.fence, polling=bool(opts["sync_polling"]),
-                                       log=lambda event, **kw: runner.log.info(event, **kw))
+            self.sync = CheckpointSync(
+                local,
+                home,
+                epoch=runner.ctx.epoch,
+                keep=int(opts["keep_durable"]),
+                fence=runner.ctx.fence,
+                polling=bool(opts["sync_polling"]),
+                log=runner.log.info,
+            )
             self.sync.start()
         self.sync.request()
         return None
@@ -105,11 +112,13 @@ class TrainDriver(StageDriver):
         durable = list_durable(home)
         if not durable or durable[-1].update <= local_update:
             return
-        restored = restore(home, local, log=lambda event, **kw: runner.log.info(event, **kw))
+        restored = restore(home, local, log=runner.log.info)
         if restored is not None:
             training["restored"] = {"update": restored.update, "epoch": restored.epoch, "at": time.time()}
-            self._note(runner, f"restored the checkpoint at update {restored.update} from home "
-                               f"({restored.path.name}, verified)")
+            self._note(
+                runner,
+                f"restored the checkpoint at update {restored.update} from home ({restored.path.name}, verified)",
+            )
 
     # -- while it runs ---------------------------------------------------------------------------------------
     def on_line(self, runner: StageRunner, line: str) -> None:
@@ -151,9 +160,13 @@ class TrainDriver(StageDriver):
             status = self.sync.status()
             durable = status.durable
             if durable is not None:
-                training.update(durable_update=durable.update, durable_epoch=durable.epoch,
-                                durable_synced_at=durable.synced_at, durable_size=durable.size,
-                                durable_path=str(durable.path))
+                training.update(
+                    durable_update=durable.update,
+                    durable_epoch=durable.epoch,
+                    durable_synced_at=durable.synced_at,
+                    durable_size=durable.size,
+                    durable_path=str(durable.path),
+                )
             training.update(sync_warning=status.warning, sync_error=status.last_error, syncing=status.syncing)
 
     def _dump_stacks(self, runner: StageRunner) -> None:
@@ -163,13 +176,15 @@ class TrainDriver(StageDriver):
         py_spy = shutil.which("py-spy")
         if py_spy:
             try:
-                out = subprocess.run([py_spy, "dump", "--pid", str(attempt.pid)], capture_output=True, text=True,
-                                     timeout=30, check=False)
+                out = subprocess.run(
+                    [py_spy, "dump", "--pid", str(attempt.pid)], capture_output=True, text=True, timeout=30, check=False
+                )
+            except (OSError, subprocess.SubprocessError) as err:
+                runner.stage_log.note(f"py-spy failed ({err}); falling back to faulthandler")
+            else:
                 for line in (out.stdout + out.stderr).splitlines():
                     runner.stage_log.note(f"py-spy: {line}")
                 return
-            except (OSError, subprocess.SubprocessError) as err:
-                runner.stage_log.note(f"py-spy failed ({err}); falling back to faulthandler")
         # PYTHONFAULTHANDLER=1 is in the trainer's env: SIGABRT makes it print every thread's stack.
         attempt.signal(signal.SIGABRT)
         attempt.wait(STACK_DUMP_WAIT_S)
@@ -177,10 +192,9 @@ class TrainDriver(StageDriver):
     # -- after an attempt ------------------------------------------------------------------------------------
     def after_exit(self, runner: StageRunner, exit: ExitInfo) -> None:
         self._read_progress(runner)
-        if (exit.ok or runner.stopping) and self.sync is not None:
-            # Graceful stop or the end of training: home must hold the very last checkpoint.
-            if not self.sync.flush(FLUSH_TIMEOUT_S):
-                runner.log.warning("the final checkpoint is not on home yet", status=str(self.sync.status()))
+        # Graceful stop or the end of training: home must hold the very last checkpoint.
+        if (exit.ok or runner.stopping) and self.sync is not None and not self.sync.flush(FLUSH_TIMEOUT_S):
+            runner.log.warning("the final checkpoint is not on home yet", status=str(self.sync.status()))
         self._fold(runner)
 
     def fatal_reason(self, runner: StageRunner, exit: ExitInfo) -> str | None:

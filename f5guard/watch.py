@@ -24,7 +24,7 @@ SUFFIXES = (".pt", ".safetensors")
 
 def _inotify_observer() -> BaseObserver:
     # Imported lazily: the inotify module refuses to import off Linux; polling still works there.
-    from watchdog.observers.inotify import InotifyObserver  # noqa: PLC0415 - Linux-only module
+    from watchdog.observers.inotify import InotifyObserver
 
     return InotifyObserver()
 

@@ -34,11 +34,16 @@ class Project:
     config: Path
     env: dict[str, str] = field(default_factory=dict)
 
-    def cli(self, *args: str, check: bool | None = None, timeout: float = CLI_TIMEOUT_S,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool | None = None, timeout: float = CLI_TIMEOUT_S, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "f5guard", *args, "--config", str(self.config)],
-            capture_output=True, text=True, timeout=timeout, cwd=self.root, env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.root,
+            env={**self.env, **(env or {})},
         )
         if check:
             assert proc.returncode == 0, f"f5guard {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"

@@ -121,9 +121,7 @@ def test_truncated_checkpoint_is_invalid(tmp_path: Path, make_ckpt: MakeCkpt, ke
     assert "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize(
-    "content", [b"", b"garbage" * 100, os.urandom(4096), b"PK\x03\x04" + os.urandom(500)]
-)
+@pytest.mark.parametrize("content", [b"", b"garbage" * 100, os.urandom(4096), b"PK\x03\x04" + os.urandom(500)])
 def test_garbage_is_invalid(tmp_path: Path, content: bytes) -> None:
     """Empty, text, random and fake-zip-magic files are rejected (torch's own check reads only 4 bytes)."""
     path = tmp_path / LAST_NAME
@@ -268,9 +266,7 @@ def test_scan_and_newest(tmp_path: Path, make_ckpt: MakeCkpt) -> None:
     (tmp_path / "model_best.pt").write_bytes(b"x")
     (tmp_path / "notes.txt").write_text("ignored")
     scan = scan_dir(tmp_path)
-    assert sorted(c.name for c in scan.valid) == sorted(
-        [LAST_NAME, "model_2.pt", "model_6.pt", "pretrained_base.pt"]
-    )
+    assert sorted(c.name for c in scan.valid) == sorted([LAST_NAME, "model_2.pt", "model_6.pt", "pretrained_base.pt"])
     assert sorted(scan.invalid) == ["model_8.pt", "model_best.pt"]
     newest = scan.newest()
     assert newest is not None
@@ -300,9 +296,7 @@ def test_model_last_newest_is_left_alone(tmp_path: Path, make_ckpt: MakeCkpt) ->
 
 @pytest.mark.train
 @pytest.mark.parametrize("numbered_old_last_exists", [False, True])
-def test_model_last_older_than_numbered(
-    tmp_path: Path, make_ckpt: MakeCkpt, numbered_old_last_exists: bool
-) -> None:
+def test_model_last_older_than_numbered(tmp_path: Path, make_ckpt: MakeCkpt, numbered_old_last_exists: bool) -> None:
     """model_last.pt (4) lags model_6.pt: model_last.pt becomes a copy of model_6.pt; the old one is kept."""
     make_ckpt(tmp_path / LAST_NAME, 4)
     old_last_sha = file_sha256(tmp_path / LAST_NAME)
@@ -313,14 +307,10 @@ def test_model_last_older_than_numbered(
     assert plan.chosen is not None
     assert (plan.chosen.name, plan.start_update) == (LAST_NAME, 6)
     assert file_sha256(tmp_path / LAST_NAME) == file_sha256(tmp_path / "model_6.pt")
-    assert (
-        os.stat(tmp_path / LAST_NAME).st_ino != os.stat(tmp_path / "model_6.pt").st_ino
-    )  # a copy, not a link
+    assert os.stat(tmp_path / LAST_NAME).st_ino != os.stat(tmp_path / "model_6.pt").st_ino  # a copy, not a link
     kept = [n for n in _names(tmp_path) if n != LAST_NAME and file_sha256(tmp_path / n) == old_last_sha]
     assert kept == (
-        ["model_last.pt.superseded-" + kept[0].rsplit("-", 1)[-1]]
-        if numbered_old_last_exists
-        else ["model_4.pt"]
+        ["model_last.pt.superseded-" + kept[0].rsplit("-", 1)[-1]] if numbered_old_last_exists else ["model_4.pt"]
     )
     assert f5tts_pick(_names(tmp_path)) == LAST_NAME
     assert not any(".f5guard-tmp-" in n for n in _names(tmp_path))

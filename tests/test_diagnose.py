@@ -11,7 +11,9 @@ def test_cuda_oom_diagnosis() -> None:
     lines = ["Traceback (most recent call last):", "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate"]
     failure = classify_failure(ExitInfo(1), lines)
     assert failure.key == "cuda-oom"
-    assert failure.diagnosis(1200) == "CUDA out of memory at update 1200 twice: lower batch_size_per_gpu (or max_samples)"
+    assert (
+        failure.diagnosis(1200) == "CUDA out of memory at update 1200 twice: lower batch_size_per_gpu (or max_samples)"
+    )
 
 
 def test_ram_oom_needs_proof() -> None:
@@ -26,8 +28,10 @@ def test_python_error_line_names_the_failure() -> None:
 
 
 def test_vocab_mismatch_advice() -> None:
-    lines = ["RuntimeError: Error(s) in loading state_dict for CFM:",
-             "size mismatch for transformer.text_embed.text_embed.weight: copying a param with shape"]
+    lines = [
+        "RuntimeError: Error(s) in loading state_dict for CFM:",
+        "size mismatch for transformer.text_embed.text_embed.weight: copying a param with shape",
+    ]
     assert "extend the pretrained" in classify_failure(ExitInfo(1), lines).advice
 
 

@@ -29,16 +29,26 @@ def test_foreground_sd_notify_and_redaction(make_project, tmp_path: Path) -> Non
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
     sock.settimeout(20)
-    proc = subprocess.Popen([sys.executable, "-m", "f5guard", "run", "--foreground", "--config", str(p.config)],
-                            env={**p.env, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "f5guard", "run", "--foreground", "--config", str(p.config)],
+        env={**p.env, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         messages = [sock.recv(4096).decode()]
         assert messages[0].startswith("READY=1")
         watchdog = sock.recv(4096).decode()
         assert watchdog == "WATCHDOG=1"
-        p.wait_for(lambda: "token is" in (p.work / "logs" / "r" / "leak.log").read_text()
-                   if (p.work / "logs" / "r" / "leak.log").exists() else False, what="stage output")
+        p.wait_for(
+            lambda: (
+                "token is" in (p.work / "logs" / "r" / "leak.log").read_text()
+                if (p.work / "logs" / "r" / "leak.log").exists()
+                else False
+            ),
+            what="stage output",
+        )
         proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 20
         while "STOPPING=1" not in messages and time.monotonic() < deadline:

@@ -11,8 +11,9 @@ from f5guard.config import load_config
 
 
 def init(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "f5guard", "init", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "f5guard", "init", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_one_run_per_speaker(tmp_path: Path) -> None:
@@ -42,8 +43,13 @@ def test_one_run_per_speaker(tmp_path: Path) -> None:
     assert train.options["spec"]["pretrained"].endswith("Podcast_Thuận (3)/prepare/pretrained_extended.pt")
     setup = config.runs[1].stage("setup")
     assert setup is not None and setup.scope.value == "runtime"
-    dry = subprocess.run([sys.executable, "-m", "f5guard", "start", "--dry-run"], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=60)
+    dry = subprocess.run(
+        [sys.executable, "-m", "f5guard", "start", "--dry-run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert dry.returncode == 0 and "run Podcast_Thuận (3):" in dry.stdout
     again = init(tmp_path, "--home", str(home), "--audio", str(audio))
     assert again.returncode == 2 and "already exists" in again.stderr
@@ -53,8 +59,17 @@ def test_flat_folder_is_one_run(tmp_path: Path) -> None:
     audio = tmp_path / "Thuận"
     audio.mkdir()
     (audio / "x.m4a").write_bytes(b"x")
-    proc = init(tmp_path, "--home", str(tmp_path / "home"), "--audio", str(audio), "--pretrained", "none",
-                "-o", str(tmp_path / "c.toml"))
+    proc = init(
+        tmp_path,
+        "--home",
+        str(tmp_path / "home"),
+        "--audio",
+        str(audio),
+        "--pretrained",
+        "none",
+        "-o",
+        str(tmp_path / "c.toml"),
+    )
     assert proc.returncode == 0, proc.stderr
     config = load_config(tmp_path / "c.toml")
     assert [r.name for r in config.runs] == ["Thuận"]
@@ -66,8 +81,9 @@ def test_flat_folder_is_one_run(tmp_path: Path) -> None:
 def test_missing_or_empty_audio_folder(tmp_path: Path) -> None:
     missing = init(tmp_path, "--home", str(tmp_path / "home"), "--audio", str(tmp_path / "drive" / "nope"))
     assert missing.returncode == 2
-    assert missing.stderr.strip().splitlines() == [f"f5guard: audio folder {tmp_path}/drive/nope does not exist "
-                                                   "(is Drive mounted?)"]
+    assert missing.stderr.strip().splitlines() == [
+        f"f5guard: audio folder {tmp_path}/drive/nope does not exist (is Drive mounted?)"
+    ]
     empty = tmp_path / "empty"
     (empty / "speaker").mkdir(parents=True)
     (empty / "speaker" / "notes.txt").write_text("x")

@@ -26,17 +26,22 @@ command = ["sleep", "600"]
 def test_two_starts_racing_make_one_daemon(make_project) -> None:  # type: ignore[no-untyped-def]
     p: Project = make_project(FOREVER)
     cmd = [sys.executable, "-m", "f5guard", "start", "--config", str(p.config)]
-    racers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=p.env)
-              for _ in range(3)]
+    racers = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=p.env) for _ in range(3)
+    ]
     outputs = [r.communicate(timeout=60) for r in racers]
     assert all(r.returncode == 0 for r in racers), outputs
     texts = [out for out, _err in outputs]
     assert sum("f5guard started" in t for t in texts) == 1, texts
     assert sum("already running" in t for t in texts) == 2, texts
     p.wait_for(lambda: p.stage_state("r", "serve") == "running", what="serve running")
-    daemons = [proc for proc in psutil.process_iter(["cmdline"])
-               if "f5guard.daemon" in " ".join(proc.info["cmdline"] or []) and str(p.config) in
-               " ".join(proc.info["cmdline"] or []) and proc.status() != psutil.STATUS_ZOMBIE]
+    daemons = [
+        proc
+        for proc in psutil.process_iter(["cmdline"])
+        if "f5guard.daemon" in " ".join(proc.info["cmdline"] or [])
+        and str(p.config) in " ".join(proc.info["cmdline"] or [])
+        and proc.status() != psutil.STATUS_ZOMBIE
+    ]
     assert len(daemons) == 1
     assert len([proc for proc in pids_of_stage(p) if proc.status() != psutil.STATUS_ZOMBIE]) == 1
 

@@ -40,8 +40,12 @@ def test_drive_hiccup_degrades_then_recovers(tmp_path: Path) -> None:
     layout = HomeLayout(tmp_path)
     lease = HomeLease(layout, FAST)
     epoch = lease.acquire(takeover=False)
-    lease._compromised(SimpleNamespace(reason="refresh-failed",  # what filelock's heartbeat reports
-                                       error=OSError(errno.ENOTCONN, "Transport endpoint is not connected")))
+    lease._compromised(
+        SimpleNamespace(
+            reason="refresh-failed",  # what filelock's heartbeat reports
+            error=OSError(errno.ENOTCONN, "Transport endpoint is not connected"),
+        )
+    )
     with pytest.raises(HomeUnreachable, match="Transport endpoint is not connected"):
         lease.check()
     deadline = time.monotonic() + 10

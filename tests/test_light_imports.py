@@ -5,22 +5,37 @@ from __future__ import annotations
 import subprocess
 import sys
 
-MODULES = ["f5guard.cli", "f5guard.cli.status", "f5guard.cli.start", "f5guard.cli.tail", "f5guard.cli.stop",
-           "f5guard.cli.reset", "f5guard.cli.run", "f5guard.cli.init", "f5guard.daemon", "f5guard.supervisor",
-           "f5guard.report"]
+MODULES = [
+    "f5guard.cli",
+    "f5guard.cli.status",
+    "f5guard.cli.start",
+    "f5guard.cli.tail",
+    "f5guard.cli.stop",
+    "f5guard.cli.reset",
+    "f5guard.cli.run",
+    "f5guard.cli.init",
+    "f5guard.daemon",
+    "f5guard.supervisor",
+    "f5guard.report",
+]
 
 
 def test_no_heavy_imports() -> None:
-    code = ("import sys\n" + "".join(f"import {m}\n" for m in MODULES) +
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'f5_tts', 'numpy', 'torchaudio'))\n"
-            "print(','.join(bad))")
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in MODULES)
+        + "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'f5_tts', 'numpy', 'torchaudio'))\n"
+        "print(','.join(bad))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"heavy modules imported: {out}"
 
 
 def test_status_imports_no_structlog_or_watchdog() -> None:
     """The status path stays lean: logging and watching belong to the daemon."""
-    code = ("import sys\nfrom f5guard.cli import status, render\n"
-            "print(','.join(m for m in ('structlog', 'watchdog', 'filelock', 'psutil') if m in sys.modules))")
+    code = (
+        "import sys\nfrom f5guard.cli import status, render\n"
+        "print(','.join(m for m in ('structlog', 'watchdog', 'filelock', 'psutil') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""

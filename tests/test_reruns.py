@@ -103,8 +103,12 @@ def test_new_machine_reruns_runtime_stages_only(make_project) -> None:  # type: 
     cycle(p)
     other_vm = {"F5GUARD_BOOT_ID": "another-vm"}
     plan = dry(p, other_vm)
-    assert plan == {"install": "would run: new machine (runtime stage)", "first": "up to date",
-                    "second": "up to date", "third": "up to date"}
+    assert plan == {
+        "install": "would run: new machine (runtime stage)",
+        "first": "up to date",
+        "second": "up to date",
+        "third": "up to date",
+    }
     cycle(p, other_vm)
     assert counts(p) == (2, 1, 1, 1)
 
@@ -127,12 +131,15 @@ def test_reset_invalidates_a_stage_and_everything_after(make_project) -> None:  
 
 
 def test_reset_while_running_applies_at_once(make_project) -> None:  # type: ignore[no-untyped-def]
-    body = PIPELINE + """
+    body = (
+        PIPELINE
+        + """
 [[runs.stages]]
 name = "serve"
 long_running = true
 command = ["sleep", "600"]
 """
+    )
     p = make_project(body)
     (p.root / "raw" / "extra").mkdir(parents=True)
     (p.root / "raw" / "first.txt").write_text("hello\n")

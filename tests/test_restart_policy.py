@@ -68,7 +68,9 @@ def test_crash_loop_becomes_fatal_with_reason(make_project) -> None:  # type: ig
     stage = run["stages"][0]
     assert stage["state"] == "fatal" and stage["restarts"] == 4
     assert "exit code 3; restart budget exhausted" in stage["reason"]
-    assert stage["last_lines"][-1].endswith("attempt 5 ended: exit code 3") and any("boom" in x for x in stage["last_lines"])
+    assert stage["last_lines"][-1].endswith("attempt 5 ended: exit code 3") and any(
+        "boom" in x for x in stage["last_lines"]
+    )
     status = p.cli("status")
     assert status.returncode == 1 and "fatal" in status.stdout and "boom" in status.stdout
 
@@ -90,7 +92,11 @@ command = ["touch", "{work}/after-ran"]
     bad, after = run["stages"]
     assert bad["state"] == "failed" and bad["reason"] == "exit code 7"
     assert [x for x in bad["last_lines"] if not x.startswith("[f5guard]")] == [
-        "line 1", "line 2", "line 3", "Traceback: it broke"]
+        "line 1",
+        "line 2",
+        "line 3",
+        "Traceback: it broke",
+    ]
     assert after["state"] == "pending" and not (p.work / "after-ran").exists()
     assert "stage 'bad' failed: exit code 7" in run["reason"]
     events = [json.loads(x) for x in (p.work / "logs" / "daemon.jsonl").read_text().splitlines()]
@@ -114,7 +120,8 @@ command = ["sh", "-c", "date +%s.%N >> {work}/starts; exec sleep 600"]
     import os
     import signal
 
-    pid = p.state()["runs"]["r"]["stages"]["train"]["pid"]
+    pid = p.wait_for(lambda: p.state().get("runs", {}).get("r", {}).get("stages", {}).get("train", {}).get("pid"),
+                     what="the trainer pid in state")
     killed_at = time.time()
     os.kill(pid, signal.SIGKILL)
     p.wait_for(lambda: len((p.work / "starts").read_text().split()) == 2, what="restart")

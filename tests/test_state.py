@@ -109,8 +109,10 @@ names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_siz
 
 
 @settings(max_examples=40, deadline=None)
-@given(runs=st.dictionaries(names, st.dictionaries(names, st.sampled_from(list(StageStatus)), max_size=4),
-                            max_size=3), epoch=st.integers(0, 10**6))
+@given(
+    runs=st.dictionaries(names, st.dictionaries(names, st.sampled_from(list(StageStatus)), max_size=4), max_size=3),
+    epoch=st.integers(0, 10**6),
+)
 def test_roundtrip_any_state(tmp_path_factory: pytest.TempPathFactory, runs: dict, epoch: int) -> None:
     """Whatever runs, stages (Vietnamese names included) and states: save then load gives the same document."""
     tmp = tmp_path_factory.mktemp("rt")

@@ -17,8 +17,10 @@ from tests.sync_support import CheckpointMaker, Recorder, home_names, maker, wai
 
 pytestmark = pytest.mark.train
 MB = 1024 * 1024
-_SYNC_ONCE = "import sys; from pathlib import Path; from f5guard.sync import CheckpointSync; " \
-             "CheckpointSync(Path(sys.argv[1]), Path(sys.argv[2]), epoch=1).flush(600)"
+_SYNC_ONCE = (
+    "import sys; from pathlib import Path; from f5guard.sync import CheckpointSync; "
+    "CheckpointSync(Path(sys.argv[1]), Path(sys.argv[2]), epoch=1).flush(600)"
+)
 
 
 @pytest.mark.parametrize("chunks_before_kill", [1, 12])

@@ -52,8 +52,25 @@ def test_tail_follow_survives_rotation(make_project) -> None:  # type: ignore[no
     p.cli("start", check=True)
     p.wait_for(lambda: p.stage_state("speaker A", "chatty") == "running", what="chatty running")
     follower = subprocess.Popen(
-        [sys.executable, "-m", "f5guard", "tail", "-f", "-n", "0", "--run", "speaker A", "--stage", "chatty",
-         "--config", str(p.config)], stdout=subprocess.PIPE, text=True, env=p.env)
+        [
+            sys.executable,
+            "-m",
+            "f5guard",
+            "tail",
+            "-f",
+            "-n",
+            "0",
+            "--run",
+            "speaker A",
+            "--stage",
+            "chatty",
+            "--config",
+            str(p.config),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=p.env,
+    )
     time.sleep(4)
     follower.terminate()
     out, _ = follower.communicate(timeout=10)

@@ -27,12 +27,8 @@ def _of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 def _saved_update(path: Path) -> int:
     """The update inside a checkpoint, read by torch itself (not by the code under test)."""
-    script = (
-        f"import torch; print(torch.load({str(path)!r}, weights_only=True, map_location='cpu')['update'])"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
-    )
+    script = f"import torch; print(torch.load({str(path)!r}, weights_only=True, map_location='cpu')['update'])"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
     return int(out.stdout.strip())
 
 
@@ -71,9 +67,7 @@ def test_full_run_reports_every_event(start_training: StartTraining) -> None:
 def test_sigkill_then_resume_restores_everything(start_training: StartTraining) -> None:
     """SIGKILL after model_last.pt at update k: the rerun starts at k with equal weights, EMA, Adam state."""
     run = start_training(epochs=4, throttle_s=0.5)
-    event = run.wait_for(
-        lambda e: e["event"] == "checkpoint" and e["file"] == "model_last.pt" and e["update"] >= 4
-    )
+    event = run.wait_for(lambda e: e["event"] == "checkpoint" and e["file"] == "model_last.pt" and e["update"] >= 4)
     run.kill()
     ckpts = run.spec_path.parent / "ckpts"
     k = _saved_update(ckpts / "model_last.pt")
@@ -230,9 +224,7 @@ def test_missing_dataset_is_reported_in_progress(tmp_path: Path) -> None:
     """A valid spec whose dataset is missing: exit 2, one line, and an `exit` event the daemon can show."""
     progress = tmp_path / "progress.jsonl"
     spec = tmp_path / "spec.json"
-    TrainSpec(dataset_dir=tmp_path / "nope", checkpoint_dir=tmp_path / "c", progress_path=progress).to_json(
-        spec
-    )
+    TrainSpec(dataset_dir=tmp_path / "nope", checkpoint_dir=tmp_path / "c", progress_path=progress).to_json(spec)
     result = subprocess.run(
         [sys.executable, "-m", "f5guard.train", "--spec", str(spec)],
         env=train_env(),
@@ -296,9 +288,7 @@ def test_spec_errors_are_one_line_naming_the_field(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"^training spec: save_every_minutes must be >= 0"):
         TrainSpec(dataset_dir="d", checkpoint_dir="c", progress_path="p", save_every_minutes=-1)
     path = tmp_path / "spec.json"
-    path.write_text(
-        json.dumps({"dataset_dir": "d", "checkpoint_dir": "c", "progress_path": "p", "threads": 0})
-    )
+    path.write_text(json.dumps({"dataset_dir": "d", "checkpoint_dir": "c", "progress_path": "p", "threads": 0}))
     with pytest.raises(SpecError) as caught:
         TrainSpec.from_json(path)
     assert str(caught.value) == f"training spec {path}: threads must be >= 1, got 0"

@@ -16,10 +16,23 @@ pytestmark = [pytest.mark.train, pytest.mark.slow]
 def test_command_mode_progress_sync_and_group_stop(make_project, tiny_dataset: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ckpts = tmp_path / "p" / "work" / "user-ckpts"
     spec = tmp_path / "user-spec.json"
-    TrainSpec(dataset_dir=tiny_dataset, checkpoint_dir=ckpts, progress_path=tmp_path / "ignored.jsonl",
-              model="tiny", learning_rate=1e-4, batch_size_per_gpu=2, batch_size_type="sample", max_samples=2,
-              epochs=50, num_warmup_updates=2, save_per_updates=10, last_per_updates=5, num_workers=1,
-              threads=1, throttle_s=0.1).to_json(spec)
+    TrainSpec(
+        dataset_dir=tiny_dataset,
+        checkpoint_dir=ckpts,
+        progress_path=tmp_path / "ignored.jsonl",
+        model="tiny",
+        learning_rate=1e-4,
+        batch_size_per_gpu=2,
+        batch_size_type="sample",
+        max_samples=2,
+        epochs=50,
+        num_warmup_updates=2,
+        save_per_updates=10,
+        last_per_updates=5,
+        num_workers=1,
+        threads=1,
+        throttle_s=0.1,
+    ).to_json(spec)
     p: Project = make_project(f"""
 [[runs]]
 name = "voice"

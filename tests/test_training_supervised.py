@@ -174,8 +174,9 @@ def test_full_home_keeps_old_checkpoint_with_a_warning(make_project, tiny_datase
     home = tmp_path / "smallhome"
     home.mkdir()
     # Room for one tiny checkpoint (~3 MB) plus the 8 MB safety margin, not for a second one beside it.
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=13824k", "tmpfs", str(home)], capture_output=True,
-                             check=False)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=13824k", "tmpfs", str(home)], capture_output=True, check=False
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount tmpfs here: {mounted.stderr.decode().strip()}")
     try:

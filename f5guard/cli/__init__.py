@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+
 import click
 
 from f5guard import __version__

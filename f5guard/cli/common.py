@@ -10,10 +10,14 @@ from f5guard.config import find_config, load_config
 from f5guard.layout import HomeLayout, WorkLayout
 from f5guard.schema import Config
 
-
 config_option = click.option(
-    "--config", "-c", "config_path", type=click.Path(dir_okay=False), default=None,
-    help="Config file (default: $F5GUARD_CONFIG, then ./f5guard.toml).")
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Config file (default: $F5GUARD_CONFIG, then ./f5guard.toml).",
+)
 
 
 @dataclass(frozen=True)

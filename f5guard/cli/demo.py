@@ -10,8 +10,14 @@ from f5guard.errors import UsageError
 
 
 @click.command("demo")
-@click.option("--dir", "root", type=click.Path(file_okay=False), default="f5guard-demo", show_default=True,
-              help="Demo folder (recreated).")
+@click.option(
+    "--dir",
+    "root",
+    type=click.Path(file_okay=False),
+    default="f5guard-demo",
+    show_default=True,
+    help="Demo folder (recreated).",
+)
 @click.option("--keep-running", is_flag=True, help="Leave the supervisor running at the end.")
 def command(root: str, keep_running: bool) -> int:
     """Generate a tiny dataset, train a tiny F5-TTS under f5guard on the CPU, kill the trainer once, watch it
@@ -19,8 +25,10 @@ def command(root: str, keep_running: bool) -> int:
     import importlib.util
 
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("f5_tts") is None:
-        raise UsageError("the demo trains a real F5-TTS model: install the training stack first "
-                         "(pip install 'f5guard[train]', or `make demo` in a checkout)")
+        raise UsageError(
+            "the demo trains a real F5-TTS model: install the training stack first "
+            "(pip install 'f5guard[train]', or `make demo` in a checkout)"
+        )
     from f5guard.cli.render import make_console, render_status
     from f5guard.demo import Demo
 
@@ -40,6 +48,8 @@ def command(root: str, keep_running: bool) -> int:
     click.echo(f"{demo.clock()} done. The final status:\n")
     render_status(report, make_console())
     cfg = f"--config {demo.config_path}"
-    click.echo(f"\nTry:  f5guard status {cfg}\n      f5guard tail {cfg} -n 40\n"
-               f"      f5guard start --dry-run {cfg}   (everything is up to date now)")
+    click.echo(
+        f"\nTry:  f5guard status {cfg}\n      f5guard tail {cfg} -n 40\n"
+        f"      f5guard start --dry-run {cfg}   (everything is up to date now)"
+    )
     return 0

@@ -18,18 +18,36 @@ from f5guard.errors import UsageError
 
 @click.command("init")
 @click.option("--home", required=True, type=click.Path(file_okay=False), help="Persistent folder (Drive on Colab).")
-@click.option("--audio", default=None, type=click.Path(file_okay=False),
-              help="Folder of recordings: one sub-folder per speaker (or one flat folder for one speaker).")
-@click.option("--work", default=None, type=click.Path(file_okay=False),
-              help="Runtime-local folder (default: /content/f5guard on Colab, else ./f5guard-work).")
+@click.option(
+    "--audio",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Folder of recordings: one sub-folder per speaker (or one flat folder for one speaker).",
+)
+@click.option(
+    "--work",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Runtime-local folder (default: /content/f5guard on Colab, else ./f5guard-work).",
+)
 @click.option("--language", default="vi", show_default=True, help="Whisper language code.")
-@click.option("--pretrained", default="F5TTS_v1_Base", show_default=True,
-              help="Model to fine-tune: a released name, a local .pt/.safetensors (vocab.txt beside it), or none.")
-@click.option("--output", "-o", default=None, type=click.Path(dir_okay=False),
-              help=f"Where to write it (default: ./{CONFIG_NAME}; with --audio: <home>/{CONFIG_NAME}, linked here).")
+@click.option(
+    "--pretrained",
+    default="F5TTS_v1_Base",
+    show_default=True,
+    help="Model to fine-tune: a released name, a local .pt/.safetensors (vocab.txt beside it), or none.",
+)
+@click.option(
+    "--output",
+    "-o",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help=f"Where to write it (default: ./{CONFIG_NAME}; with --audio: <home>/{CONFIG_NAME}, linked here).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing config.")
-def command(home: str, audio: str | None, work: str | None, language: str, pretrained: str, output: str | None,
-            force: bool) -> int:
+def command(
+    home: str, audio: str | None, work: str | None, language: str, pretrained: str, output: str | None, force: bool
+) -> int:
     """Write a commented f5guard.toml (the whole recipe with --audio)."""
     home_path = Path(home).expanduser().resolve()
     if not home_path.exists() and not home_path.parent.is_dir():
@@ -46,8 +64,13 @@ def command(home: str, audio: str | None, work: str | None, language: str, pretr
         return 0
     from f5guard.recipe_template import render
 
-    text, loose = render(home_path, work, Path(audio).expanduser().resolve(), language=language,
-                         pretrained=None if pretrained.lower() == "none" else pretrained)
+    text, loose = render(
+        home_path,
+        work,
+        Path(audio).expanduser().resolve(),
+        language=language,
+        pretrained=None if pretrained.lower() == "none" else pretrained,
+    )
     target = Path(output) if output else home_path / CONFIG_NAME
     _refuse_overwrite(target, force)
     home_path.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,14 @@ from rich.table import Table
 from rich.text import Text
 
 STATE_STYLE = {
-    "done": "green", "skipped": "dim green", "running": "bold cyan", "pending": "dim", "failed": "bold red",
-    "fatal": "bold white on red", "interrupted": "yellow", "stopped": "yellow",
+    "done": "green",
+    "skipped": "dim green",
+    "running": "bold cyan",
+    "pending": "dim",
+    "failed": "bold red",
+    "fatal": "bold white on red",
+    "interrupted": "yellow",
+    "stopped": "yellow",
 }
 
 
@@ -43,8 +49,12 @@ def _daemon_line(report: dict[str, Any]) -> Text:
     d = report["daemon"]
     if d["running"]:
         phase = "" if d["phase"] in (None, "ready") else f" ({d['phase']})"
-        line = Text.assemble(("● ", "bold green"), ("f5guard running", "bold"), phase,
-                             f"  pid {d['pid']} · host {d['host']} · up {human_duration(d['uptime_s'])}")
+        line = Text.assemble(
+            ("● ", "bold green"),
+            ("f5guard running", "bold"),
+            phase,
+            f"  pid {d['pid']} · host {d['host']} · up {human_duration(d['uptime_s'])}",
+        )
         if d["epoch"] is not None:
             line.append(f" · epoch {d['epoch']}")
         if d["heartbeat_age_s"] is not None:
@@ -86,9 +96,11 @@ def _training_detail(t: dict[str, Any]) -> str:
 def _training_lines(t: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     if t.get("durable_update") is not None:
-        lines.append(f"checkpoint safe on home: update {t['durable_update']}, "
-                     f"{human_duration(t.get('durable_age_s'))} ago, {human_bytes(t.get('durable_size'))}"
-                     f" ({Path(str(t.get('durable_path'))).name})")
+        lines.append(
+            f"checkpoint safe on home: update {t['durable_update']}, "
+            f"{human_duration(t.get('durable_age_s'))} ago, {human_bytes(t.get('durable_size'))}"
+            f" ({Path(str(t.get('durable_path'))).name})"
+        )
     else:
         lines.append("no checkpoint on home yet")
     if t.get("restored"):
@@ -105,8 +117,11 @@ def _detail(stage: dict[str, Any]) -> str:
     parts: list[str] = []
     if stage.get("items"):
         items = stage["items"]
-        eta = f", ETA {human_duration(items['eta_s'])}" if items.get("eta_s") is not None and \
-            stage["state"] == "running" else ""
+        eta = (
+            f", ETA {human_duration(items['eta_s'])}"
+            if items.get("eta_s") is not None and stage["state"] == "running"
+            else ""
+        )
         parts.append(f"{items['done']}/{items['total']} items{eta}")
     if stage["reason"] and stage["state"] != "done":
         parts.append(stage["reason"])
@@ -120,17 +135,25 @@ def render_status(report: dict[str, Any], console: Console) -> None:
     console.print(f"  home  {report['home']}\n  work  {report['work']}", highlight=False)
     lease = report.get("lease")
     if lease and not report["daemon"]["running"]:
-        console.print(f"  home lease held by host {lease['host']} pid {lease['pid']}, heartbeat "
-                      f"{human_duration(lease['heartbeat_age_s'])} ago", highlight=False)
+        console.print(
+            f"  home lease held by host {lease['host']} pid {lease['pid']}, heartbeat "
+            f"{human_duration(lease['heartbeat_age_s'])} ago",
+            highlight=False,
+        )
     if report["daemon"].get("home_problem"):
-        console.print(f"  [yellow]home unreachable:[/] {report['daemon']['home_problem']} — training continues "
-                      "locally; home catches up when it answers", highlight=False, soft_wrap=True)
+        console.print(
+            f"  [yellow]home unreachable:[/] {report['daemon']['home_problem']} — training continues "
+            "locally; home catches up when it answers",
+            highlight=False,
+            soft_wrap=True,
+        )
     for problem in report["state"]["problems"]:
         console.print(f"  [yellow]warning:[/] {problem}", highlight=False)
     for run in report["runs"]:
         console.print()
-        title = Text.assemble(("run ", "bold"), (run["name"], "bold"), " · ",
-                              (run["state"], STATE_STYLE.get(run["state"], "")))
+        title = Text.assemble(
+            ("run ", "bold"), (run["name"], "bold"), " · ", (run["state"], STATE_STYLE.get(run["state"], ""))
+        )
         if run["reason"] and run["state"] in ("failed", "fatal"):
             title.append(f" · {run['reason']}")
         console.print(title)
@@ -142,8 +165,12 @@ def render_status(report: dict[str, Any], console: Console) -> None:
             detail = _detail(stage)
             if training and stage["state"] == "running" and _training_detail(training):
                 detail = _training_detail(training)
-            table.add_row(stage["name"], Text(stage["state"], STATE_STYLE.get(stage["state"], "")),
-                          human_duration(stage["duration_s"]), detail)
+            table.add_row(
+                stage["name"],
+                Text(stage["state"], STATE_STYLE.get(stage["state"], "")),
+                human_duration(stage["duration_s"]),
+                detail,
+            )
         console.print(table)
         if training:
             for line in _training_lines(training):

@@ -39,13 +39,17 @@ def command(config_path: str | None, takeover: bool, dry_run: bool) -> int:
         return 0
     if phase == "waiting-lease":
         if last.get("takeover"):
-            click.echo(f"f5guard started (pid {result.pid}) and is taking over home from {last['holder']}: that "
-                       f"supervisor stops when it sees the new epoch, or is overruled after {last['wait_s']:.0f}s. "
-                       "`f5guard status` shows progress.")
+            click.echo(
+                f"f5guard started (pid {result.pid}) and is taking over home from {last['holder']}: that "
+                f"supervisor stops when it sees the new epoch, or is overruled after {last['wait_s']:.0f}s. "
+                "`f5guard status` shows progress."
+            )
         else:
-            click.echo(f"f5guard started (pid {result.pid}) and waits up to {last['wait_s']:.0f}s for the home "
-                       f"lease: {last['holder']} has stopped renewing it. It takes over once that holder is "
-                       "confirmed gone; `f5guard status` shows progress.")
+            click.echo(
+                f"f5guard started (pid {result.pid}) and waits up to {last['wait_s']:.0f}s for the home "
+                f"lease: {last['holder']} has stopped renewing it. It takes over once that holder is "
+                "confirmed gone; `f5guard status` shows progress."
+            )
         return 0
     if phase == "already-running":
         click.echo(f"f5guard is already running here (pid {last.get('pid')}); see `f5guard status`.")

@@ -17,8 +17,9 @@ EXTRA_WAIT_S = 30.0
 
 @click.command("stop")
 @config_option
-@click.option("--timeout", type=float, default=None,
-              help="Seconds to wait (default: the longest stage grace period + 30).")
+@click.option(
+    "--timeout", type=float, default=None, help="Seconds to wait (default: the longest stage grace period + 30)."
+)
 def command(config_path: str | None, timeout: float | None) -> int:
     """Stop the supervisor: children get SIGTERM (a trainer checkpoints), then the lease is released."""
     ctx = open_config(config_path)
@@ -40,8 +41,10 @@ def command(config_path: str | None, timeout: float | None) -> int:
     # The lock goes first, then the process finishes exiting: wait for both, so nothing is left when we return.
     while pidfile.lock_is_held(ctx.work.lock) or pidfile.pid_alive(info.pid):
         if time.monotonic() - started > wait_s:
-            raise DaemonError(f"the daemon (pid {info.pid}) is still stopping after {wait_s:.0f}s; "
-                              "see `f5guard tail` (run stop again to keep waiting)")
+            raise DaemonError(
+                f"the daemon (pid {info.pid}) is still stopping after {wait_s:.0f}s; "
+                "see `f5guard tail` (run stop again to keep waiting)"
+            )
         time.sleep(0.1)
     click.echo(f"stopped in {time.monotonic() - started:.1f}s.")
     return 0

@@ -43,8 +43,9 @@ def _short(value: object) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--run", "run", default=None, help="Only this run.")
 @click.option("--stage", "stage", default=None, help="Only this stage's output (and its daemon events).")
-def command(config_path: str | None, lines: int, follow: bool, as_json: bool, run: str | None,
-            stage: str | None) -> int:
+def command(
+    config_path: str | None, lines: int, follow: bool, as_json: bool, run: str | None, stage: str | None
+) -> int:
     """Show the daemon log and stage logs; interrupting `tail -f` never stops the daemon."""
     ctx = open_config(config_path)
     if run is not None and ctx.config.run(run) is None:

@@ -54,7 +54,7 @@ def file_signature(path: str, previous: str | None = None) -> str:
 
 def same_content(old: str, new: str) -> bool:
     """Equal files: same hash when both have one (a copy with a new mtime is still the same), else same stat."""
-    if old == MISSING or new == MISSING:
+    if MISSING in (old, new):
         return old == new
     if "#" in old and "#" in new:
         return old.split("#", 1)[1] == new.split("#", 1)[1]
@@ -81,8 +81,10 @@ def expand_files(patterns: Iterable[str]) -> dict[str, str | None]:
 
 def signatures(patterns: Iterable[str], previous: Mapping[str, str] | None = None) -> dict[str, str]:
     previous = previous or {}
-    return {path: (file_signature(path, previous.get(path)) if present is not None else MISSING)
-            for path, present in expand_files(patterns).items()}
+    return {
+        path: (file_signature(path, previous.get(path)) if present is not None else MISSING)
+        for path, present in expand_files(patterns).items()
+    }
 
 
 @dataclass(frozen=True)
@@ -102,15 +104,15 @@ def fingerprint(stage: StageConfig, previous_parts: Mapping[str, Any] | None = N
         "cwd": str(stage.cwd),
         "inputs": signatures(stage.inputs, prev_inputs if isinstance(prev_inputs, dict) else None),
     }
-    comparable = {**parts, "inputs": {p: (s.split("#", 1)[1] if "#" in s else s)
-                                      for p, s in parts["inputs"].items()}}
+    comparable = {**parts, "inputs": {p: (s.split("#", 1)[1] if "#" in s else s) for p, s in parts["inputs"].items()}}
     return Fingerprint(_digest(comparable), parts)
 
 
 def explain_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Say what changed between two fingerprints' parts, like ``dvc status``."""
-    reasons = [f"{key} changed" for key in ("kind", "command", "params", "options", "cwd")
-               if old.get(key) != new.get(key)]
+    reasons = [
+        f"{key} changed" for key in ("kind", "command", "params", "options", "cwd") if old.get(key) != new.get(key)
+    ]
     old_in: Mapping[str, str] = old.get("inputs", {})
     new_in: Mapping[str, str] = new.get("inputs", {})
     for path in sorted(set(old_in) | set(new_in)):
@@ -127,9 +129,8 @@ def check_outputs(patterns: Iterable[str], recorded: Mapping[str, str]) -> list[
     """Problems with a stage's outputs now versus when it finished; empty means they are intact."""
     problems: list[str] = []
     for pattern in patterns:
-        if is_glob(pattern) and not glob.glob(pattern, recursive=True):
-            problems.append(f"output missing: {pattern}")
-        elif not is_glob(pattern) and not os.path.exists(pattern):
+        exists = bool(glob.glob(pattern, recursive=True)) if is_glob(pattern) else os.path.exists(pattern)
+        if not exists:
             problems.append(f"output missing: {pattern}")
     if problems:
         return problems

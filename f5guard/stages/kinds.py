@@ -38,9 +38,18 @@ class StageBase:
 
     def finish(self, kind: str, command: list[str], **changes: Any) -> StageConfig:
         stage = StageConfig(
-            name=self.name, kind=kind, command=tuple(command), env=dict(self.env), cwd=self.cwd,
-            inputs=self.inputs, outputs=self.outputs, params=dict(self.params), scope=self.scope,
-            long_running=self.long_running, restart=self.restart, stop_grace_s=self.stop_grace_s,
+            name=self.name,
+            kind=kind,
+            command=tuple(command),
+            env=dict(self.env),
+            cwd=self.cwd,
+            inputs=self.inputs,
+            outputs=self.outputs,
+            params=dict(self.params),
+            scope=self.scope,
+            long_running=self.long_running,
+            restart=self.restart,
+            stop_grace_s=self.stop_grace_s,
         )
         return replace(stage, **changes) if changes else stage
 

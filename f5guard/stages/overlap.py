@@ -35,6 +35,4 @@ def patterns_overlap(a: str, b: str) -> bool:
     if not is_glob(a):
         # A literal path matched by the glob, or a folder that holds what the glob names.
         return fnmatch.fnmatchcase(a, b) or literal_prefix(b).is_relative_to(a)
-    return _nested(literal_prefix(a), literal_prefix(b)) and (
-        fnmatch.fnmatchcase(a, b) or fnmatch.fnmatchcase(b, a)
-    )
+    return _nested(literal_prefix(a), literal_prefix(b)) and (fnmatch.fnmatchcase(a, b) or fnmatch.fnmatchcase(b, a))

@@ -39,23 +39,28 @@ def _path(table: Table, base: StageBase, key: str, default: str | None) -> str |
 def _flags(table: Table, flags: list[Flag]) -> list[str]:
     argv: list[str] = []
     for f in flags:
-        value = table.get(f.key, f.kind, f.default)
+        value: object = table.get(f.key, f.kind, f.default)
         if value is None:
             continue
         if f.kind is bool:
             argv.append(f.flag if value else f"--no-{f.flag[2:]}")
-        elif f.kind is list:
+        elif isinstance(value, list):
             argv += [f.flag, ",".join(str(v) for v in value)]
         else:
             argv += [f.flag, str(value)]
     return argv
 
 
-def _finish(base: StageBase, kind: str, argv: list[str], inputs: list[str], outputs: list[str],
-            scope: Scope | None = None) -> StageConfig:
+def _finish(
+    base: StageBase, kind: str, argv: list[str], inputs: list[str], outputs: list[str], scope: Scope | None = None
+) -> StageConfig:
     stage = base.finish(kind, argv)
-    return replace(stage, inputs=tuple(dict.fromkeys([*base.inputs, *inputs])),
-                   outputs=tuple(dict.fromkeys([*base.outputs, *outputs])), scope=scope or stage.scope)
+    return replace(
+        stage,
+        inputs=tuple(dict.fromkeys([*base.inputs, *inputs])),
+        outputs=tuple(dict.fromkeys([*base.outputs, *outputs])),
+        scope=scope or stage.scope,
+    )
 
 
 DEVICE = Flag("device", "--device", str, "auto")
@@ -66,8 +71,12 @@ def build_setup(table: Table, base: StageBase) -> StageConfig:
     """Checks the training stack on this machine and installs what is missing (pinned): scope runtime."""
     out = _path(table, base, "out", "{work}/setup/versions.json")
     assert out is not None
-    argv = [*_module_argv("setup"), "--out", out, *_flags(table, [Flag("need", "--need", list),
-                                                                   Flag("install", "--install", bool, True)])]
+    argv = [
+        *_module_argv("setup"),
+        "--out",
+        out,
+        *_flags(table, [Flag("need", "--need", list), Flag("install", "--install", bool, True)]),
+    ]
     scope = base.scope if table.has("scope") else Scope.RUNTIME
     return _finish(base, "setup", argv, [], [out], scope)
 
@@ -96,15 +105,25 @@ def build_ingest(table: Table, base: StageBase) -> StageConfig:
 def build_separate(table: Table, base: StageBase) -> StageConfig:
     inventory = _path(table, base, "inventory", f"{RUN_DIR}/ingest/inventory.json")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
-    argv = [*_module_argv("separate"), "--inventory", str(inventory), "--out", str(out),
-            *_flags(table, [Flag("model", "--model", str, "htdemucs"), DEVICE])]
+    argv = [
+        *_module_argv("separate"),
+        "--inventory",
+        str(inventory),
+        "--out",
+        str(out),
+        *_flags(table, [Flag("model", "--model", str, "htdemucs"), DEVICE]),
+    ]
     return _finish(base, "separate", argv, [str(inventory)], [f"{out}/inventory.json"])
 
 
 SEGMENT_FLAGS = [
-    Flag("min_speech_s", "--min-speech-s", float, 2.0), Flag("min_silence_s", "--min-silence-s", float, 0.5),
-    Flag("max_clip_s", "--max-clip-s", float, 30.0), Flag("min_clip_s", "--min-clip-s", float, 0.3),
-    Flag("sample_rate", "--sample-rate", int, 24000), Flag("threshold", "--threshold", float, 0.5), DEVICE,
+    Flag("min_speech_s", "--min-speech-s", float, 2.0),
+    Flag("min_silence_s", "--min-silence-s", float, 0.5),
+    Flag("max_clip_s", "--max-clip-s", float, 30.0),
+    Flag("min_clip_s", "--min-clip-s", float, 0.3),
+    Flag("sample_rate", "--sample-rate", int, 24000),
+    Flag("threshold", "--threshold", float, 0.5),
+    DEVICE,
 ]
 
 
@@ -112,14 +131,16 @@ SEGMENT_FLAGS = [
 def build_segment(table: Table, base: StageBase) -> StageConfig:
     inventory = _path(table, base, "inventory", f"{RUN_DIR}/ingest/inventory.json")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
-    argv = [*_module_argv("segment"), "--inventory", str(inventory), "--out", str(out),
-            *_flags(table, SEGMENT_FLAGS)]
+    argv = [*_module_argv("segment"), "--inventory", str(inventory), "--out", str(out), *_flags(table, SEGMENT_FLAGS)]
     return _finish(base, "segment", argv, [str(inventory)], [f"{out}/clips.json"])
 
 
 TRANSCRIBE_FLAGS = [
-    Flag("model", "--model", str, "large-v3"), Flag("language", "--language", str, "vi"),
-    Flag("backend", "--backend", str, "auto"), DEVICE, Flag("min_chars", "--min-chars", int, 2),
+    Flag("model", "--model", str, "large-v3"),
+    Flag("language", "--language", str, "vi"),
+    Flag("backend", "--backend", str, "auto"),
+    DEVICE,
+    Flag("min_chars", "--min-chars", int, 2),
     Flag("no_speech_threshold", "--no-speech-threshold", float, 0.6),
     Flag("logprob_threshold", "--logprob-threshold", float, -1.0),
 ]
@@ -142,8 +163,11 @@ def build_prepare(table: Table, base: StageBase) -> StageConfig:
     pretrained = _path(table, base, "pretrained", None)
     vocab = _path(table, base, "pretrained_vocab", None)
     if (pretrained is None) != (vocab is None):
-        table.fail("pretrained and pretrained_vocab go together: the vocab is what the pretrained model's "
-                   "text embedding was trained with", "pretrained" if pretrained is None else "pretrained_vocab")
+        table.fail(
+            "pretrained and pretrained_vocab go together: the vocab is what the pretrained model's "
+            "text embedding was trained with",
+            "pretrained" if pretrained is None else "pretrained_vocab",
+        )
     argv = [*_module_argv("prepare"), "--metadata", str(metadata), "--out", str(out)]
     inputs = [str(metadata)]
     if pretrained and vocab:
@@ -154,6 +178,11 @@ def build_prepare(table: Table, base: StageBase) -> StageConfig:
 
 
 RECIPE_KINDS: dict[str, Callable[[Table, StageBase], StageConfig]] = {
-    "setup": build_setup, "pretrained": build_pretrained, "ingest": build_ingest, "separate": build_separate,
-    "segment": build_segment, "transcribe": build_transcribe, "prepare": build_prepare,
+    "setup": build_setup,
+    "pretrained": build_pretrained,
+    "ingest": build_ingest,
+    "separate": build_separate,
+    "segment": build_segment,
+    "transcribe": build_transcribe,
+    "prepare": build_prepare,
 }

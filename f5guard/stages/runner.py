@@ -28,8 +28,9 @@ FAILURE_LINES = 12
 class StageRunner:
     """One stage's execution in this daemon's life; ``finished`` once it reached a final state."""
 
-    def __init__(self, run: RunConfig, decision: Decision, record: StageRecord, ctx: RunContext,
-                 run_record: RunRecord) -> None:
+    def __init__(
+        self, run: RunConfig, decision: Decision, record: StageRecord, ctx: RunContext, run_record: RunRecord
+    ) -> None:
         self.run = run
         self.run_record = run_record
         self._dirty = False
@@ -43,8 +44,13 @@ class StageRunner:
         self.restart_at: float | None = None
         self.stopping = False
         self.log = ctx.log.bind(run=run.name, stage=self.stage.name)
-        self.stage_log = StageLog(ctx.work.stage_log(run.name, self.stage.name), max_bytes=ctx.logs.max_bytes,
-                                  backups=ctx.logs.backups, redactor=ctx.redactor, on_line=self.on_output_line)
+        self.stage_log = StageLog(
+            ctx.work.stage_log(run.name, self.stage.name),
+            max_bytes=ctx.logs.max_bytes,
+            backups=ctx.logs.backups,
+            redactor=ctx.redactor,
+            on_line=self.on_output_line,
+        )
 
     @property
     def finished(self) -> bool:
@@ -56,9 +62,13 @@ class StageRunner:
 
     def env(self) -> dict[str, str]:
         return {
-            **self.ctx.base_env, **self.stage.env, "PYTHONUNBUFFERED": "1",
-            "F5GUARD_RUN": self.run.name, "F5GUARD_STAGE": self.stage.name,
-            "F5GUARD_HOME": str(self.ctx.home.root), "F5GUARD_WORK": str(self.ctx.work.root),
+            **self.ctx.base_env,
+            **self.stage.env,
+            "PYTHONUNBUFFERED": "1",
+            "F5GUARD_RUN": self.run.name,
+            "F5GUARD_STAGE": self.stage.name,
+            "F5GUARD_HOME": str(self.ctx.home.root),
+            "F5GUARD_WORK": str(self.ctx.work.root),
             ITEMS_ENV: str(self.items_path),
         }
 
@@ -95,8 +105,13 @@ class StageRunner:
         self.record.attempts += 1
         self.stage_log.note(f"attempt {self.record.attempts}: {' '.join(self.stage.command)}")
         try:
-            self.attempt = Attempt(self.stage.command, env=self.env(), cwd=self.stage.cwd, log=self.stage_log,
-                                   on_exit=lambda _a: self.ctx.wake.set())
+            self.attempt = Attempt(
+                self.stage.command,
+                env=self.env(),
+                cwd=self.stage.cwd,
+                log=self.stage_log,
+                on_exit=lambda _a: self.ctx.wake.set(),
+            )
         except OSError as err:
             self.attempt = None
             self._fail(StageStatus.FAILED, f"cannot start {self.stage.command[0]!r}: {err.strerror or err}")
@@ -135,6 +150,7 @@ class StageRunner:
         r = self.record
         r.pid = r.pid_started = None
         r.last_exit = override or exit.describe()
+        self.driver.follow_items(self, time.monotonic())  # the last report lands just before the exit
         self.driver.after_exit(self, exit)
         self.stage_log.note(f"attempt {r.attempts} ended: {r.last_exit}")
         if self.stopping:
@@ -192,8 +208,7 @@ class StageRunner:
         self.stopping = True
         if self.attempt is not None:
             attempt = self.attempt
-            attempt.stop(self.stage.stop_grace_s if grace_s is None else grace_s,
-                         leader_only=self.stage.long_running)
+            attempt.stop(self.stage.stop_grace_s if grace_s is None else grace_s, leader_only=self.stage.long_running)
             self._after_exit(attempt.exit or ExitInfo(-9, stopped=True), attempt.uptime_s)
         elif not self.finished:
             self._finish(StageStatus.INTERRUPTED, "stopped before it finished")

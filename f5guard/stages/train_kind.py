@@ -8,6 +8,7 @@ whose checkpoint dir is given or resolved the way finetune_cli resolves it.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 from pathlib import Path
 from typing import Any
@@ -69,20 +70,33 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
             options["checkpoint_dir"] = base.resolve(ckpt_text, table.key_path("checkpoint_dir"), table.file)
         else:
             options["checkpoint_dir"] = _finetune_cli_ckpts(table, command)
-        return base.finish("train", command, long_running=True, options=options, inputs=tuple(inputs),
-                           env={**base.env, "PYTHONFAULTHANDLER": "1"})
+        return base.finish(
+            "train",
+            command,
+            long_running=True,
+            options=options,
+            inputs=tuple(inputs),
+            env={**base.env, "PYTHONFAULTHANDLER": "1"},
+        )
     if table.has("command"):
         table.fail("is only for mode = 'command'; the builtin mode runs `python -m f5guard.train`", "command")
-    options["checkpoint_dir"] = base.resolve(ckpt_text, table.key_path("checkpoint_dir"), table.file) \
-        if ckpt_text else default_ckpts
+    options["checkpoint_dir"] = (
+        base.resolve(ckpt_text, table.key_path("checkpoint_dir"), table.file) if ckpt_text else default_ckpts
+    )
     spec = _spec(table, base, options["checkpoint_dir"], paths["progress_path"])
     options["spec"] = spec.to_dict()
     inputs += [str(spec.dataset_dir / "raw.arrow"), str(spec.dataset_dir / "duration.json"), str(spec.vocab_path)]
     if spec.pretrained is not None:
         inputs.append(str(spec.pretrained))
     command = [sys.executable, "-m", "f5guard.train", "--spec", paths["spec_path"]]
-    return base.finish("train", command, long_running=True, options=options, inputs=tuple(dict.fromkeys(inputs)),
-                       env={**base.env, "PYTHONFAULTHANDLER": "1"})
+    return base.finish(
+        "train",
+        command,
+        long_running=True,
+        options=options,
+        inputs=tuple(dict.fromkeys(inputs)),
+        env={**base.env, "PYTHONFAULTHANDLER": "1"},
+    )
 
 
 def _spec(table: Table, base: StageBase, checkpoint_dir: str, progress_path: str) -> TrainSpec:
@@ -114,12 +128,15 @@ def _finetune_cli_ckpts(table: Table, command: list[str]) -> str:
     import importlib.util  # only this rare path needs it; keep `status` imports lean
 
     dataset = None
-    for flag, value in zip(command, command[1:]):
+    for flag, value in itertools.pairwise(command):
         if flag == "--dataset_name":
             dataset = value
     spec = importlib.util.find_spec("f5_tts")
     if dataset is None or spec is None or not spec.submodule_search_locations:
-        table.fail("is required for mode = 'command' unless the command is finetune_cli with --dataset_name "
-                   "and f5_tts is installed here", "checkpoint_dir")
-    package = Path(next(iter(spec.submodule_search_locations)))  # type: ignore[union-attr]
+        table.fail(
+            "is required for mode = 'command' unless the command is finetune_cli with --dataset_name "
+            "and f5_tts is installed here",
+            "checkpoint_dir",
+        )
+    package = Path(next(iter(spec.submodule_search_locations)))
     return str((package / ".." / ".." / "ckpts" / str(dataset)).resolve())

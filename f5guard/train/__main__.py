@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         progress.close()
         if run.trainer is not None:  # after the except clauses: their tracebacks no longer pin the DataLoader
-            from f5guard.train.workers import release_workers  # noqa: PLC0415 - imports torch
+            from f5guard.train.workers import release_workers
 
             release_workers(run.trainer)
 
@@ -107,8 +107,8 @@ class _Run:
             os.environ.setdefault(key, value)
 
         # torch + f5_tts: seconds of imports, after the spec and the checkpoint dir were checked
-        from f5guard.train.build import build_dataset, build_trainer  # noqa: PLC0415
-        from f5guard.train.workers import shield_workers  # noqa: PLC0415
+        from f5guard.train.build import build_dataset, build_trainer
+        from f5guard.train.workers import shield_workers
 
         trainer, n_params = build_trainer(spec)
         dataset = build_dataset(spec)
@@ -118,9 +118,7 @@ class _Run:
                             for q in plan.quarantined],
         }  # fmt: skip
         verify = os.environ.get(VERIFY_ENV) == "1"
-        self.hooks = TrainerHooks(
-            trainer, spec, progress, self.stop, start_fields=start_fields, verify_resume=verify
-        )
+        self.hooks = TrainerHooks(trainer, spec, progress, self.stop, start_fields=start_fields, verify_resume=verify)
         self.hooks.install()
         self.trainer = trainer
         shield_workers()

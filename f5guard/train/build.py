@@ -23,9 +23,7 @@ def build_trainer(spec: TrainSpec) -> tuple[Any, int]:
     # "custom" reads the vocab at a path; pinyin/char look it up package-relative (see TrainSpec.vocab_path)
     vocab_char_map, vocab_size = get_tokenizer(str(spec.vocab_path), "custom")
     model = CFM(
-        transformer=DiT(
-            **dit_kwargs(spec.model), text_num_embeds=vocab_size, mel_dim=MEL_SPEC["n_mel_channels"]
-        ),
+        transformer=DiT(**dit_kwargs(spec.model), text_num_embeds=vocab_size, mel_dim=MEL_SPEC["n_mel_channels"]),
         mel_spec_kwargs=dict(MEL_SPEC),
         vocab_char_map=vocab_char_map,
     )

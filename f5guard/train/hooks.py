@@ -89,7 +89,7 @@ class TrainerHooks:
                            updates_per_epoch=self.updates_per_epoch, epochs=self.spec.epochs,
                            checkpoint=loaded, **self.start_fields)  # fmt: skip
         if self.verify_resume and loaded is not None and start > 0:
-            from f5guard.train.verify import compare_with_checkpoint  # noqa: PLC0415 - imports torch
+            from f5guard.train.verify import compare_with_checkpoint
 
             self.progress.emit("resume_check", **compare_with_checkpoint(self.trainer, ckpt_dir / loaded))
         if self.stop.reason is not None:  # asked to stop before any update: nothing new to save
@@ -141,11 +141,7 @@ class TrainerHooks:
         rate = None
         if self._reported is not None and now > self._reported[1] and self.update > self._reported[0]:
             rate = round((self.update - self._reported[0]) / (now - self._reported[1]), 4)
-        epoch = (
-            (self.update - 1) // self.updates_per_epoch + 1
-            if self.updates_per_epoch and self.update
-            else None
-        )
+        epoch = (self.update - 1) // self.updates_per_epoch + 1 if self.updates_per_epoch and self.update else None
         extra = {} if self._loss is None or math.isfinite(self._loss) else {"loss_nonfinite": str(self._loss)}
         self.progress.emit("update", update=self.update, loss=_finite(self._loss), lr=_finite(self._lr),
                            updates_per_s=rate, epoch=epoch, **extra)  # fmt: skip

@@ -59,8 +59,8 @@ def make_wavs(out_dir: Path, n: int, source: Source = "auto") -> tuple[Path, str
 
 
 def _write_tone(path: Path, i: int) -> None:
-    import numpy as np  # noqa: PLC0415 - only the tone fallback needs them
-    import soundfile as sf  # noqa: PLC0415
+    import numpy as np
+    import soundfile as sf
 
     sr = 24000
     seconds = 1.0 + (i % 5) * 0.25
@@ -75,7 +75,7 @@ def make_dataset(out_dir: str | Path, n: int = 8, source: Source = "auto") -> Pa
     """Wavs + CSV, then F5-TTS's prepare_and_save_set (vocab built from the data, like --pretrain)."""
     root = Path(out_dir).resolve()
     csv_path, _ = make_wavs(root, n, source)
-    from f5_tts.train.datasets.prepare_csv_wavs import prepare_and_save_set  # noqa: PLC0415 - seconds of imports
+    from f5_tts.train.datasets.prepare_csv_wavs import prepare_and_save_set
 
     data_dir = root / "data"
     # is_finetune=True would copy the Emilia pinyin vocab from F5-TTS's git tree, which the wheel lacks
@@ -84,9 +84,7 @@ def make_dataset(out_dir: str | Path, n: int = 8, source: Source = "auto") -> Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m f5guard.train.tinydata", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m f5guard.train.tinydata", description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--n", type=int, default=8, help="number of clips (default 8)")
     parser.add_argument("--source", choices=["auto", "espeak", "tones"], default="auto")

@@ -21,7 +21,7 @@ def shield_workers() -> bool:
     of each worker's loop; wrapping that attribute is the only hook F5-TTS's DataLoader (no worker_init_fn)
     leaves. Forked workers inherit the wrapper (fork is Linux's default start method through Python 3.13).
     """
-    from torch.utils.data._utils import signal_handling  # noqa: PLC0415 - the module stays importable without torch
+    from torch.utils.data._utils import signal_handling
 
     original = getattr(signal_handling, "_set_worker_signal_handlers", None)
     if original is None:
