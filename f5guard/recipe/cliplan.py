@@ -1,9 +1,9 @@
 """From VAD speech regions to training clips: pure arithmetic on seconds, so it is tested without audio.
 
-F5-TTS trains only on clips of 0.3-30 s. A region shorter than the minimum joins a neighbour when the joined
-clip still fits, else it is dropped; a region longer than the maximum is cut at the quietest point shortly
-before the limit (``quietest`` tells where that is), never silently mid-word at the limit, and every cut is
-reported with its reason.
+F5-TTS trains only on clips of 0.3-30 s. A region shorter than the minimum joins a neighbour when the pause
+between them is short and the joined clip still fits, else it is dropped; a region longer than the maximum is
+cut at the quietest point shortly before the limit (``quietest`` tells where that is), never silently mid-word
+at the limit, and every cut is reported with its reason.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 SEARCH_S = 5.0  # how far before the limit a forced cut looks for a pause
+JOIN_GAP_S = 1.0  # a short region joins a neighbour only across a pause this short (no clip of mostly silence)
 
 
 @dataclass(frozen=True)
@@ -56,14 +57,14 @@ def _join_short(regions: list[Span], min_clip: float, max_clip: float, notes: li
     for found in regions:
         region = found
         if pending is not None:
-            if found.end - pending.start <= max_clip:
+            if found.end - pending.start <= max_clip and found.start - pending.end <= JOIN_GAP_S:
                 region = Span(pending.start, found.end)
             else:
                 notes.append(_dropped(pending, min_clip))
             pending = None
         if region.duration >= min_clip:
             out.append(region)
-        elif out and region.end - out[-1].start <= max_clip:
+        elif out and region.end - out[-1].start <= max_clip and region.start - out[-1].end <= JOIN_GAP_S:
             out[-1] = Span(out[-1].start, region.end)
         else:
             pending = region
@@ -75,7 +76,7 @@ def _join_short(regions: list[Span], min_clip: float, max_clip: float, notes: li
 def _dropped(region: Span, min_clip: float) -> str:
     return (
         f"dropped speech {region.start:.2f}-{region.end:.2f} s ({region.duration:.2f} s): shorter than "
-        f"--min-clip-s {min_clip:g} and no neighbour to join within the maximum"
+        f"--min-clip-s {min_clip:g}, no neighbour within {JOIN_GAP_S:g} s to join it to"
     )
 
 
