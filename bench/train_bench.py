@@ -128,8 +128,7 @@ def same_spec(bare: Path, daemon: Path) -> None:
     diff = sorted(k for k in set(a) | set(b) if k not in paths and a.get(k) != b.get(k))
     if diff:
         note(
-            f"bare and f5guard specs differ in {diff}: "
-            + ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in diff)
+            f"bare and f5guard specs differ in {diff}: " + ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in diff)
         )
 
 
@@ -159,9 +158,7 @@ class Progress:
                 if pred(ev):
                     return i, ev
                 if fail_pid is not None and ev.get("event") == "exit" and ev.get("pid") == fail_pid:
-                    raise RuntimeError(
-                        f"trainer {fail_pid} exited while waiting for {what}: {ev.get('reason')}"
-                    )
+                    raise RuntimeError(f"trainer {fail_pid} exited while waiting for {what}: {ev.get('reason')}")
                 i += 1
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no {what} within {timeout:g}s ({self.path})")
@@ -213,9 +210,7 @@ def dead(pid: int) -> bool:
     return state in (b"Z", b"X")
 
 
-def wait_new_trainer(
-    spec: str, before: set[int], victim: int, timeout: float
-) -> tuple[int, float, float | None]:
+def wait_new_trainer(spec: str, before: set[int], victim: int, timeout: float) -> tuple[int, float, float | None]:
     """Tight (~1 ms) scan of /proc for a trainer of `spec` that did not exist in `before`; also notes when the
     victim was seen dead. Returns (new pid, its monotonic time, the victim's or None if not seen first)."""
     deadline = time.monotonic() + timeout
@@ -252,9 +247,7 @@ class F5Side:
 
     name = "f5guard"
 
-    def __init__(
-        self, root: Path, dataset: Path, epochs: int, overrides: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, root: Path, dataset: Path, epochs: int, overrides: dict[str, Any] | None = None) -> None:
         self.root = root
         self.config = write_config(root, dataset, epochs, overrides)
         self.work = root / "work"
@@ -353,9 +346,7 @@ class BashSide:
 
     def victim(self) -> int:
         assert self.loop is not None
-        kids = [
-            p.pid for p in psutil.Process(self.loop.pid).children() if is_trainer(argv_of(p.pid), self.spec)
-        ]
+        kids = [p.pid for p in psutil.Process(self.loop.pid).children() if is_trainer(argv_of(p.pid), self.spec)]
         if kids != [self.trainer_pid]:
             note(f"bash loop children {kids} are not the training pid {self.trainer_pid}")
         return int(self.trainer_pid or 0)
@@ -534,10 +525,10 @@ def restart_series(tmp: Path, dataset: Path, n: int) -> dict[str, Any]:
     out["first_update_delta_s"] = round(f["first_update_s_median"] - b["first_update_s_median"], 3)
     # Round i's two kills are seconds apart: the paired figures cancel most of the machine's drifting load.
     pairs = list(zip(results["f5guard"], results["bash"], strict=True))
-    out["new_process_ratio_paired_median"] = round(
-        med([a["new_process_s"] / c["new_process_s"] for a, c in pairs]), 2)
+    out["new_process_ratio_paired_median"] = round(med([a["new_process_s"] / c["new_process_s"] for a, c in pairs]), 2)
     out["first_update_delta_paired_median_s"] = round(
-        med([a["first_update_s"] - c["first_update_s"] for a, c in pairs]), 3)
+        med([a["first_update_s"] - c["first_update_s"] for a, c in pairs]), 3
+    )
     return out
 
 
@@ -683,6 +674,7 @@ def daemon_events(side: F5Side, event: str, t0: float, t1: float) -> list[dict[s
 # ------------------------------------------------------------------------------------------------ main
 def git_state() -> dict[str, Any]:
     """The code measured: HEAD and how many tracked files differ from it (others edit the same checkout)."""
+
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True, check=False)
         return done.stdout.strip()
@@ -736,15 +728,11 @@ def main() -> None:
         if "speed" in only:
             result["speed"] = speed_series(tmp, dataset, args.speed_runs, args.speed_epochs)
         if "daemon" in only:
-            log(
-                f"daemon cost: {args.window_s:g} s window while training (checkpoint every 10 updates)"
-            )
+            log(f"daemon cost: {args.window_s:g} s window while training (checkpoint every 10 updates)")
             result["daemon"] = daemon_cost(tmp, dataset, args.window_s, "brief")
             if args.window2_s > 0:
                 log(f"daemon cost: {args.window2_s:g} s window while training, no checkpoint in the window")
-                result["daemon_no_checkpoints"] = daemon_cost(
-                    tmp, dataset, args.window2_s, "nockpt", NO_CHECKPOINTS
-                )
+                result["daemon_no_checkpoints"] = daemon_cost(tmp, dataset, args.window2_s, "nockpt", NO_CHECKPOINTS)
     finally:
         result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
         result["wall_s"] = round(time.monotonic() - wall0, 1)
@@ -814,10 +802,7 @@ def summary(r: dict[str, Any]) -> None:
             f"{d['control_thread_cpu_pct']:.2f}%, other threads {d['other_threads_cpu_pct']:.2f}% "
             f"({d['checkpoints_synced_in_window']} checkpoints synced to home)"
         )
-    print(
-        f"load average {r['machine']['loadavg_start']} -> {r['machine']['loadavg_end']}; "
-        f"wall {r['wall_s']:.0f} s"
-    )
+    print(f"load average {r['machine']['loadavg_start']} -> {r['machine']['loadavg_end']}; wall {r['wall_s']:.0f} s")
     for a in r["anomalies"]:
         print(f"  ! {a}")
 
