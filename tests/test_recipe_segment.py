@@ -114,6 +114,7 @@ def test_the_corrupt_source_is_skipped_with_its_reason(segmented: Segmented) -> 
 
 
 @pytest.mark.train
+@pytest.mark.slow
 def test_a_rerun_cuts_only_the_changed_source_and_drops_removed_ones(tmp_path: Path) -> None:
     """New bytes in one source: only it is cut again (the others' clips are untouched); a removed source's go."""
     first = _ingest_and_segment(tmp_path)

@@ -38,6 +38,7 @@ from tests.recipe_audio_support import (
 RANDOM_MODEL_ARGS = ("--language", "vi", "--device", "cpu", "--logprob-threshold", "-20")
 
 # Counts every call of Whisper.transcribe (one per clip) in a file, then runs the stage as `python -m` would.
+# With WHISPER_BROKEN set every call fails the way a broken CUDA context does.
 _COUNTING_RUNNER = textwrap.dedent(
     """
     import os, runpy, sys
@@ -50,6 +51,8 @@ _COUNTING_RUNNER = textwrap.dedent(
             handle.write("call\\n")
             handle.flush()
             os.fsync(handle.fileno())
+        if os.environ.get("WHISPER_BROKEN"):
+            raise RuntimeError("CUDA error: device-side assert triggered")
         return _original(self, *args, **kwargs)
 
     whisper.model.Whisper.transcribe = counted
@@ -121,6 +124,7 @@ def test_transcripts_become_metadata_csv_and_a_manifest(
 
 
 @pytest.mark.train
+@pytest.mark.slow
 def test_a_killed_run_resumes_at_the_next_clip(
     tiny_whisper: Path, clips: tuple[Path, list[Path]], tmp_path: Path
 ) -> None:
@@ -164,6 +168,51 @@ def test_a_killed_run_resumes_at_the_next_clip(
 
 
 @pytest.mark.train
+def test_a_broken_model_fails_the_stage_and_its_clips_are_retried(
+    tiny_whisper: Path, clips: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    """Model errors on 3 clips in a row: exit 1 with one line; the next run retries those clips, not the rest."""
+    manifest_in, _ = clips
+    out = tmp_path / "transcribe"
+    runner = tmp_path / "counting_runner.py"
+    runner.write_text(_COUNTING_RUNNER)
+    calls = tmp_path / "whisper-calls.txt"
+    argv = [sys.executable, str(runner), "--clips", str(manifest_in), "--out", str(out), "--model", str(tiny_whisper),
+            *RANDOM_MODEL_ARGS, "--min-chars", "0"]  # fmt: skip
+    broken = subprocess.run(argv, env=stage_env(WHISPER_CALLS=str(calls), WHISPER_BROKEN="1"), capture_output=True,
+                            text=True, timeout=240)  # fmt: skip
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    line = broken.stderr.strip()
+    assert "\n" not in line and "failed on 3 clips in a row" in line and "device-side assert" in line, line
+    assert len(calls.read_text().splitlines()) == 3 and not (out / "manifest.json").exists()
+    healed = subprocess.run(argv, env=stage_env(WHISPER_CALLS=str(calls)), capture_output=True, text=True,
+                            timeout=240)  # fmt: skip
+    ok(healed)
+    assert "0 already done, 10 to transcribe" in healed.stdout  # the 3 failed ones are retried with the rest
+    assert read_json(out / "manifest.json")["kept"] == 10
+
+
+@pytest.mark.train
+def test_an_undecodable_clip_is_dropped_as_failed(
+    tiny_whisper: Path, clips: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    """A clip that does not decode is counted under dropped.failed with its reason; the others are kept."""
+    manifest_in, made = clips
+    made[2].write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio" * 10)
+    out = tmp_path / "transcribe"
+    proc = ok(run_stage("transcribe", "--clips", manifest_in, "--out", out, "--model", tiny_whisper,
+                        *RANDOM_MODEL_ARGS, "--min-chars", "0"))  # fmt: skip
+    assert f"failed: {made[2].name}: does not decode" in proc.stdout
+    manifest = read_json(out / "manifest.json")
+    assert manifest["kept"] == 9 and manifest["dropped"]["failed"] == 1
+    assert str(made[2]) not in (out / "metadata.csv").read_text(encoding="utf-8")
+    rerun = ok(run_stage("transcribe", "--clips", manifest_in, "--out", out, "--model", tiny_whisper,
+                         *RANDOM_MODEL_ARGS, "--min-chars", "0"))  # fmt: skip
+    assert "10 already done, 0 to transcribe" in rerun.stdout  # a bad file is not retried: its bytes are the same
+
+
+@pytest.mark.train
+@pytest.mark.slow
 def test_from_audio_folder_to_an_f5_tts_dataset(tiny_whisper: Path, tmp_path: Path) -> None:
     """ingest -> segment -> transcribe, then F5-TTS's own prepare_and_save_set reads metadata.csv: every row."""
     pytest.importorskip("f5_tts")

@@ -38,7 +38,7 @@ from f5guard.recipe.asr import (
 from f5guard.recipe.audio import AudioDecodeError, load_mono
 from f5guard.recipe.ingest import sha256_file
 from f5guard.recipe.ledger import Ledger, Record
-from f5guard.recipe.stagecli import BadInput, one_line, pick_device, run_entry, say, signature
+from f5guard.recipe.stagecli import BadInput, StageFailed, one_line, pick_device, run_entry, say, signature
 
 PROG = "f5guard.recipe.transcribe"
 MANIFEST = "manifest.json"
@@ -47,6 +47,7 @@ LEDGER = "transcripts.jsonl"
 FORMAT = 1
 ASR_RATE = 16000
 DROP_REASONS = ("empty", "short", "non_speech", "failed")
+BREAKER = 3  # this many clips failing in the model in a row: the model or device is broken, not the clips
 
 
 def _read_clips(path: Path) -> list[str]:
@@ -86,7 +87,11 @@ class ClipIndex:
 
 
 def _recognise(backend: Backend, clip: str) -> dict[str, Any]:
-    """One clip through the model: the raw result for the ledger, or the reason it failed."""
+    """One clip through the model: the raw result for the ledger, or why it failed.
+
+    A clip that does not decode stays failed (its bytes will not change). A model error is recorded with
+    ``retry``: the next run tries that clip again, since a broken CUDA context fails every clip alike.
+    """
     try:
         audio = load_mono(Path(clip), ASR_RATE).numpy()
     except AudioDecodeError as err:
@@ -95,12 +100,10 @@ def _recognise(backend: Backend, clip: str) -> dict[str, Any]:
         result = backend.transcribe(audio)
     except (MemoryError, OSError):
         raise  # the machine's trouble, not this clip's: fail the stage, the daemon retries it
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:
         if "out of memory" in str(err).lower():  # torch.cuda.OutOfMemoryError and CPU allocation failures
             raise
-        return {"error": f"{type(err).__name__}: {one_line(str(err), 200)}"}
-    except ValueError as err:
-        return {"error": f"{type(err).__name__}: {one_line(str(err), 200)}"}
+        return {"error": f"{type(err).__name__}: {one_line(str(err), 200)}", "retry": True}
     return {
         "text": result.text,
         "segments": [[s.text, s.no_speech_prob, s.avg_logprob] for s in result.segments],
@@ -139,23 +142,30 @@ class _Run:
             key = f"{sha}|{clip}"
             keys.append(key)
             rec = self.ledger.get(key)
-            if rec is None or rec.get("sig") != self.sig:
+            if rec is None or rec.get("sig") != self.sig or rec.get("retry"):
                 todo.append((key, clip, size, mtime_ns))
         return keys, todo
 
     def recognise_all(self, todo: list[tuple[str, str, int, int]], done: int, device: str) -> None:
         backend = load_backend(self.backend, self.options, device)  # once per run, never per clip
         say(f"transcribe: model loaded on {device}")
+        in_a_row = 0
         with ItemProgress(total=done + len(todo), done=done) as progress:
             for key, clip, size, mtime_ns in todo:
                 result = _recognise(backend, clip)
                 self.ledger.append(key, {"sig": self.sig, "clip": clip, "sha256": key.split("|", 1)[0],
                                          "size": size, "mtime_ns": mtime_ns, **result})  # fmt: skip
+                in_a_row = in_a_row + 1 if result.get("retry") else 0
                 if "error" in result:
                     say(f"failed: {Path(clip).name}: {result['error']}")
                 else:
                     say(f"transcribed: {Path(clip).name}: {clean_text(result['text'])[:80]!r}")
                 progress.advance()
+                if in_a_row >= BREAKER:
+                    raise StageFailed(
+                        f"model {self.options.model} failed on {in_a_row} clips in a row, last {clip}: "
+                        f"{result['error']} (the next run retries them)"
+                    )
 
     def judge_all(self, keys: list[str], rules: Rules) -> tuple[list[tuple[str, str]], dict[str, int]]:
         """metadata.csv rows of the kept clips and the count per drop reason; compacts the ledger."""
