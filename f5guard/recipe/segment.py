@@ -40,7 +40,8 @@ CLIPS = "clips"
 FORMAT = 1
 VAD_RATE = 16000
 PAD_MS = 100  # speech kept either side of a region: soft onsets and final consonants survive the cut
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f|/\\]+")  # "|" would break metadata.csv; separators and controls, files
+# "|" would split a metadata.csv row; path separators and control characters make bad file names
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f|/\\]+")
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,10 @@ class Segmenter:
         )
         records = []
         total = wav.numel()
+        longest = int(p.max_clip_s * p.sample_rate)  # rounding never adds the sample that F5-TTS would reject
         for i, span in enumerate(plan.clips, start=1):
             a = max(0, round(span.start * p.sample_rate))
-            b = min(total, round(span.end * p.sample_rate))
+            b = min(total, round(span.end * p.sample_rate), a + longest)
             name = f"{stem}__{i:04d}.wav"
             write_wav(self.clips_dir / name, wav[a:b], p.sample_rate)
             records.append({
