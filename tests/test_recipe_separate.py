@@ -19,7 +19,7 @@ import pytest
 
 from f5guard.recipe.separate import vocals_names
 from tests.f5_fixtures import train_env
-from tests.recipe_prep_support import last_line, python_json, run_entry
+from tests.recipe_prep_support import python_json, run_entry
 
 # One tiny HTDemucs (91k parameters, 2 s segments), saved in each layout; plus a few sources.
 MAKE = r"""
@@ -194,8 +194,8 @@ def test_released_name_without_network_fails_in_one_line(kit: Path, tmp_path: Pa
     proc = run_entry("separate", "--inventory", kit / "inventory.json", "--out", tmp_path / "out", "--model",
                      "htdemucs", env={**_env(kit), "TORCH_HOME": str(empty)}, timeout=120)  # fmt: skip
     assert proc.returncode == 1, proc.stdout[-2000:]
-    line = last_line(proc.stderr)
-    assert line.startswith("f5guard.recipe.separate: load demucs model htdemucs: ")
+    line = proc.stderr.strip()
+    assert "\n" not in line and line.startswith("f5guard.recipe.separate: load demucs model htdemucs: ")
     assert "--model PATH" in line and not (tmp_path / "out" / "inventory.json").exists()
 
 

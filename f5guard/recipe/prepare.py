@@ -166,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(FileNotFoundError):
             (args.out / MANIFEST).unlink()  # a killed rerun must not look done
         _clean_leftovers(args.out)
-        manifest = build(args)
+        # F5-TTS's tqdm bars and library warnings belong in the log: stderr carries only the one-line verdict
+        with contextlib.redirect_stderr(sys.stdout):
+            manifest = build(args)
         atomic_write_json(args.out / MANIFEST, manifest)
     except (PrepareFailed, VocabError) as err:
         print(f"{PROG}: {err}", file=sys.stderr)

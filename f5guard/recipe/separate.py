@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import hashlib
 import io
 import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -212,7 +214,7 @@ def separate(inventory: Path, out: Path, model: str, device_choice: str) -> int:
         if todo:
             device = pick_device(device_choice)
             started = time.monotonic()
-            separator = load_separator(model)
+            separator = load_separator(model).to(device)  # once: a bag would otherwise move per window
             say(f"model {model}: {type(separator).__name__} at {separator.samplerate} Hz on {device} "
                 f"({time.monotonic() - started:.1f} s to load)")  # fmt: skip
         with ItemProgress(total=len(sources), done=len(sources) - len(todo)) as progress:
@@ -280,7 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     inventory = Path(os.path.abspath(args.inventory))
     out = Path(os.path.abspath(args.out))
-    return run_entry(PROG, lambda: separate(inventory, out, args.model, args.device))
+    return run_entry(PROG, lambda: _quiet(separate, inventory, out, args.model, args.device))
+
+
+def _quiet(body: Callable[..., int], *args: Any) -> int:
+    """Library warnings (demucs, torch) go to the log on stdout: stderr carries only the one-line verdict."""
+    with contextlib.redirect_stderr(sys.stdout):
+        return body(*args)
 
 
 if __name__ == "__main__":
