@@ -8,8 +8,6 @@ is left, including descendants that escaped the group: no orphans.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import signal
 import subprocess
@@ -21,15 +19,8 @@ from pathlib import Path
 import psutil
 
 from f5guard.exits import ExitInfo, classify, oom_kill_count
+from f5guard.pdeathsig import PARENT_ENV, die_with_parent
 from f5guard.stagelog import StageLog
-
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-def _die_with_daemon() -> None:  # pragma: no cover - runs in the forked child before exec
-    # SIGTERM when the daemon dies (even by SIGKILL): a trainer then checkpoints and exits instead of orphaning.
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class Attempt:
@@ -43,7 +34,9 @@ class Attempt:
         cwd: Path,
         log: StageLog,
         on_exit: Callable[[Attempt], None],
+        self_tied: bool = False,
     ) -> None:
+        """``self_tied``: the child is an f5guard entry that sets its own death signal (see pdeathsig.py)."""
         self.argv = list(argv)
         self.log = log
         self._on_exit = on_exit
@@ -55,15 +48,17 @@ class Attempt:
         self.exit: ExitInfo | None = None
         self._done = threading.Event()
         cwd.mkdir(parents=True, exist_ok=True)
+        # SIGTERM when the daemon dies (even by SIGKILL): a trainer then checkpoints and exits, never orphaned.
+        child_env = {**env, PARENT_ENV: str(os.getpid())} if self_tied else dict(env)
         self.proc = subprocess.Popen(
             self.argv,
             cwd=cwd,
-            env=dict(env),
+            env=child_env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_daemon,  # noqa: PLW1509
+            preexec_fn=None if self_tied else die_with_parent,  # noqa: PLW1509
         )
         self.pid = self.proc.pid
         self.pgid = self.pid  # start_new_session: the child leads its own session and group

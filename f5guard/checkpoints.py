@@ -17,6 +17,7 @@ import pickle
 import re
 import shutil
 import struct
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class CheckpointInfo:
     size: int
     mtime: float
     legacy_step: bool = False  # the file stores `step`, which F5-TTS divides by grad_accumulation_steps
+    text_rows: int | None = None  # rows of the text embedding: vocab size + 1 (None where not readable)
 
 
 @dataclass(frozen=True)
@@ -87,10 +89,17 @@ def classify(name: str) -> Kind | None:
     return None
 
 
+_CACHE_SIZE = 64
+_cache: collections.OrderedDict[tuple[Any, ...], CheckpointInfo | str] = collections.OrderedDict()
+_cache_lock = threading.Lock()
+
+
 def inspect_checkpoint(path: str | os.PathLike[str], kind: Kind | None = None) -> CheckpointInfo:
     """Validate one checkpoint without torch; raise CheckpointInvalid with a one-line reason.
 
-    ``kind`` defaults to the role of the file name (pretrained for names F5-TTS does not know).
+    ``kind`` defaults to the role of the file name (pretrained for names F5-TTS does not know). Verdicts are
+    remembered per (path, inode, size, mtime, ctime): the daemon, the sync and every restart look at the same
+    files again and again, and F5-TTS rewriting a file in place changes its mtime.
     """
     p = Path(path)
     kind = kind or classify(p.name) or "pretrained"
@@ -98,6 +107,30 @@ def inspect_checkpoint(path: str | os.PathLike[str], kind: Kind | None = None) -
         st = p.stat()
     except OSError as err:
         raise CheckpointInvalid(f"cannot read checkpoint {p}: {err.strerror or err}") from err
+    key = (str(p), kind, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    with _cache_lock:
+        known = _cache.get(key)
+    if isinstance(known, CheckpointInfo):
+        return known
+    if isinstance(known, str):
+        raise CheckpointInvalid(known)
+    try:
+        info = _inspect(p, kind, st)
+    except CheckpointInvalid as err:
+        _remember(key, str(err))
+        raise
+    _remember(key, info)
+    return info
+
+
+def _remember(key: tuple[Any, ...], verdict: CheckpointInfo | str) -> None:
+    with _cache_lock:
+        _cache[key] = verdict
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+
+
+def _inspect(p: Path, kind: Kind, st: os.stat_result) -> CheckpointInfo:
     if p.name.endswith(".safetensors"):
         _check_safetensors(p, st.st_size)
         return CheckpointInfo(p, p.name, kind, 0, st.st_size, st.st_mtime)
@@ -119,7 +152,29 @@ def inspect_checkpoint(path: str | os.PathLike[str], kind: Kind | None = None) -
     counter = document.get("update", document.get("step", 0))
     if isinstance(counter, bool) or not isinstance(counter, int) or counter < 0:
         raise CheckpointInvalid(f"checkpoint {p} has a non-integer update counter {counter!r}")
-    return CheckpointInfo(p, p.name, kind, counter, st.st_size, st.st_mtime, legacy_step=legacy)
+    return CheckpointInfo(
+        p,
+        p.name,
+        kind,
+        counter,
+        st.st_size,
+        st.st_mtime,
+        legacy_step=legacy,
+        text_rows=_text_rows(document.get("ema_model_state_dict")),
+    )
+
+
+TEXT_EMBED_SUFFIX = "text_embed.text_embed.weight"
+
+
+def _text_rows(state: Any) -> int | None:
+    """The text embedding's row count, from the tensor's recorded shape (no data is read)."""
+    if not isinstance(state, dict):
+        return None
+    for key, value in state.items():
+        if isinstance(key, str) and key.endswith(TEXT_EMBED_SUFFIX) and isinstance(value, TensorRef) and value.shape:
+            return int(value.shape[0])
+    return None
 
 
 def _read_torch_zip(p: Path) -> Any:
@@ -217,6 +272,7 @@ class TensorRef:
 
     rebuilder: str
     storage: str | None
+    shape: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -229,7 +285,9 @@ class _Marker:
 def _tensor_builder(qualname: str) -> Any:
     def build(*args: Any, **_: Any) -> TensorRef:
         storage = next((a for a in args if isinstance(a, _StorageRef)), None)
-        return TensorRef(qualname, storage.key if storage else None)
+        # _rebuild_tensor_v2(storage, offset, size, stride, ...): the size tuple follows the offset
+        shape = next((tuple(a) for a in args[2:3] if isinstance(a, tuple) and all(isinstance(x, int) for x in a)), None)
+        return TensorRef(qualname, storage.key if storage else None, shape)
 
     return build
 

@@ -109,6 +109,7 @@ _TRAINING_KEYS = (
     "last_exit",
     "sync_warning",
     "sync_error",
+    "superseded",
     "quarantined",
     "last_failure",
     "restored",

@@ -78,6 +78,7 @@ class StageConfig:
     restart: RestartPolicy
     stop_grace_s: float
     options: Mapping[str, Any] = field(default_factory=dict)  # kind-specific settings, validated by the kind
+    identity: Mapping[str, Any] | None = None  # what the result depends on, when not the command and options
 
 
 @dataclass(frozen=True)

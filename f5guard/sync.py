@@ -118,12 +118,22 @@ def _drop_cache(fd: int, offset: int, length: int) -> None:
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
+_buffers = threading.local()
+
+
+def _buffer() -> memoryview:
+    """One copy buffer per thread, reused: a fresh 8 MiB per copy stays resident in glibc's heap (+8 MB RSS)."""
+    view: memoryview | None = getattr(_buffers, "view", None)
+    if view is None:
+        view = _buffers.view = memoryview(bytearray(CHUNK))
+    return view
+
+
 def _copy(src_fd: int, dst: Path, check: Callable[[], None] | None = None,
           delay_s: float = 0.0) -> tuple[int, str]:  # fmt: skip
     """Copy ``src_fd`` into a new file ``dst``, hashing on the way, then fsync; returns (size, sha256)."""
     digest = hashlib.sha256()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
+    view = _buffer()
     offset = 0
     dst_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
@@ -131,7 +141,7 @@ def _copy(src_fd: int, dst: Path, check: Callable[[], None] | None = None,
             if check is not None:
                 check()
             try:
-                n = os.preadv(src_fd, [buf], offset)
+                n = os.preadv(src_fd, [view], offset)
             except OSError as err:
                 raise _ReadError(err) from err
             if n == 0:

@@ -6,6 +6,8 @@ Runs in the daemon: no torch. Checkpoints are judged by ``checkpoints.py`` (zip 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -66,6 +68,9 @@ class TrainDriver(StageDriver):
         home = Path(opts["home_checkpoints"])
         local.mkdir(parents=True, exist_ok=True)
         training = self.training(runner)
+        if opts["mode"] == "builtin":
+            spec = TrainSpec.from_dict(opts["spec"])
+            self._supersede_incompatible(runner, local, home, vocab_rows(spec.vocab_path), training)
         try:
             self._restore_if_newer(runner, local, home, training)
         except (RestoreFailed, OSError) as err:
@@ -104,6 +109,36 @@ class TrainDriver(StageDriver):
             self.sync.start()
         self.sync.request()
         return None
+
+    def _supersede_incompatible(
+        self, runner: StageRunner, local: Path, home: Path, rows: int | None, training: dict[str, Any]
+    ) -> None:
+        """Checkpoints whose text embedding does not fit the dataset's vocab can never resume (F5-TTS's size
+        mismatch). That happens when new audio brings new characters: keep the old training aside (never
+        deleted) and start again from the pretrained model, saying so."""
+        if rows is None:
+            return
+        newest_local = checkpoints.scan_dir(local).newest()
+        durable = list_durable(home)
+        stale: list[tuple[Path, int]] = []
+        if newest_local and newest_local.kind != "pretrained" and newest_local.text_rows not in (None, rows):
+            stale.append((local, newest_local.text_rows or 0))
+        if durable:
+            with contextlib.suppress(checkpoints.CheckpointInvalid):
+                home_rows = checkpoints.inspect_checkpoint(durable[-1].path).text_rows
+                if home_rows not in (None, rows):
+                    stale.append((home, home_rows or 0))
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for folder, old_rows in stale:
+            aside = folder.with_name(f"{folder.name}.superseded-{stamp}")
+            os.replace(folder, aside)
+            folder.mkdir(parents=True, exist_ok=True)
+            text = (
+                f"the dataset's vocab changed ({old_rows - 1} -> {rows - 1} tokens): the previous training's "
+                f"checkpoints cannot resume with it; kept in {aside}, training starts again"
+            )
+            training["superseded"] = {"moved_to": str(aside), "old_vocab": old_rows - 1, "vocab": rows - 1}
+            self._note(runner, text)
 
     def _restore_if_newer(self, runner: StageRunner, local: Path, home: Path, training: dict[str, Any]) -> None:
         """A fresh VM (or one behind another runtime) first takes the newest verified checkpoint from home."""
@@ -211,6 +246,16 @@ class TrainDriver(StageDriver):
             self._fold(runner)
             self.sync.stop()
             self.sync = None
+
+
+def vocab_rows(vocab: Path) -> int | None:
+    """Text embedding rows a model trained on ``vocab`` has: one per line (F5-TTS's custom tokenizer), plus the
+    filler row; None when the vocab is not there yet."""
+    try:
+        with vocab.open("rb") as handle:
+            return sum(1 for _ in handle) + 1
+    except OSError:
+        return None
 
 
 register_driver("train", TrainDriver)

@@ -71,11 +71,13 @@ def test_start_status_stop(make_project) -> None:  # type: ignore[no-untyped-def
 
 def test_status_reads_home_on_a_fresh_runtime(make_project) -> None:  # type: ignore[no-untyped-def]
     """A new work dir on the same home (a recycled VM) still shows what was last known, from home."""
-    p: Project = make_project(PIPELINE.split('[[runs.stages]]\nname = "serve"')[0])
+    p: Project = make_project(PIPELINE.split('[[runs.stages]]\nname = "serve"', maxsplit=1)[0])
     p.cli("start", check=True)
     p.wait_run("speaker")
     p.cli("stop", check=True)
-    fresh: Project = make_project(PIPELINE.split('[[runs.stages]]\nname = "serve"')[0], name="fresh", home=p.home)
+    fresh: Project = make_project(
+        PIPELINE.split('[[runs.stages]]\nname = "serve"', maxsplit=1)[0], name="fresh", home=p.home
+    )
     report = fresh.status()
     assert not report["daemon"]["running"]
     assert report["state"]["source"].startswith(str(p.home))

@@ -3,7 +3,10 @@ window, then FATAL with the reason; failures of ordinary stages stop the run wit
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import signal
 import time
 
 from f5guard.exits import classify
@@ -62,7 +65,7 @@ def test_crash_loop_becomes_fatal_with_reason(make_project) -> None:  # type: ig
     run = p.wait_run("r", ("fatal",), timeout=30)
     starts = [float(x) for x in (p.work / "starts").read_text().split()]
     assert len(starts) == 5, "1 start + 4 restarts"
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert gaps[0] < 0.5, f"first restart is immediate: {gaps}"
     assert gaps[2] > gaps[0] and gaps[2] >= 0.35, f"then backoff grows: {gaps}"
     stage = run["stages"][0]
@@ -116,12 +119,12 @@ command = ["sh", "-c", "date +%s.%N >> {work}/starts; exec sleep 600"]
 """
     p: Project = make_project(body)
     p.cli("start", check=True)
-    p.wait_for(lambda: (p.work / "starts").exists(), what="first start")
-    import os
-    import signal
+    p.wait_for((p.work / "starts").exists, what="first start")
 
-    pid = p.wait_for(lambda: p.state().get("runs", {}).get("r", {}).get("stages", {}).get("train", {}).get("pid"),
-                     what="the trainer pid in state")
+    pid = p.wait_for(
+        lambda: p.state().get("runs", {}).get("r", {}).get("stages", {}).get("train", {}).get("pid"),
+        what="the trainer pid in state",
+    )
     killed_at = time.time()
     os.kill(pid, signal.SIGKILL)
     p.wait_for(lambda: len((p.work / "starts").read_text().split()) == 2, what="restart")

@@ -103,6 +103,12 @@ def _training_lines(t: dict[str, Any]) -> list[str]:
         )
     else:
         lines.append("no checkpoint on home yet")
+    if t.get("superseded"):
+        s = t["superseded"]
+        lines.append(
+            f"[yellow]new vocab[/] ({s.get('old_vocab')} -> {s.get('vocab')} tokens): earlier checkpoints kept in "
+            f"{s.get('moved_to')}"
+        )
     if t.get("restored"):
         lines.append(f"restored from home at update {t['restored'].get('update')}")
     for q in t.get("quarantined") or []:

@@ -84,9 +84,18 @@ def main(argv: list[str] | None = None) -> int:
         text = " ".join(str(err).split())[:300]
         print(f"{PROG}: could not download {args.name} to {args.out}: {type(err).__name__}: {text}", file=sys.stderr)
         return 1
-    atomic_write_json(args.out / "manifest.json", {
-        "format": 1, "name": args.name, "model": str(model), "vocab": str(args.out / "vocab.txt"),
-        "size": model.stat().st_size, "sha256": _sha256(model), "seconds": round(time.monotonic() - started, 1)})
+    atomic_write_json(
+        args.out / "manifest.json",
+        {
+            "format": 1,
+            "name": args.name,
+            "model": str(model),
+            "vocab": str(args.out / "vocab.txt"),
+            "size": model.stat().st_size,
+            "sha256": _sha256(model),
+            "seconds": round(time.monotonic() - started, 1),
+        },
+    )
     with contextlib.suppress(OSError):
         print(f"fetched {args.name}: {model} ({model.stat().st_size / 2**30:.2f} GiB)")
     return 0

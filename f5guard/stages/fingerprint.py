@@ -94,14 +94,16 @@ class Fingerprint:
 
 
 def fingerprint(stage: StageConfig, previous_parts: Mapping[str, Any] | None = None) -> Fingerprint:
-    """The stage's identity now; env is left out on purpose (tokens and CUDA_VISIBLE_DEVICES don't change data)."""
+    """The stage's identity now. Left out on purpose: env (tokens and CUDA_VISIBLE_DEVICES don't change data) and
+    cwd (the same config opened from another folder on a new VM must not rerun a day of work)."""
     prev_inputs = (previous_parts or {}).get("inputs", {})
     parts: dict[str, Any] = {
         "kind": stage.kind,
-        "command": _digest(stage.command),
+        # A kind may name what its result depends on (``identity``): the train stage's command and options
+        # hold paths in the work dir, which a new VM may place elsewhere without changing the training.
+        "command": _digest(stage.identity if stage.identity is not None else stage.command),
         "params": _digest(stage.params),
-        "options": _digest(stage.options),
-        "cwd": str(stage.cwd),
+        "options": _digest(stage.identity if stage.identity is not None else stage.options),
         "inputs": signatures(stage.inputs, prev_inputs if isinstance(prev_inputs, dict) else None),
     }
     comparable = {**parts, "inputs": {p: (s.split("#", 1)[1] if "#" in s else s) for p, s in parts["inputs"].items()}}
@@ -110,9 +112,7 @@ def fingerprint(stage: StageConfig, previous_parts: Mapping[str, Any] | None = N
 
 def explain_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Say what changed between two fingerprints' parts, like ``dvc status``."""
-    reasons = [
-        f"{key} changed" for key in ("kind", "command", "params", "options", "cwd") if old.get(key) != new.get(key)
-    ]
+    reasons = [f"{key} changed" for key in ("kind", "command", "params", "options") if old.get(key) != new.get(key)]
     old_in: Mapping[str, str] = old.get("inputs", {})
     new_in: Mapping[str, str] = new.get("inputs", {})
     for path in sorted(set(old_in) | set(new_in)):

@@ -69,7 +69,8 @@ DEVICE = Flag("device", "--device", str, "auto")
 @register("setup")
 def build_setup(table: Table, base: StageBase) -> StageConfig:
     """Checks the training stack on this machine and installs what is missing (pinned): scope runtime."""
-    out = _path(table, base, "out", "{work}/setup/versions.json")
+    # One report per run: two runs sharing one file would each see the other's write as a changed output.
+    out = _path(table, base, "out", "{work}/setup/{run}.json")
     assert out is not None
     argv = [
         *_module_argv("setup"),
@@ -105,15 +106,14 @@ def build_ingest(table: Table, base: StageBase) -> StageConfig:
 def build_separate(table: Table, base: StageBase) -> StageConfig:
     inventory = _path(table, base, "inventory", f"{RUN_DIR}/ingest/inventory.json")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
-    argv = [
-        *_module_argv("separate"),
-        "--inventory",
-        str(inventory),
-        "--out",
-        str(out),
-        *_flags(table, [Flag("model", "--model", str, "htdemucs"), DEVICE]),
-    ]
-    return _finish(base, "separate", argv, [str(inventory)], [f"{out}/inventory.json"])
+    model = table.get("model", str, "htdemucs")
+    inputs = [str(inventory)]
+    if model.endswith((".th", ".safetensors", ".yaml")) or "/" in model:
+        model = base.resolve(model, table.key_path("model"), table.file)
+        inputs.append(model)  # a local model file: replacing it must rerun the separation
+    argv = [*_module_argv("separate"), "--inventory", str(inventory), "--out", str(out), "--model", model]
+    argv += _flags(table, [DEVICE])
+    return _finish(base, "separate", argv, inputs, [f"{out}/inventory.json"])
 
 
 SEGMENT_FLAGS = [
@@ -170,10 +170,11 @@ def build_prepare(table: Table, base: StageBase) -> StageConfig:
         )
     argv = [*_module_argv("prepare"), "--metadata", str(metadata), "--out", str(out)]
     inputs = [str(metadata)]
+    outputs = [f"{out}/manifest.json", f"{out}/data/raw.arrow", f"{out}/data/duration.json", f"{out}/data/vocab.txt"]
     if pretrained and vocab:
         argv += ["--pretrained", pretrained, "--pretrained-vocab", vocab]
         inputs += [pretrained, vocab]
-    outputs = [f"{out}/manifest.json", f"{out}/data/raw.arrow", f"{out}/data/duration.json", f"{out}/data/vocab.txt"]
+        outputs.append(f"{out}/pretrained_extended.pt")
     return _finish(base, "prepare", argv, inputs, outputs)
 
 

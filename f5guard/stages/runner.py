@@ -111,6 +111,7 @@ class StageRunner:
                 cwd=self.stage.cwd,
                 log=self.stage_log,
                 on_exit=lambda _a: self.ctx.wake.set(),
+                self_tied=bool(self.stage.options.get("self_tied")),
             )
         except OSError as err:
             self.attempt = None
@@ -185,9 +186,12 @@ class StageRunner:
             return
         self.record.restarts += 1
         self.record.last_failure = described
-        self.restart_at = time.monotonic() + verdict.delay_s
         self.log.warning("attempt failed; restarting", exit=described, restart=verdict.reason)
         self.stage_log.note(f"restarting: {verdict.reason}")
+        if verdict.delay_s <= 0:
+            self._spawn()  # in this very pass: state is saved after the new trainer already runs
+            return
+        self.restart_at = time.monotonic() + verdict.delay_s
         self.ctx.wake.set()
 
     def _fail(self, state: StageStatus, reason: str) -> None:

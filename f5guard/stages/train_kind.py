@@ -85,15 +85,22 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
     )
     spec = _spec(table, base, options["checkpoint_dir"], paths["progress_path"])
     options["spec"] = spec.to_dict()
+    options["self_tied"] = True  # f5guard.train sets its own parent-death signal: restarts skip a full fork
     inputs += [str(spec.dataset_dir / "raw.arrow"), str(spec.dataset_dir / "duration.json"), str(spec.vocab_path)]
     if spec.pretrained is not None:
         inputs.append(str(spec.pretrained))
     command = [sys.executable, "-m", "f5guard.train", "--spec", paths["spec_path"]]
+    # The training depends on the spec's knobs and data, not on where work keeps its checkpoints and files.
+    identity = {
+        "mode": mode,
+        "spec": {k: v for k, v in options["spec"].items() if k not in ("checkpoint_dir", "progress_path")},
+    }
     return base.finish(
         "train",
         command,
         long_running=True,
         options=options,
+        identity=identity,
         inputs=tuple(dict.fromkeys(inputs)),
         env={**base.env, "PYTHONFAULTHANDLER": "1"},
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 from f5guard.checkpoints import place_pretrained, prepare_resume
 from f5guard.errors import F5guardError
+from f5guard.pdeathsig import follow_supervisor
 from f5guard.train.hooks import GracefulStop, StopRequest, TrainerHooks
 from f5guard.train.progress import ProgressWriter
 from f5guard.train.spec import SpecError, TrainSpec
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stop = StopRequest()
     _install_signal_handlers(stop)  # first: a stop during the slow imports must not be lost
+    follow_supervisor()  # SIGTERM (a graceful stop) if the daemon that started us dies
     try:
         spec = TrainSpec.from_json(args.spec)
     except SpecError as err:
