@@ -163,8 +163,9 @@ def test_recipe_end_to_end(make_project, tmp_path: Path) -> None:  # type: ignor
     thuan_states = stage_states(report, thuan)
     assert all(thuan_states[s] == "done" for s in STAGES[1:]), thuan_states
     segment_log = (p.work / "logs" / thuan / "segment.log").read_text()
-    last_attempt = segment_log.rsplit("[f5guard] attempt", 1)[1]
-    assert "bài 1.wav" in last_attempt and not re.search(r"segment(ed|ing)[^\n]*bài 2", last_attempt), last_attempt
+    last_attempt = re.split(r"\[f5guard\] attempt \d+: ", segment_log)[-1]
+    assert "1 already cut, 1 to cut" in last_attempt and "cut: bài 1.wav" in last_attempt, last_attempt
+    assert "cut: bài 2" not in last_attempt, "the unchanged recording is not cut again"
     figures = {
         "first_pass_s": round(first_pass_s, 1),
         "reconnect_s": round(reconnect_s, 1),
