@@ -24,6 +24,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check f5guard tests bench
+	$(BIN)/ruff format --check f5guard tests bench
 	$(BIN)/mypy
 
 bench: $(STAMP)
