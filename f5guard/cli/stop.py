@@ -13,6 +13,7 @@ from f5guard.cli.common import config_option, open_config
 from f5guard.errors import DaemonError
 
 EXTRA_WAIT_S = 30.0
+TRAIN_FLUSH_S = 900.0  # as long as the daemon itself waits for the final sync (training.FLUSH_TIMEOUT_S)
 
 
 @click.command("stop")
@@ -30,6 +31,8 @@ def command(config_path: str | None, timeout: float | None) -> int:
     if info.pid <= 0:
         raise DaemonError(f"a daemon holds {ctx.work.lock} but its pidfile {ctx.work.pidfile} is unreadable")
     grace = max((s.stop_grace_s for r in ctx.config.runs for s in r.stages), default=0.0)
+    if any(s.kind == "train" for r in ctx.config.runs for s in r.stages):
+        grace += TRAIN_FLUSH_S  # the last checkpoint is copied to home and verified before the daemon exits
     wait_s = timeout if timeout is not None else grace + EXTRA_WAIT_S
     started = time.monotonic()
     try:
@@ -37,7 +40,7 @@ def command(config_path: str | None, timeout: float | None) -> int:
     except ProcessLookupError:
         click.echo("the daemon had already exited.")
         return 0
-    click.echo(f"stopping f5guard (pid {info.pid})...")
+    click.echo(f"stopping f5guard (pid {info.pid}); a trainer checkpoints and its checkpoint is synced first...")
     # The lock goes first, then the process finishes exiting: wait for both, so nothing is left when we return.
     while pidfile.lock_is_held(ctx.work.lock) or pidfile.pid_alive(info.pid):
         if time.monotonic() - started > wait_s:
