@@ -32,6 +32,7 @@ from f5guard.redact import Redactor
 from f5guard.schema import Config
 from f5guard.stages.context import RunContext
 from f5guard.state import StageStatus, StateDoc, StateStore
+from f5guard.statusanswer import answer_requests, note_work_dir
 from f5guard.supervisor import Supervisor
 
 TICK_S = 0.5
@@ -55,6 +56,7 @@ class Daemon:
         self.wake = threading.Event()
         self.stop_requested: str | None = None
         self.requests_waiting = True
+        self.status_waiting = False
         self.boot = boot_id()
         self.started_at = time.time()
         self.log = logs.get_logger()  # rebound once logging is configured (after the work lock is ours)
@@ -144,6 +146,7 @@ class Daemon:
         )
         supervisor = Supervisor(self.config, doc, ctx)
         self._write_pidfile("ready", epoch=epoch)
+        note_work_dir(self.config)
         self.log.info("daemon ready", epoch=epoch, state_from=str(loaded.source) if loaded.source else None)
         self.ready.send("ready", pid=os.getpid(), epoch=epoch, log=str(self.work.daemon_log))
         self.ready.close()
@@ -175,20 +178,10 @@ class Daemon:
             now = time.monotonic()
             if now >= next_lease:
                 next_lease = now + self.config.lease.epoch_poll_s
-                try:
-                    self.lease.check()
-                    self._home_trouble(doc, None)
-                except HomeUnreachable as err:
-                    self._home_trouble(doc, err.message)
-                except LeaseLost as err:
-                    self.log.error("lease lost; stopping every child and exiting", reason=err.message)
-                    supervisor.stop()
-                    self.store.save(doc, mirror=False)
-                    self.lease.release()
-                    return err.exit_code
-            if self.requests_waiting:
-                self.requests_waiting = False
-                self._apply_requests(supervisor)
+                lost = self._check_lease(supervisor, doc)
+                if lost is not None:
+                    return lost
+            self._answer_clients(supervisor)
             changed = supervisor.step(now)
             if changed:
                 self._save(doc)
@@ -214,6 +207,31 @@ class Daemon:
         self.lease.release()
         self.log.info("daemon stopped")
         return exit_code
+
+    def _check_lease(self, supervisor: Supervisor, doc: StateDoc) -> int | None:
+        """None while the lease is ours; the exit code after stopping everything when it was lost."""
+        assert self.lease is not None
+        try:
+            self.lease.check()
+            self._home_trouble(doc, None)
+        except HomeUnreachable as err:
+            self._home_trouble(doc, err.message)
+        except LeaseLost as err:
+            self.log.error("lease lost; stopping every child and exiting", reason=err.message)
+            supervisor.stop()
+            self.store.save(doc, mirror=False)
+            self.lease.release()
+            return err.exit_code
+        return None
+
+    def _answer_clients(self, supervisor: Supervisor) -> None:
+        """Requests the CLI left in files: resets (SIGUSR1) and status fast-path questions (SIGUSR2)."""
+        if self.requests_waiting:
+            self.requests_waiting = False
+            self._apply_requests(supervisor)
+        if self.status_waiting:
+            self.status_waiting = False
+            answer_requests(self.config)
 
     def _home_trouble(self, doc: StateDoc, problem: str | None) -> None:
         """Say once when home stops answering and once when it is back; status shows it meanwhile."""
@@ -304,9 +322,14 @@ class Daemon:
             self.requests_waiting = True
             self.wake.set()
 
+        def asked(_signum: int, _frame: FrameType | None) -> None:
+            self.status_waiting = True
+            self.wake.set()
+
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGUSR1, poke)
+        signal.signal(signal.SIGUSR2, asked)  # the `f5guard status` fast path
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop training
 
 

@@ -6,7 +6,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
@@ -24,10 +24,21 @@ STATE_STYLE = {
 }
 
 
-def make_console() -> Console:
-    """Notebook cells are no terminal: rich would assume 80 columns; a cell is wider and wraps by itself."""
-    width = shutil.get_terminal_size((0, 0)).columns or int(os.environ.get("COLUMNS", "0") or 0) or 120
-    return Console(highlight=False, width=max(width, 100), soft_wrap=False)
+def make_console(columns: int | None = None, *, file: TextIO | None = None, color: bool | None = None) -> Console:
+    """Notebook cells are no terminal: rich would assume 80 columns; a cell is wider and wraps by itself.
+
+    ``columns``/``color`` describe the client's terminal when the daemon renders for it (the status fast path).
+    """
+    if columns is None:
+        columns = shutil.get_terminal_size((0, 0)).columns or int(os.environ.get("COLUMNS", "0") or 0)
+    return Console(
+        file=file,
+        highlight=False,
+        width=max(columns or 120, 100),
+        soft_wrap=False,
+        force_terminal=color,
+        no_color=None if color is None else not color,
+    )
 
 
 def human_duration(seconds: float | None) -> str:

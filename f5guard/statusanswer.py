@@ -1,0 +1,62 @@
+"""The daemon's side of the ``status`` fast path: answer request files with the same report and renderer the
+full CLI uses, and keep the config → work-dir note the client looks up."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from f5guard.fsutil import atomic_write_bytes
+from f5guard.quickstatus import REQUEST_DIR, cache_entry
+from f5guard.schema import Config
+
+
+def note_work_dir(config: Config) -> None:
+    """Let ``status`` find this daemon without parsing the config (it checks the config is unchanged)."""
+    with contextlib.suppress(OSError):
+        st = config.path.stat()
+        atomic_write_bytes(
+            Path(cache_entry(str(config.path))), f"{st.st_mtime_ns} {st.st_size}\n{config.work}\n".encode()
+        )
+
+
+def answer_requests(config: Config) -> int:
+    """Answer every pending request; returns how many were answered."""
+    folder = config.work / REQUEST_DIR
+    try:
+        requests = sorted(p for p in folder.iterdir() if p.suffix == ".req")
+    except OSError:
+        return 0
+    if not requests:
+        return 0
+    from f5guard.report import build_report, exit_code
+
+    report = build_report(config)
+    code = exit_code(report)
+    for request in requests:
+        try:
+            kind, width, color = request.read_text(encoding="utf-8").split()[:3]
+            body = (
+                json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+                if kind == "json"
+                else _render(report, int(width), color == "1")
+            )
+            atomic_write_bytes(request.with_suffix(".out"), f"{code}\n{body}".encode())
+        except (OSError, ValueError):
+            continue
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(request)
+    return len(requests)
+
+
+def _render(report: dict[str, Any], columns: int, color: bool) -> str:
+    from f5guard.cli.render import make_console, render_status
+
+    buffer = io.StringIO()
+    render_status(report, make_console(columns, file=buffer, color=color))
+    return buffer.getvalue()
