@@ -6,13 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test install lint bench clean
 
-$(STAMP): pyproject.toml scripts/system-deps.sh
+$(STAMP): pyproject.toml overrides.txt scripts/system-deps.sh
 	./scripts/system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip 'uv==0.13.9'
+	# uv, not pip: f5-tts's cached-path caps filelock < 4 and f5guard needs >= 4.2.1 (overrides.txt says why).
 	# torch, torchaudio and torchcodec pinned together (see docs/operators.md); f5-tts keeps those pins.
 	# compat: a plain path entry; the default editable finder costs ~20 ms at every interpreter start
-	$(BIN)/python -m pip install -q -e '.[train,recipe,dev]' --config-settings editable_mode=compat
+	$(BIN)/uv pip install --python $(BIN)/python --no-progress --overrides overrides.txt \
+		-C editable_mode=compat -e '.[train,recipe,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -24,6 +24,12 @@ PINS: Mapping[str, str] = MappingProxyType({
 
 TORCH_TOGETHER: tuple[str, ...] = ("torch", "torchaudio", "torchcodec")
 
+# f5guard's own requirements that installing a pinned package would undo, re-asserted right after it: f5-tts
+# needs cached-path, which caps filelock below 4, while f5guard's lease needs filelock >= 4.2.1 (the top-level
+# overrides.txt says why, and is the same override for uv). pip cannot override a cap, so setup reinstalls
+# the requirement after f5-tts; pip then warns about cached-path's cap and carries on.
+OVERRIDES: Mapping[str, tuple[str, ...]] = MappingProxyType({"f5-tts": ("filelock>=4.2.1",)})
+
 # import name -> distribution name, for the modules the recipe needs
 MODULES: Mapping[str, str] = MappingProxyType({
     "torch": "torch",

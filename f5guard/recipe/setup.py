@@ -32,7 +32,7 @@ from typing import Any
 
 from f5guard.fsutil import atomic_write_json
 from f5guard.itemprogress import ItemProgress
-from f5guard.recipe.pins import DEFAULT_NEED, MODULES, PINS, TORCH_TOGETHER, canonical
+from f5guard.recipe.pins import DEFAULT_NEED, MODULES, OVERRIDES, PINS, TORCH_TOGETHER, canonical
 
 PROG = "f5guard.recipe.setup"
 # What "importable" means for a need: f5_tts is a namespace package (importing it alone loads nothing), and the
@@ -224,7 +224,8 @@ def probe_modules(needs: list[Need], pins: dict[str, str]) -> list[Found]:
 
 # ---------------------------------------------------------------------------------------------- installing
 def install_commands(bad: list[Found], pins: dict[str, str]) -> list[list[str]]:
-    """pip commands that fix ``bad``: one pinned install, then a forced reinstall of broken-at-the-pin ones.
+    """pip commands that fix ``bad``: one pinned install (then f5guard's own requirements it would undo, see
+    pins.OVERRIDES), then a forced reinstall of broken-at-the-pin ones.
 
     Any torch-dependent package brings the torch trio's pins into the same command, so pip's resolver cannot
     pick another torch (or an unpinned torchcodec) while satisfying it.
@@ -239,6 +240,9 @@ def install_commands(bad: list[Found], pins: dict[str, str]) -> list[list[str]]:
         if any(canonical(d) in torchy for d in dists):
             dists += list(TORCH_TOGETHER)
         commands.append([*pip, *dict.fromkeys(f"{d}=={pins[canonical(d)]}" for d in dists)])
+        overrides = [req for d in dists for req in OVERRIDES.get(canonical(d), ())]
+        if overrides:
+            commands.append([*pip, *dict.fromkeys(overrides)])
     if broken:
         dists = [f.dist for f in broken]
         if any(canonical(d) in TORCH_TOGETHER for d in dists):
