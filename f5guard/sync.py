@@ -1,20 +1,15 @@
-"""Verified checkpoint sync from the local checkpoint dir to home, and restore from home on a fresh runtime.
+"""Verified checkpoint sync from the local checkpoint dir to home, from one low-priority thread.
 
 Home (Drive) is slow, eventually consistent and can vanish mid-write, so every checkpoint goes to a temp name,
-is hashed while copied, fsynced, checked again on home, renamed to a versioned name that is never rewritten
-(``ckpt-e{epoch}-u{update}.pt``), and only then gets its manifest: a file with a manifest is *durable*.
-Older durable checkpoints are deleted only after their successor is durable, and never one that holds more
-training progress than its successor. Torch-free: checkpoints are judged by ``f5guard.checkpoints``.
+is hashed while copied, fsynced, checked again on home, renamed to a versioned name that is never rewritten,
+and only then gets its manifest (``f5guard.durable``). Older durable checkpoints are deleted only after their
+successor is durable, and never one that holds more training progress than its successor.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import hashlib
 import os
-import platform
-import re
 import shutil
 import socket
 import threading
@@ -25,162 +20,19 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from f5guard.checkpoints import (
-    _TMP_MARK,
-    LAST_NAME,
-    CheckpointInfo,
-    CheckpointInvalid,
-    inspect_checkpoint,
-    scan_dir,
-)
-from f5guard.errors import F5guardError
-from f5guard.fsutil import atomic_write_json, fsync_dir, read_json
+from f5guard.checkpoints import CheckpointInfo, CheckpointInvalid, inspect_checkpoint, scan_dir
+from f5guard.copying import ReadError, copy_fd, lower_io_priority
+from f5guard.durable import MANIFEST_FORMAT, NAME, TEMP, DurableCheckpoint, Log, durable_name, list_durable, no_log
+from f5guard.fsutil import atomic_write_json, fsync_dir
 from f5guard.watch import Watcher, watch_dir
 
-Log = Callable[..., None]
-MANIFEST_FORMAT = 1
-CHUNK = 8 * 1024 * 1024  # large sequential I/O: few syscalls; FUSE (Drive) prefers big writes
 SPACE_MARGIN = 8 * 1024 * 1024  # the manifest plus filesystem slack on top of the checkpoint itself
 FENCE_EVERY_S = 2.0  # how often a long copy re-checks the lease
 RESCAN_S = 60.0  # look now and then even without events (a missed event, a FUSE dir)
 FIRST_RETRY_S = 1.0  # after a failed copy; doubles up to retry_max_s
 TORN_RETRY_S = 1.0
 NO_SPACE_RETRY_S = 60.0
-_NAME = re.compile(r"^ckpt-e(\d{4,})-u(\d{9,})\.(pt|json)$")
-_TEMP = re.compile(r"^\.ckpt-e\d+-u\d+\.(pt\.tmp-\d+|json\..*\.tmp)$")  # ours, and atomic_write_json's
 _CHUNK_DELAY_ENV = "F5GUARD_SYNC_CHUNK_DELAY_S"  # test-only: slows copies so a test can kill one mid-way
-
-
-class RestoreFailed(F5guardError, RuntimeError):
-    """A verified checkpoint could not be written to the local checkpoint dir (local disk full, ...)."""
-
-
-def durable_name(epoch: int, update: int) -> str:
-    return f"ckpt-e{epoch:04d}-u{update:09d}.pt"
-
-
-@dataclass(frozen=True)
-class DurableCheckpoint:
-    """One verified checkpoint on home, as its manifest describes it."""
-
-    path: Path
-    manifest: Path
-    update: int
-    epoch: int
-    size: int
-    sha256: str
-    synced_at: float
-    source_name: str
-
-
-def _read_manifest(manifest: Path) -> DurableCheckpoint | None:
-    """The manifest's checkpoint if the manifest is well-formed and its file exists with the right size."""
-    match = _NAME.match(manifest.name)
-    try:
-        doc = read_json(manifest)
-        path = manifest.with_suffix(".pt")
-        durable = DurableCheckpoint(path, manifest, update=int(doc["update"]), epoch=int(doc["epoch"]),
-                                    size=int(doc["size"]), sha256=str(doc["sha256"]),
-                                    synced_at=float(doc["synced_at"]),
-                                    source_name=str(doc["source_name"]))  # fmt: skip
-        size = path.stat().st_size
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # unreadable, half-uploaded (Drive) or file missing: not durable, whatever the reason
-    if match is None or (int(match[1]), int(match[2])) != (durable.epoch, durable.update):
-        return None
-    if size != durable.size or not re.fullmatch(r"[0-9a-f]{64}", durable.sha256):
-        return None
-    return durable
-
-
-def list_durable(home_ckpt_dir: Path) -> list[DurableCheckpoint]:
-    """Valid manifests whose file exists with the right size, oldest to newest by (epoch, update)."""
-    try:
-        names = os.listdir(home_ckpt_dir)
-    except FileNotFoundError:
-        return []
-    found = [_read_manifest(home_ckpt_dir / n) for n in names if n.endswith(".json") and _NAME.match(n)]
-    return sorted((d for d in found if d is not None), key=lambda d: (d.epoch, d.update))
-
-
-# ------------------------------------------------------------------------------------------------ copying
-class _ReadError(Exception):
-    """The source could not be read (as opposed to the target not written)."""
-
-    def __init__(self, err: OSError) -> None:
-        super().__init__(err.strerror or str(err))
-
-
-def _drop_cache(fd: int, offset: int, length: int) -> None:
-    # DONTNEED starts writeback of dirty pages and drops clean ones: a 5 GB copy must not evict the
-    # trainer's page cache, nor pile up dirty pages that throttle every writer (measured: 4x slower without).
-    with contextlib.suppress(OSError):
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
-
-
-_buffers = threading.local()
-
-
-def _buffer() -> memoryview:
-    """One copy buffer per thread, reused: a fresh 8 MiB per copy stays resident in glibc's heap (+8 MB RSS)."""
-    view: memoryview | None = getattr(_buffers, "view", None)
-    if view is None:
-        view = _buffers.view = memoryview(bytearray(CHUNK))
-    return view
-
-
-def _copy(src_fd: int, dst: Path, check: Callable[[], None] | None = None,
-          delay_s: float = 0.0) -> tuple[int, str]:  # fmt: skip
-    """Copy ``src_fd`` into a new file ``dst``, hashing on the way, then fsync; returns (size, sha256)."""
-    digest = hashlib.sha256()
-    view = _buffer()
-    offset = 0
-    dst_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        while True:
-            if check is not None:
-                check()
-            try:
-                n = os.preadv(src_fd, [view], offset)
-            except OSError as err:
-                raise _ReadError(err) from err
-            if n == 0:
-                break
-            digest.update(view[:n])
-            written = 0
-            while written < n:
-                written += os.write(dst_fd, view[written:n])
-            _drop_cache(src_fd, offset, n)
-            _drop_cache(dst_fd, offset, n)  # starts this chunk's writeback now: the final fsync is short
-            if offset >= 2 * CHUNK:
-                _drop_cache(dst_fd, offset - 2 * CHUNK, CHUNK)  # written back by now: drop it
-            offset += n
-            if delay_s:
-                time.sleep(delay_s)
-        os.fsync(dst_fd)
-        _drop_cache(dst_fd, 0, 0)
-    finally:
-        os.close(dst_fd)
-    return offset, digest.hexdigest()
-
-
-_SYS_IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "riscv64": 30, "ppc64le": 273, "s390x": 282}
-
-
-def lower_io_priority() -> str:
-    """Put the calling thread at best-effort level 7: below the trainer, never starved.
-
-    Not the idle class: under BFQ it can wait forever while the trainer reads its dataset, and a
-    graceful stop waits for the copy. Returns a line for the log.
-    """
-    nr = _SYS_IOPRIO_SET.get(platform.machine())
-    if nr is None:
-        return f"io priority unchanged: no ioprio_set syscall number known for {platform.machine()}"
-    libc = ctypes.CDLL(None, use_errno=True)
-    best_effort_7 = (2 << 13) | 7  # IOPRIO_PRIO_VALUE(IOPRIO_CLASS_BE, 7)
-    if libc.syscall(nr, 1, threading.get_native_id(), best_effort_7) != 0:  # 1: IOPRIO_WHO_PROCESS (a tid)
-        return f"io priority unchanged: ioprio_set failed ({os.strerror(ctypes.get_errno())})"
-    return "io priority of the sync thread: best-effort, level 7 (lowest)"
 
 
 def _size(n: float) -> str:
@@ -188,71 +40,6 @@ def _size(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{int(n)} B"
-
-
-def _no_log(_event: str, **_fields: Any) -> None:
-    return None
-
-
-# ------------------------------------------------------------------------------------------------ restore
-def restore(home_ckpt_dir: Path, local_dir: Path, log: Log | None = None) -> DurableCheckpoint | None:
-    """Copy the newest durable checkpoint that verifies to ``local_dir/model_last.pt`` (else older ones).
-
-    Verified: the copy's size and sha256 match the manifest, and it reads as a checkpoint at that update;
-    one that does not is skipped (and logged) for the next older one. None when none verifies.
-    Raises RestoreFailed on I/O errors (home unreadable, e.g. "Transport endpoint is not connected", or
-    the local disk full): falling back to an older checkpoint, or to none, over a hiccup would lose progress.
-    """
-    log = log or _no_log
-    try:
-        durables = list_durable(home_ckpt_dir)
-    except OSError as err:
-        cause = err.strerror or str(err)
-        raise RestoreFailed(f"could not list {home_ckpt_dir} to restore a checkpoint: {cause}") from err
-    local_dir.mkdir(parents=True, exist_ok=True)
-    target = local_dir / LAST_NAME
-    tmp = local_dir / f".{LAST_NAME}{_TMP_MARK}{os.getpid()}"  # prepare_resume removes it after a crash
-    for durable in reversed(durables):
-        try:
-            reason = _restore_one(durable, tmp)
-        except (OSError, _ReadError) as err:
-            cause = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-            raise RestoreFailed(f"could not restore {durable.path} to {target}: {cause}") from err
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)  # gone already once it became model_last.pt
-        if reason is not None:
-            log("restore.skip", file=durable.path.name, reason=reason)
-            continue
-        fsync_dir(local_dir)
-        log("restore.done", file=durable.path.name, update=durable.update, epoch=durable.epoch,
-            size=durable.size)  # fmt: skip
-        return durable
-    return None
-
-
-def _restore_one(durable: DurableCheckpoint, tmp: Path) -> str | None:
-    """Copy one durable checkpoint over model_last.pt via ``tmp``; None, or why it does not verify."""
-    try:
-        src_fd = os.open(durable.path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return "it disappeared from home"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    try:
-        size, sha = _copy(src_fd, tmp)
-    finally:
-        os.close(src_fd)
-    if (size, sha) != (durable.size, durable.sha256):
-        return f"content differs from its manifest ({size} bytes, sha256 {sha[:12]}…)"
-    try:
-        update = inspect_checkpoint(tmp, kind="last").update
-    except CheckpointInvalid as err:
-        return str(err)
-    if update != durable.update:
-        return f"holds update {update}, its manifest says {durable.update}"
-    os.replace(tmp, tmp.with_name(LAST_NAME))
-    return None
 
 
 # ------------------------------------------------------------------------------------------------ sync
@@ -300,7 +87,7 @@ class CheckpointSync:
         self._fence_fn = fence
         self._polling = polling
         self._retry_max_s = retry_max_s
-        self._log: Log = log or _no_log
+        self._log: Log = log or no_log
         self._delay_s = float(os.environ.get(_CHUNK_DELAY_ENV) or 0)
         self._cond = threading.Condition()  # guards the fields below; flush waits on it
         self._wake = threading.Event()
@@ -473,7 +260,7 @@ class CheckpointSync:
         self._fence()
         self.home.mkdir(parents=True, exist_ok=True)
         for name in os.listdir(self.home):
-            if _TEMP.match(name):
+            if TEMP.match(name):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.home / name)
                 self._log("sync.removed_temp", file=name)
@@ -549,7 +336,7 @@ class CheckpointSync:
         except _Stopped:
             self._log("sync.abandoned", file=candidate.name, reason="stopping")
             return _Outcome.STOPPED
-        except _ReadError as err:
+        except ReadError as err:
             return self._failed(f"could not read {candidate.path} while syncing: {err}")
         except OSError as err:
             return self._failed(f"could not copy {candidate.name} to {tmp}: {err.strerror or err}")
@@ -580,7 +367,7 @@ class CheckpointSync:
             return None  # rotated away (keep_last_n_checkpoints) or being replaced: look again
         try:
             before = os.fstat(src_fd)
-            size, sha = _copy(src_fd, tmp, check, self._delay_s)
+            size, sha = copy_fd(src_fd, tmp, check, self._delay_s)
             after = os.fstat(src_fd)
         finally:
             os.close(src_fd)
@@ -636,7 +423,7 @@ class CheckpointSync:
                 self._delete(d.path, d.manifest)
         known = {p.name for d in durables for p in (d.path, d.manifest)}
         for name in os.listdir(self.home):  # half pairs: a file whose manifest never came, or the reverse
-            match = _NAME.match(name)
+            match = NAME.match(name)
             if match is None or name in known:
                 continue
             epoch, update = int(match[1]), int(match[2])

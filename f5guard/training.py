@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from f5guard import checkpoints
 from f5guard.diagnose import Failure, classify_failure
+from f5guard.durable import RestoreFailed, list_durable, restore
 from f5guard.progress import EventReader, Progress, TqdmParser
 from f5guard.stages.driver import StageDriver, register_driver
-from f5guard.sync import CheckpointSync, RestoreFailed, list_durable, restore
+from f5guard.sync import CheckpointSync
 from f5guard.train.spec import TrainSpec
 
 if TYPE_CHECKING:

@@ -215,7 +215,7 @@ def test_bad_arguments_and_missing_inventory_exit_2(tmp_path: Path) -> None:
     proc = run_stage("segment", "--inventory", tmp_path / "không có.json", "--out", tmp_path / "seg")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"f5guard.recipe.segment: inventory {tmp_path / 'không có.json'}: does not exist (run f5guard.recipe.ingest first)"
+        f"f5guard.recipe.segment: inventory {tmp_path / 'không có.json'}: does not exist (run the ingest stage first)"
     ]
     (tmp_path / "inv.json").write_text(json.dumps({"format": 1, "audio_dir": "/x", "files": []}))
     proc = run_stage("segment", "--inventory", tmp_path / "inv.json", "--out", tmp_path / "seg", "--max-clip-s", "0.5")

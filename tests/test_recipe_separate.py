@@ -227,7 +227,7 @@ def test_bad_inputs_exit_2(tmp_path: Path) -> None:
     )
     for inventory, model, words in (
         (tmp_path / "missing.json", "htdemucs", "run the ingest stage first"),
-        (bad, "htdemucs", "not an inventory"),
+        (bad, "htdemucs", "not an f5guard inventory"),
         (none_ok, "htdemucs", "none of its 1 files is usable"),
         (good, str(tmp_path / "nope" / "model.th"), "no such file or folder"),
     ):

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from f5guard.checkpoints import file_sha256
-from f5guard.sync import CHUNK, CheckpointSync, list_durable
+from f5guard.copying import CHUNK
+from f5guard.durable import list_durable
+from f5guard.sync import CheckpointSync
 from tests.sync_support import CheckpointMaker, Recorder, home_names, maker, wait_until  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.train

@@ -13,7 +13,8 @@ import pytest
 
 from f5guard import sync
 from f5guard.checkpoints import file_sha256
-from f5guard.sync import CheckpointSync, RestoreFailed, list_durable, restore
+from f5guard.durable import RestoreFailed, list_durable, restore
+from f5guard.sync import CheckpointSync
 from tests.sync_support import CheckpointMaker, Recorder, home_names, maker, tmpfs, wait_until  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.train

@@ -23,12 +23,12 @@ from f5guard.fsutil import atomic_write_json, read_json
 from f5guard.itemprogress import ItemProgress
 from f5guard.recipe.audio import AUDIO_EXTENSIONS, AudioDecodeError, is_audio_name, load_mono
 from f5guard.recipe.ledger import Ledger, Record
+from f5guard.recipe.manifests import INVENTORY_FORMAT
 from f5guard.recipe.stagecli import BadInput, run_entry, say
 
 PROG = "f5guard.recipe.ingest"
 INVENTORY = "inventory.json"
 LEDGER = "ingest.jsonl"
-FORMAT = 1
 _PROBE_RATE = 16000  # decoding at a low rate is enough to prove the file decodes and to time it
 _CHUNK = 1 << 20
 
@@ -164,7 +164,7 @@ def ingest(audio_dir: Path, out_dir: Path) -> int:
     good = [e for e in entries if e["ok"]]
     if not good:
         raise BadInput(f"audio folder {audio_dir}: none of its {len(entries)} audio files decodes")
-    atomic_write_json(out_dir / INVENTORY, {"format": FORMAT, "audio_dir": str(audio_dir), "files": entries})
+    atomic_write_json(out_dir / INVENTORY, {"format": INVENTORY_FORMAT, "audio_dir": str(audio_dir), "files": entries})
     hours = sum(e["duration_s"] or 0.0 for e in good) / 3600
     say(
         f"ingest: done: {len(good)} ok ({hours:.2f} h), {len(entries) - len(good)} corrupt; "

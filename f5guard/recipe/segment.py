@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from f5guard.fsutil import atomic_write_json, read_json
+from f5guard.fsutil import atomic_write_json
 from f5guard.itemprogress import ItemProgress
 from f5guard.recipe.audio import AudioDecodeError, load_mono, resample, write_wav
 from f5guard.recipe.cliplan import Plan, Span, plan_clips
 from f5guard.recipe.ledger import Ledger, Record
-from f5guard.recipe.stagecli import BadInput, one_line, pick_device, run_entry, say, signature
+from f5guard.recipe.manifests import CLIPS_FORMAT, read_inventory
+from f5guard.recipe.stagecli import BadInput, pick_device, run_entry, say, signature
 
 if TYPE_CHECKING:
     import torch
@@ -37,7 +38,6 @@ PROG = "f5guard.recipe.segment"
 MANIFEST = "clips.json"
 LEDGER = "segments.jsonl"
 CLIPS = "clips"
-FORMAT = 1
 VAD_RATE = 16000
 PAD_MS = 100  # speech kept either side of a region: soft onsets and final consonants survive the cut
 # "|" would split a metadata.csv row; path separators and control characters make bad file names
@@ -148,23 +148,6 @@ def quietest(wav: torch.Tensor, rate: int, lo: float, hi: float) -> tuple[float,
     return (a + (first + last) // 2 * hop + win // 2) / rate, level
 
 
-def _read_inventory(path: Path) -> list[dict[str, Any]]:
-    try:
-        document = read_json(path)
-    except FileNotFoundError as err:
-        raise BadInput(f"inventory {path}: does not exist (run f5guard.recipe.ingest first)") from err
-    except (OSError, ValueError) as err:
-        raise BadInput(f"inventory {path}: unreadable: {one_line(str(err), 160)}") from err
-    files = document.get("files") if isinstance(document, dict) else None
-    if (
-        not isinstance(files, list)
-        or document.get("format") != FORMAT
-        or not all(isinstance(f, dict) and {"path", "name", "sha256", "ok"} <= f.keys() for f in files)
-    ):
-        raise BadInput(f"inventory {path}: not an f5guard inventory (format {FORMAT})")
-    return files
-
-
 def _select(files: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """The sources to cut (decodable, each content once) and the skipped ones with their reasons."""
     sources: list[dict[str, Any]] = []
@@ -249,7 +232,7 @@ def segment(inventory: Path, out_dir: Path, params: Params, device_choice: str) 
         plan_clips([], min_clip=params.min_clip_s, max_clip=params.max_clip_s, quietest=lambda a, b: (a, 0.0))
     except ValueError as err:
         raise BadInput(f"--min-clip-s/--max-clip-s: {err}") from err
-    sources, skipped = _select(_read_inventory(inventory))
+    sources, skipped = _select(read_inventory(inventory))
     (out_dir / CLIPS).mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST).unlink(missing_ok=True)  # not done until this run publishes it again
     with Ledger(out_dir / LEDGER) as ledger:
@@ -260,7 +243,7 @@ def segment(inventory: Path, out_dir: Path, params: Params, device_choice: str) 
         clips = run.manifest(sources, skipped)
     if not clips:
         raise BadInput(f"inventory {inventory}: no speech clips in any of its {len(sources)} decodable sources")
-    atomic_write_json(out_dir / MANIFEST, {"format": FORMAT, "clips": clips, "skipped": skipped})
+    atomic_write_json(out_dir / MANIFEST, {"format": CLIPS_FORMAT, "clips": clips, "skipped": skipped})
     removed = _remove_orphans(out_dir / CLIPS, {Path(c["path"]).name for c in clips})
     hours = sum(c["duration_s"] for c in clips) / 3600
     sourced = len({c["source"] for c in clips})

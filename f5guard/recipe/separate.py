@@ -26,17 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from f5guard.fsutil import atomic_write_bytes, atomic_write_json, read_json
+from f5guard.fsutil import atomic_write_bytes, atomic_write_json
 from f5guard.itemprogress import ItemProgress
 from f5guard.recipe.demucs_model import check_spec, load_separator, model_identity
 from f5guard.recipe.ledger import Ledger, Record
+from f5guard.recipe.manifests import INVENTORY_FORMAT, read_inventory
 from f5guard.recipe.stagecli import BadInput, one_line, pick_device, run_entry, say, signature
 
 PROG = "f5guard.recipe.separate"
 INVENTORY = "inventory.json"
 LEDGER = "separate.jsonl"
 VOCALS = "vocals"
-FORMAT = 1
 CHUNK_S = 600.0  # separate long recordings in 10-minute windows: all four stems of an hour would need ~5 GB
 FADE_S = 2.0  # context on each side of a window, cross-faded with the neighbour: no seam at the cut
 SEED = 0  # demucs shifts the input by a random offset: seeded, the same argv gives the same vocals
@@ -56,30 +56,6 @@ class Source:
     @property
     def sha256(self) -> str:
         return str(self.entry["sha256"])
-
-
-# ---------------------------------------------------------------------------------------------- inventory
-def read_inventory(path: Path) -> list[dict[str, Any]]:
-    """The ``files`` of an ingest (or separate) inventory; BadInput when it is not one."""
-    try:
-        document = read_json(path)
-    except FileNotFoundError:
-        raise BadInput(f"inventory {path}: does not exist (run the ingest stage first)") from None
-    except ValueError as err:
-        raise BadInput(f"inventory {path}: not valid JSON ({one_line(str(err), 120)})") from err
-    if (
-        not isinstance(document, dict)
-        or document.get("format") != FORMAT
-        or not isinstance(document.get("files"), list)
-    ):
-        raise BadInput(f"inventory {path}: not an inventory of format {FORMAT} (a files list)")
-    files = document["files"]
-    for entry in files:
-        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("path", "name")):
-            raise BadInput(f"inventory {path}: an entry without path and name: {one_line(repr(entry), 120)}")
-        if entry.get("ok") and not isinstance(entry.get("sha256"), str):
-            raise BadInput(f"inventory {path}: {entry['name']} has no sha256")
-    return list(files)
 
 
 def vocals_names(entries: list[dict[str, Any]]) -> dict[str, str]:
@@ -234,7 +210,7 @@ def separate(inventory: Path, out: Path, model: str, device_choice: str) -> int:
     good = sum(1 for e in entries if e["ok"])
     if not good:
         raise BadInput(f"inventory {inventory}: no source could be decoded for separation")
-    atomic_write_json(out / INVENTORY, {"format": FORMAT, "audio_dir": str(vocals_dir), "files": entries})
+    atomic_write_json(out / INVENTORY, {"format": INVENTORY_FORMAT, "audio_dir": str(vocals_dir), "files": entries})
     say(f"separate: done: {good} vocals files, {len(entries) - good} not usable -> {out / INVENTORY}")
     return 0
 

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from f5guard.fsutil import atomic_write_bytes, atomic_write_json, read_json
+from f5guard.fsutil import atomic_write_bytes, atomic_write_json
 from f5guard.itemprogress import ItemProgress
 from f5guard.recipe.asr import (
     Backend,
@@ -38,6 +38,7 @@ from f5guard.recipe.asr import (
 from f5guard.recipe.audio import AudioDecodeError, load_mono
 from f5guard.recipe.ingest import sha256_file
 from f5guard.recipe.ledger import Ledger, Record
+from f5guard.recipe.manifests import read_clips
 from f5guard.recipe.stagecli import BadInput, StageFailed, one_line, pick_device, run_entry, say, signature
 
 PROG = "f5guard.recipe.transcribe"
@@ -48,26 +49,6 @@ FORMAT = 1
 ASR_RATE = 16000
 DROP_REASONS = ("empty", "short", "non_speech", "failed")
 BREAKER = 3  # this many clips failing in the model in a row: the model or device is broken, not the clips
-
-
-def _read_clips(path: Path) -> list[str]:
-    """The clip paths of a clips.json, each once, in its order."""
-    try:
-        document = read_json(path)
-    except FileNotFoundError as err:
-        raise BadInput(f"clips manifest {path}: does not exist (run f5guard.recipe.segment first)") from err
-    except (OSError, ValueError) as err:
-        raise BadInput(f"clips manifest {path}: unreadable: {one_line(str(err), 160)}") from err
-    clips = document.get("clips") if isinstance(document, dict) else None
-    if (
-        not isinstance(clips, list)
-        or document.get("format") != FORMAT
-        or not all(isinstance(c, dict) and isinstance(c.get("path"), str) for c in clips)
-    ):
-        raise BadInput(f"clips manifest {path}: not an f5guard clips manifest (format {FORMAT})")
-    if not clips:
-        raise BadInput(f"clips manifest {path}: lists no clips")
-    return list(dict.fromkeys(c["path"] for c in clips))  # a path listed twice is one row
 
 
 class ClipIndex:
@@ -189,7 +170,7 @@ class _Run:
 
 def transcribe(clips_manifest: Path, out_dir: Path, options: DecodeOptions, rules: Rules, backend_choice: str,
                device_choice: str) -> int:  # fmt: skip
-    clips = _read_clips(clips_manifest)
+    clips = read_clips(clips_manifest)
     backend = resolve_backend(backend_choice)
     why = check_model(backend, options.model)
     if why is not None:

@@ -1,0 +1,143 @@
+"""Durable checkpoints on home: a versioned file (``ckpt-e{epoch}-u{update}.pt``, never rewritten) plus the
+manifest written after it is verified; and the restore of the newest one that still verifies.
+
+A file with a valid manifest is *durable*; anything else on home (a half upload, a temp) is not. Torch-free:
+checkpoints are judged by ``f5guard.checkpoints``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from f5guard.checkpoints import _TMP_MARK, LAST_NAME, CheckpointInvalid, inspect_checkpoint
+from f5guard.copying import ReadError, copy_fd
+from f5guard.errors import F5guardError
+from f5guard.fsutil import fsync_dir, read_json
+
+Log = Callable[..., None]
+MANIFEST_FORMAT = 1
+NAME = re.compile(r"^ckpt-e(\d{4,})-u(\d{9,})\.(pt|json)$")
+TEMP = re.compile(r"^\.ckpt-e\d+-u\d+\.(pt\.tmp-\d+|json\..*\.tmp)$")  # the sync's, and atomic_write_json's
+
+
+class RestoreFailed(F5guardError, RuntimeError):
+    """A verified checkpoint could not be written to the local checkpoint dir (local disk full, ...)."""
+
+
+def durable_name(epoch: int, update: int) -> str:
+    return f"ckpt-e{epoch:04d}-u{update:09d}.pt"
+
+
+@dataclass(frozen=True)
+class DurableCheckpoint:
+    """One verified checkpoint on home, as its manifest describes it."""
+
+    path: Path
+    manifest: Path
+    update: int
+    epoch: int
+    size: int
+    sha256: str
+    synced_at: float
+    source_name: str
+
+
+def read_manifest(manifest: Path) -> DurableCheckpoint | None:
+    """The manifest's checkpoint if the manifest is well-formed and its file exists with the right size."""
+    match = NAME.match(manifest.name)
+    try:
+        doc = read_json(manifest)
+        path = manifest.with_suffix(".pt")
+        durable = DurableCheckpoint(path, manifest, update=int(doc["update"]), epoch=int(doc["epoch"]),
+                                    size=int(doc["size"]), sha256=str(doc["sha256"]),
+                                    synced_at=float(doc["synced_at"]),
+                                    source_name=str(doc["source_name"]))  # fmt: skip
+        size = path.stat().st_size
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable, half-uploaded (Drive) or file missing: not durable, whatever the reason
+    if match is None or (int(match[1]), int(match[2])) != (durable.epoch, durable.update):
+        return None
+    if size != durable.size or not re.fullmatch(r"[0-9a-f]{64}", durable.sha256):
+        return None
+    return durable
+
+
+def list_durable(home_ckpt_dir: Path) -> list[DurableCheckpoint]:
+    """Valid manifests whose file exists with the right size, oldest to newest by (epoch, update)."""
+    try:
+        names = os.listdir(home_ckpt_dir)
+    except FileNotFoundError:
+        return []
+    found = [read_manifest(home_ckpt_dir / n) for n in names if n.endswith(".json") and NAME.match(n)]
+    return sorted((d for d in found if d is not None), key=lambda d: (d.epoch, d.update))
+
+
+def no_log(_event: str, **_fields: Any) -> None:
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ restore
+def restore(home_ckpt_dir: Path, local_dir: Path, log: Log | None = None) -> DurableCheckpoint | None:
+    """Copy the newest durable checkpoint that verifies to ``local_dir/model_last.pt`` (else older ones).
+
+    Verified: the copy's size and sha256 match the manifest, and it reads as a checkpoint at that update;
+    one that does not is skipped (and logged) for the next older one. None when none verifies.
+    Raises RestoreFailed on I/O errors (home unreadable, e.g. "Transport endpoint is not connected", or
+    the local disk full): falling back to an older checkpoint, or to none, over a hiccup would lose progress.
+    """
+    log = log or no_log
+    try:
+        durables = list_durable(home_ckpt_dir)
+    except OSError as err:
+        cause = err.strerror or str(err)
+        raise RestoreFailed(f"could not list {home_ckpt_dir} to restore a checkpoint: {cause}") from err
+    local_dir.mkdir(parents=True, exist_ok=True)
+    target = local_dir / LAST_NAME
+    tmp = local_dir / f".{LAST_NAME}{_TMP_MARK}{os.getpid()}"  # prepare_resume removes it after a crash
+    for durable in reversed(durables):
+        try:
+            reason = _restore_one(durable, tmp)
+        except (OSError, ReadError) as err:
+            cause = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            raise RestoreFailed(f"could not restore {durable.path} to {target}: {cause}") from err
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # gone already once it became model_last.pt
+        if reason is not None:
+            log("restore.skip", file=durable.path.name, reason=reason)
+            continue
+        fsync_dir(local_dir)
+        log("restore.done", file=durable.path.name, update=durable.update, epoch=durable.epoch,
+            size=durable.size)  # fmt: skip
+        return durable
+    return None
+
+
+def _restore_one(durable: DurableCheckpoint, tmp: Path) -> str | None:
+    """Copy one durable checkpoint over model_last.pt via ``tmp``; None, or why it does not verify."""
+    try:
+        src_fd = os.open(durable.path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return "it disappeared from home"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    try:
+        size, sha = copy_fd(src_fd, tmp)
+    finally:
+        os.close(src_fd)
+    if (size, sha) != (durable.size, durable.sha256):
+        return f"content differs from its manifest ({size} bytes, sha256 {sha[:12]}…)"
+    try:
+        update = inspect_checkpoint(tmp, kind="last").update
+    except CheckpointInvalid as err:
+        return str(err)
+    if update != durable.update:
+        return f"holds update {update}, its manifest says {durable.update}"
+    os.replace(tmp, tmp.with_name(LAST_NAME))
+    return None
