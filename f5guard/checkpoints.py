@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from f5guard.errors import F5guardError
-from f5guard.fsutil import fsync_dir
+from f5guard.fsutil import fsync_dir, publishing
 
 Kind = Literal["last", "numbered", "pretrained"]
 
@@ -539,17 +539,9 @@ def place_pretrained(source: str | os.PathLike[str], ckpt_dir: str | os.PathLike
         with contextlib.suppress(CheckpointInvalid):
             return inspect_checkpoint(target)
         quarantine(target, "invalid pretrained file replaced by a fresh copy")
-    tmp = directory / f".{name}{_TMP_MARK}{os.getpid()}"
-    try:
+    with publishing(target, directory / f".{name}{_TMP_MARK}{os.getpid()}") as tmp:
         try:
             os.link(src, tmp)
         except OSError:  # another filesystem (Drive), or links unsupported
             shutil.copyfile(src, tmp)
-            with tmp.open("rb+") as handle:
-                os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    fsync_dir(directory)
     return inspect_checkpoint(target)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def publishing(path: Path, tmp: Path | None = None) -> Iterator[Path]:
+    """A temp name for a writer that needs a path (torch.save, a copy, a hard link): when the block succeeds
+    it is fsynced, renamed over ``path`` and the directory fsynced; when it fails it is removed."""
+    tmp = tmp or path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)  # read-only is enough to fsync, and a linked source may be read-only
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
     fsync_dir(path.parent)
 
 

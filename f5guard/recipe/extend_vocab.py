@@ -11,7 +11,6 @@ The vocab functions are torch-free; :func:`extend_checkpoint` imports torch when
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import unicodedata
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from f5guard.fsutil import fsync_dir
+from f5guard.fsutil import publishing
 
 EMBED_KEY = "text_embed.text_embed.weight"  # DiT, UNetT and MMDiT all name it so, under "transformer."
 STATE_DICTS = ("ema_model_state_dict", "model_state_dict")
@@ -111,16 +110,8 @@ def extend_checkpoint(source: Path, target: Path, base_vocab: int, added: int) -
         state[keys[0]] = torch.cat([weight, fresh.to(weight.dtype)], dim=0)
     kept = {name: document[name] for name in states}
     dropped = tuple(k for k in DROPPED if k in document)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
+    with publishing(target, target.with_name(f".{target.name}.tmp-{os.getpid()}")) as tmp:
         torch.save(kept, tmp)
-        with tmp.open("rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    fsync_dir(target.parent)
     return Extended(target, old_rows, old_rows + added, tuple(states), dropped)
 
 
