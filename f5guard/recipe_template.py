@@ -109,6 +109,7 @@ keep_last_n_checkpoints = 1    # a Base checkpoint is ~5 GB
 save_every_minutes = 10        # model_last.pt at least this often: a crash loses at most this much
 num_workers = 2                # F5-TTS's own default of 16 runs Colab out of RAM
 keep_durable = 1               # verified checkpoints kept on Drive (15 GB free holds ~2)
+export_every = 10000           # + at the end: EMA-only fp16 copy for inference on Drive (~0.7 GB); 0 = off
 """
 
 PRETRAINED_STAGE = """[[runs.stages]]

@@ -113,6 +113,7 @@ _TRAINING_KEYS = (
     "quarantined",
     "last_failure",
     "restored",
+    "export",
 )
 
 

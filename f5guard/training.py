@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from f5guard import checkpoints
 from f5guard.diagnose import Failure, classify_failure
 from f5guard.durable import RestoreFailed, list_durable, restore
+from f5guard.exporter import EmaExporter
 from f5guard.progress import EventReader, Progress, TqdmParser
 from f5guard.stages.driver import StageDriver, register_driver
 from f5guard.sync import CheckpointSync
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from f5guard.stages.runner import StageRunner
 
 FLUSH_TIMEOUT_S = 900.0  # a 5 GB checkpoint onto Drive; the daemon waits this long at a graceful stop
+FINAL_EXPORT_TIMEOUT_S = 600.0  # the inference copy of the finished training (reads ~5 GB, writes ~0.7 GB)
 STATE_EVERY_S = 2.0  # how often progress is folded into the state document
 STACK_DUMP_WAIT_S = 3.0
 RESTORE_RETRY_S = 30.0
@@ -42,6 +44,7 @@ class TrainDriver(StageDriver):
         self.reader: EventReader | None = None
         self.tqdm = TqdmParser()
         self.sync: CheckpointSync | None = None
+        self.exporter: EmaExporter | None = None
         self.failures: list[tuple[str, int | None]] = []
         self.attempt_started = 0.0
         self._last_fold = 0.0
@@ -109,6 +112,10 @@ class TrainDriver(StageDriver):
             )
             self.sync.start()
         self.sync.request()
+        if self.exporter is None and int(opts.get("export_every", 0)) > 0:
+            self.exporter = EmaExporter(
+                Path(opts["export_dir"]), int(opts["export_every"]), Path(opts["export_log"]), log=runner.log.info
+            )
         return None
 
     def _supersede_incompatible(
@@ -165,6 +172,8 @@ class TrainDriver(StageDriver):
         self._read_progress(runner)
         if now - self._last_fold >= STATE_EVERY_S:
             self._last_fold = now
+            if self.exporter is not None and self.sync is not None:
+                self.exporter.poll(self.sync.status().durable)
             self._fold(runner)
             runner.mark_dirty()
         hang_s = float(runner.stage.options.get("hang_minutes", 0)) * 60
@@ -204,6 +213,8 @@ class TrainDriver(StageDriver):
                     durable_path=str(durable.path),
                 )
             training.update(sync_warning=status.warning, sync_error=status.last_error, syncing=status.syncing)
+        if self.exporter is not None:
+            training["export"] = self.exporter.public()
 
     def _dump_stacks(self, runner: StageRunner) -> None:
         attempt = runner.attempt
@@ -231,6 +242,10 @@ class TrainDriver(StageDriver):
         # Graceful stop or the end of training: home must hold the very last checkpoint.
         if (exit.ok or runner.stopping) and self.sync is not None and not self.sync.flush(FLUSH_TIMEOUT_S):
             runner.log.warning("the final checkpoint is not on home yet", status=str(self.sync.status()))
+        if exit.ok and self.exporter is not None and self.sync is not None:  # finished: copy the final weights
+            done = self.exporter.finish(self.sync.status().durable, FINAL_EXPORT_TIMEOUT_S)
+            if not done:
+                runner.log.warning("the final inference copy is still being written", timeout_s=FINAL_EXPORT_TIMEOUT_S)
         self._fold(runner)
 
     def fatal_reason(self, runner: StageRunner, exit: ExitInfo) -> str | None:
@@ -243,6 +258,8 @@ class TrainDriver(StageDriver):
         return None
 
     def close(self, runner: StageRunner) -> None:
+        if self.exporter is not None:
+            self.exporter.stop()
         if self.sync is not None:
             self._fold(runner)
             self.sync.stop()

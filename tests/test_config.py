@@ -100,6 +100,12 @@ BAD_CASES = [
     ("no runs", "", "runs: no runs defined", ""),
     ("negative number", "[lease]\nduration_s = -1\n" + GOOD_STAGES, "lease.duration_s: must be positive", ""),
     ("bad toml", "[[runs]\nname=", "invalid TOML", ""),
+    (
+        "negative export_every",
+        '[[runs]]\nname = "r"\n[[runs.stages]]\nname = "t"\ntype = "train"\nexport_every = -2\n',
+        "runs[0].stages[0].export_every: must be 0 (off) or a number of updates, got -2",
+        "",
+    ),
     ("name with slash", GOOD_STAGES.replace('name = "r"', 'name = "a/b"'), "runs[0].name: run name 'a/b'", ""),
 ]
 

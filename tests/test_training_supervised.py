@@ -206,3 +206,47 @@ def test_same_failure_twice_is_fatal(make_project, tiny_dataset: Path, tmp_path:
     assert "twice" in stage["reason"], stage["reason"]
     assert "missing.pt does not exist" in stage["reason"], stage["reason"]
     assert stage["restarts"] == 1
+
+
+def test_inference_copy_every_n_updates_loads_with_f5_tts(make_project, tiny_dataset: Path) -> None:  # type: ignore[no-untyped-def]
+    """export_every: an EMA-only fp16 copy of the newest durable checkpoint lands on home every N updates and at
+    the end; only the newest is kept; F5-TTS's own inference loader takes it, equal to the EMA in fp16."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():  # pydub (imported by the inference utils) uses the deprecated audioop
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from f5_tts.infer.utils_infer import load_checkpoint
+    from f5_tts.model import CFM, DiT
+    from f5_tts.model.utils import get_tokenizer
+
+    from f5guard.train.presets import MEL_SPEC, dit_kwargs
+
+    p: Project = make_project(body(tiny_dataset, epochs=3, extra="export_every = 4"))
+    p.cli("start", check=True)
+    run = p.wait_run("voice", timeout=240)
+    export_dir = p.home / "runs" / "voice" / "export"
+    assert sorted(f.name for f in export_dir.iterdir()) == ["ema-fp16-u000000012.pt"], "newest only, no temp"
+    log = [json.loads(line) for line in (p.work / "logs" / "daemon.jsonl").read_text().splitlines()]
+    done = [e["update"] for e in log if e.get("event") == "export.done"]
+    assert len(done) >= 2 and done[-1] == 12 and done == sorted(done), done
+    t = run["training"]
+    assert t["export"]["update"] == 12 and t["export"]["error"] is None
+    assert "inference copy on home (EMA, fp16): update 12" in p.cli("status").stdout
+
+    copy = export_dir / "ema-fp16-u000000012.pt"
+    source = torch.load(home_ckpts(p) / "ckpt-e0001-u000000012.pt", map_location="cpu", weights_only=True)
+    assert copy.stat().st_size < (home_ckpts(p) / "ckpt-e0001-u000000012.pt").stat().st_size / 3
+    vocab_map, vocab_size = get_tokenizer(str(tiny_dataset / "vocab.txt"), "custom")
+    model = CFM(
+        transformer=DiT(**dit_kwargs("tiny"), text_num_embeds=vocab_size, mel_dim=MEL_SPEC["n_mel_channels"]),
+        mel_spec_kwargs=dict(MEL_SPEC),
+        vocab_char_map=vocab_map,
+    )
+    loaded = load_checkpoint(model, str(copy), "cpu", dtype=torch.float16, use_ema=True)
+    ema = {k.replace("ema_model.", ""): v for k, v in source["ema_model_state_dict"].items()}
+    for name, tensor in loaded.state_dict().items():
+        assert tensor.dtype == torch.float16 or not tensor.is_floating_point()
+        if name in ema:
+            assert torch.equal(tensor, ema[name].half()), name

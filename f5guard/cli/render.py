@@ -122,6 +122,14 @@ def _training_lines(t: dict[str, Any]) -> list[str]:
         )
     if t.get("restored"):
         lines.append(f"restored from home at update {t['restored'].get('update')}")
+    export = t.get("export") or {}
+    if export.get("update") is not None:
+        lines.append(
+            f"inference copy on home (EMA, fp16): update {export['update']}, {human_bytes(export.get('size'))}"
+            f" ({Path(str(export.get('path'))).name})"
+        )
+    if export.get("error"):
+        lines.append(f"[yellow]inference copy failed:[/] {export['error']}")
     for q in t.get("quarantined") or []:
         lines.append(f"[yellow]quarantined[/] {q.get('name')} → {q.get('moved_to')}: {q.get('reason')}")
     for key in ("sync_warning", "sync_error"):

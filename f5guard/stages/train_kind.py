@@ -39,7 +39,16 @@ def train_paths(base: StageBase) -> dict[str, str]:
         "spec_path": str(run_dir / base.name / "spec.json"),
         "progress_path": str(run_dir / base.name / "progress.jsonl"),
         "home_checkpoints": str(Path(base.values["home"]) / "runs" / base.values["run"] / "checkpoints"),
+        "export_dir": str(Path(base.values["home"]) / "runs" / base.values["run"] / "export"),
+        "export_log": str(run_dir / base.name / "export.log"),
     }
+
+
+def _export_every(table: Table) -> int:
+    every = table.get("export_every", int, 0)
+    if every < 0:
+        table.fail(f"must be 0 (off) or a number of updates, got {every}", "export_every")
+    return every
 
 
 @register("train")
@@ -56,6 +65,7 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
         "keep_durable": keep,
         "hang_minutes": table.number("hang_minutes", DEFAULT_HANG_MINUTES),
         "sync_polling": table.get("sync_polling", bool, False),
+        "export_every": _export_every(table),
         **paths,
     }
     default_ckpts = str(Path(base.values["work"]) / "runs" / base.values["run"] / "ckpts")
