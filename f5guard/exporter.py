@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from f5guard.durable import DurableCheckpoint
+from f5guard.pdeathsig import PARENT_ENV
 
 Log = Callable[..., None]
 _NAME = re.compile(r"^ema-fp16-u(\d{9,})\.pt$")
+_TEMP = re.compile(r"^\.ema-fp16-u\d{9,}\.pt\..*\.tmp$")  # fsutil.publishing's temp of a killed export
 STOP_WAIT_S = 10.0
 
 
@@ -59,6 +61,10 @@ class EmaExporter:
         self.last = newest_export(out_dir)
         self.error: str | None = None
         self._failed_update: int | None = None  # not retried until a newer checkpoint is durable
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(out_dir):
+                if _TEMP.match(entry.name):
+                    os.unlink(entry.path)  # ~0.7 GB left by an export killed with its daemon
 
     def due(self, durable: DurableCheckpoint | None, final: bool = False) -> bool:
         if durable is None or self.every <= 0 or durable.update == self._failed_update:
@@ -66,17 +72,26 @@ class EmaExporter:
         done = self.last.update if self.last else None
         if final:
             return done != durable.update
-        return durable.update >= self.every if done is None else durable.update - done >= self.every
+        if done is None or durable.update < done:  # none yet, or a training started again (a new vocab)
+            return durable.update >= self.every
+        return durable.update - done >= self.every
 
     def poll(self, durable: DurableCheckpoint | None, final: bool = False) -> None:
-        """Reap a finished export; start the next one when the durable checkpoint is far enough ahead."""
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                return
-            self._finish(self._proc.returncode)
-        if self.due(durable, final):
-            assert durable is not None
-            self._start(durable)
+        """Reap a finished export; start the next one when the durable checkpoint is far enough ahead.
+
+        Never raises OSError: home may be unreachable for a while (Drive), and the copy is not worth the daemon.
+        """
+        try:
+            if self._proc is not None:
+                if self._proc.poll() is None:
+                    return
+                self._finish(self._proc.returncode)
+            if self.due(durable, final):
+                assert durable is not None
+                self._start(durable)
+        except OSError as err:
+            self.error = f"{err.strerror or err} ({getattr(err, 'filename', None) or self.out_dir})"
+            self._log("export.error", error=self.error)
 
     def wait(self, timeout: float) -> bool:
         """Wait for the export in flight; False when it is still running."""
@@ -86,7 +101,11 @@ class EmaExporter:
             code = self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return False
-        self._finish(code)
+        try:
+            self._finish(code)
+        except OSError as err:
+            self.error = f"{err.strerror or err}"
+            self._log("export.error", error=self.error)
         return True
 
     def finish(self, durable: DurableCheckpoint | None, timeout: float) -> bool:
@@ -146,7 +165,7 @@ class EmaExporter:
                     stderr=log_file,
                     start_new_session=True,
                     pass_fds=(source,),
-                    env={**os.environ, "OMP_NUM_THREADS": "1"},
+                    env={**os.environ, "OMP_NUM_THREADS": "1", PARENT_ENV: str(os.getpid())},
                 )
         finally:
             os.close(source)
@@ -163,8 +182,8 @@ class EmaExporter:
             previous, self.last = self.last, Exported(out, pending.update, out.stat().st_size)
             self.error = self._failed_update = None
             if previous is not None and previous.path != out:
-                with contextlib.suppress(FileNotFoundError):
-                    previous.path.unlink()  # only once its successor is complete
+                with contextlib.suppress(OSError):
+                    previous.path.unlink()  # only once its successor is complete; a failure leaves two copies
             self._log("export.done", update=pending.update, size=self.last.size, seconds=seconds)
             return
         self._failed_update = pending.update

@@ -12,10 +12,11 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from f5guard import checkpoints
+from f5guard import checkpoints, sdnotify
 from f5guard.diagnose import Failure, classify_failure
 from f5guard.durable import RestoreFailed, list_durable, restore
 from f5guard.exporter import EmaExporter
@@ -33,6 +34,7 @@ FINAL_EXPORT_TIMEOUT_S = 600.0  # the inference copy of the finished training (r
 STATE_EVERY_S = 2.0  # how often progress is folded into the state document
 STACK_DUMP_WAIT_S = 3.0
 RESTORE_RETRY_S = 30.0
+WAIT_SLICE_S = 10.0  # long waits on the control thread still tell systemd's watchdog the daemon is alive
 
 
 class TrainDriver(StageDriver):
@@ -240,12 +242,15 @@ class TrainDriver(StageDriver):
     def after_exit(self, runner: StageRunner, exit: ExitInfo) -> None:
         self._read_progress(runner)
         # Graceful stop or the end of training: home must hold the very last checkpoint.
-        if (exit.ok or runner.stopping) and self.sync is not None and not self.sync.flush(FLUSH_TIMEOUT_S):
-            runner.log.warning("the final checkpoint is not on home yet", status=str(self.sync.status()))
-        if exit.ok and self.exporter is not None and self.sync is not None:  # finished: copy the final weights
-            done = self.exporter.finish(self.sync.status().durable, FINAL_EXPORT_TIMEOUT_S)
-            if not done:
-                runner.log.warning("the final inference copy is still being written", timeout_s=FINAL_EXPORT_TIMEOUT_S)
+        sync = self.sync
+        if (exit.ok or runner.stopping) and sync is not None and not _wait_alive(sync.flush, FLUSH_TIMEOUT_S):
+            runner.log.warning("the final checkpoint is not on home yet", status=str(sync.status()))
+        finished = exit.ok and not runner.stopping  # a stop also exits 0: that is not the end of training
+        if finished and self.exporter is not None and sync is not None:
+            exporter, durable = self.exporter, sync.status().durable
+            if not _wait_alive(lambda timeout: exporter.finish(durable, timeout), FINAL_EXPORT_TIMEOUT_S):
+                runner.log.warning("the final inference copy was not finished in time; it is abandoned",
+                                   timeout_s=FINAL_EXPORT_TIMEOUT_S)  # fmt: skip
         self._fold(runner)
 
     def fatal_reason(self, runner: StageRunner, exit: ExitInfo) -> str | None:
@@ -264,6 +269,19 @@ class TrainDriver(StageDriver):
             self._fold(runner)
             self.sync.stop()
             self.sync = None
+
+
+def _wait_alive(wait: Callable[[float], bool], timeout_s: float) -> bool:
+    """Call ``wait(slice)`` until it returns True or ``timeout_s`` passes, pinging systemd's watchdog between
+    slices: the control loop (which normally pings it) is blocked meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if wait(max(0.0, min(WAIT_SLICE_S, left))):
+            return True
+        if left <= WAIT_SLICE_S:
+            return False
+        sdnotify.notify("WATCHDOG=1")  # a no-op outside systemd
 
 
 def vocab_rows(vocab: Path) -> int | None:

@@ -67,3 +67,60 @@ def test_ema_only_half_precision(tmp_path: Path) -> None:
     torch.save({"update": 8, "model_state_dict": {"w": torch.randn(2)}}, no_ema)
     proc = _export(no_ema, tmp_path / "export" / export_name(8))
     assert proc.returncode == 1 and "holds no ema_model_state_dict" in proc.stderr
+
+
+def test_after_a_restart_from_scratch_and_stale_temps(tmp_path: Path) -> None:
+    """A new vocab restarts training at update 0: the old copy (u80) must not hold exports back until u88.
+    A temp left by an export killed with its daemon is removed."""
+    (tmp_path / export_name(80)).write_bytes(b"x")
+    stale = tmp_path / f".{export_name(88)}.4242.beef.tmp"
+    stale.write_bytes(b"half")
+    exporter = EmaExporter(tmp_path, 8, tmp_path / "export.log", log=lambda *_a, **_k: None)
+    assert not stale.exists()
+    assert not exporter.due(_durable(4)) and exporter.due(_durable(8))
+
+
+def test_home_unreachable_is_a_warning_not_a_crash(tmp_path: Path) -> None:
+    blocker = tmp_path / "export"
+    blocker.write_text("a file where the export folder should be")
+    events: list[str] = []
+    exporter = EmaExporter(blocker, 8, tmp_path / "export.log", log=lambda event, **_k: events.append(event))
+    exporter.poll(_durable(8))  # mkdir fails: no exception out of the control loop
+    assert exporter.error is not None and "export.error" in events
+    assert exporter.public()["error"] == exporter.error and exporter.public()["update"] is None
+
+
+def test_a_failed_export_is_reported_once_and_not_retried(tmp_path: Path) -> None:
+    """Through the real subprocess: the inherited descriptor, the label in the message, no retry."""
+    source = tmp_path / durable_name(1, 8)
+    source.write_bytes(b"not a checkpoint")
+    durable = DurableCheckpoint(source, source.with_suffix(".json"), 8, 1, 16, "0" * 64, 0.0, "model_last.pt")
+    events: list[str] = []
+    exporter = EmaExporter(tmp_path / "export", 8, tmp_path / "export.log", log=lambda e, **_k: events.append(e))
+    exporter.poll(durable)
+    assert exporter.public()["running"] == 8
+    assert exporter.wait(240)
+    assert exporter.error is not None and exporter.error.startswith(
+        f"update 8: f5guard.train.export: could not read {source.name}"
+    )
+    exporter.poll(durable)
+    assert events == ["export.start", "export.failed"], "the same update is not tried again"
+    assert exporter.due(_durable(16))
+
+
+@pytest.mark.train
+def test_the_source_may_be_deleted_once_the_export_started(tmp_path: Path) -> None:
+    """keep_durable=1 deletes the old durable checkpoint as soon as a newer one is verified: the export holds
+    it open and still reads it."""
+    torch = pytest.importorskip("torch")
+    source = tmp_path / "checkpoints" / durable_name(1, 8)
+    source.parent.mkdir()
+    torch.save({"update": 8, "ema_model_state_dict": {"ema_model.w": torch.ones(5)}}, source)
+    durable = DurableCheckpoint(source, source.with_suffix(".json"), 8, 1, source.stat().st_size, "0" * 64, 0.0, "x")
+    exporter = EmaExporter(tmp_path / "export", 8, tmp_path / "export.log", log=lambda *_a, **_k: None)
+    exporter.poll(durable)
+    source.unlink()  # before the child has even imported torch
+    assert exporter.wait(240) and exporter.error is None, (tmp_path / "export.log").read_text()[-1000:]
+    assert exporter.last is not None and exporter.last.update == 8
+    copy = torch.load(exporter.last.path, weights_only=True)
+    assert torch.equal(copy["ema_model_state_dict"]["ema_model.w"], torch.ones(5, dtype=torch.float16))

@@ -97,19 +97,21 @@ def test_kill9_trainer_resumes_with_identical_state(make_project, tiny_dataset: 
 
 
 def test_graceful_stop_loses_no_update_and_fresh_runtime_restores(make_project, tiny_dataset: Path) -> None:  # type: ignore[no-untyped-def]
-    p: Project = make_project(body(tiny_dataset, epochs=6))
+    p: Project = make_project(body(tiny_dataset, epochs=6, extra="export_every = 1000"))
     p.cli("start", check=True)
     p.wait_for(lambda: last_update(p) >= 7, timeout=120, what="update 7")
     p.cli("stop", check=True)
     stop = [e for e in events(p) if e["event"] == "exit"][-1]
     assert stop["reason"] == "sigterm"
     stopped_at = stop["update"]
+    export_dir = p.home / "runs" / "voice" / "export"
+    assert not export_dir.exists(), "a stop exits 0 too, but it is not the end of training: no final copy"
     # The graceful stop's checkpoint is verified on home before the daemon exits.
     manifests = sorted(home_ckpts(p).glob("ckpt-*.json"))
     assert [json.loads(m.read_text())["update"] for m in manifests] == [stopped_at]
 
     # A new VM: empty work dir, same home; its dataset copy is still in place (the fixture).
-    fresh: Project = make_project(body(tiny_dataset, epochs=6), name="fresh", home=p.home)
+    fresh: Project = make_project(body(tiny_dataset, epochs=6, extra="export_every = 1000"), name="fresh", home=p.home)
     before = fresh.status()
     assert before["daemon"]["running"] is False and before["runs"][0]["training"]["durable_update"] == stopped_at
     fresh.cli("start", check=True, env={"F5GUARD_BOOT_ID": "another-vm"})
@@ -121,6 +123,7 @@ def test_graceful_stop_loses_no_update_and_fresh_runtime_restores(make_project, 
     assert run["training"]["restored"]["update"] == stopped_at
     assert run["training"]["durable_update"] == 24
     assert [p.name for p in home_ckpts(p).glob("ckpt-*.pt")] == ["ckpt-e0002-u000000024.pt"], "keep_durable=1"
+    assert [f.name for f in export_dir.iterdir()] == ["ema-fp16-u000000024.pt"], "the end of training is copied"
 
 
 def test_truncated_newest_checkpoint_is_quarantined(make_project, tiny_dataset: Path) -> None:  # type: ignore[no-untyped-def]

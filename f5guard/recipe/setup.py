@@ -292,9 +292,20 @@ def check(needs: list[Need], pins: dict[str, str], install: bool, require_gpu: b
             fix = " && ".join(shlex.join(c) for c in commands)
             raise SetupFailed(f"check {sys.executable}: missing {what}; fix: {fix}")
         print(f"installing: {what}", flush=True)
-        for command in commands:
-            seconds = run_pip(command)
-            installed.append({"command": command, "seconds": round(seconds, 1)})
+        overrides = {req for reqs in OVERRIDES.values() for req in reqs}
+        try:
+            for command in commands:
+                seconds = run_pip(command)
+                installed.append({"command": command, "seconds": round(seconds, 1)})
+        except SetupFailed:
+            # A pinned install that failed half way may already have downgraded f5guard's own filelock: put it
+            # back whatever happened, or the next `f5guard start` could not even take its lease.
+            done = [i["command"] for i in installed]
+            for command in commands:
+                if command[-1] in overrides and command not in done:
+                    with contextlib.suppress(SetupFailed):
+                        run_pip(command)
+            raise
         found = probe_modules(needs, pins)
         still = [f for f in found if f.state != "ok"]
         if still:

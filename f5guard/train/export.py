@@ -18,6 +18,7 @@ from typing import Any
 
 from f5guard.errors import F5guardError
 from f5guard.fsutil import publishing
+from f5guard.pdeathsig import follow_supervisor
 
 
 class ExportFailed(F5guardError, RuntimeError):
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", help="the source's name in messages")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    follow_supervisor()  # SIGTERM (temp removed) if the daemon that started us dies
     src, out = args.src, args.out
     try:
         update = export(src, out, args.label)
