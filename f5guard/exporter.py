@@ -13,15 +13,13 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from f5guard.durable import DurableCheckpoint
+from f5guard.durable import DurableCheckpoint, Log
 from f5guard.pdeathsig import PARENT_ENV
 
-Log = Callable[..., None]
 _NAME = re.compile(r"^ema-fp16-u(\d{9,})\.pt$")
 _TEMP = re.compile(r"^\.ema-fp16-u\d{9,}\.pt\..*\.tmp$")  # fsutil.publishing's temp of a killed export
 STOP_WAIT_S = 10.0
@@ -90,8 +88,7 @@ class EmaExporter:
                 assert durable is not None
                 self._start(durable)
         except OSError as err:
-            self.error = f"{err.strerror or err} ({getattr(err, 'filename', None) or self.out_dir})"
-            self._log("export.error", error=self.error)
+            self._io_error(err)
 
     def wait(self, timeout: float) -> bool:
         """Wait for the export in flight; False when it is still running."""
@@ -104,8 +101,7 @@ class EmaExporter:
         try:
             self._finish(code)
         except OSError as err:
-            self.error = f"{err.strerror or err}"
-            self._log("export.error", error=self.error)
+            self._io_error(err)
         return True
 
     def finish(self, durable: DurableCheckpoint | None, timeout: float) -> bool:
@@ -171,6 +167,11 @@ class EmaExporter:
             os.close(source)
         self._pending, self._started = durable, time.monotonic()
         self._log("export.start", update=durable.update, source=durable.path.name)
+
+    def _io_error(self, err: OSError) -> None:
+        """Home unreachable (Drive) or local trouble: a warning in status, never an exception in the daemon."""
+        self.error = f"{err.strerror or err} ({getattr(err, 'filename', None) or self.out_dir})"
+        self._log("export.error", error=self.error)
 
     def _finish(self, code: int) -> None:
         pending, self._proc, self._pending = self._pending, None, None
