@@ -1,4 +1,4 @@
-"""What does the inference copy cost? `python -m f5guard.train.export` on a checkpoint shaped like F5-TTS Base.
+"""What does the inference copy cost? `python -m f5guard.trainer.export` on a checkpoint shaped like F5-TTS Base.
 
 A checkpoint with a model, its EMA and Adam's two moments, each of ``--params`` float32 values (F5TTS Base:
 ~336 M, so ~5.4 GB) is made once. Then, alternating, N times each: `python -c "import torch"` (the fixed cost
@@ -60,7 +60,7 @@ def main() -> None:
             seconds, rss = timed([sys.executable, "-c", "import torch"])
             imports.append(seconds)
             rss_import.append(rss)
-            seconds, rss = timed([sys.executable, "-m", "f5guard.train.export", str(src), str(out)])
+            seconds, rss = timed([sys.executable, "-m", "f5guard.trainer.export", str(src), str(out)])
             exports.append(seconds)
             rss_export.append(rss)
         result = {

@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from f5guard.durable import list_durable  # noqa: E402 - after the path setup above
-from f5guard.sync import CheckpointSync  # noqa: E402
+from f5guard.checkpoints.durable import list_durable  # noqa: E402 - after the path setup above
+from f5guard.checkpoints.sync import CheckpointSync  # noqa: E402
 
 _MAKE = """
 import os, sys, torch

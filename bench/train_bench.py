@@ -5,14 +5,14 @@ alternating:
 
 1. Trainer death -> new trainer process (and -> first `update` event of the resumed run), median of N kill -9
    each: a `type = "train"` stage under f5guard (pid from <work>/state.json) vs a bare
-   ``bash -c 'until python -m f5guard.train --spec SPEC; do :; done'`` loop (its python child). The new
+   ``bash -c 'until python -m f5guard.trainer --spec SPEC; do :; done'`` loop (its python child). The new
    trainer is detected identically on both sides: a ~1 ms scan of /proc for a process whose argv holds
-   "f5guard.train" and this series' spec path, and that did not exist at the kill. Each kill lands right after
+   "f5guard.trainer" and this series' spec path, and that did not exist at the kill. Each kill lands right after
    the trainer reported the last checkpoint file of an update complete (and, under f5guard, after the daemon
    copied it to home), so no kill truncates a checkpoint and every restart resumes from that update. After
    each restart the bench waits for the resumed run's next checkpoint, then freezes that side (SIGSTOP to its
    process group) while the other side is measured.
-2. Tiny-model updates/s under f5guard vs the bare ``python -m f5guard.train`` entry, same spec, alternating,
+2. Tiny-model updates/s under f5guard vs the bare ``python -m f5guard.trainer`` entry, same spec, alternating,
    median of N runs each; the rate comes from the progress file's `update` events (first to last).
 3. Daemon RSS and CPU (% of one core) while a trainer trains, over a window of >= 20 s; a second window
    without checkpoints separates supervision from checkpoint sync.
@@ -43,8 +43,8 @@ from typing import Any
 
 import psutil
 
-from f5guard.train.progress import read_events
-from f5guard.train.spec import TrainSpec
+from f5guard.trainer.progress import read_events
+from f5guard.trainer.spec import TrainSpec
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -84,7 +84,7 @@ def tiny_dataset() -> Path:
     data = root / "data"
     if not all((data / n).is_file() for n in ("raw.arrow", "duration.json", "vocab.txt")):
         log("building the tiny dataset (cached in bench/out/tinydata)")
-        subprocess.run([PY, "-m", "f5guard.train.tinydata", str(root), "--n", "8"], check=True, env=BASE_ENV,
+        subprocess.run([PY, "-m", "f5guard.trainer.tinydata", str(root), "--n", "8"], check=True, env=BASE_ENV,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)  # fmt: skip
     return data
 
@@ -187,9 +187,9 @@ def argv_of(pid: int) -> list[str] | None:
 
 
 def is_trainer(argv: list[str] | None, spec: str) -> bool:
-    # An argv element equal to "f5guard.train": a forked-not-yet-exec'd bash child (whose one -c argument
+    # An argv element equal to "f5guard.trainer": a forked-not-yet-exec'd bash child (whose one -c argument
     # merely contains the text) does not count, so both sides are seen at the trainer's exec.
-    return bool(argv) and "f5guard.train" in argv and spec in argv  # type: ignore[operator]
+    return bool(argv) and "f5guard.trainer" in argv and spec in argv  # type: ignore[operator]
 
 
 def all_pids() -> set[int]:
@@ -323,7 +323,7 @@ class F5Side:
 
 
 class BashSide:
-    """bash -c 'until python -m f5guard.train --spec SPEC; do :; done'."""
+    """bash -c 'until python -m f5guard.trainer --spec SPEC; do :; done'."""
 
     name = "bash"
 
@@ -338,7 +338,7 @@ class BashSide:
         self.frozen = False
 
     def start(self) -> None:
-        script = f"until {shlex.quote(PY)} -m f5guard.train --spec {shlex.quote(self.spec)}; do :; done"
+        script = f"until {shlex.quote(PY)} -m f5guard.trainer --spec {shlex.quote(self.spec)}; do :; done"
         with self.log.open("ab") as out:
             self.loop = subprocess.Popen(["bash", "-c", script], env=TRAINER_ENV, stdin=subprocess.DEVNULL,
                                          stdout=out, stderr=subprocess.STDOUT,
@@ -454,7 +454,7 @@ def daemon_breakdown(side: F5Side, kills: list[dict[str, Any]]) -> dict[str, Any
             with contextlib.suppress(ValueError):
                 if text.startswith("attempt ") and " ended: " in text:
                     ended.append(parse_ts(stamp))
-                elif text.startswith("attempt ") and ": " in text and "f5guard.train" in text:
+                elif text.startswith("attempt ") and ": " in text and "f5guard.trainer" in text:
                     noted.append(parse_ts(stamp))
     for ev in daemon_events(side, "attempt started", 0, float("inf")):
         started[int(ev["pid"])] = parse_ts(ev["timestamp"])
@@ -572,7 +572,7 @@ def speed_bare(root: Path, dataset: Path, epochs: int) -> tuple[dict[str, Any], 
     root.mkdir(parents=True)
     spec, progress = write_spec(root, dataset, epochs)
     with (root / "trainer.log").open("wb") as out:
-        done = subprocess.run([PY, "-m", "f5guard.train", "--spec", str(spec)], env=TRAINER_ENV,
+        done = subprocess.run([PY, "-m", "f5guard.trainer", "--spec", str(spec)], env=TRAINER_ENV,
                               stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=900,
                               check=False)  # fmt: skip
     if done.returncode != 0:

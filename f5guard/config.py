@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from f5guard.errors import ConfigError
+from f5guard.recipe.kinds import RECIPE_KINDS
 from f5guard.schema import (
     Config,
     LeaseSettings,
@@ -21,8 +22,9 @@ from f5guard.schema import (
     expand,
     placeholder_values,
 )
-from f5guard.stages import kinds, recipe_kinds, train_kind  # noqa: F401 - they register their kinds
+from f5guard.stages.kinds import KindBuilder, StageBase, build_command
 from f5guard.stages.overlap import patterns_overlap
+from f5guard.training.kind import build_train
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,6 +34,8 @@ else:  # pragma: no cover - exercised on 3.10 only
 CONFIG_ENV = "F5GUARD_CONFIG"
 CONFIG_NAME = "f5guard.toml"
 DEFAULT_STOP_GRACE_S = 30.0
+# Every stage kind: the generic command, the recipe's, and training.
+KINDS: dict[str, KindBuilder] = {"command": build_command, **RECIPE_KINDS, "train": build_train}
 
 
 def find_config(explicit: str | os.PathLike[str] | None) -> Path:
@@ -183,16 +187,16 @@ def _stage(
 ) -> StageConfig:
     name = check_name(t, "name", "stage")
     kind = t.get("type", str, "command")
-    build = kinds.builder_for(kind)
+    build = KINDS.get(kind)
     if build is None:
-        t.fail(f"unknown stage type {kind!r} (known: {', '.join(kinds.known_kinds())})", "type")
+        t.fail(f"unknown stage type {kind!r} (known: {', '.join(sorted(KINDS))})", "type")
     scope_text = t.get("scope", str, Scope.HOME.value)
     try:
         scope = Scope(scope_text)
     except ValueError:
         t.fail(f"must be 'runtime' or 'home', got {scope_text!r}", "scope")
     values = placeholder_values(config_dir, home, work, run, name)
-    base = kinds.StageBase(
+    base = StageBase(
         name=name,
         env={},
         cwd=config_dir,
@@ -211,7 +215,7 @@ def _stage(
     cwd_text = t.get("cwd", str, "")
     cwd = Path(base.resolve(cwd_text, t.key_path("cwd"), t.file)) if cwd_text else config_dir
     params = t.get("params", dict, {})
-    base = kinds.StageBase(
+    base = StageBase(
         **{
             **base.__dict__,
             "env": env,

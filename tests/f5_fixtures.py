@@ -1,6 +1,6 @@
 """Shared fixtures for tests that run real F5-TTS training (``pytest_plugins = ["tests.f5_fixtures"]``).
 
-Everything runs the real ``python -m f5guard.train`` in a subprocess, offline, on a tiny model, so third-party
+Everything runs the real ``python -m f5guard.trainer`` in a subprocess, offline, on a tiny model, so third-party
 warnings stay out of the pytest process and signals hit a real process group.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from f5guard.train.spec import TrainSpec
+from f5guard.trainer.spec import TrainSpec
 
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
@@ -62,7 +62,7 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("f5_tts")
     root = tmp_path_factory.mktemp("tinydata")
     result = subprocess.run(
-        [sys.executable, "-m", "f5guard.train.tinydata", str(root), "--n", "8"],
+        [sys.executable, "-m", "f5guard.trainer.tinydata", str(root), "--n", "8"],
         env=train_env(),
         capture_output=True,
         text=True,
@@ -77,7 +77,7 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class TrainRun:
-    """One f5guard.train subprocess in its own session (process group), with its progress file."""
+    """One f5guard.trainer subprocess in its own session (process group), with its progress file."""
 
     def __init__(self, spec_path: Path, progress_path: Path, env: dict[str, str]) -> None:
         self.spec_path = spec_path
@@ -85,7 +85,7 @@ class TrainRun:
         self.log_path = spec_path.with_suffix(f".{int(time.time() * 1000)}.log")
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "f5guard.train", "--spec", str(spec_path)],
+            [sys.executable, "-m", "f5guard.trainer", "--spec", str(spec_path)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from f5guard.checkpoints import (
+from f5guard.checkpoints.inspect import (
     LAST_NAME,
     CheckpointInvalid,
     f5tts_pick,
@@ -216,10 +216,10 @@ def test_safetensors_pretrained(tmp_path: Path) -> None:
 
 @pytest.mark.train
 def test_inspecting_never_imports_torch(tmp_path: Path, make_ckpt: MakeCkpt) -> None:
-    """The daemon imports f5guard.checkpoints and inspects real files: torch must stay out of the process."""
+    """The daemon imports f5guard.checkpoints.inspect and inspects real files: torch must stay out of the process."""
     path = make_ckpt(tmp_path / "model_2.pt", 2)
     script = (
-        f"import sys, f5guard.checkpoints as c; info = c.inspect_checkpoint({str(path)!r}); "
+        f"import sys, f5guard.checkpoints.inspect as c; info = c.inspect_checkpoint({str(path)!r}); "
         "assert info.update == 2; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
@@ -227,7 +227,7 @@ def test_inspecting_never_imports_torch(tmp_path: Path, make_ckpt: MakeCkpt) -> 
 
 def test_module_does_not_import_torch() -> None:
     """Importing the module alone keeps torch out (invariant 7: the daemon stays light)."""
-    script = "import f5guard.checkpoints, sys; assert 'torch' not in sys.modules"
+    script = "import f5guard.checkpoints.inspect, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from f5guard.diagnose import classify_failure
-from f5guard.exits import ExitInfo
-from f5guard.progress import Progress, TqdmParser
+from f5guard.stages.exits import ExitInfo
+from f5guard.training.diagnose import classify_failure
+from f5guard.training.progress import Progress, TqdmParser
 
 
 def test_cuda_oom_diagnosis() -> None:

@@ -1,4 +1,4 @@
-"""The inference copy: `python -m f5guard.train.export` on real torch files, and when the daemon's exporter
+"""The inference copy: `python -m f5guard.trainer.export` on real torch files, and when the daemon's exporter
 decides to make one (torch-free)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from f5guard.durable import DurableCheckpoint, durable_name
-from f5guard.exporter import EmaExporter, export_name, newest_export
+from f5guard.checkpoints.durable import DurableCheckpoint, durable_name
+from f5guard.training.exporter import EmaExporter, export_name, newest_export
 
 
 def _durable(update: int) -> DurableCheckpoint:
@@ -19,7 +19,7 @@ def _durable(update: int) -> DurableCheckpoint:
 
 
 def _export(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "f5guard.train.export", *map(str, args)]
+    argv = [sys.executable, "-m", "f5guard.trainer.export", *map(str, args)]
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -43,7 +43,7 @@ def test_usage_and_unreadable_sources_are_one_line(tmp_path: Path) -> None:
     out = tmp_path / "out" / export_name(1)
     proc = _export(garbage, out, "--label", "ckpt-e0001-u000000001.pt")
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
-    assert proc.stderr.startswith("f5guard.train.export: could not read ckpt-e0001-u000000001.pt: ")
+    assert proc.stderr.startswith("f5guard.trainer.export: could not read ckpt-e0001-u000000001.pt: ")
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
 
@@ -101,7 +101,7 @@ def test_a_failed_export_is_reported_once_and_not_retried(tmp_path: Path) -> Non
     assert exporter.public()["running"] == 8
     assert exporter.wait(240)
     assert exporter.error is not None and exporter.error.startswith(
-        f"update 8: f5guard.train.export: could not read {source.name}"
+        f"update 8: f5guard.trainer.export: could not read {source.name}"
     )
     exporter.poll(durable)
     assert events == ["export.start", "export.failed"], "the same update is not tried again"

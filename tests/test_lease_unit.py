@@ -11,8 +11,8 @@ import pytest
 
 from f5guard.errors import HomeUnreachable, LeaseHeld, LeaseLost
 from f5guard.layout import HomeLayout
-from f5guard.lease import HomeLease
-from f5guard.leaseinfo import current_holder, read_epoch
+from f5guard.lease.hold import HomeLease
+from f5guard.lease.info import current_holder, read_epoch
 from f5guard.schema import LeaseSettings
 
 FAST = LeaseSettings(duration_s=0.6, heartbeat_s=0.15, takeover_slack_s=0.2, epoch_poll_s=0.1)

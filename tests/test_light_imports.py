@@ -15,8 +15,8 @@ MODULES = [
     "f5guard.cli.run",
     "f5guard.cli.init",
     "f5guard.daemon",
-    "f5guard.supervisor",
-    "f5guard.report",
+    "f5guard.daemon.supervisor",
+    "f5guard.status.report",
 ]
 
 

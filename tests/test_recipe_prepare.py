@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from f5guard.recipe.extend_vocab import read_vocab
-from f5guard.train.spec import TrainSpec
-from f5guard.train.tinydata import TEXTS, make_wavs
+from f5guard.trainer.spec import TrainSpec
+from f5guard.trainer.tinydata import TEXTS, make_wavs
 from tests.f5_fixtures import TINY_TRAINING, train_env
 from tests.recipe_prep_support import last_line, python_json, run_entry
 
@@ -53,9 +53,9 @@ print(json.dumps(out))
 # Load an extended checkpoint the way training does: placed as pretrained_*, F5-TTS's Trainer.load_checkpoint.
 LOAD_CHECK = r"""
 import json, sys, torch
-from f5guard.checkpoints import place_pretrained
-from f5guard.train.build import build_trainer
-from f5guard.train.spec import TrainSpec
+from f5guard.checkpoints.inspect import place_pretrained
+from f5guard.trainer.build import build_trainer
+from f5guard.trainer.spec import TrainSpec
 spec = TrainSpec.from_json(sys.argv[1])
 original = torch.load(sys.argv[2], map_location="cpu", weights_only=True)
 old = original["ema_model_state_dict"]["ema_model.transformer.text_embed.text_embed.weight"]
@@ -101,13 +101,13 @@ def _dataset(root: Path, texts: tuple[str, ...]) -> Path:
 
 
 def _train(root: Path, name: str, **fields: Any) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
-    """python -m f5guard.train on a spec; its result and progress events."""
+    """python -m f5guard.trainer on a spec; its result and progress events."""
     work = root / name
     spec_fields = {**TINY_TRAINING, "epochs": 1, "checkpoint_dir": str(work / "ckpts"),
                    "progress_path": str(work / "progress.jsonl"), **fields}  # fmt: skip
     spec = work / "spec.json"
     TrainSpec.from_dict({k: str(v) if isinstance(v, Path) else v for k, v in spec_fields.items()}).to_json(spec)
-    proc = subprocess.run([sys.executable, "-m", "f5guard.train", "--spec", str(spec)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "f5guard.trainer", "--spec", str(spec)], capture_output=True,
                           text=True, env=train_env(), timeout=280, cwd=root, check=False)  # fmt: skip
     path = work / "progress.jsonl"
     events = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -178,7 +178,7 @@ def test_extended_embedding_rows(world: World) -> None:
 @pytest.mark.slow
 def test_trainer_loads_the_extension_and_trains(world: World) -> None:
     """F5-TTS's Trainer.load_checkpoint takes pretrained_extended.pt with no size mismatch and the old rows as they
-    were; python -m f5guard.train then runs 2+ updates on the Vietnamese data from it."""
+    were; python -m f5guard.trainer then runs 2+ updates on the Vietnamese data from it."""
     fields = {"dataset_dir": world.vi_out / "data", "tokenizer_path": world.vi_out / "data" / "vocab.txt",
               "pretrained": world.vi_out / "pretrained_extended.pt"}  # fmt: skip
     spec_dir = world.root / "load check"

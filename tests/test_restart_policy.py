@@ -9,9 +9,9 @@ import os
 import signal
 import time
 
-from f5guard.exits import classify
-from f5guard.restart import RestartTracker
 from f5guard.schema import RestartPolicy
+from f5guard.stages.exits import classify
+from f5guard.stages.restart import RestartTracker
 from tests.conftest import Project
 
 

@@ -61,7 +61,7 @@ def test_fast_path_matches_the_full_cli(make_project) -> None:  # type: ignore[n
 
 def test_client_imports_stay_tiny() -> None:
     code = (
-        "import sys\nimport f5guard.cli, f5guard.quickstatus\n"
+        "import sys\nimport f5guard.cli, f5guard.status.quick\n"
         "print(','.join(m for m in ('click', 'json', 'rich', 'dataclasses', 'pathlib', 'tomllib', 'f5guard.config')"
         " if m in sys.modules))"
     )

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from f5guard.checkpoints import file_sha256
-from f5guard.copying import CHUNK
-from f5guard.durable import list_durable
-from f5guard.sync import CheckpointSync
+from f5guard.checkpoints.copying import CHUNK
+from f5guard.checkpoints.durable import list_durable
+from f5guard.checkpoints.inspect import file_sha256
+from f5guard.checkpoints.sync import CheckpointSync
 from tests.sync_support import CheckpointMaker, Recorder, home_names, maker, wait_until  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.train
 MB = 1024 * 1024
 _SYNC_ONCE = (
-    "import sys; from pathlib import Path; from f5guard.sync import CheckpointSync; "
+    "import sys; from pathlib import Path; from f5guard.checkpoints.sync import CheckpointSync; "
     "CheckpointSync(Path(sys.argv[1]), Path(sys.argv[2]), epoch=1).flush(600)"
 )
 

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from f5guard.follow import Follower, last_lines
+from f5guard.cli.follow import Follower, last_lines
 from tests.conftest import Project
 
 BODY = """

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from f5guard.checkpoints import inspect_checkpoint
-from f5guard.train.progress import ProgressWriter, read_events
-from f5guard.train.spec import SpecError, TrainSpec
+from f5guard.checkpoints.inspect import inspect_checkpoint
+from f5guard.trainer.progress import ProgressWriter, read_events
+from f5guard.trainer.spec import SpecError, TrainSpec
 from tests.f5_fixtures import TrainRun, train_env
 
 StartTraining = Callable[..., TrainRun]
@@ -160,7 +160,7 @@ def test_checkpoint_loads_with_f5tts_inference(start_training: StartTraining, ti
         import torch
         from f5_tts.infer.utils_infer import load_model
         from f5_tts.model import DiT
-        from f5guard.train.presets import dit_kwargs
+        from f5guard.trainer.presets import dit_kwargs
         for use_ema in (True, False):
             vocab = {str(tiny_dataset / "vocab.txt")!r}
             model = load_model(DiT, dit_kwargs("tiny"), {str(ckpt)!r}, vocab_file=vocab,
@@ -206,7 +206,7 @@ def test_bad_spec_is_one_line_exit_2(tmp_path: Path, content: str, message: str)
     spec = tmp_path / "spec.json"
     spec.write_text(content, encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "f5guard.train", "--spec", str(spec)],
+        [sys.executable, "-m", "f5guard.trainer", "--spec", str(spec)],
         env=train_env(),
         capture_output=True,
         text=True,
@@ -226,7 +226,7 @@ def test_missing_dataset_is_reported_in_progress(tmp_path: Path) -> None:
     spec = tmp_path / "spec.json"
     TrainSpec(dataset_dir=tmp_path / "nope", checkpoint_dir=tmp_path / "c", progress_path=progress).to_json(spec)
     result = subprocess.run(
-        [sys.executable, "-m", "f5guard.train", "--spec", str(spec)],
+        [sys.executable, "-m", "f5guard.trainer", "--spec", str(spec)],
         env=train_env(),
         capture_output=True,
         text=True,
@@ -297,8 +297,8 @@ def test_spec_errors_are_one_line_naming_the_field(tmp_path: Path) -> None:
 
 def test_light_modules_do_not_import_torch() -> None:
     """The daemon imports the spec, progress reader and hooks module: torch must stay out."""
-    modules = ", ".join(f"f5guard.train.{m}" for m in ("spec", "progress", "presets", "hooks", "__main__"))
-    script = f"import sys, f5guard.train, {modules}; assert 'torch' not in sys.modules, 'torch'"
+    modules = ", ".join(f"f5guard.trainer.{m}" for m in ("spec", "progress", "presets", "hooks", "__main__"))
+    script = f"import sys, f5guard.trainer, {modules}; assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from f5guard.train.spec import TrainSpec
+from f5guard.trainer.spec import TrainSpec
 from tests.conftest import Project, pids_of_stage, wait_dead
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]
@@ -41,7 +41,7 @@ name = "train"
 type = "train"
 mode = "command"
 checkpoint_dir = "{ckpts}"
-command = ["{{python}}", "-m", "f5guard.train", "--spec", "{spec}"]
+command = ["{{python}}", "-m", "f5guard.trainer", "--spec", "{spec}"]
 """)
     p.cli("start", check=True)
 

@@ -160,7 +160,7 @@ def test_kill9_daemon_leaves_home_consistent(make_project, tiny_dataset: Path) -
     trainer = psutil.Process(trainer_pid(p))
     kill9(daemon.pid)
     assert not wait_dead([daemon, trainer], timeout=30), "the trainer stops with its daemon (PDEATHSIG)"
-    from f5guard.checkpoints import inspect_checkpoint
+    from f5guard.checkpoints.inspect import inspect_checkpoint
 
     for final in home_ckpts(p).glob("ckpt-*.pt"):
         manifest = json.loads(final.with_suffix(".json").read_text())
@@ -224,7 +224,7 @@ def test_inference_copy_every_n_updates_loads_with_f5_tts(make_project, tiny_dat
     from f5_tts.model import CFM, DiT
     from f5_tts.model.utils import get_tokenizer
 
-    from f5guard.train.presets import MEL_SPEC, dit_kwargs
+    from f5guard.trainer.presets import MEL_SPEC, dit_kwargs
 
     p: Project = make_project(body(tiny_dataset, epochs=3, extra="export_every = 4"))
     p.cli("start", check=True)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from f5guard import training
+from f5guard.training import driver as training
 
 
 def test_slices_until_done_and_gives_up_on_a_verdict(monkeypatch: pytest.MonkeyPatch) -> None:

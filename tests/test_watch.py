@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from watchdog.observers.inotify import InotifyObserver
 
-from f5guard import watch
-from f5guard.watch import Watcher, watch_dir
+from f5guard.checkpoints import watch
+from f5guard.checkpoints.watch import Watcher, watch_dir
 from tests.sync_support import CheckpointMaker, maker, wait_until  # noqa: F401 - fixtures
 
 

@@ -13,7 +13,7 @@ import sys
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["status"]:
-        from f5guard.quickstatus import try_quick_status
+        from f5guard.status.quick import try_quick_status
 
         code = try_quick_status(args[1:])
         if code is not None:

@@ -29,8 +29,8 @@ def command(root: str, keep_running: bool) -> int:
             "the demo trains a real F5-TTS model: install the training stack first "
             "(pip install 'f5guard[train]', or `make demo` in a checkout)"
         )
-    from f5guard.cli.render import make_console, render_status
-    from f5guard.demo import Demo
+    from f5guard.cli.demo_run import Demo
+    from f5guard.status.render import make_console, render_status
 
     demo = Demo(Path(root), click.echo)
     demo.prepare()

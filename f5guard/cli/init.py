@@ -62,7 +62,7 @@ def command(
         _write(target, text)
         click.echo(f"wrote {target}; next: f5guard start --dry-run, then f5guard start")
         return 0
-    from f5guard.recipe_template import render
+    from f5guard.cli.recipe_template import render
 
     text, loose = render(
         home_path,

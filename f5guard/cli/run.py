@@ -16,6 +16,6 @@ def command(config_path: str | None, foreground: bool, takeover: bool) -> int:
     """Run the supervisor attached: logs on stderr, sd_notify when under systemd."""
     if not foreground:
         raise click.UsageError("`f5guard run` always runs attached; use `f5guard start` to detach")
-    from f5guard.daemon import run_daemon
+    from f5guard.daemon.process import run_daemon
 
     return run_daemon(find_config(config_path).resolve(), takeover=takeover, foreground=True)

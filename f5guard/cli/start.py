@@ -6,8 +6,8 @@ import click
 
 from f5guard import pidfile
 from f5guard.cli.common import Context, config_option, open_config
+from f5guard.daemon.launcher import spawn_daemon
 from f5guard.errors import DaemonError
-from f5guard.launcher import spawn_daemon
 from f5guard.machine import boot_id
 from f5guard.requests import pending
 from f5guard.stages.plan import plan_run

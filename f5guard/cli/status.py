@@ -7,7 +7,7 @@ import json
 import click
 
 from f5guard.cli.common import config_option, open_config
-from f5guard.report import build_report, exit_code
+from f5guard.status.report import build_report, exit_code
 
 
 @click.command("status")
@@ -20,7 +20,7 @@ def command(config_path: str | None, as_json: bool) -> int:
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     else:
-        from f5guard.cli.render import make_console, render_status
+        from f5guard.status.render import make_console, render_status
 
         render_status(report, make_console())
     return exit_code(report)

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from f5guard.cli.common import config_option, open_config
+from f5guard.cli.follow import Entry, Follower, Source, find_sources, iter_new, merged_tail
 from f5guard.errors import UsageError
-from f5guard.follow import Entry, Follower, Source, find_sources, iter_new, merged_tail
 
 POLL_S = 0.25
 RESCAN_S = 2.0

@@ -6,14 +6,34 @@ pass (progress, hangs, sync), and judge a failure (same crash at the same update
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any, Protocol
 
 from f5guard.itemprogress import read_latest
+from f5guard.schema import StageConfig
+from f5guard.stages.attempt import Attempt
+from f5guard.stages.context import RunContext
+from f5guard.stages.exits import ExitInfo
+from f5guard.stages.stagelog import StageLog
+from f5guard.state import RunRecord, StageRecord
 
-if TYPE_CHECKING:
-    from f5guard.exits import ExitInfo
-    from f5guard.stages.runner import StageRunner
+
+class StageRunnerView(Protocol):
+    """What a driver may use of the stage runner that owns it (the runner is ``stages.runner.StageRunner``)."""
+
+    stage: StageConfig
+    record: StageRecord
+    run_record: RunRecord
+    ctx: RunContext
+    log: Any  # a bound structlog logger
+    stage_log: StageLog
+    attempt: Attempt | None
+    stopping: bool
+
+    @property
+    def items_path(self) -> Path: ...
+
+    def mark_dirty(self) -> None: ...
 
 
 class StageDriver:
@@ -23,17 +43,17 @@ class StageDriver:
         self._items_seen: tuple[int, int] | None = None
         self._items_origin: tuple[float, int] | None = None  # (monotonic time, done) of the first report
 
-    def before_attempt(self, runner: StageRunner) -> float | None:
+    def before_attempt(self, runner: StageRunnerView) -> float | None:
         """Called before every attempt, the first and each restart. A number means "not now: ask again in
         that many seconds" (e.g. home must answer before a fresh VM may start training from scratch)."""
         return None
 
-    def poll(self, runner: StageRunner, now: float) -> str | None:
+    def poll(self, runner: StageRunnerView, now: float) -> str | None:
         """Called on every control pass while an attempt runs; a returned reason kills the attempt."""
         self.follow_items(runner, now)
         return None
 
-    def follow_items(self, runner: StageRunner, now: float) -> None:
+    def follow_items(self, runner: StageRunnerView, now: float) -> None:
         """Fold the stage's $F5GUARD_PROGRESS reports into its record: done/total and an ETA from the rate."""
         latest = read_latest(runner.items_path)
         if latest is None or latest == self._items_seen:
@@ -49,31 +69,15 @@ class StageDriver:
         record.items_eta_s = round((total - done) / rate, 1) if rate else None
         runner.mark_dirty()
 
-    def fatal_reason(self, runner: StageRunner, exit: ExitInfo) -> str | None:
+    def fatal_reason(self, runner: StageRunnerView, exit: ExitInfo) -> str | None:
         """Called after a failed attempt of a long-running stage; a reason stops restarting (FATAL)."""
         return None
 
-    def after_exit(self, runner: StageRunner, exit: ExitInfo) -> None:
+    def after_exit(self, runner: StageRunnerView, exit: ExitInfo) -> None:
         """Called after every attempt, whatever its outcome."""
 
-    def on_line(self, runner: StageRunner, line: str) -> None:
+    def on_line(self, runner: StageRunnerView, line: str) -> None:
         """Every output line and tqdm redraw, on the pump thread: keep it quick and thread-safe."""
 
-    def close(self, runner: StageRunner) -> None:
+    def close(self, runner: StageRunnerView) -> None:
         """The stage reached a final state in this daemon's life: release what the driver holds."""
-
-
-_DRIVERS: dict[str, type[StageDriver]] = {}
-# Modules that register a driver, imported on first use: a daemon with no train stage never loads the
-# checkpoint watcher and sync machinery (its idle RSS stays small).
-_DRIVER_MODULES = {"train": "f5guard.training"}
-
-
-def register_driver(kind: str, driver: type[StageDriver]) -> None:
-    _DRIVERS[kind] = driver
-
-
-def driver_class(kind: str) -> type[StageDriver]:
-    if kind not in _DRIVERS and kind in _DRIVER_MODULES:
-        importlib.import_module(_DRIVER_MODULES[kind])
-    return _DRIVERS.get(kind, StageDriver)

@@ -1,6 +1,7 @@
 """Stage kinds: each turns its TOML table into a StageConfig (``command`` is the generic one).
 
-Later kinds (``train``, the recipe stages) register here; the daemon only ever sees StageConfig.
+The other kinds (``train``, the recipe stages) live in their rooms and build on StageBase; ``config.KINDS`` lists
+them all. The daemon only ever sees StageConfig.
 """
 
 from __future__ import annotations
@@ -55,26 +56,8 @@ class StageBase:
 
 
 KindBuilder = Callable[[Table, StageBase], StageConfig]
-_KINDS: dict[str, KindBuilder] = {}
 
 
-def register(name: str) -> Callable[[KindBuilder], KindBuilder]:
-    def add(builder: KindBuilder) -> KindBuilder:
-        _KINDS[name] = builder
-        return builder
-
-    return add
-
-
-def builder_for(name: str) -> KindBuilder | None:
-    return _KINDS.get(name)
-
-
-def known_kinds() -> list[str]:
-    return sorted(_KINDS)
-
-
-@register("command")
 def build_command(table: Table, base: StageBase) -> StageConfig:
     """A generic stage: run an argv list; placeholders expand in every argument."""
     argv = table.str_list("command")

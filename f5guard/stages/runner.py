@@ -9,17 +9,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from f5guard.attempt import Attempt
 from f5guard.errors import F5guardError
-from f5guard.exits import ExitInfo
 from f5guard.itemprogress import ENV as ITEMS_ENV
-from f5guard.restart import RestartTracker
 from f5guard.schema import RunConfig, StageConfig
-from f5guard.stagelog import StageLog
+from f5guard.stages.attempt import Attempt
 from f5guard.stages.context import RunContext
-from f5guard.stages.driver import StageDriver, driver_class
+from f5guard.stages.driver import StageDriver
+from f5guard.stages.exits import ExitInfo
 from f5guard.stages.fingerprint import check_outputs, record_outputs
 from f5guard.stages.plan import Decision
+from f5guard.stages.restart import RestartTracker
+from f5guard.stages.stagelog import StageLog
 from f5guard.state import RunRecord, StageRecord, StageStatus
 
 FAILURE_LINES = 12
@@ -29,7 +29,13 @@ class StageRunner:
     """One stage's execution in this daemon's life; ``finished`` once it reached a final state."""
 
     def __init__(
-        self, run: RunConfig, decision: Decision, record: StageRecord, ctx: RunContext, run_record: RunRecord
+        self,
+        run: RunConfig,
+        decision: Decision,
+        record: StageRecord,
+        ctx: RunContext,
+        run_record: RunRecord,
+        driver: StageDriver,
     ) -> None:
         self.run = run
         self.run_record = run_record
@@ -38,7 +44,7 @@ class StageRunner:
         self.decision = decision
         self.record = record
         self.ctx = ctx
-        self.driver: StageDriver = driver_class(self.stage.kind)()
+        self.driver = driver
         self.tracker = RestartTracker(self.stage.restart)
         self.attempt: Attempt | None = None
         self.restart_at: float | None = None

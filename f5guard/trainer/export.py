@@ -2,7 +2,7 @@
 
 A Base training checkpoint holds the model, its EMA and the optimizer: ~5 GB. Inference needs only the EMA
 (F5-TTS's ``load_checkpoint(..., use_ema=True)`` reads ``ema_model_state_dict``), and half precision is what
-the released models ship: ~1/4 of the size. Run as ``python -m f5guard.train.export SRC OUT`` by the daemon's
+the released models ship: ~1/4 of the size. Run as ``python -m f5guard.trainer.export SRC OUT`` by the daemon's
 exporter, in its own process, because the daemon never imports torch.
 
 Exit codes: 0 written, 1 failed (one line on stderr).
@@ -62,7 +62,7 @@ def _terminate(_signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m f5guard.train.export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m f5guard.trainer.export", description=__doc__.splitlines()[0])
     parser.add_argument("src", type=Path, help="a training checkpoint (model_*.pt or a durable ckpt-*.pt)")
     parser.add_argument("out", type=Path, help="the inference copy to write (atomically)")
     parser.add_argument("--label", help="the source's name in messages")
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         update = export(src, out, args.label)
     except (ExportFailed, OSError) as err:
-        print(f"f5guard.train.export: {err}", file=sys.stderr)
+        print(f"f5guard.trainer.export: {err}", file=sys.stderr)
         return 1
     print(f"exported update {update}: {out} ({out.stat().st_size} bytes)")
     return 0

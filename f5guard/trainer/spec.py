@@ -1,4 +1,4 @@
-"""The training spec: everything one run of ``python -m f5guard.train`` needs, as one JSON file.
+"""The training spec: everything one run of ``python -m f5guard.trainer`` needs, as one JSON file.
 
 Torch-free on purpose: the daemon writes and validates specs without importing the training stack.
 """

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from f5guard.layout import DAEMON_LOG, WorkLayout
-from f5guard.stagelog import split_stamp
+from f5guard.stages.stagelog import split_stamp
 
 _BLOCK = 64 * 1024
 

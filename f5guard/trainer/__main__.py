@@ -1,4 +1,4 @@
-"""``python -m f5guard.train --spec SPEC.json``: one F5-TTS training run that resumes and stops cleanly.
+"""``python -m f5guard.trainer --spec SPEC.json``: one F5-TTS training run that resumes and stops cleanly.
 
 Exit codes: 0 finished or stopped gracefully (SIGTERM/SIGINT), 1 training failed, 2 bad spec or inputs.
 Graceful stop: SIGTERM (or SIGINT) to this process or its whole process group: it finishes the current update,
@@ -15,12 +15,12 @@ import traceback
 from types import FrameType
 from typing import Any
 
-from f5guard.checkpoints import place_pretrained, prepare_resume
+from f5guard.checkpoints.inspect import place_pretrained, prepare_resume
 from f5guard.errors import F5guardError
 from f5guard.pdeathsig import follow_supervisor
-from f5guard.train.hooks import GracefulStop, StopRequest, TrainerHooks
-from f5guard.train.progress import ProgressWriter
-from f5guard.train.spec import SpecError, TrainSpec
+from f5guard.trainer.hooks import GracefulStop, StopRequest, TrainerHooks
+from f5guard.trainer.progress import ProgressWriter
+from f5guard.trainer.spec import SpecError, TrainSpec
 
 # Nothing at train time needs the network (logger off, no sample logging, local pretrained): make any
 # attempt fail fast instead of hanging on a Colab VM with a flaky connection.
@@ -35,8 +35,8 @@ RESUMABLE_SEED = 666  # what every F5-TTS entry passes: the batch order that res
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m f5guard.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="training spec JSON (see f5guard.train.spec.TrainSpec)")
+    parser = argparse.ArgumentParser(prog="python -m f5guard.trainer", description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", required=True, help="training spec JSON (see f5guard.trainer.spec.TrainSpec)")
     args = parser.parse_args(argv)
     stop = StopRequest()
     _install_signal_handlers(stop)  # first: a stop during the slow imports must not be lost
@@ -44,13 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = TrainSpec.from_json(args.spec)
     except SpecError as err:
-        print(f"f5guard.train: {err}", file=sys.stderr)
+        print(f"f5guard.trainer: {err}", file=sys.stderr)
         return err.exit_code
     try:
         progress = ProgressWriter(spec.progress_path)
     except OSError as err:
         print(
-            f"f5guard.train: could not open progress file {spec.progress_path}: {err.strerror}",
+            f"f5guard.trainer: could not open progress file {spec.progress_path}: {err.strerror}",
             file=sys.stderr,
         )
         return 1
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return run.run()
     except F5guardError as err:
         progress.emit("exit", reason=f"error: {err}", update=run.update)
-        print(f"f5guard.train: {err}", file=sys.stderr)
+        print(f"f5guard.trainer: {err}", file=sys.stderr)
         return err.exit_code
     except Exception as err:  # noqa: BLE001 - any training failure: record it for the supervisor, exit 1
         progress.emit("exit", reason=f"error: {type(err).__name__}: {_one_line(err)}", update=run.update)
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         progress.close()
         if run.trainer is not None:  # after the except clauses: their tracebacks no longer pin the DataLoader
-            from f5guard.train.workers import release_workers
+            from f5guard.trainer.workers import release_workers
 
             release_workers(run.trainer)
 
@@ -109,8 +109,8 @@ class _Run:
             os.environ.setdefault(key, value)
 
         # torch + f5_tts: seconds of imports, after the spec and the checkpoint dir were checked
-        from f5guard.train.build import build_dataset, build_trainer
-        from f5guard.train.workers import shield_workers
+        from f5guard.trainer.build import build_dataset, build_trainer
+        from f5guard.trainer.workers import shield_workers
 
         trainer, n_params = build_trainer(spec)
         dataset = build_dataset(spec)

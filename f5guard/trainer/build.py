@@ -11,8 +11,8 @@ from f5_tts.model import CFM, DiT, Trainer
 from f5_tts.model.dataset import CustomDataset
 from f5_tts.model.utils import get_tokenizer
 
-from f5guard.train.presets import MEL_SPEC, dit_kwargs
-from f5guard.train.spec import TrainSpec
+from f5guard.trainer.presets import MEL_SPEC, dit_kwargs
+from f5guard.trainer.spec import TrainSpec
 
 
 def build_trainer(spec: TrainSpec) -> tuple[Any, int]:

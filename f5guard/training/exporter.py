@@ -1,5 +1,5 @@
 """Keeps an inference copy of the training on home: the EMA weights in half precision, every N updates and at
-the end, made from the newest durable checkpoint by a short ``python -m f5guard.train.export`` process.
+the end, made from the newest durable checkpoint by a short ``python -m f5guard.trainer.export`` process.
 
 Torch-free (the daemon never imports torch). The copy is a convenience: a failure is a warning in status and
 the log, never a reason to stop training. Only the newest copy is kept; it is named by its update.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from f5guard.durable import DurableCheckpoint, Log
+from f5guard.checkpoints.durable import DurableCheckpoint, Log
 from f5guard.pdeathsig import PARENT_ENV
 
 _NAME = re.compile(r"^ema-fp16-u(\d{9,})\.pt$")
@@ -151,7 +151,7 @@ class EmaExporter:
             self.error = f"update {durable.update}: cannot open {durable.path.name}: {err.strerror or err}"
             self._log("export.failed", update=durable.update, error=self.error)
             return
-        argv = [self.python, "-m", "f5guard.train.export", f"/proc/self/fd/{source}", str(out)]
+        argv = [self.python, "-m", "f5guard.trainer.export", f"/proc/self/fd/{source}", str(out)]
         try:
             with self.log_path.open("ab") as log_file:
                 self._proc = subprocess.Popen(

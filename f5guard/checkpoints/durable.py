@@ -2,7 +2,7 @@
 manifest written after it is verified; and the restore of the newest one that still verifies.
 
 A file with a valid manifest is *durable*; anything else on home (a half upload, a temp) is not. Torch-free:
-checkpoints are judged by ``f5guard.checkpoints``.
+checkpoints are judged by ``f5guard.checkpoints.inspect``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from f5guard.checkpoints import _TMP_MARK, LAST_NAME, CheckpointInvalid, inspect_checkpoint
-from f5guard.copying import ReadError, copy_fd
+from f5guard.checkpoints.copying import ReadError, copy_fd
+from f5guard.checkpoints.inspect import _TMP_MARK, LAST_NAME, CheckpointInvalid, inspect_checkpoint
 from f5guard.errors import F5guardError
 from f5guard.fsutil import fsync_dir, read_json
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from f5guard.fsutil import atomic_write_bytes
-from f5guard.quickstatus import REQUEST_DIR, cache_entry
 from f5guard.schema import Config
+from f5guard.status.quick import REQUEST_DIR, cache_entry
 
 
 def note_work_dir(config: Config) -> None:
@@ -33,7 +33,7 @@ def answer_requests(config: Config) -> int:
         return 0
     if not requests:
         return 0
-    from f5guard.report import build_report, exit_code
+    from f5guard.status.report import build_report, exit_code
 
     report = build_report(config)
     code = exit_code(report)
@@ -55,7 +55,7 @@ def answer_requests(config: Config) -> int:
 
 
 def _render(report: dict[str, Any], columns: int, color: bool) -> str:
-    from f5guard.cli.render import make_console, render_status
+    from f5guard.status.render import make_console, render_status
 
     buffer = io.StringIO()
     render_status(report, make_console(columns, file=buffer, color=color))

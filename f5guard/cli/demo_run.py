@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from f5guard.config import load_config
+from f5guard.daemon.launcher import spawn_daemon
 from f5guard.errors import DaemonError
-from f5guard.launcher import spawn_daemon
 from f5guard.layout import WorkLayout
 from f5guard.pidfile import running_daemon
-from f5guard.report import build_report
+from f5guard.status.report import build_report
 
 DEMO_CONFIG = """\
 # Written by `f5guard demo`. home plays the Google Drive folder, work the VM's /content.
@@ -33,7 +33,7 @@ name = "demo voice"
 [[runs.stages]]
 name = "dataset"
 # {clips} short clips spoken by espeak-ng (synthetic tones without it), prepared by F5-TTS's own prepare_csv_wavs
-command = ["{{python}}", "-m", "f5guard.train.tinydata", "{{home}}/runs/{{run}}/dataset", "--n", "{clips}"]
+command = ["{{python}}", "-m", "f5guard.trainer.tinydata", "{{home}}/runs/{{run}}/dataset", "--n", "{clips}"]
 outputs = ["{{home}}/runs/{{run}}/dataset/data/raw.arrow", "{{home}}/runs/{{run}}/dataset/data/duration.json",
            "{{home}}/runs/{{run}}/dataset/data/vocab.txt"]
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from f5guard.train.progress import read_events
+from f5guard.trainer.progress import read_events
 
 _TQDM_EPOCH = re.compile(r"Epoch (\d+)/(\d+)")
 _TQDM_BAR = re.compile(r"\|\s*(\d+)/(\d+) \[")

@@ -16,18 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from f5guard import checkpoints, sdnotify
-from f5guard.diagnose import Failure, classify_failure
-from f5guard.durable import RestoreFailed, list_durable, restore
-from f5guard.exporter import EmaExporter
-from f5guard.progress import EventReader, Progress, TqdmParser
-from f5guard.stages.driver import StageDriver, register_driver
-from f5guard.sync import CheckpointSync
-from f5guard.train.spec import TrainSpec
+from f5guard import sdnotify
+from f5guard.checkpoints import inspect as checkpoints
+from f5guard.checkpoints.durable import RestoreFailed, list_durable, restore
+from f5guard.checkpoints.sync import CheckpointSync
+from f5guard.stages.driver import StageDriver, StageRunnerView
+from f5guard.trainer.spec import TrainSpec
+from f5guard.training.diagnose import Failure, classify_failure
+from f5guard.training.exporter import EmaExporter
+from f5guard.training.progress import EventReader, Progress, TqdmParser
 
 if TYPE_CHECKING:
-    from f5guard.exits import ExitInfo
-    from f5guard.stages.runner import StageRunner
+    from f5guard.stages.exits import ExitInfo
 
 FLUSH_TIMEOUT_S = 900.0  # a 5 GB checkpoint onto Drive; the daemon waits this long at a graceful stop
 FINAL_EXPORT_TIMEOUT_S = 600.0  # the inference copy of the finished training (reads ~5 GB, writes ~0.7 GB)
@@ -53,22 +53,22 @@ class TrainDriver(StageDriver):
 
     # -- helpers ---------------------------------------------------------------------------------------------
     @staticmethod
-    def training(runner: StageRunner) -> dict[str, Any]:
+    def training(runner: StageRunnerView) -> dict[str, Any]:
         record = runner.run_record
         if record.training is None:
             record.training = {}
         return record.training
 
     @staticmethod
-    def options(runner: StageRunner) -> dict[str, Any]:
+    def options(runner: StageRunnerView) -> dict[str, Any]:
         return dict(runner.stage.options)
 
-    def _note(self, runner: StageRunner, text: str, **fields: Any) -> None:
+    def _note(self, runner: StageRunnerView, text: str, **fields: Any) -> None:
         runner.stage_log.note(text)
         runner.log.info(text, **fields)
 
     # -- before each attempt ---------------------------------------------------------------------------------
-    def before_attempt(self, runner: StageRunner) -> float | None:
+    def before_attempt(self, runner: StageRunnerView) -> float | None:
         opts = self.options(runner)
         local = Path(opts["checkpoint_dir"])
         home = Path(opts["home_checkpoints"])
@@ -121,7 +121,7 @@ class TrainDriver(StageDriver):
         return None
 
     def _supersede_incompatible(
-        self, runner: StageRunner, local: Path, home: Path, rows: int | None, training: dict[str, Any]
+        self, runner: StageRunnerView, local: Path, home: Path, rows: int | None, training: dict[str, Any]
     ) -> None:
         """Checkpoints whose text embedding does not fit the dataset's vocab can never resume (F5-TTS's size
         mismatch). That happens when new audio brings new characters: keep the old training aside (never
@@ -150,7 +150,7 @@ class TrainDriver(StageDriver):
             training["superseded"] = {"moved_to": str(aside), "old_vocab": old_rows - 1, "vocab": rows - 1}
             self._note(runner, text)
 
-    def _restore_if_newer(self, runner: StageRunner, local: Path, home: Path, training: dict[str, Any]) -> None:
+    def _restore_if_newer(self, runner: StageRunnerView, local: Path, home: Path, training: dict[str, Any]) -> None:
         """A fresh VM (or one behind another runtime) first takes the newest verified checkpoint from home."""
         newest_local = checkpoints.scan_dir(local).newest()
         local_update = newest_local.update if newest_local and newest_local.kind != "pretrained" else -1
@@ -166,11 +166,11 @@ class TrainDriver(StageDriver):
             )
 
     # -- while it runs ---------------------------------------------------------------------------------------
-    def on_line(self, runner: StageRunner, line: str) -> None:
+    def on_line(self, runner: StageRunnerView, line: str) -> None:
         if runner.stage.options.get("mode") == "command":
             self.tqdm.feed(line)
 
-    def poll(self, runner: StageRunner, now: float) -> str | None:
+    def poll(self, runner: StageRunnerView, now: float) -> str | None:
         self._read_progress(runner)
         if now - self._last_fold >= STATE_EVERY_S:
             self._last_fold = now
@@ -186,7 +186,7 @@ class TrainDriver(StageDriver):
             return f"no training progress for {minutes:g} min (hang_minutes): stacks dumped to the stage log"
         return None
 
-    def _read_progress(self, runner: StageRunner) -> None:
+    def _read_progress(self, runner: StageRunnerView) -> None:
         announced = False
         if self.reader is not None:
             for event in self.reader.poll(self.progress):
@@ -197,7 +197,7 @@ class TrainDriver(StageDriver):
         if announced and self.sync is not None:
             self.sync.request()
 
-    def _fold(self, runner: StageRunner) -> None:
+    def _fold(self, runner: StageRunnerView) -> None:
         """Copy progress and sync status into the run's training record (what status shows)."""
         training = self.training(runner)
         training.update(self.progress.public())
@@ -218,7 +218,7 @@ class TrainDriver(StageDriver):
         if self.exporter is not None:
             training["export"] = self.exporter.public()
 
-    def _dump_stacks(self, runner: StageRunner) -> None:
+    def _dump_stacks(self, runner: StageRunnerView) -> None:
         attempt = runner.attempt
         if attempt is None:
             return
@@ -239,7 +239,7 @@ class TrainDriver(StageDriver):
         attempt.wait(STACK_DUMP_WAIT_S)
 
     # -- after an attempt ------------------------------------------------------------------------------------
-    def after_exit(self, runner: StageRunner, exit: ExitInfo) -> None:
+    def after_exit(self, runner: StageRunnerView, exit: ExitInfo) -> None:
         self._read_progress(runner)
         # Graceful stop or the end of training: home must hold the very last checkpoint.
         sync = self.sync
@@ -253,7 +253,7 @@ class TrainDriver(StageDriver):
                                    timeout_s=FINAL_EXPORT_TIMEOUT_S)  # fmt: skip
         self._fold(runner)
 
-    def fatal_reason(self, runner: StageRunner, exit: ExitInfo) -> str | None:
+    def fatal_reason(self, runner: StageRunnerView, exit: ExitInfo) -> str | None:
         failure: Failure = classify_failure(exit, list(runner.stage_log.last_lines))
         key = (failure.key, self.progress.update)
         if key in self.failures:
@@ -262,7 +262,7 @@ class TrainDriver(StageDriver):
         self.training(runner)["last_failure"] = failure.label
         return None
 
-    def close(self, runner: StageRunner) -> None:
+    def close(self, runner: StageRunnerView) -> None:
         if self.exporter is not None:
             self.exporter.stop()
         if self.sync is not None:
@@ -295,7 +295,5 @@ def vocab_rows(vocab: Path) -> int | None:
     except OSError:
         return None
 
-
-register_driver("train", TrainDriver)
 
 __all__ = ["TrainDriver"]

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import psutil
 
-from f5guard.exits import ExitInfo, classify, oom_kill_count
 from f5guard.pdeathsig import PARENT_ENV, die_with_parent
-from f5guard.stagelog import StageLog
+from f5guard.stages.exits import ExitInfo, classify, oom_kill_count
+from f5guard.stages.stagelog import StageLog
 
 
 class Attempt:

@@ -18,22 +18,23 @@ from types import FrameType
 
 from filelock import FileLock, Timeout
 
-from f5guard import __version__, logs, pidfile, requests, sdnotify
-from f5guard.attempt import kill_leftover_group
+from f5guard import __version__, pidfile, requests, sdnotify
 from f5guard.config import load_config
+from f5guard.daemon import logs
+from f5guard.daemon.launcher import ReadyChannel
+from f5guard.daemon.mirror import mirror_tree
+from f5guard.daemon.supervisor import Supervisor
 from f5guard.errors import DaemonError, F5guardError, HomeUnreachable, LeaseLost
-from f5guard.launcher import ReadyChannel
 from f5guard.layout import HomeLayout, WorkLayout
-from f5guard.lease import HomeLease
-from f5guard.leaseinfo import Holder
+from f5guard.lease.hold import HomeLease
+from f5guard.lease.info import Holder
 from f5guard.machine import boot_id, hostname
-from f5guard.mirror import mirror_tree
 from f5guard.redact import Redactor
 from f5guard.schema import Config
+from f5guard.stages.attempt import kill_leftover_group
 from f5guard.stages.context import RunContext
 from f5guard.state import StageStatus, StateDoc, StateStore
-from f5guard.statusanswer import answer_requests, note_work_dir
-from f5guard.supervisor import Supervisor
+from f5guard.status.answer import answer_requests, note_work_dir
 
 TICK_S = 0.5
 STATE_MIRROR_S = 10.0
@@ -351,7 +352,3 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.chdir("/")  # never keep a notebook's folder (or an unmounting Drive) busy
     return run_daemon(args.config, takeover=args.takeover, foreground=args.foreground)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

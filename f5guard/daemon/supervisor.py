@@ -10,11 +10,22 @@ import time
 
 from f5guard.schema import Config, RunConfig, Scope
 from f5guard.stages.context import RunContext
+from f5guard.stages.driver import StageDriver
 from f5guard.stages.plan import decide
 from f5guard.stages.runner import StageRunner
 from f5guard.state import RunRecord, RunStatus, StageStatus, StateDoc
 
 _FINAL_RUN = (RunStatus.DONE, RunStatus.FAILED, RunStatus.FATAL)
+
+
+def make_driver(kind: str) -> StageDriver:
+    """The driver for a stage kind. The training room is imported on first use: a daemon with no train stage
+    never loads the checkpoint watcher and sync machinery (its idle RSS stays small)."""
+    if kind == "train":
+        from f5guard.training.driver import TrainDriver
+
+        return TrainDriver()
+    return StageDriver()
 
 
 class RunSupervisor:
@@ -71,7 +82,7 @@ class RunSupervisor:
                 continue
             if stage.scope is Scope.HOME and self.upstream is None:
                 self.upstream = stage.name
-            self.current = StageRunner(self.run, decision, record, self.ctx, self.record)
+            self.current = StageRunner(self.run, decision, record, self.ctx, self.record, make_driver(stage.kind))
             self.current.start()
             return True
         if self.current is None and self.record.state is RunStatus.RUNNING:

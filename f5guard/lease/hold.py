@@ -20,7 +20,7 @@ from filelock import SoftFileLease, Timeout
 from f5guard.errors import HomeUnreachable, LeaseHeld, LeaseLost
 from f5guard.fsutil import atomic_write_json
 from f5guard.layout import HomeLayout
-from f5guard.leaseinfo import EpochRecord, Holder, current_holder, looks_live, read_epoch
+from f5guard.lease.info import EpochRecord, Holder, current_holder, looks_live, read_epoch
 from f5guard.machine import hostname
 from f5guard.schema import LeaseSettings
 

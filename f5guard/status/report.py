@@ -13,7 +13,7 @@ from typing import Any
 
 from f5guard import pidfile
 from f5guard.layout import HomeLayout, WorkLayout
-from f5guard.leaseinfo import current_holder
+from f5guard.lease.info import current_holder
 from f5guard.schema import Config, RunConfig
 from f5guard.state import RunStatus, StageStatus, StateStore
 

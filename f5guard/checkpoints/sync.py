@@ -2,7 +2,7 @@
 
 Home (Drive) is slow, eventually consistent and can vanish mid-write, so every checkpoint goes to a temp name,
 is hashed while copied, fsynced, checked again on home, renamed to a versioned name that is never rewritten,
-and only then gets its manifest (``f5guard.durable``). Older durable checkpoints are deleted only after their
+and only then gets its manifest (``durable.py``). Older durable checkpoints are deleted only after their
 successor is durable, and never one that holds more training progress than its successor.
 """
 
@@ -20,11 +20,20 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from f5guard.checkpoints import CheckpointInfo, CheckpointInvalid, inspect_checkpoint, scan_dir
-from f5guard.copying import ReadError, copy_fd, lower_io_priority
-from f5guard.durable import MANIFEST_FORMAT, NAME, TEMP, DurableCheckpoint, Log, durable_name, list_durable, no_log
+from f5guard.checkpoints.copying import ReadError, copy_fd, lower_io_priority
+from f5guard.checkpoints.durable import (
+    MANIFEST_FORMAT,
+    NAME,
+    TEMP,
+    DurableCheckpoint,
+    Log,
+    durable_name,
+    list_durable,
+    no_log,
+)
+from f5guard.checkpoints.inspect import CheckpointInfo, CheckpointInvalid, inspect_checkpoint, scan_dir
+from f5guard.checkpoints.watch import Watcher, watch_dir
 from f5guard.fsutil import atomic_write_json, fsync_dir
-from f5guard.watch import Watcher, watch_dir
 
 SPACE_MARGIN = 8 * 1024 * 1024  # the manifest plus filesystem slack on top of the checkpoint itself
 FENCE_EVERY_S = 2.0  # how often a long copy re-checks the lease

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from f5guard.checkpoints.inertpickle import ITEMSIZE, InertUnpickler, TensorRef
 from f5guard.errors import F5guardError
 from f5guard.fsutil import fsync_dir, publishing
-from f5guard.inertpickle import ITEMSIZE, InertUnpickler, TensorRef
 
 Kind = Literal["last", "numbered", "pretrained"]
 

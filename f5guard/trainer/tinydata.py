@@ -1,6 +1,6 @@
 """A tiny real F5-TTS dataset for tests and the demo: a few short wavs through F5-TTS's own preparation.
 
-``python -m f5guard.train.tinydata OUT_DIR [--n 8] [--source auto|espeak|tones]`` writes OUT_DIR/wavs/,
+``python -m f5guard.trainer.tinydata OUT_DIR [--n 8] [--source auto|espeak|tones]`` writes OUT_DIR/wavs/,
 OUT_DIR/metadata.csv (``audio_file|text``, absolute paths) and
 OUT_DIR/data/{raw.arrow,duration.json,vocab.txt}.
 Speech comes from espeak-ng's Vietnamese voice when installed, else from synthetic tones.
@@ -84,7 +84,7 @@ def make_dataset(out_dir: str | Path, n: int = 8, source: Source = "auto") -> Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m f5guard.train.tinydata", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m f5guard.trainer.tinydata", description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--n", type=int, default=8, help="number of clips (default 8)")
     parser.add_argument("--source", choices=["auto", "espeak", "tones"], default="auto")
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data_dir = make_dataset(args.out_dir, args.n, args.source)
     except (OSError, subprocess.CalledProcessError) as err:
-        print(f"f5guard.train.tinydata: could not make the dataset in {args.out_dir}: {err}", file=sys.stderr)
+        print(f"f5guard.trainer.tinydata: could not make the dataset in {args.out_dir}: {err}", file=sys.stderr)
         return 1
     print(data_dir)
     return 0

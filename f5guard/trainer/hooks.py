@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from f5guard.checkpoints import LAST_NAME, f5tts_pick
-from f5guard.train.progress import ProgressWriter
-from f5guard.train.spec import TrainSpec
+from f5guard.checkpoints.inspect import LAST_NAME, f5tts_pick
+from f5guard.trainer.progress import ProgressWriter
+from f5guard.trainer.spec import TrainSpec
 
 EVENT_INTERVAL_S = 0.5  # at most two update events a second; checkpoint updates are always reported
 
@@ -89,7 +89,7 @@ class TrainerHooks:
                            updates_per_epoch=self.updates_per_epoch, epochs=self.spec.epochs,
                            checkpoint=loaded, **self.start_fields)  # fmt: skip
         if self.verify_resume and loaded is not None and start > 0:
-            from f5guard.train.verify import compare_with_checkpoint
+            from f5guard.trainer.verify import compare_with_checkpoint
 
             self.progress.emit("resume_check", **compare_with_checkpoint(self.trainer, ckpt_dir / loaded))
         if self.stop.reason is not None:  # asked to stop before any update: nothing new to save

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from f5guard.exits import ExitInfo
+from f5guard.stages.exits import ExitInfo
 
 
 @dataclass(frozen=True)

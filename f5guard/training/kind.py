@@ -1,6 +1,6 @@
 """The ``train`` stage kind: F5-TTS training, long-running, supervised by the TrainDriver.
 
-Two modes. ``builtin`` (default) runs ``python -m f5guard.train`` from a spec the daemon writes; every Trainer
+Two modes. ``builtin`` (default) runs ``python -m f5guard.trainer`` from a spec the daemon writes; every Trainer
 knob is a key of the stage. ``command`` supervises the user's own F5-TTS command (``accelerate launch ...``),
 whose checkpoint dir is given or resolved the way finetune_cli resolves it.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from f5guard.schema import StageConfig, Table, expand
-from f5guard.stages.kinds import StageBase, register
-from f5guard.train.spec import SpecError, TrainSpec
+from f5guard.stages.kinds import StageBase
+from f5guard.trainer.spec import SpecError, TrainSpec
 
 # TrainSpec fields a stage may set directly, with their TOML types.
 _SPEC_PATHS = ("tokenizer_path", "pretrained")
@@ -51,7 +51,6 @@ def _export_every(table: Table) -> int:
     return every
 
 
-@register("train")
 def build_train(table: Table, base: StageBase) -> StageConfig:
     mode = table.get("mode", str, "builtin")
     if mode not in ("builtin", "command"):
@@ -89,17 +88,17 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
             env={**base.env, "PYTHONFAULTHANDLER": "1"},
         )
     if table.has("command"):
-        table.fail("is only for mode = 'command'; the builtin mode runs `python -m f5guard.train`", "command")
+        table.fail("is only for mode = 'command'; the builtin mode runs `python -m f5guard.trainer`", "command")
     options["checkpoint_dir"] = (
         base.resolve(ckpt_text, table.key_path("checkpoint_dir"), table.file) if ckpt_text else default_ckpts
     )
     spec = _spec(table, base, options["checkpoint_dir"], paths["progress_path"])
     options["spec"] = spec.to_dict()
-    options["self_tied"] = True  # f5guard.train sets its own parent-death signal: restarts skip a full fork
+    options["self_tied"] = True  # f5guard.trainer sets its own parent-death signal: restarts skip a full fork
     inputs += [str(spec.dataset_dir / "raw.arrow"), str(spec.dataset_dir / "duration.json"), str(spec.vocab_path)]
     if spec.pretrained is not None:
         inputs.append(str(spec.pretrained))
-    command = [sys.executable, "-m", "f5guard.train", "--spec", paths["spec_path"]]
+    command = [sys.executable, "-m", "f5guard.trainer", "--spec", paths["spec_path"]]
     # The training depends on the spec's knobs and data, not on where work keeps its checkpoints and files.
     identity = {
         "mode": mode,

@@ -8,11 +8,10 @@ path explicitly so the chain is visible in the config.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from f5guard.schema import Scope, StageConfig, Table
-from f5guard.stages.kinds import StageBase, register
+from f5guard.stages.kinds import KindBuilder, StageBase
 
 RUN_DIR = "{home}/runs/{run}"
 
@@ -66,7 +65,6 @@ def _finish(
 DEVICE = Flag("device", "--device", str, "auto")
 
 
-@register("setup")
 def build_setup(table: Table, base: StageBase) -> StageConfig:
     """Checks the training stack on this machine and installs what is missing (pinned): scope runtime."""
     # One report per run: two runs sharing one file would each see the other's write as a changed output.
@@ -82,7 +80,6 @@ def build_setup(table: Table, base: StageBase) -> StageConfig:
     return _finish(base, "setup", argv, [], [out], scope)
 
 
-@register("pretrained")
 def build_pretrained(table: Table, base: StageBase) -> StageConfig:
     """Downloads a released F5-TTS model once, onto home (Drive): a recycled VM never downloads it again."""
     name = table.get("model_name", str, "F5TTS_v1_Base")
@@ -92,7 +89,6 @@ def build_pretrained(table: Table, base: StageBase) -> StageConfig:
     return _finish(base, "pretrained", argv, [], [f"{out}/manifest.json"])
 
 
-@register("ingest")
 def build_ingest(table: Table, base: StageBase) -> StageConfig:
     audio = _path(table, base, "audio", None)
     if audio is None:
@@ -102,7 +98,6 @@ def build_ingest(table: Table, base: StageBase) -> StageConfig:
     return _finish(base, "ingest", argv, [audio], [f"{out}/inventory.json"])
 
 
-@register("separate")
 def build_separate(table: Table, base: StageBase) -> StageConfig:
     inventory = _path(table, base, "inventory", f"{RUN_DIR}/ingest/inventory.json")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
@@ -127,7 +122,6 @@ SEGMENT_FLAGS = [
 ]
 
 
-@register("segment")
 def build_segment(table: Table, base: StageBase) -> StageConfig:
     inventory = _path(table, base, "inventory", f"{RUN_DIR}/ingest/inventory.json")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
@@ -146,7 +140,6 @@ TRANSCRIBE_FLAGS = [
 ]
 
 
-@register("transcribe")
 def build_transcribe(table: Table, base: StageBase) -> StageConfig:
     clips = _path(table, base, "clips", f"{RUN_DIR}/segment/clips.json")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
@@ -156,7 +149,6 @@ def build_transcribe(table: Table, base: StageBase) -> StageConfig:
     return _finish(base, "transcribe", argv, [str(clips), clip_glob], [f"{out}/metadata.csv", f"{out}/manifest.json"])
 
 
-@register("prepare")
 def build_prepare(table: Table, base: StageBase) -> StageConfig:
     metadata = _path(table, base, "metadata", f"{RUN_DIR}/transcribe/metadata.csv")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
@@ -178,7 +170,7 @@ def build_prepare(table: Table, base: StageBase) -> StageConfig:
     return _finish(base, "prepare", argv, inputs, outputs)
 
 
-RECIPE_KINDS: dict[str, Callable[[Table, StageBase], StageConfig]] = {
+RECIPE_KINDS: dict[str, KindBuilder] = {
     "setup": build_setup,
     "pretrained": build_pretrained,
     "ingest": build_ingest,
