@@ -2,16 +2,18 @@
 
 The daemon puts a path in ``$F5GUARD_PROGRESS`` for every stage; a stage that works item by item appends
 ``{"done": N, "total": M}`` lines there (at most a few per second), and ``status`` shows done/total and an ETA.
-Any program can speak it: it is one JSON object per line.
+Any program can speak it: it is JSON lines, kept whole by ``f5guard.jsonlines``; no fsync, the next line
+replaces a lost one.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from f5guard import jsonlines
 
 ENV = "F5GUARD_PROGRESS"
 _EVERY_S = 0.5
@@ -25,10 +27,7 @@ class ItemProgress:
         target = path if path is not None else os.environ.get(ENV)
         self.total, self.done = total, done
         self._last = 0.0
-        self._handle: IO[str] | None = None
-        if target:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(target, "a", encoding="utf-8")  # noqa: SIM115 - held for the stage's life
+        self._lines = jsonlines.Appender(target) if target else None  # held for the stage's life
         self._write()
 
     def advance(self, n: int = 1) -> None:
@@ -38,15 +37,14 @@ class ItemProgress:
 
     def _write(self) -> None:
         self._last = time.monotonic()
-        if self._handle is not None:
-            self._handle.write(json.dumps({"done": self.done, "total": self.total, "t": round(time.time(), 3)}) + "\n")
-            self._handle.flush()
+        if self._lines is not None:
+            self._lines.append({"done": self.done, "total": self.total, "t": round(time.time(), 3)})
 
     def close(self) -> None:
-        if self._handle is not None:
+        if self._lines is not None:
             self._write()
-            self._handle.close()
-            self._handle = None
+            self._lines.close()
+            self._lines = None
 
     def __enter__(self) -> ItemProgress:
         return self
@@ -58,15 +56,11 @@ class ItemProgress:
 def read_latest(path: Path) -> tuple[int, int] | None:
     """The last complete (done, total) in the file, or None."""
     try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - _TAIL_BYTES))
-            data = handle.read()
+        records = jsonlines.tail(path, _TAIL_BYTES)
     except OSError:
         return None
-    for line in reversed(data.splitlines()):
+    for record in reversed(records):
         try:
-            record = json.loads(line)
             return int(record["done"]), int(record["total"])
         except (ValueError, KeyError, TypeError):
             continue
