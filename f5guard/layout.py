@@ -52,6 +52,12 @@ class WorkLayout:
     def run_dir(self, run: str) -> Path:
         return self.root / "runs" / run
 
+    def stage_dir(self, run: str, stage: str) -> Path:
+        return self.run_dir(run) / stage
+
+    def checkpoints(self, run: str) -> Path:
+        return self.run_dir(run) / "ckpts"  # the trainer's own checkpoint dir (builtin mode's default)
+
 
 @dataclass(frozen=True)
 class HomeLayout:
@@ -81,3 +87,9 @@ class HomeLayout:
 
     def run_dir(self, run: str) -> Path:
         return self.root / "runs" / run
+
+    def checkpoints(self, run: str) -> Path:
+        return self.run_dir(run) / "checkpoints"  # durable, versioned copies (checkpoints/durable.py names them)
+
+    def export_dir(self, run: str) -> Path:
+        return self.run_dir(run) / "export"  # the inference copy (EMA, fp16)

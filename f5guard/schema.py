@@ -10,7 +10,7 @@ import enum
 import string
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NoReturn, TypeVar
 
@@ -61,6 +61,14 @@ class LogSettings:
     mirror_interval_s: float = 60.0
 
 
+class KindOptions:
+    """Settings only one stage kind reads (``training.kind.TrainOptions``); its driver narrows the type."""
+
+    def fingerprint(self) -> Mapping[str, object]:
+        """What of these settings a result depends on, as JSON (stages/fingerprint.py digests it)."""
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class StageConfig:
     """One step of a run: what to execute, what it reads and makes, and how long its outputs live."""
@@ -77,8 +85,9 @@ class StageConfig:
     long_running: bool
     restart: RestartPolicy
     stop_grace_s: float
-    options: Mapping[str, Any] = field(default_factory=dict)  # kind-specific settings, validated by the kind
+    options: KindOptions | None = None  # kind-specific settings, validated by the kind
     identity: Mapping[str, Any] | None = None  # what the result depends on, when not the command and options
+    self_tied: bool = False  # the child sets its own parent-death signal: restarts skip a full fork
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from f5guard.errors import StateError
 from f5guard.fsutil import atomic_write_json
@@ -66,12 +66,83 @@ class StageRecord:
     items_eta_s: float | None = None
 
 
+class QuarantineNote(TypedDict):
+    """A corrupt checkpoint moved aside (kept, never deleted)."""
+
+    name: str
+    moved_to: str
+    reason: str
+    at: float
+
+
+class RestoreNote(TypedDict):
+    """The checkpoint this VM took from home before training."""
+
+    update: int
+    epoch: int
+    at: float
+
+
+class SupersedeNote(TypedDict):
+    """Checkpoints set aside because the dataset's vocab changed under them."""
+
+    moved_to: str
+    old_vocab: int
+    vocab: int
+
+
+class ExportNote(TypedDict):
+    """The inference copy on home (EMA, fp16) and the export in flight."""
+
+    update: int | None
+    path: str | None
+    size: int | None
+    running: int | None  # the update being exported now
+    error: str | None
+
+
+@dataclass
+class TrainingRecord:
+    """The train stage's figures as status shows them, also after the daemon is gone (fresh VM)."""
+
+    update: int | None = None
+    total_updates: int | None = None
+    loss: float | None = None
+    updates_per_s: float | None = None
+    eta_s: float | None = None
+    epoch: int | None = None
+    restarts: int = 0
+    last_exit: str | None = None
+    last_failure: str | None = None  # the label of the failure that caused the latest restart
+    durable_update: int | None = None  # the newest checkpoint verified on home
+    durable_synced_at: float | None = None
+    durable_size: int | None = None
+    durable_path: str | None = None
+    sync_warning: str | None = None
+    sync_error: str | None = None
+    restored: RestoreNote | None = None
+    superseded: SupersedeNote | None = None
+    quarantined: list[QuarantineNote] = field(default_factory=list)
+    export: ExportNote | None = None
+
+
+class DaemonNote(TypedDict, total=False):
+    """Who wrote the document last; ``home_problem`` while home does not answer."""
+
+    pid: int
+    host: str
+    started_at: float
+    boot_id: str
+    version: str
+    home_problem: str | None
+
+
 @dataclass
 class RunRecord:
     state: RunStatus = RunStatus.PENDING
     stages: dict[str, StageRecord] = field(default_factory=dict)
     reason: str | None = None
-    training: dict[str, Any] | None = None  # filled by the train stage: update, loss, durable checkpoint...
+    training: TrainingRecord | None = None  # filled by the train stage
 
 
 @dataclass
@@ -82,7 +153,7 @@ class StateDoc:
     generation: int = 0
     epoch: int = 0
     written_at: float = 0.0
-    daemon: dict[str, Any] = field(default_factory=dict)
+    daemon: DaemonNote = field(default_factory=DaemonNote)
     runs: dict[str, RunRecord] = field(default_factory=dict)
 
     def run(self, name: str) -> RunRecord:
@@ -124,11 +195,20 @@ def doc_from_json(data: Any) -> StateDoc:
                 for name, s in dict(run.get("stages", {})).items()
             }
             fields_ = _pick(RunRecord, run)
-            runs[str(run_name)] = RunRecord(**{**fields_, "state": RunStatus(run["state"]), "stages": stages})
+            training = run.get("training")
+            runs[str(run_name)] = RunRecord(
+                **{
+                    **fields_,
+                    "state": RunStatus(run["state"]),
+                    "stages": stages,
+                    "training": None if training is None else TrainingRecord(**_pick(TrainingRecord, training)),
+                }
+            )
         top = _pick(StateDoc, data)
         doc = StateDoc(**{**top, "runs": runs})
+        dict(doc.daemon)
         int(doc.generation), int(doc.epoch), float(doc.written_at)
-    except (KeyError, TypeError, AttributeError) as err:
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
         raise ValueError(f"malformed state document: {type(err).__name__}: {err}") from err
     return doc
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from f5guard.config import load_config
+from f5guard.training.kind import TrainOptions
 
 
 def init(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -39,8 +40,9 @@ def test_one_run_per_speaker(tmp_path: Path) -> None:
     transcribe = config.runs[1].stage("transcribe")
     assert transcribe is not None and "--language" in transcribe.command and "vi" in transcribe.command
     train = config.runs[1].stage("train")
-    assert train is not None and train.options["spec"]["model"] == "base"
-    assert train.options["spec"]["pretrained"].endswith("Podcast_Thuận (3)/prepare/pretrained_extended.pt")
+    assert train is not None and isinstance(train.options, TrainOptions) and train.options.spec is not None
+    assert train.options.spec.model == "base"
+    assert str(train.options.spec.pretrained).endswith("Podcast_Thuận (3)/prepare/pretrained_extended.pt")
     setup = config.runs[1].stage("setup")
     assert setup is not None and setup.scope.value == "runtime"
     dry = subprocess.run(
@@ -74,7 +76,8 @@ def test_flat_folder_is_one_run(tmp_path: Path) -> None:
     config = load_config(tmp_path / "c.toml")
     assert [r.name for r in config.runs] == ["Thuận"]
     train = config.runs[0].stage("train")
-    assert train is not None and train.options["spec"]["pretrained"] is None
+    assert train is not None and isinstance(train.options, TrainOptions) and train.options.spec is not None
+    assert train.options.spec.pretrained is None
     assert [s.name for s in config.runs[0].stages][1] == "ingest", "no pretrained stage"
 
 

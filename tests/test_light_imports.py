@@ -14,9 +14,11 @@ MODULES = [
     "f5guard.cli.reset",
     "f5guard.cli.run",
     "f5guard.cli.init",
-    "f5guard.daemon",
+    "f5guard.daemon.process",
     "f5guard.daemon.supervisor",
     "f5guard.status.report",
+    "f5guard.status.render",
+    "f5guard.status.answer",
 ]
 
 
@@ -34,7 +36,7 @@ def test_no_heavy_imports() -> None:
 def test_status_imports_no_structlog_or_watchdog() -> None:
     """The status path stays lean: logging and watching belong to the daemon."""
     code = (
-        "import sys\nfrom f5guard.cli import status, render\n"
+        "import sys\nfrom f5guard.cli import status\nfrom f5guard.status import render, report\n"
         "print(','.join(m for m in ('structlog', 'watchdog', 'filelock', 'psutil') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

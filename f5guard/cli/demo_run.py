@@ -20,7 +20,8 @@ from f5guard.daemon.launcher import spawn_daemon
 from f5guard.errors import DaemonError
 from f5guard.layout import WorkLayout
 from f5guard.pidfile import running_daemon
-from f5guard.status.report import build_report
+from f5guard.status.report import StageReport, StatusReport, TrainingReport, build_report
+from f5guard.training.kind import TrainOptions
 
 DEMO_CONFIG = """\
 # Written by `f5guard demo`. home plays the Google Drive folder, work the VM's /content.
@@ -86,12 +87,13 @@ class Demo:
         self.config = load_config(self.config_path)
         self.say(f"{self.clock()} demo folder {self.root}: home/ plays Google Drive, work/ plays /content")
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> StatusReport:
         return build_report(self.config)
 
-    def train(self, report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def train(self, report: StatusReport) -> tuple[StageReport, TrainingReport]:
         run = report["runs"][0]
-        return run["stages"][1], run["training"] or {}
+        assert run["training"] is not None, "the demo's run has a train stage"
+        return run["stages"][1], run["training"]
 
     def start(self) -> None:
         result = spawn_daemon(self.config_path, WorkLayout(self.config.work).daemon_stdio, takeover=False)
@@ -99,7 +101,7 @@ class Demo:
             raise DaemonError(f"the demo supervisor did not start: {result.last or 'no word from it'}")
         self.say(f"{self.clock()} started the supervisor (pid {result.pid}); it runs detached, like on Colab")
 
-    def wait(self, what: str, predicate: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+    def wait(self, what: str, predicate: Callable[[StatusReport], bool], timeout: float) -> StatusReport:
         deadline = time.monotonic() + timeout
         last_line = ""
         while time.monotonic() < deadline:
@@ -118,7 +120,7 @@ class Demo:
             time.sleep(0.25)
         raise DaemonError(f"the demo timed out waiting for {what}")
 
-    def _progress_line(self, report: dict[str, Any]) -> str:
+    def _progress_line(self, report: StatusReport) -> str:
         dataset = report["runs"][0]["stages"][0]
         stage, t = self.train(report)
         if dataset["state"] != "done":
@@ -135,8 +137,8 @@ class Demo:
         )
         return " · ".join(parts)
 
-    def crash_and_resume(self) -> dict[str, Any]:
-        def ready_to_kill(report: dict[str, Any]) -> bool:
+    def crash_and_resume(self) -> StatusReport:
+        def ready_to_kill(report: StatusReport) -> bool:
             stage, t = self.train(report)
             total = t.get("total_updates") or 10**9
             return (
@@ -185,11 +187,13 @@ class Demo:
     def _resumed_update(self) -> int | None:
         import json
 
-        progress = Path(self.config.runs[0].stages[1].options["progress_path"])
+        options = self.config.runs[0].stages[1].options
+        assert isinstance(options, TrainOptions)
+        progress = Path(options.progress_path)
         starts = [json.loads(line) for line in progress.read_text().splitlines() if '"start"' in line]
         return starts[-1].get("start_update") if len(starts) >= 2 else None
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self) -> StatusReport:
         report = self.wait("the end of training", lambda r: r["runs"][0]["state"] == "done", timeout=240)
         _, t = self.train(report)
         self.say(

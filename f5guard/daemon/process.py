@@ -33,7 +33,7 @@ from f5guard.redact import Redactor
 from f5guard.schema import Config
 from f5guard.stages.attempt import kill_leftover_group
 from f5guard.stages.context import RunContext
-from f5guard.state import StageStatus, StateDoc, StateStore
+from f5guard.state import DaemonNote, StageStatus, StateDoc, StateStore
 from f5guard.status.answer import answer_requests, note_work_dir
 
 TICK_S = 0.5
@@ -125,15 +125,21 @@ class Daemon:
             self.log.warning("state copy skipped", problem=problem)
         doc = loaded.doc
         doc.epoch = epoch
-        doc.daemon = {
-            "pid": os.getpid(),
-            "host": hostname(),
-            "started_at": self.started_at,
-            "boot_id": self.boot,
-            "version": __version__,
-        }
+        doc.daemon = DaemonNote(
+            pid=os.getpid(), host=hostname(), started_at=self.started_at, boot_id=self.boot, version=__version__
+        )
         self._reap_leftovers(doc)
-        ctx = RunContext(
+        supervisor = Supervisor(self.config, doc, self._run_context(redactor, epoch, self.lease))
+        self._write_pidfile("ready", epoch=epoch)
+        note_work_dir(self.config)
+        self.log.info("daemon ready", epoch=epoch, state_from=str(loaded.source) if loaded.source else None)
+        self.ready.send("ready", pid=os.getpid(), epoch=epoch, log=str(self.work.daemon_log))
+        self.ready.close()
+        sdnotify.notify(f"READY=1\nSTATUS=supervising {len(self.config.runs)} run(s), epoch {epoch}")
+        return self._serve(supervisor, doc)
+
+    def _run_context(self, redactor: Redactor, epoch: int, lease: HomeLease) -> RunContext:
+        return RunContext(
             work=self.work,
             home=self.home,
             logs=self.config.logs,
@@ -143,16 +149,8 @@ class Daemon:
             log=self.log,
             base_env=dict(os.environ),
             epoch=epoch,
-            fence=self.lease.check,
+            fence=lease.check,
         )
-        supervisor = Supervisor(self.config, doc, ctx)
-        self._write_pidfile("ready", epoch=epoch)
-        note_work_dir(self.config)
-        self.log.info("daemon ready", epoch=epoch, state_from=str(loaded.source) if loaded.source else None)
-        self.ready.send("ready", pid=os.getpid(), epoch=epoch, log=str(self.work.daemon_log))
-        self.ready.close()
-        sdnotify.notify(f"READY=1\nSTATUS=supervising {len(self.config.runs)} run(s), epoch {epoch}")
-        return self._serve(supervisor, doc)
 
     def _startup_failed(self, err: F5guardError) -> int:
         self.log.error("daemon failed to start", error=err.message)

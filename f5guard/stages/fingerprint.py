@@ -27,6 +27,10 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def _options(stage: StageConfig) -> Mapping[str, object]:
+    return stage.options.fingerprint() if stage.options is not None else {}
+
+
 def _stat_key(st: os.stat_result) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
@@ -103,7 +107,7 @@ def fingerprint(stage: StageConfig, previous_parts: Mapping[str, Any] | None = N
         # hold paths in the work dir, which a new VM may place elsewhere without changing the training.
         "command": _digest(stage.identity if stage.identity is not None else stage.command),
         "params": _digest(stage.params),
-        "options": _digest(stage.identity if stage.identity is not None else stage.options),
+        "options": _digest(stage.identity if stage.identity is not None else _options(stage)),
         "inputs": signatures(stage.inputs, prev_inputs if isinstance(prev_inputs, dict) else None),
     }
     comparable = {**parts, "inputs": {p: (s.split("#", 1)[1] if "#" in s else s) for p, s in parts["inputs"].items()}}

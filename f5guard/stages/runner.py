@@ -117,7 +117,7 @@ class StageRunner:
                 cwd=self.stage.cwd,
                 log=self.stage_log,
                 on_exit=lambda _a: self.ctx.wake.set(),
-                self_tied=bool(self.stage.options.get("self_tied")),
+                self_tied=self.stage.self_tied,
             )
         except OSError as err:
             self.attempt = None

@@ -8,11 +8,14 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from f5guard.fsutil import atomic_write_bytes
 from f5guard.schema import Config
 from f5guard.status.quick import REQUEST_DIR, cache_entry
+
+if TYPE_CHECKING:
+    from f5guard.status.report import StatusReport
 
 
 def note_work_dir(config: Config) -> None:
@@ -54,7 +57,7 @@ def answer_requests(config: Config) -> int:
     return len(requests)
 
 
-def _render(report: dict[str, Any], columns: int, color: bool) -> str:
+def _render(report: StatusReport, columns: int, color: bool) -> str:
     from f5guard.status.render import make_console, render_status
 
     buffer = io.StringIO()

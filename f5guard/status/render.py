@@ -6,11 +6,13 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from f5guard.status.report import StageReport, StatusReport, TrainingReport
 
 STATE_STYLE = {
     "done": "green",
@@ -56,7 +58,7 @@ def human_duration(seconds: float | None) -> str:
     return f"{hours // 24}d{hours % 24:02d}h"
 
 
-def _daemon_line(report: dict[str, Any]) -> Text:
+def _daemon_line(report: StatusReport) -> Text:
     d = report["daemon"]
     if d["running"]:
         phase = "" if d["phase"] in (None, "ready") else f" ({d['phase']})"
@@ -90,7 +92,7 @@ def human_bytes(size: float | None) -> str:
     return f"{size:.1f} GB"
 
 
-def _training_detail(t: dict[str, Any]) -> str:
+def _training_detail(t: TrainingReport) -> str:
     parts: list[str] = []
     if t.get("update") is not None:
         total = f"/{t['total_updates']}" if t.get("total_updates") else ""
@@ -104,7 +106,7 @@ def _training_detail(t: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def _training_lines(t: dict[str, Any]) -> list[str]:
+def _training_lines(t: TrainingReport) -> list[str]:
     lines: list[str] = []
     if t.get("durable_update") is not None:
         lines.append(
@@ -114,31 +116,31 @@ def _training_lines(t: dict[str, Any]) -> list[str]:
         )
     else:
         lines.append("no checkpoint on home yet")
-    if t.get("superseded"):
-        s = t["superseded"]
+    superseded, restored = t["superseded"], t["restored"]
+    if superseded:
         lines.append(
-            f"[yellow]new vocab[/] ({s.get('old_vocab')} -> {s.get('vocab')} tokens): earlier checkpoints kept in "
-            f"{s.get('moved_to')}"
+            f"[yellow]new vocab[/] ({superseded['old_vocab']} -> {superseded['vocab']} tokens): earlier checkpoints "
+            f"kept in {superseded['moved_to']}"
         )
-    if t.get("restored"):
-        lines.append(f"restored from home at update {t['restored'].get('update')}")
-    export = t.get("export") or {}
-    if export.get("update") is not None:
+    if restored:
+        lines.append(f"restored from home at update {restored['update']}")
+    export = t["export"]
+    if export and export["update"] is not None:
         lines.append(
-            f"inference copy on home (EMA, fp16): update {export['update']}, {human_bytes(export.get('size'))}"
-            f" ({Path(str(export.get('path'))).name})"
+            f"inference copy on home (EMA, fp16): update {export['update']}, {human_bytes(export['size'])}"
+            f" ({Path(str(export['path'])).name})"
         )
-    if export.get("error"):
+    if export and export["error"]:
         lines.append(f"[yellow]inference copy failed:[/] {export['error']}")
-    for q in t.get("quarantined") or []:
-        lines.append(f"[yellow]quarantined[/] {q.get('name')} → {q.get('moved_to')}: {q.get('reason')}")
+    for q in t["quarantined"]:
+        lines.append(f"[yellow]quarantined[/] {q['name']} → {q['moved_to']}: {q['reason']}")
     for key in ("sync_warning", "sync_error"):
         if t.get(key):
             lines.append(f"[yellow]{key.replace('_', ' ')}:[/] {t[key]}")
     return lines
 
 
-def _detail(stage: dict[str, Any]) -> str:
+def _detail(stage: StageReport) -> str:
     parts: list[str] = []
     if stage.get("items"):
         items = stage["items"]
@@ -155,7 +157,7 @@ def _detail(stage: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def render_status(report: dict[str, Any], console: Console) -> None:
+def render_status(report: StatusReport, console: Console) -> None:
     console.print(_daemon_line(report), soft_wrap=True)
     console.print(f"  home  {report['home']}\n  work  {report['work']}", highlight=False)
     lease = report.get("lease")

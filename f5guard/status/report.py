@@ -6,157 +6,229 @@ running — the after-reconnect case — and never imports torch.
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from f5guard import pidfile
+from f5guard.checkpoints.durable import list_durable
 from f5guard.layout import HomeLayout, WorkLayout
 from f5guard.lease.info import current_holder
 from f5guard.schema import Config, RunConfig
-from f5guard.state import RunStatus, StageStatus, StateStore
+from f5guard.state import (
+    DaemonNote,
+    ExportNote,
+    QuarantineNote,
+    RestoreNote,
+    RunStatus,
+    StageRecord,
+    StageStatus,
+    StateStore,
+    SupersedeNote,
+    TrainingRecord,
+)
 
 
-def build_report(config: Config, now: float | None = None) -> dict[str, Any]:
+class DaemonReport(TypedDict):
+    running: bool
+    pid: int | None
+    host: str | None
+    phase: str | None
+    uptime_s: float | None
+    epoch: int | None
+    heartbeat_age_s: float | None
+    last_known: DaemonNote | None  # who wrote the state last (also when no daemon runs here)
+    home_problem: str | None
+
+
+class LeaseReport(TypedDict):
+    host: str | None
+    pid: int | None
+    epoch: int | None
+    heartbeat_age_s: float
+    same_host: bool
+    pid_alive: bool | None
+
+
+class ItemsReport(TypedDict):
+    done: int | None
+    total: int
+    eta_s: float | None
+
+
+class _StageReportBase(TypedDict):
+    name: str
+    state: str
+    duration_s: float | None
+    reason: str | None
+    restarts: int
+    last_exit: str | None
+    last_failure: str | None
+    last_lines: list[str]  # only for a failed or FATAL stage
+
+
+class StageReport(_StageReportBase, total=False):
+    items: ItemsReport  # only for stages that report item progress
+
+
+class TrainingReport(TypedDict):
+    update: int | None
+    total_updates: int | None
+    loss: float | None
+    updates_per_s: float | None
+    eta_s: float | None
+    epoch: int | None
+    durable_update: int | None
+    durable_age_s: float | None
+    durable_size: int | None
+    durable_path: str | None
+    restarts: int
+    last_exit: str | None
+    sync_warning: str | None
+    sync_error: str | None
+    superseded: SupersedeNote | None
+    quarantined: list[QuarantineNote]
+    last_failure: str | None
+    restored: RestoreNote | None
+    export: ExportNote | None
+
+
+class RunReport(TypedDict):
+    name: str
+    state: str
+    reason: str | None
+    stages: list[StageReport]
+    training: TrainingReport | None  # runs with a train stage
+
+
+class StateReport(TypedDict):
+    source: str | None
+    written_at: float | None
+    generation: int
+    epoch: int
+    problems: list[str]
+
+
+class StatusReport(TypedDict):
+    """What ``status --json`` prints and the renderer draws (docs/operators.md lists the keys)."""
+
+    daemon: DaemonReport
+    lease: LeaseReport | None
+    home: str
+    work: str
+    state: StateReport
+    runs: list[RunReport]
+
+
+def build_report(config: Config, now: float | None = None) -> StatusReport:
     now = time.time() if now is None else now
     work, home = WorkLayout(config.work), HomeLayout(config.home)
     info = pidfile.running_daemon(work.lock, work.pidfile)
     holder = current_holder(home)
     loaded = StateStore(work.state, home.lease_dir).load()
     doc = loaded.doc
-    daemon: dict[str, Any] = {
-        "running": info is not None,
-        "pid": info.pid if info else None,
-        "host": info.host if info else None,
-        "phase": info.phase if info else None,
-        "uptime_s": round(now - info.started_at, 1) if info else None,
-        "epoch": (info.epoch or doc.epoch) if info else None,
-        "heartbeat_age_s": round(holder.heartbeat_age_s, 1) if holder and holder.heartbeat_age_s is not None else None,
-        "last_known": doc.daemon or None,
-        "home_problem": doc.daemon.get("home_problem") if info else None,
-    }
+    daemon = DaemonReport(
+        running=info is not None,
+        pid=info.pid if info else None,
+        host=info.host if info else None,
+        phase=info.phase if info else None,
+        uptime_s=round(now - info.started_at, 1) if info else None,
+        epoch=(info.epoch or doc.epoch) if info else None,
+        heartbeat_age_s=round(holder.heartbeat_age_s, 1) if holder and holder.heartbeat_age_s is not None else None,
+        last_known=doc.daemon or None,
+        home_problem=doc.daemon.get("home_problem") if info else None,
+    )
     lease = None
     if holder is not None:
-        lease = {
-            "host": holder.host,
-            "pid": holder.pid,
-            "epoch": holder.epoch,
-            "heartbeat_age_s": round(holder.heartbeat_age_s or 0.0, 1),
-            "same_host": holder.same_host,
-            "pid_alive": holder.pid_alive,
-        }
-    runs = []
-    for run in config.runs:
-        record = doc.runs.get(run.name)
-        stages = []
-        for stage in run.stages:
-            srec = record.stages.get(stage.name) if record else None
-            state = srec.state if srec else StageStatus.PENDING
-            duration = srec.duration_s if srec else None
-            if srec and state is StageStatus.RUNNING and srec.started_at:
-                duration = round(now - srec.started_at, 1)
-            entry: dict[str, Any] = {
-                "name": stage.name,
-                "state": state.value,
-                "duration_s": duration,
-                "reason": srec.reason if srec else None,
-                "restarts": srec.restarts if srec else 0,
-                "last_exit": srec.last_exit if srec else None,
-                "last_failure": srec.last_failure if srec else None,
-                "last_lines": srec.last_lines if srec and state in (StageStatus.FAILED, StageStatus.FATAL) else [],
-            }
-            if srec and srec.items_total is not None:
-                entry["items"] = {"done": srec.items_done, "total": srec.items_total, "eta_s": srec.items_eta_s}
-            stages.append(entry)
-        runs.append(
-            {
-                "name": run.name,
-                "state": (record.state if record else RunStatus.PENDING).value,
-                "reason": record.reason if record else None,
-                "stages": stages,
-                "training": _training(run, record.training if record else None, now),
-            }
+        lease = LeaseReport(
+            host=holder.host,
+            pid=holder.pid,
+            epoch=holder.epoch,
+            heartbeat_age_s=round(holder.heartbeat_age_s or 0.0, 1),
+            same_host=holder.same_host,
+            pid_alive=holder.pid_alive,
         )
-    return {
-        "daemon": daemon,
-        "lease": lease,
-        "home": str(config.home),
-        "work": str(config.work),
-        "state": {
-            "source": str(loaded.source) if loaded.source else None,
-            "written_at": doc.written_at or None,
-            "generation": doc.generation,
-            "epoch": doc.epoch,
-            "problems": list(loaded.problems),
-        },
-        "runs": runs,
-    }
+    runs = [
+        RunReport(
+            name=run.name,
+            state=(record.state if record else RunStatus.PENDING).value,
+            reason=record.reason if record else None,
+            stages=[_stage(stage.name, record.stages.get(stage.name) if record else None, now) for stage in run.stages],
+            training=_training(run, home, record.training if record else None, now),
+        )
+        for run in config.runs
+        for record in [doc.runs.get(run.name)]
+    ]
+    return StatusReport(
+        daemon=daemon,
+        lease=lease,
+        home=str(config.home),
+        work=str(config.work),
+        state=StateReport(
+            source=str(loaded.source) if loaded.source else None,
+            written_at=doc.written_at or None,
+            generation=doc.generation,
+            epoch=doc.epoch,
+            problems=list(loaded.problems),
+        ),
+        runs=runs,
+    )
 
 
-_TRAINING_KEYS = (
-    "update",
-    "total_updates",
-    "loss",
-    "updates_per_s",
-    "eta_s",
-    "epoch",
-    "durable_update",
-    "durable_age_s",
-    "durable_size",
-    "durable_path",
-    "restarts",
-    "last_exit",
-    "sync_warning",
-    "sync_error",
-    "superseded",
-    "quarantined",
-    "last_failure",
-    "restored",
-    "export",
-)
+def _stage(name: str, srec: StageRecord | None, now: float) -> StageReport:
+    state = srec.state if srec else StageStatus.PENDING
+    duration = srec.duration_s if srec else None
+    if srec and state is StageStatus.RUNNING and srec.started_at:
+        duration = round(now - srec.started_at, 1)
+    entry = StageReport(
+        name=name,
+        state=state.value,
+        duration_s=duration,
+        reason=srec.reason if srec else None,
+        restarts=srec.restarts if srec else 0,
+        last_exit=srec.last_exit if srec else None,
+        last_failure=srec.last_failure if srec else None,
+        last_lines=srec.last_lines if srec and state in (StageStatus.FAILED, StageStatus.FATAL) else [],
+    )
+    if srec and srec.items_total is not None:
+        entry["items"] = ItemsReport(done=srec.items_done, total=srec.items_total, eta_s=srec.items_eta_s)
+    return entry
 
 
-def _training(run: RunConfig, training: dict[str, Any] | None, now: float) -> dict[str, Any] | None:
+def _training(run: RunConfig, home: HomeLayout, record: TrainingRecord | None, now: float) -> TrainingReport | None:
     """The train stage's figures; the durable checkpoint is read from home when state knows none (fresh VM)."""
-    stage = next((s for s in run.stages if s.kind == "train"), None)
-    if stage is None:
+    if not any(s.kind == "train" for s in run.stages):
         return None
-    data = dict(training or {})
-    if data.get("durable_update") is None:
-        durable = newest_manifest(Path(stage.options["home_checkpoints"]))
-        if durable is not None:
-            data.update(
-                durable_update=durable.get("update"),
-                durable_synced_at=durable.get("synced_at"),
-                durable_size=durable.get("size"),
-                durable_path=durable.get("path"),
-            )
-    synced = data.get("durable_synced_at")
-    data["durable_age_s"] = round(now - synced, 1) if isinstance(synced, (int, float)) else None
-    data.setdefault("restarts", 0)
-    return {key: data.get(key) for key in _TRAINING_KEYS}
+    t = record or TrainingRecord()
+    durable_update, synced_at, size, path = t.durable_update, t.durable_synced_at, t.durable_size, t.durable_path
+    if durable_update is None:
+        durable = list_durable(home.checkpoints(run.name))
+        if durable:
+            newest = durable[-1]
+            durable_update, synced_at, size, path = newest.update, newest.synced_at, newest.size, str(newest.path)
+    return TrainingReport(
+        update=t.update,
+        total_updates=t.total_updates,
+        loss=t.loss,
+        updates_per_s=t.updates_per_s,
+        eta_s=t.eta_s,
+        epoch=t.epoch,
+        durable_update=durable_update,
+        durable_age_s=round(now - synced_at, 1) if isinstance(synced_at, (int, float)) else None,
+        durable_size=size,
+        durable_path=path,
+        restarts=t.restarts,
+        last_exit=t.last_exit,
+        sync_warning=t.sync_warning,
+        sync_error=t.sync_error,
+        superseded=t.superseded,
+        quarantined=list(t.quarantined),
+        last_failure=t.last_failure,
+        restored=t.restored,
+        export=t.export,
+    )
 
 
-def newest_manifest(home_ckpts: Path) -> dict[str, Any] | None:
-    """The newest checkpoint manifest on home by (epoch, update), read as plain JSON (no sync machinery)."""
-    best: tuple[tuple[int, int], dict[str, Any]] | None = None
-    try:
-        names = [p for p in home_ckpts.iterdir() if p.name.startswith("ckpt-") and p.suffix == ".json"]
-    except OSError:
-        return None
-    for path in names:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            key = (int(data["epoch"]), int(data["update"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if best is None or key > best[0]:
-            best = (key, {**data, "path": str(path.with_suffix(".pt"))})
-    return best[1] if best else None
-
-
-def exit_code(report: dict[str, Any]) -> int:
+def exit_code(report: StatusReport) -> int:
     """0 while a daemon runs here and no run is FATAL; 1 otherwise (scripts can `f5guard status || ...`)."""
     if not report["daemon"]["running"]:
         return 1

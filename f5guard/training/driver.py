@@ -16,14 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from f5guard import sdnotify
-from f5guard.checkpoints import inspect as checkpoints
+from f5guard import checkpoints, sdnotify
 from f5guard.checkpoints.durable import RestoreFailed, list_durable, restore
 from f5guard.checkpoints.sync import CheckpointSync
 from f5guard.stages.driver import StageDriver, StageRunnerView
-from f5guard.trainer.spec import TrainSpec
+from f5guard.state import QuarantineNote, RestoreNote, SupersedeNote, TrainingRecord
 from f5guard.training.diagnose import Failure, classify_failure
 from f5guard.training.exporter import EmaExporter
+from f5guard.training.kind import TrainOptions
 from f5guard.training.progress import EventReader, Progress, TqdmParser
 
 if TYPE_CHECKING:
@@ -53,15 +53,17 @@ class TrainDriver(StageDriver):
 
     # -- helpers ---------------------------------------------------------------------------------------------
     @staticmethod
-    def training(runner: StageRunnerView) -> dict[str, Any]:
+    def training(runner: StageRunnerView) -> TrainingRecord:
         record = runner.run_record
         if record.training is None:
-            record.training = {}
+            record.training = TrainingRecord()
         return record.training
 
     @staticmethod
-    def options(runner: StageRunnerView) -> dict[str, Any]:
-        return dict(runner.stage.options)
+    def options(runner: StageRunnerView) -> TrainOptions:
+        options = runner.stage.options
+        assert isinstance(options, TrainOptions), "a train stage is built by training.kind"
+        return options
 
     def _note(self, runner: StageRunnerView, text: str, **fields: Any) -> None:
         runner.stage_log.note(text)
@@ -70,35 +72,30 @@ class TrainDriver(StageDriver):
     # -- before each attempt ---------------------------------------------------------------------------------
     def before_attempt(self, runner: StageRunnerView) -> float | None:
         opts = self.options(runner)
-        local = Path(opts["checkpoint_dir"])
-        home = Path(opts["home_checkpoints"])
+        local = Path(opts.checkpoint_dir)
+        home = Path(opts.home_checkpoints)
         local.mkdir(parents=True, exist_ok=True)
         training = self.training(runner)
-        if opts["mode"] == "builtin":
-            spec = TrainSpec.from_dict(opts["spec"])
-            self._supersede_incompatible(runner, local, home, vocab_rows(spec.vocab_path), training)
+        if opts.spec is not None:
+            self._supersede_incompatible(runner, local, home, vocab_rows(opts.spec.vocab_path), training)
         try:
             self._restore_if_newer(runner, local, home, training)
         except (RestoreFailed, OSError) as err:
             # Starting without what home holds would throw training away: wait for home instead.
             message = err.message if isinstance(err, RestoreFailed) else str(err)
-            training["sync_error"] = f"waiting for home to restore from: {message}"
+            training.sync_error = f"waiting for home to restore from: {message}"
             runner.log.warning("cannot restore from home yet; retrying", error=message, retry_s=RESTORE_RETRY_S)
             runner.mark_dirty()
             return RESTORE_RETRY_S
         plan = checkpoints.prepare_resume(local)
         for action in plan.actions:
             self._note(runner, action)
-        if plan.quarantined:
-            training.setdefault("quarantined", []).extend(
-                {"name": q.name, "moved_to": q.moved_to, "reason": q.reason, "at": time.time()}
-                for q in plan.quarantined
-            )
-        training["resume_from"] = plan.chosen.name if plan.chosen else None
-        training["resume_update"] = plan.start_update
-        if opts["mode"] == "builtin":
-            TrainSpec.from_dict(opts["spec"]).to_json(opts["spec_path"])
-            self.reader = EventReader(Path(opts["progress_path"]))
+        training.quarantined.extend(
+            QuarantineNote(name=q.name, moved_to=q.moved_to, reason=q.reason, at=time.time()) for q in plan.quarantined
+        )
+        if opts.spec is not None:
+            opts.spec.to_json(opts.spec_path)
+            self.reader = EventReader(Path(opts.progress_path))
         self.progress.update = plan.start_update
         self.progress.last_event_mono = time.monotonic()
         self.attempt_started = time.monotonic()
@@ -107,21 +104,21 @@ class TrainDriver(StageDriver):
                 local,
                 home,
                 epoch=runner.ctx.epoch,
-                keep=int(opts["keep_durable"]),
+                keep=opts.keep_durable,
                 fence=runner.ctx.fence,
-                polling=bool(opts["sync_polling"]),
+                polling=opts.sync_polling,
                 log=runner.log.info,
             )
             self.sync.start()
         self.sync.request()
-        if self.exporter is None and int(opts.get("export_every", 0)) > 0:
+        if self.exporter is None and opts.export_every > 0:
             self.exporter = EmaExporter(
-                Path(opts["export_dir"]), int(opts["export_every"]), Path(opts["export_log"]), log=runner.log.info
+                Path(opts.export_dir), opts.export_every, Path(opts.export_log), log=runner.log.info
             )
         return None
 
     def _supersede_incompatible(
-        self, runner: StageRunnerView, local: Path, home: Path, rows: int | None, training: dict[str, Any]
+        self, runner: StageRunnerView, local: Path, home: Path, rows: int | None, training: TrainingRecord
     ) -> None:
         """Checkpoints whose text embedding does not fit the dataset's vocab can never resume (F5-TTS's size
         mismatch). That happens when new audio brings new characters: keep the old training aside (never
@@ -147,10 +144,10 @@ class TrainDriver(StageDriver):
                 f"the dataset's vocab changed ({old_rows - 1} -> {rows - 1} tokens): the previous training's "
                 f"checkpoints cannot resume with it; kept in {aside}, training starts again"
             )
-            training["superseded"] = {"moved_to": str(aside), "old_vocab": old_rows - 1, "vocab": rows - 1}
+            training.superseded = SupersedeNote(moved_to=str(aside), old_vocab=old_rows - 1, vocab=rows - 1)
             self._note(runner, text)
 
-    def _restore_if_newer(self, runner: StageRunnerView, local: Path, home: Path, training: dict[str, Any]) -> None:
+    def _restore_if_newer(self, runner: StageRunnerView, local: Path, home: Path, training: TrainingRecord) -> None:
         """A fresh VM (or one behind another runtime) first takes the newest verified checkpoint from home."""
         newest_local = checkpoints.scan_dir(local).newest()
         local_update = newest_local.update if newest_local and newest_local.kind != "pretrained" else -1
@@ -159,7 +156,7 @@ class TrainDriver(StageDriver):
             return
         restored = restore(home, local, log=runner.log.info)
         if restored is not None:
-            training["restored"] = {"update": restored.update, "epoch": restored.epoch, "at": time.time()}
+            training.restored = RestoreNote(update=restored.update, epoch=restored.epoch, at=time.time())
             self._note(
                 runner,
                 f"restored the checkpoint at update {restored.update} from home ({restored.path.name}, verified)",
@@ -167,7 +164,7 @@ class TrainDriver(StageDriver):
 
     # -- while it runs ---------------------------------------------------------------------------------------
     def on_line(self, runner: StageRunnerView, line: str) -> None:
-        if runner.stage.options.get("mode") == "command":
+        if self.options(runner).mode == "command":
             self.tqdm.feed(line)
 
     def poll(self, runner: StageRunnerView, now: float) -> str | None:
@@ -178,7 +175,7 @@ class TrainDriver(StageDriver):
                 self.exporter.poll(self.sync.status().durable)
             self._fold(runner)
             runner.mark_dirty()
-        hang_s = float(runner.stage.options.get("hang_minutes", 0)) * 60
+        hang_s = self.options(runner).hang_minutes * 60
         last = self.progress.last_event_mono or self.attempt_started
         if hang_s > 0 and now - last > hang_s:
             self._dump_stacks(runner)
@@ -200,23 +197,20 @@ class TrainDriver(StageDriver):
     def _fold(self, runner: StageRunnerView) -> None:
         """Copy progress and sync status into the run's training record (what status shows)."""
         training = self.training(runner)
-        training.update(self.progress.public())
-        training["restarts"] = runner.record.restarts
-        training["last_exit"] = runner.record.last_failure or runner.record.last_exit
+        self.progress.fold_into(training)
+        training.restarts = runner.record.restarts
+        training.last_exit = runner.record.last_failure or runner.record.last_exit
         if self.sync is not None:
             status = self.sync.status()
             durable = status.durable
             if durable is not None:
-                training.update(
-                    durable_update=durable.update,
-                    durable_epoch=durable.epoch,
-                    durable_synced_at=durable.synced_at,
-                    durable_size=durable.size,
-                    durable_path=str(durable.path),
-                )
-            training.update(sync_warning=status.warning, sync_error=status.last_error, syncing=status.syncing)
+                training.durable_update = durable.update
+                training.durable_synced_at = durable.synced_at
+                training.durable_size = durable.size
+                training.durable_path = str(durable.path)
+            training.sync_warning, training.sync_error = status.warning, status.last_error
         if self.exporter is not None:
-            training["export"] = self.exporter.public()
+            training.export = self.exporter.public()
 
     def _dump_stacks(self, runner: StageRunnerView) -> None:
         attempt = runner.attempt
@@ -259,7 +253,7 @@ class TrainDriver(StageDriver):
         if key in self.failures:
             return failure.diagnosis(self.progress.update)
         self.failures.append(key)
-        self.training(runner)["last_failure"] = failure.label
+        self.training(runner).last_failure = failure.label
         return None
 
     def close(self, runner: StageRunnerView) -> None:

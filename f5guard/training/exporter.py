@@ -15,10 +15,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from f5guard.checkpoints.durable import DurableCheckpoint, Log
 from f5guard.pdeathsig import PARENT_ENV
+from f5guard.state import ExportNote
 
 _NAME = re.compile(r"^ema-fp16-u(\d{9,})\.pt$")
 _TEMP = re.compile(r"^\.ema-fp16-u\d{9,}\.pt\..*\.tmp$")  # fsutil.publishing's temp of a killed export
@@ -126,16 +126,16 @@ class EmaExporter:
         self._proc = None
         self._log("export.stopped")
 
-    def public(self) -> dict[str, Any]:
+    def public(self) -> ExportNote:
         """What status shows."""
         last = self.last
-        return {
-            "update": last.update if last else None,
-            "path": str(last.path) if last else None,
-            "size": last.size if last else None,
-            "running": self._pending.update if self._proc is not None and self._pending else None,
-            "error": self.error,
-        }
+        return ExportNote(
+            update=last.update if last else None,
+            path=str(last.path) if last else None,
+            size=last.size if last else None,
+            running=self._pending.update if self._proc is not None and self._pending else None,
+            error=self.error,
+        )
 
     # ------------------------------------------------------------------------------------------------------
     def _start(self, durable: DurableCheckpoint) -> None:

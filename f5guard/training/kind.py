@@ -10,10 +10,13 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from f5guard.schema import StageConfig, Table, expand
+from f5guard.layout import HomeLayout, WorkLayout
+from f5guard.schema import KindOptions, StageConfig, Table, expand
 from f5guard.stages.kinds import StageBase
 from f5guard.trainer.spec import SpecError, TrainSpec
 
@@ -21,6 +24,30 @@ from f5guard.trainer.spec import SpecError, TrainSpec
 _SPEC_PATHS = ("tokenizer_path", "pretrained")
 _SPEC_SKIP = {"dataset_dir", "checkpoint_dir", "progress_path", *_SPEC_PATHS}
 DEFAULT_HANG_MINUTES = 30.0
+
+
+@dataclass(frozen=True)
+class TrainOptions(KindOptions):
+    """What the TrainDriver reads of a train stage: mode, sync and export settings, and where things live."""
+
+    mode: Literal["builtin", "command"]
+    keep_durable: int  # durable checkpoints kept on home (>= 1)
+    hang_minutes: float  # no progress for this long -> stacks dumped, trainer restarted (0: off)
+    sync_polling: bool  # poll the checkpoint dir instead of inotify (FUSE, network disks)
+    export_every: int  # updates between inference copies (0: off)
+    checkpoint_dir: str  # where the trainer saves (work)
+    spec_path: str  # builtin mode: the TrainSpec the daemon writes before each attempt
+    progress_path: str  # builtin mode: the trainer's JSON-lines progress
+    home_checkpoints: str  # durable copies on home
+    export_dir: str
+    export_log: str
+    spec: TrainSpec | None = None  # builtin mode only
+
+    def fingerprint(self) -> Mapping[str, object]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "spec"}
+        if self.spec is not None:
+            data["spec"] = self.spec.to_dict()
+        return data
 
 
 def _spec_fields() -> dict[str, type]:
@@ -31,17 +58,6 @@ def _spec_fields() -> dict[str, type]:
         default = f.default
         types[f.name] = float if isinstance(default, float) else int if isinstance(default, int) else str
     return types
-
-
-def train_paths(base: StageBase) -> dict[str, str]:
-    run_dir = Path(base.values["work"]) / "runs" / base.values["run"]
-    return {
-        "spec_path": str(run_dir / base.name / "spec.json"),
-        "progress_path": str(run_dir / base.name / "progress.jsonl"),
-        "home_checkpoints": str(Path(base.values["home"]) / "runs" / base.values["run"] / "checkpoints"),
-        "export_dir": str(Path(base.values["home"]) / "runs" / base.values["run"] / "export"),
-        "export_log": str(run_dir / base.name / "export.log"),
-    }
 
 
 def _export_every(table: Table) -> int:
@@ -55,54 +71,52 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
     mode = table.get("mode", str, "builtin")
     if mode not in ("builtin", "command"):
         table.fail(f"must be 'builtin' or 'command', got {mode!r}", "mode")
-    paths = train_paths(base)
     keep = table.get("keep_durable", int, 1)
     if keep < 1:
         table.fail(f"must be at least 1 (home always keeps the last good checkpoint), got {keep}", "keep_durable")
-    options: dict[str, Any] = {
-        "mode": mode,
-        "keep_durable": keep,
-        "hang_minutes": table.number("hang_minutes", DEFAULT_HANG_MINUTES),
-        "sync_polling": table.get("sync_polling", bool, False),
-        "export_every": _export_every(table),
-        **paths,
-    }
-    default_ckpts = str(Path(base.values["work"]) / "runs" / base.values["run"] / "ckpts")
+    run, work, home = base.values["run"], WorkLayout(Path(base.values["work"])), HomeLayout(Path(base.values["home"]))
+    stage_dir = work.stage_dir(run, base.name)
     ckpt_text = table.get("checkpoint_dir", str, "")
-    inputs = list(base.inputs)
+    options = TrainOptions(
+        mode="command" if mode == "command" else "builtin",
+        keep_durable=keep,
+        hang_minutes=table.number("hang_minutes", DEFAULT_HANG_MINUTES),
+        sync_polling=table.get("sync_polling", bool, False),
+        export_every=_export_every(table),
+        checkpoint_dir=(
+            base.resolve(ckpt_text, table.key_path("checkpoint_dir"), table.file)
+            if ckpt_text
+            else str(work.checkpoints(run))
+        ),
+        spec_path=str(stage_dir / "spec.json"),
+        progress_path=str(stage_dir / "progress.jsonl"),
+        home_checkpoints=str(home.checkpoints(run)),
+        export_dir=str(home.export_dir(run)),
+        export_log=str(stage_dir / "export.log"),
+    )
+    env = {**base.env, "PYTHONFAULTHANDLER": "1"}
     if mode == "command":
         argv = table.str_list("command")
         if not argv:
             table.fail("must name a program to run", "command")
         command = [expand(a, base.values, table.key_path("command"), table.file) for a in argv]
-        if ckpt_text:
-            options["checkpoint_dir"] = base.resolve(ckpt_text, table.key_path("checkpoint_dir"), table.file)
-        else:
-            options["checkpoint_dir"] = _finetune_cli_ckpts(table, command)
-        return base.finish(
-            "train",
-            command,
-            long_running=True,
-            options=options,
-            inputs=tuple(inputs),
-            env={**base.env, "PYTHONFAULTHANDLER": "1"},
-        )
+        if not ckpt_text:
+            options = dataclasses.replace(options, checkpoint_dir=_finetune_cli_ckpts(table, command))
+        return base.finish("train", command, long_running=True, options=options, env=env)
     if table.has("command"):
         table.fail("is only for mode = 'command'; the builtin mode runs `python -m f5guard.trainer`", "command")
-    options["checkpoint_dir"] = (
-        base.resolve(ckpt_text, table.key_path("checkpoint_dir"), table.file) if ckpt_text else default_ckpts
-    )
-    spec = _spec(table, base, options["checkpoint_dir"], paths["progress_path"])
-    options["spec"] = spec.to_dict()
-    options["self_tied"] = True  # f5guard.trainer sets its own parent-death signal: restarts skip a full fork
-    inputs += [str(spec.dataset_dir / "raw.arrow"), str(spec.dataset_dir / "duration.json"), str(spec.vocab_path)]
+    spec = _spec(table, base, options.checkpoint_dir, options.progress_path)
+    options = dataclasses.replace(options, spec=spec)
+    inputs = [*base.inputs, str(spec.dataset_dir / "raw.arrow"), str(spec.dataset_dir / "duration.json")]
+    inputs.append(str(spec.vocab_path))
     if spec.pretrained is not None:
         inputs.append(str(spec.pretrained))
-    command = [sys.executable, "-m", "f5guard.trainer", "--spec", paths["spec_path"]]
+    command = [sys.executable, "-m", "f5guard.trainer", "--spec", options.spec_path]
     # The training depends on the spec's knobs and data, not on where work keeps its checkpoints and files.
+    spec_json = spec.to_dict()
     identity = {
         "mode": mode,
-        "spec": {k: v for k, v in options["spec"].items() if k not in ("checkpoint_dir", "progress_path")},
+        "spec": {k: v for k, v in spec_json.items() if k not in ("checkpoint_dir", "progress_path")},
     }
     return base.finish(
         "train",
@@ -111,7 +125,8 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
         options=options,
         identity=identity,
         inputs=tuple(dict.fromkeys(inputs)),
-        env={**base.env, "PYTHONFAULTHANDLER": "1"},
+        env=env,
+        self_tied=True,  # f5guard.trainer sets its own parent-death signal: restarts skip a full fork
     )
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from f5guard.state import TrainingRecord
 from f5guard.trainer.progress import read_events
 
 _TQDM_EPOCH = re.compile(r"Epoch (\d+)/(\d+)")
@@ -41,10 +42,11 @@ class Progress:
             return None
         return max(0.0, (self.total_updates - self.update) / self.updates_per_s)
 
-    def public(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k not in ("last_event_mono", "checkpoints_seen")}
-        data["eta_s"] = None if (eta := self.eta_s()) is None else round(eta, 1)
-        return data
+    def fold_into(self, record: TrainingRecord) -> None:
+        """Copy what status shows into the run's training record."""
+        record.update, record.total_updates, record.epoch = self.update, self.total_updates, self.epoch
+        record.loss, record.updates_per_s = self.loss, self.updates_per_s
+        record.eta_s = None if (eta := self.eta_s()) is None else round(eta, 1)
 
 
 class EventReader:
