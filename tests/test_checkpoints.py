@@ -17,17 +17,9 @@ from typing import Any
 
 import pytest
 
-from f5guard.checkpoints.inspect import (
-    LAST_NAME,
-    CheckpointInvalid,
-    f5tts_pick,
-    file_sha256,
-    inspect_checkpoint,
-    place_pretrained,
-    prepare_resume,
-    quarantine,
-    scan_dir,
-)
+from f5guard.checkpoints.copying import file_sha256
+from f5guard.checkpoints.inspect import LAST_NAME, CheckpointInvalid, inspect_checkpoint, quarantine, scan_dir
+from f5guard.checkpoints.resume import f5tts_pick, place_pretrained, prepare_resume
 
 MakeCkpt = Callable[..., Path]
 

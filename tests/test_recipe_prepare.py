@@ -53,7 +53,7 @@ print(json.dumps(out))
 # Load an extended checkpoint the way training does: placed as pretrained_*, F5-TTS's Trainer.load_checkpoint.
 LOAD_CHECK = r"""
 import json, sys, torch
-from f5guard.checkpoints.inspect import place_pretrained
+from f5guard.checkpoints.resume import place_pretrained
 from f5guard.trainer.build import build_trainer
 from f5guard.trainer.spec import TrainSpec
 spec = TrainSpec.from_json(sys.argv[1])

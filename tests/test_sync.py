@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from f5guard.checkpoints import sync
+from f5guard.checkpoints.copying import file_sha256
 from f5guard.checkpoints.durable import list_durable, restore
-from f5guard.checkpoints.inspect import file_sha256, inspect_checkpoint
+from f5guard.checkpoints.inspect import inspect_checkpoint
 from f5guard.checkpoints.sync import CheckpointSync
 from f5guard.errors import LeaseLost
 from tests.sync_support import CheckpointMaker, Recorder, home_names, maker, wait_until  # noqa: F401 - fixtures

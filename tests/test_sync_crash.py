@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from f5guard.checkpoints.copying import CHUNK
+from f5guard.checkpoints.copying import CHUNK, file_sha256
 from f5guard.checkpoints.durable import list_durable
-from f5guard.checkpoints.inspect import file_sha256
 from f5guard.checkpoints.sync import CheckpointSync
 from tests.sync_support import CheckpointMaker, Recorder, home_names, maker, wait_until  # noqa: F401 - fixtures
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from f5guard.checkpoints import sync
+from f5guard.checkpoints.copying import file_sha256
 from f5guard.checkpoints.durable import RestoreFailed, list_durable, restore
-from f5guard.checkpoints.inspect import file_sha256
 from f5guard.checkpoints.sync import CheckpointSync
 from tests.sync_support import CheckpointMaker, Recorder, home_names, maker, tmpfs, wait_until  # noqa: F401 - fixtures
 

@@ -1,7 +1,8 @@
 """Copying a big file to slow storage without hurting the trainer: hashed on the way, fsynced, page cache
 dropped behind it, from a thread at the lowest best-effort I/O priority.
 
-Shared by the sync (local -> home) and the restore (home -> local); torch-free.
+Shared by the sync (local -> home) and the restore (home -> local), with the same hash of a file at rest
+(``file_sha256``, what a manifest's sha256 is checked against); torch-free.
 """
 
 from __future__ import annotations
@@ -77,6 +78,15 @@ def copy_fd(src_fd: int, dst: Path, check: Callable[[], None] | None = None,
     finally:
         os.close(dst_fd)
     return offset, digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = CHUNK) -> str:
+    """Hex SHA-256 of a file, streamed (checkpoints are gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 _SYS_IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "riscv64": 30, "ppc64le": 273, "s390x": 282}

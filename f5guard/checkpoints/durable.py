@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from f5guard.checkpoints.copying import ReadError, copy_fd
-from f5guard.checkpoints.inspect import _TMP_MARK, LAST_NAME, CheckpointInvalid, inspect_checkpoint
+from f5guard.checkpoints.inspect import LAST_NAME, CheckpointInvalid, inspect_checkpoint
+from f5guard.checkpoints.resume import temp_copy_path
 from f5guard.errors import F5guardError
 from f5guard.fsutil import fsync_dir, read_json
 
@@ -99,7 +100,7 @@ def restore(home_ckpt_dir: Path, local_dir: Path, log: Log | None = None) -> Dur
         raise RestoreFailed(f"could not list {home_ckpt_dir} to restore a checkpoint: {cause}") from err
     local_dir.mkdir(parents=True, exist_ok=True)
     target = local_dir / LAST_NAME
-    tmp = local_dir / f".{LAST_NAME}{_TMP_MARK}{os.getpid()}"  # prepare_resume removes it after a crash
+    tmp = temp_copy_path(local_dir, LAST_NAME)  # prepare_resume removes it after a crash
     for durable in reversed(durables):
         try:
             reason = _restore_one(durable, tmp)

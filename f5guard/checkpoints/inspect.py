@@ -1,38 +1,34 @@
-"""F5-TTS checkpoints without torch: validate one file, pick the newest valid, make F5-TTS resume from it.
+"""F5-TTS checkpoints without torch: validate one file, scan a directory for the newest valid, quarantine.
 
 The daemon must stay light (no torch import), so a ``torch.save`` zip is checked by reading its zip directory
 and unpickling ``data.pkl`` with inert stand-ins for torch's classes (``inertpickle``): nothing from the file
-is ever executed.
+is ever executed. Making F5-TTS resume from the newest one is ``resume``'s job.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
-import hashlib
 import json
 import os
 import pickle
 import re
-import shutil
 import struct
 import threading
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from f5guard.checkpoints.inertpickle import ITEMSIZE, InertUnpickler, TensorRef
 from f5guard.errors import F5guardError
-from f5guard.fsutil import fsync_dir, publishing
+from f5guard.fsutil import fsync_dir
 
 Kind = Literal["last", "numbered", "pretrained"]
 
 LAST_NAME = "model_last.pt"
 _NUMBERED = re.compile(r"^model_(\d+)\.(pt|safetensors)$")
-_CHECKPOINT_SUFFIXES = (".pt", ".safetensors")
-_TMP_MARK = ".f5guard-tmp-"  # our own copies in flight: never ends in .pt, so F5-TTS never sees them
+CHECKPOINT_SUFFIXES = (".pt", ".safetensors")
 _TRAINING_KEYS = ("model_state_dict", "optimizer_state_dict", "ema_model_state_dict", "scheduler_state_dict")
 _MAX_PICKLE_BYTES = 256 * 1024 * 1024  # data.pkl holds only structure; real ones are well under 10 MB
 
@@ -64,19 +60,6 @@ class Quarantined:
     reason: str
 
 
-@dataclass(frozen=True)
-class ResumePlan:
-    """What prepare_resume found and did; ``chosen`` is None when training starts from scratch."""
-
-    chosen: CheckpointInfo | None
-    quarantined: list[Quarantined] = field(default_factory=list)
-    actions: list[str] = field(default_factory=list)  # one human line each, for the log
-
-    @property
-    def start_update(self) -> int:
-        return self.chosen.update if self.chosen is not None else 0
-
-
 # ---------------------------------------------------------------------------------------------- one file
 def classify(name: str) -> Kind | None:
     """The role F5-TTS's load_checkpoint gives a file name; None for files it ignores."""
@@ -84,7 +67,7 @@ def classify(name: str) -> Kind | None:
         return "last"
     if _NUMBERED.match(name):
         return "numbered"
-    if name.startswith("pretrained_") and name.endswith(_CHECKPOINT_SUFFIXES):
+    if name.startswith("pretrained_") and name.endswith(CHECKPOINT_SUFFIXES):
         return "pretrained"
     return None
 
@@ -274,7 +257,7 @@ def scan_dir(ckpt_dir: str | os.PathLike[str]) -> Scan:
         return Scan(valid, invalid)
     for name in sorted(os.listdir(directory)):
         if classify(name) is None:
-            if name.startswith("model_") and name.endswith(_CHECKPOINT_SUFFIXES):
+            if name.startswith("model_") and name.endswith(CHECKPOINT_SUFFIXES):
                 # F5-TTS sorts model_* by the digits in the name: "model_best.pt" crashes int("")
                 invalid[name] = f"file name {name} breaks F5-TTS's checkpoint ordering"
             continue
@@ -283,20 +266,6 @@ def scan_dir(ckpt_dir: str | os.PathLike[str]) -> Scan:
         except CheckpointInvalid as err:
             invalid[name] = str(err)
     return Scan(valid, invalid)
-
-
-def f5tts_pick(names: list[str]) -> str | None:
-    """The file F5-TTS 1.1.22's Trainer.load_checkpoint would load from these names (None: start at 0)."""
-    if not any(n.endswith(_CHECKPOINT_SUFFIXES) for n in names):
-        return None
-    if LAST_NAME in names:
-        return LAST_NAME  # always, even when a newer model_{N}.pt exists (#924)
-    candidates = [n for n in names if n.startswith(("model_", "pretrained_")) and n.endswith(_CHECKPOINT_SUFFIXES)]
-    numbered = [n for n in candidates if n.startswith("model_")]
-    if numbered:
-        return max(numbered, key=lambda n: int("".join(filter(str.isdigit, n)) or "-1"))
-    pretrained = [n for n in names if n.startswith("pretrained_") and n.endswith(_CHECKPOINT_SUFFIXES)]
-    return pretrained[0] if pretrained else None  # listdir order in F5-TTS: the first one found
 
 
 def quarantine(path: str | os.PathLike[str], reason: str) -> Quarantined:
@@ -311,121 +280,3 @@ def quarantine(path: str | os.PathLike[str], reason: str) -> Quarantined:
     os.rename(p, target)
     fsync_dir(p.parent)
     return Quarantined(p.name, target.name, reason)
-
-
-def prepare_resume(ckpt_dir: str | os.PathLike[str]) -> ResumePlan:
-    """Make F5-TTS's own load_checkpoint pick the newest valid checkpoint; quarantine the corrupt ones.
-
-    Call it while no trainer writes to ``ckpt_dir``: a checkpoint being written looks truncated.
-    """
-    directory = Path(ckpt_dir)
-    actions: list[str] = []
-    if directory.is_dir():
-        for name in os.listdir(directory):
-            if _TMP_MARK in name and not _writer_alive(name):  # a half-made copy left by a crash
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(directory / name)
-                actions.append(f"removed stale temporary copy {name}")
-    scan = scan_dir(directory)
-    quarantined = [quarantine(directory / name, reason) for name, reason in sorted(scan.invalid.items())]
-    actions += [f"quarantined {q.name} as {q.moved_to}: {q.reason}" for q in quarantined]
-    newest = scan.newest()
-    if newest is None:
-        return ResumePlan(None, quarantined, actions)
-    by_name = {c.name: c for c in scan.valid}
-    picked = by_name.get(f5tts_pick(sorted(by_name)) or "")
-    if picked is not None and _at_least_as_new(picked, newest):
-        return ResumePlan(picked, quarantined, actions)
-    if newest.path.suffix != ".pt":  # a .safetensors file cannot become model_last.pt (torch.load reads that)
-        return ResumePlan(picked, quarantined, actions)
-    # F5-TTS would load something older: put the newest where it always looks first.
-    actions += _install_as_last(directory, newest, by_name.get(LAST_NAME))
-    return ResumePlan(inspect_checkpoint(directory / LAST_NAME), quarantined, actions)
-
-
-def _writer_alive(tmp_name: str) -> bool:
-    """Temporary copies end in the writer's pid; one still being written by a live process is not stale."""
-    pid = tmp_name.rsplit(_TMP_MARK, 1)[-1]
-    if not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():
-        return True  # another thread of this process (the daemon's restore) may be writing it
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
-
-
-def _at_least_as_new(picked: CheckpointInfo, newest: CheckpointInfo) -> bool:
-    if picked.kind == "pretrained" and newest.kind != "pretrained":
-        return False
-    return picked.update >= newest.update
-
-
-def _install_as_last(directory: Path, newest: CheckpointInfo, old_last: CheckpointInfo | None) -> list[str]:
-    """Copy ``newest`` over model_last.pt atomically, keeping an older valid model_last.pt under a new name.
-
-    A copy, not a hard link: torch.save truncates and rewrites model_last.pt in place, which would also
-    destroy the numbered file sharing its inode.
-    """
-    actions: list[str] = []
-    last = directory / LAST_NAME
-    tmp = directory / f".{LAST_NAME}{_TMP_MARK}{os.getpid()}"
-    try:
-        with newest.path.open("rb") as src, tmp.open("wb") as dst:
-            shutil.copyfileobj(src, dst, length=16 * 1024 * 1024)
-            dst.flush()
-            os.fsync(dst.fileno())
-        # the copy must be as good as its source before it becomes the file F5-TTS loads
-        inspect_checkpoint(tmp, kind="last")
-        if old_last is not None:
-            # As a numbered file it stays a candidate F5-TTS understands; never deleted.
-            aside = directory / f"model_{old_last.update}.pt"
-            if aside.exists():
-                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-                aside = directory / f"{LAST_NAME}.superseded-{stamp}"
-            os.rename(last, aside)
-            actions.append(f"kept the older {LAST_NAME} (update {old_last.update}) as {aside.name}")
-        os.replace(tmp, last)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    fsync_dir(directory)
-    actions.append(f"copied {newest.name} (update {newest.update}) to {LAST_NAME}")
-    return actions
-
-
-def file_sha256(path: str | os.PathLike[str], chunk: int = 8 * 1024 * 1024) -> str:
-    """Hex SHA-256 of a file, streamed (checkpoints are gigabytes)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def place_pretrained(source: str | os.PathLike[str], ckpt_dir: str | os.PathLike[str]) -> CheckpointInfo:
-    """Put a local pretrained file where F5-TTS looks for one (pretrained_<name>), validated first.
-
-    A hard link when source and target share a filesystem (nothing ever writes pretrained_* in place),
-    else an atomic copy; an existing valid file of that name is kept.
-    """
-    src = Path(source)
-    inspect_checkpoint(src, kind="pretrained")
-    directory = Path(ckpt_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    name = src.name if src.name.startswith("pretrained_") else f"pretrained_{src.name}"
-    target = directory / name
-    if target.exists():
-        with contextlib.suppress(CheckpointInvalid):
-            return inspect_checkpoint(target)
-        quarantine(target, "invalid pretrained file replaced by a fresh copy")
-    with publishing(target, directory / f".{name}{_TMP_MARK}{os.getpid()}") as tmp:
-        try:
-            os.link(src, tmp)
-        except OSError:  # another filesystem (Drive), or links unsupported
-            shutil.copyfile(src, tmp)
-    return inspect_checkpoint(target)

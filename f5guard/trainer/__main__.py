@@ -15,7 +15,7 @@ import traceback
 from types import FrameType
 from typing import Any
 
-from f5guard.checkpoints.inspect import place_pretrained, prepare_resume
+from f5guard.checkpoints.resume import place_pretrained, prepare_resume
 from f5guard.errors import F5guardError
 from f5guard.pdeathsig import follow_supervisor
 from f5guard.trainer.hooks import GracefulStop, StopRequest, TrainerHooks

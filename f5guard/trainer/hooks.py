@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from f5guard.checkpoints.inspect import LAST_NAME, f5tts_pick
+from f5guard.checkpoints.inspect import LAST_NAME
+from f5guard.checkpoints.resume import f5tts_pick
 from f5guard.trainer.progress import ProgressWriter
 from f5guard.trainer.spec import TrainSpec
 
