@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from f5guard.checkpoints import sync
+from f5guard.checkpoints import publish
 from f5guard.checkpoints.copying import file_sha256
 from f5guard.checkpoints.durable import list_durable, restore
 from f5guard.checkpoints.inspect import inspect_checkpoint
@@ -224,7 +224,7 @@ def test_a_lease_lost_mid_copy_aborts_it(maker: CheckpointMaker, dirs: tuple[Pat
     """The lease is re-checked during a long copy: once it fails, the temp goes and nothing is published."""
     local, home = dirs
     monkeypatch.setenv("F5GUARD_SYNC_CHUNK_DELAY_S", "0.05")
-    monkeypatch.setattr(sync, "FENCE_EVERY_S", 0.0)
+    monkeypatch.setattr(publish, "FENCE_EVERY_S", 0.0)
     maker.make(local / "model_last.pt", 10, 40 * MB)
     calls = 0
 

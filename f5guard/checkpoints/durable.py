@@ -1,7 +1,8 @@
 """Durable checkpoints on home: a versioned file (``ckpt-e{epoch}-u{update}.pt``, never rewritten) plus the
 manifest written after it is verified; and the restore of the newest one that still verifies.
 
-A file with a valid manifest is *durable*; anything else on home (a half upload, a temp) is not. Torch-free:
+A file with a valid manifest is *durable*; anything else on home (a half upload, a temp) is not. This module
+owns the names and the manifest format on home; ``publish`` decides when to write them. Torch-free:
 checkpoints are judged by ``f5guard.checkpoints.inspect``.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from f5guard.checkpoints.copying import ReadError, copy_fd
 from f5guard.checkpoints.inspect import LAST_NAME, CheckpointInvalid, inspect_checkpoint
 from f5guard.checkpoints.resume import temp_copy_path
 from f5guard.errors import F5guardError
-from f5guard.fsutil import fsync_dir, read_json
+from f5guard.fsutil import atomic_write_json, fsync_dir, read_json
 
 Log = Callable[..., None]
 MANIFEST_FORMAT = 1
@@ -33,6 +35,11 @@ class RestoreFailed(F5guardError, RuntimeError):
 
 def durable_name(epoch: int, update: int) -> str:
     return f"ckpt-e{epoch:04d}-u{update:09d}.pt"
+
+
+def upload_temp(final: Path) -> Path:
+    """The temp name ``final`` is copied to on home first (``TEMP`` matches it: a killed sync's is removed)."""
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,14 @@ def read_manifest(manifest: Path) -> DurableCheckpoint | None:
     if size != durable.size or not re.fullmatch(r"[0-9a-f]{64}", durable.sha256):
         return None
     return durable
+
+
+def write_manifest(durable: DurableCheckpoint) -> None:
+    """Write the manifest that makes ``durable.path`` durable: only once that file is verified and renamed."""
+    atomic_write_json(durable.manifest, {
+        "format": MANIFEST_FORMAT, "file": durable.path.name, "update": durable.update,
+        "epoch": durable.epoch, "size": durable.size, "sha256": durable.sha256, "synced_at": durable.synced_at,
+        "source_name": durable.source_name, "host": socket.gethostname()})  # fmt: skip
 
 
 def list_durable(home_ckpt_dir: Path) -> list[DurableCheckpoint]:

@@ -1,73 +1,29 @@
 """Verified checkpoint sync from the local checkpoint dir to home, from one low-priority thread.
 
-Home (Drive) is slow, eventually consistent and can vanish mid-write, so every checkpoint goes to a temp name,
-is hashed while copied, fsynced, checked again on home, renamed to a versioned name that is never rewritten,
-and only then gets its manifest (``durable.py``). Older durable checkpoints are deleted only after their
-successor is durable, and never one that holds more training progress than its successor.
+The worker decides *when*: it wakes on watcher events, the trainer's requests and a periodic rescan, picks
+the newest valid local checkpoint, retries with backoff, and keeps the status. *How* a checkpoint becomes
+durable on home (copy, verify, rename, manifest, retention) is ``publish.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from f5guard.checkpoints.copying import ReadError, copy_fd, lower_io_priority
-from f5guard.checkpoints.durable import (
-    MANIFEST_FORMAT,
-    NAME,
-    TEMP,
-    DurableCheckpoint,
-    Log,
-    durable_name,
-    list_durable,
-    no_log,
-)
-from f5guard.checkpoints.inspect import CheckpointInfo, CheckpointInvalid, inspect_checkpoint, scan_dir
+from f5guard.checkpoints.copying import lower_io_priority
+from f5guard.checkpoints.durable import DurableCheckpoint, Log, list_durable, no_log
+from f5guard.checkpoints.inspect import CheckpointInfo, scan_dir
+from f5guard.checkpoints.publish import Attempt, Fenced, Outcome, Publisher
 from f5guard.checkpoints.watch import Watcher, watch_dir
-from f5guard.fsutil import atomic_write_json, fsync_dir
 
-SPACE_MARGIN = 8 * 1024 * 1024  # the manifest plus filesystem slack on top of the checkpoint itself
-FENCE_EVERY_S = 2.0  # how often a long copy re-checks the lease
 RESCAN_S = 60.0  # look now and then even without events (a missed event, a FUSE dir)
 FIRST_RETRY_S = 1.0  # after a failed copy; doubles up to retry_max_s
 TORN_RETRY_S = 1.0
 NO_SPACE_RETRY_S = 60.0
-_CHUNK_DELAY_ENV = "F5GUARD_SYNC_CHUNK_DELAY_S"  # test-only: slows copies so a test can kill one mid-way
-
-
-def _size(n: float) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} B"
-
-
-# ------------------------------------------------------------------------------------------------ sync
-class _Outcome(Enum):
-    NOTHING = "nothing"  # no local checkpoint, or home already holds the newest
-    DONE = "done"
-    TORN = "torn"
-    NO_SPACE = "no_space"
-    FAILED = "failed"
-    FENCED = "fenced"
-    STOPPED = "stopped"
-
-
-class _Stopped(Exception):
-    """The sync is stopping: a copy in flight is abandoned (its temp removed)."""
-
-
-class _Fenced(Exception):
-    """The lease check raised: this supervisor may no longer write to home."""
 
 
 @dataclass(frozen=True)
@@ -90,14 +46,11 @@ class CheckpointSync:
     def __init__(self, local_dir: Path, home_ckpt_dir: Path, *, epoch: int, keep: int = 1,
                  fence: Callable[[], None] | None = None, polling: bool = False, retry_max_s: float = 300.0,
                  log: Log | None = None) -> None:  # fmt: skip
-        if keep < 1:
-            raise ValueError(f"keep must be at least 1 (home must hold a checkpoint), got {keep}")
-        self.local_dir, self.home, self.epoch, self.keep = Path(local_dir), Path(home_ckpt_dir), epoch, keep
-        self._fence_fn = fence
+        self.local_dir, self.home = Path(local_dir), Path(home_ckpt_dir)
         self._polling = polling
         self._retry_max_s = retry_max_s
         self._log: Log = log or no_log
-        self._delay_s = float(os.environ.get(_CHUNK_DELAY_ENV) or 0)
+        self._publisher = Publisher(self.home, epoch=epoch, keep=keep, fence=fence, log=self._log)
         self._cond = threading.Condition()  # guards the fields below; flush waits on it
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -106,7 +59,7 @@ class CheckpointSync:
         self._prepared = False
         self._flushers = 0
         self._passes = 0
-        self._outcome: _Outcome | None = None
+        self._outcome: Outcome | None = None
         self._durables: list[DurableCheckpoint] = []
         self._syncing: str | None = None
         self._last_error: str | None = None
@@ -148,13 +101,13 @@ class CheckpointSync:
         if thread is not None and thread.is_alive():
             self._wait_for_worker(target, thread, deadline)
         else:
-            while self._pass(in_worker=False) not in (_Outcome.FENCED, _Outcome.NO_SPACE):
+            while self._pass(in_worker=False) not in (Outcome.FENCED, Outcome.NO_SPACE):
                 remaining = deadline - time.monotonic()
-                if self._covered(target, self._durables) or remaining <= 0:
+                if self._publisher.covered(target, self._durables) or remaining <= 0:
                     break
                 time.sleep(min(0.5, remaining))
         with self._cond:
-            return self._covered(target, self._durables)
+            return self._publisher.covered(target, self._durables)
 
     def stop(self) -> None:
         """Stop watching and syncing; a copy in flight is abandoned and its temp removed."""
@@ -181,8 +134,8 @@ class CheckpointSync:
         self._wake.set()
         try:
             with self._cond:
-                while not self._covered(target, self._durables) and not self._fenced and thread.is_alive():
-                    if self._passes > passes and self._outcome is _Outcome.NO_SPACE:
+                while not self._publisher.covered(target, self._durables) and not self._fenced and thread.is_alive():
+                    if self._passes > passes and self._outcome is Outcome.NO_SPACE:
                         return  # waiting will not make room; the warning says what to do
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -201,13 +154,13 @@ class CheckpointSync:
             if self._stopping.is_set():
                 break
             outcome = self._pass(in_worker=True)
-            if outcome is _Outcome.FENCED:
+            if outcome is Outcome.FENCED:
                 break
-            if outcome is _Outcome.FAILED:
+            if outcome is Outcome.FAILED:
                 delay, backoff = min(backoff, self._retry_max_s), min(backoff * 2, self._retry_max_s)
                 continue
             backoff = FIRST_RETRY_S
-            retry = {_Outcome.TORN: TORN_RETRY_S, _Outcome.NO_SPACE: NO_SPACE_RETRY_S}.get(outcome)
+            retry = {Outcome.TORN: TORN_RETRY_S, Outcome.NO_SPACE: NO_SPACE_RETRY_S}.get(outcome)
             delay = None if retry is None else min(retry, self._retry_max_s)
         with self._cond:
             self._cond.notify_all()
@@ -227,14 +180,14 @@ class CheckpointSync:
             if deadline is None or self._flushers:
                 return
 
-    def _pass(self, *, in_worker: bool) -> _Outcome:
+    def _pass(self, *, in_worker: bool) -> Outcome:
         """One look: sync the newest local checkpoint if home lacks it. Never raises."""
         try:
             if not self._prepared:
                 self._prepare()
             outcome = self._sync_newest(in_worker)
-        except _Fenced as err:
-            outcome = _Outcome.FENCED
+        except Fenced as err:
+            outcome = Outcome.FENCED
             error = f"stopped syncing to {self.home}: the lease check failed ({err})"
             self._set(fenced=True, last_error=error)
             self._log("sync.fenced", error=str(err))
@@ -254,28 +207,9 @@ class CheckpointSync:
             for name, value in fields.items():
                 setattr(self, f"_{name}", value)
 
-    def _fence(self) -> None:
-        if self._fence_fn is None:
-            return
-        try:
-            self._fence_fn()
-        except OSError:
-            raise  # home unreachable for now (HomeUnreachable): retried with backoff, not a lost lease
-        except Exception as err:  # any failure of the lease check: we cannot prove we still own home
-            raise _Fenced(str(err) or type(err).__name__) from err
-
     def _prepare(self) -> None:
         """Once: remove temps a killed sync left on home; trim to ``keep`` (e.g. after keep was lowered)."""
-        self._fence()
-        self.home.mkdir(parents=True, exist_ok=True)
-        for name in os.listdir(self.home):
-            if TEMP.match(name):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.home / name)
-                self._log("sync.removed_temp", file=name)
-        if durables := list_durable(self.home):
-            self._trim(durables, durables[-1])
-        self._set(durables=list_durable(self.home))
+        self._set(durables=self._publisher.prepare_home())
         self._prepared = True
 
     def _candidate(self) -> CheckpointInfo | None:
@@ -284,126 +218,44 @@ class CheckpointSync:
         training = [c for c in valid if c.kind != "pretrained" and c.path.suffix == ".pt"]
         return max(training, key=lambda c: (c.update, c.kind == "numbered", c.name), default=None)
 
-    def _covered(self, info: CheckpointInfo, durables: list[DurableCheckpoint]) -> bool:
-        """Home already holds this update (e.g. the one restored from), or something at least as new."""
-        mine = (self.epoch, info.update)
-        return any(d.update == info.update or (d.epoch, d.update) >= mine for d in durables)
-
-    def _sync_newest(self, in_worker: bool) -> _Outcome:
+    def _sync_newest(self, in_worker: bool) -> Outcome:
         candidate = self._candidate()
         durables = list_durable(self.home)
         self._set(durables=durables)
-        if candidate is None or self._covered(candidate, durables):
+        if candidate is None or self._publisher.covered(candidate, durables):
             self._set(attempts=0, torn_in_row=0)
-            return _Outcome.NOTHING
-        free = shutil.disk_usage(self.home).free
-        need = candidate.size + SPACE_MARGIN  # the old one stays until the new one is durable: room for both
-        if free < need:
-            self._set(warning=self._space_warning(free, need, durables))
-            self._log("sync.no_space", file=candidate.name, update=candidate.update, free=free, need=need)
-            return _Outcome.NO_SPACE
-        self._fence()
+            return Outcome.NOTHING
+        try:
+            attempt = self._publisher.publish(candidate, durables,
+                                              stopping=lambda: in_worker and self._stopping.is_set(),
+                                              on_copy=self._copying, on_durable=self._published)  # fmt: skip
+        finally:
+            self._set(syncing=None)
+        return self._settle(candidate, attempt)
+
+    def _settle(self, candidate: CheckpointInfo, attempt: Attempt) -> Outcome:
+        """Fold how one try ended into the status; the outcome then picks the worker's next wait."""
+        if attempt.outcome is Outcome.DONE:
+            self._set(durables=list_durable(self.home))
+        elif attempt.outcome is Outcome.NO_SPACE:
+            self._set(warning=attempt.message)
+        elif attempt.outcome is Outcome.TORN:
+            self._torn(candidate)
+        elif attempt.outcome is Outcome.FAILED:
+            self._failed(attempt.message or "the copy to home failed")
+        return attempt.outcome
+
+    def _copying(self, candidate: CheckpointInfo) -> None:
         with self._cond:
             self._syncing = candidate.name
             self._attempts += 1
-        try:
-            return self._copy_and_publish(candidate, in_worker)
-        finally:
-            self._set(syncing=None)
 
-    def _space_warning(self, free: int, need: int, durables: list[DurableCheckpoint]) -> str:
-        kept = f"keeping model at update {durables[-1].update}" if durables else "nothing is on home yet"
-        if self.keep > 1 and len(durables) > 1:
-            advice = "free space on Drive or set keep = 1"
-        else:
-            advice = "free space on Drive (files deleted through the mount sit in its trash until emptied)"
-        return f"home has {_size(free)} free, the checkpoint needs {_size(need)}: {kept}; {advice}"
-
-    def _copy_and_publish(self, candidate: CheckpointInfo, in_worker: bool) -> _Outcome:
-        """temp copy (hashed) -> verify on home -> rename -> manifest; the temp never survives a failure."""
-        final = self.home / durable_name(self.epoch, candidate.update)
-        tmp = self.home / f".{final.name}.tmp-{os.getpid()}"
-        started = time.monotonic()
-        published = False
-        self._log("sync.start", file=candidate.name, update=candidate.update, size=candidate.size)
-        try:
-            copied = self._copy_verified(candidate, tmp, in_worker)
-            if copied is None:
-                return self._torn(candidate)
-            size, sha = copied
-            self._fence()
-            os.replace(tmp, final)  # from here a crash leaves a complete file without manifest: not durable
-            published = True
-            fsync_dir(self.home)
-            self._fence()
-            durable = DurableCheckpoint(final, final.with_suffix(".json"), candidate.update, self.epoch, size,
-                                        sha, time.time(), candidate.name)  # fmt: skip
-            atomic_write_json(durable.manifest, {
-                "format": MANIFEST_FORMAT, "file": final.name, "update": durable.update,
-                "epoch": durable.epoch, "size": size, "sha256": sha, "synced_at": durable.synced_at,
-                "source_name": candidate.name, "host": socket.gethostname()})  # fmt: skip
-        except _Stopped:
-            self._log("sync.abandoned", file=candidate.name, reason="stopping")
-            return _Outcome.STOPPED
-        except ReadError as err:
-            return self._failed(f"could not read {candidate.path} while syncing: {err}")
-        except OSError as err:
-            return self._failed(f"could not copy {candidate.name} to {tmp}: {err.strerror or err}")
-        except CheckpointInvalid as err:
-            return self._failed(f"the copy of {candidate.name} on home did not verify, retrying: {err}")
-        finally:
-            if not published:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-        self._succeeded(durable, time.monotonic() - started)
-        return _Outcome.DONE
-
-    def _copy_verified(self, candidate: CheckpointInfo, tmp: Path, in_worker: bool) -> tuple[int, str] | None:
-        """(size, sha256) of a complete, verified copy at ``tmp``; None if the source changed meanwhile."""
-        fenced_at = time.monotonic()
-
-        def check() -> None:
-            nonlocal fenced_at
-            if in_worker and self._stopping.is_set():
-                raise _Stopped
-            if time.monotonic() - fenced_at >= FENCE_EVERY_S:
-                self._fence()
-                fenced_at = time.monotonic()
-
-        try:
-            src_fd = os.open(candidate.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None  # rotated away (keep_last_n_checkpoints) or being replaced: look again
-        try:
-            before = os.fstat(src_fd)
-            size, sha = copy_fd(src_fd, tmp, check, self._delay_s)
-            after = os.fstat(src_fd)
-        finally:
-            os.close(src_fd)
-        try:
-            now = os.stat(candidate.path)
-        except FileNotFoundError:
-            return None
-        # torch.save rewrites model_last.pt in place (same inode): any change means the copy may be torn
-        if size != before.st_size or not _same(before, after) or not _same(before, now):
-            return None
-        if inspect_checkpoint(tmp, kind="last").update != candidate.update:
-            return None  # rewritten within one mtime tick: the copy holds another save
-        return size, sha
-
-    def _succeeded(self, durable: DurableCheckpoint, elapsed: float) -> None:
+    def _published(self, durable: DurableCheckpoint, elapsed: float) -> None:
         rate = durable.size / elapsed if elapsed > 0 else None
         self._set(last_error=None, warning=None, attempts=0, torn_in_row=0, last_sync_s=elapsed,
                   bytes_per_s=rate)  # fmt: skip
-        self._log("sync.done", file=durable.path.name, update=durable.update, size=durable.size,
-                  seconds=round(elapsed, 3), source=durable.source_name)  # fmt: skip
-        try:
-            self._trim(list_durable(self.home), durable)
-        except OSError as err:  # the new one is durable; an old one left behind only wastes space
-            self._log("sync.trim_failed", error=f"could not delete old checkpoints in {self.home}: {err}")
-        self._set(durables=list_durable(self.home))
 
-    def _torn(self, candidate: CheckpointInfo) -> _Outcome:
+    def _torn(self, candidate: CheckpointInfo) -> None:
         with self._cond:
             self._torn_in_row += 1
             torn = self._torn_in_row
@@ -412,42 +264,8 @@ class CheckpointSync:
                                  "to home; a numbered checkpoint (save_per_updates) is never rewritten "
                                  "and syncs cleanly")  # fmt: skip
         self._log("sync.torn", file=candidate.name, update=candidate.update, in_a_row=torn)
-        return _Outcome.TORN
 
-    def _failed(self, message: str) -> _Outcome:
+    def _failed(self, message: str) -> Outcome:
         self._set(last_error=message)
         self._log("sync.error", error=message)
-        return _Outcome.FAILED
-
-    def _trim(self, durables: list[DurableCheckpoint], newest: DurableCheckpoint) -> None:
-        """Delete what ``keep`` does not cover among those older than ``newest`` (file first, then manifest).
-
-        Never one with more progress than ``newest``: after a takeover that restarted from an older point,
-        the old epoch's further-trained checkpoint stays until this run has passed it.
-        """
-        key = (newest.epoch, newest.update)
-        older = [d for d in durables if (d.epoch, d.update) < key]
-        for d in older[: max(0, len(older) - (self.keep - 1))]:
-            if d.update <= newest.update:
-                self._delete(d.path, d.manifest)
-        known = {p.name for d in durables for p in (d.path, d.manifest)}
-        for name in os.listdir(self.home):  # half pairs: a file whose manifest never came, or the reverse
-            match = NAME.match(name)
-            if match is None or name in known:
-                continue
-            epoch, update = int(match[1]), int(match[2])
-            if (epoch, update) < key and update <= newest.update:
-                self._delete(self.home / name)
-
-    def _delete(self, *paths: Path) -> None:
-        self._fence()
-        for path in paths:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        self._log("sync.deleted", file=paths[0].name)
-
-
-def _same(a: os.stat_result, b: os.stat_result) -> bool:
-    """Same file, same bytes as far as the kernel can tell."""
-    fields = ("st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")
-    return all(getattr(a, f) == getattr(b, f) for f in fields)
+        return Outcome.FAILED
