@@ -19,15 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from f5guard.fsutil import atomic_write_json, read_json
 from f5guard.itemprogress import ItemProgress
 from f5guard.recipe.audio import AUDIO_EXTENSIONS, AudioDecodeError, is_audio_name, load_mono
 from f5guard.recipe.ledger import Ledger, Record
-from f5guard.recipe.manifests import INVENTORY_FORMAT
+from f5guard.recipe.manifests import INVENTORY, earlier_files, retract, write_inventory
 from f5guard.recipe.stagecli import BadInput, run_entry, say
 
 PROG = "f5guard.recipe.ingest"
-INVENTORY = "inventory.json"
 LEDGER = "ingest.jsonl"
 _PROBE_RATE = 16000  # decoding at a low rate is enough to prove the file decodes and to time it
 _CHUNK = 1 << 20
@@ -92,13 +90,8 @@ def probe(path: Path) -> tuple[float | None, str | None]:
 
 def _previous(out_dir: Path) -> dict[str, Record]:
     """Cache entries from the previous inventory (if readable), keyed like the item record."""
-    try:
-        document = read_json(out_dir / INVENTORY)
-        files = document["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
     cache: dict[str, Record] = {}
-    for entry in files if isinstance(files, list) else []:
+    for entry in earlier_files(out_dir / INVENTORY):
         try:
             key = f"{entry['name']}\0{int(entry['size'])}\0{int(entry['mtime_ns'])}"
         except (KeyError, TypeError, ValueError):
@@ -130,7 +123,7 @@ def ingest(audio_dir: Path, out_dir: Path) -> int:
         raise BadInput(f"audio folder {audio_dir}: no audio files in it ({kinds})")
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = _previous(out_dir)
-    (out_dir / INVENTORY).unlink(missing_ok=True)  # from here on this stage is not done until it says so
+    retract(out_dir / INVENTORY)  # from here on this stage is not done until it says so
     say(f"ingest: {len(found)} audio files under {audio_dir}" + (f" ({hidden} hidden skipped)" if hidden else ""))
 
     entries: list[dict[str, Any]] = []
@@ -164,7 +157,7 @@ def ingest(audio_dir: Path, out_dir: Path) -> int:
     good = [e for e in entries if e["ok"]]
     if not good:
         raise BadInput(f"audio folder {audio_dir}: none of its {len(entries)} audio files decodes")
-    atomic_write_json(out_dir / INVENTORY, {"format": INVENTORY_FORMAT, "audio_dir": str(audio_dir), "files": entries})
+    write_inventory(out_dir / INVENTORY, audio_dir, entries)
     hours = sum(e["duration_s"] or 0.0 for e in good) / 3600
     say(
         f"ingest: done: {len(good)} ok ({hours:.2f} h), {len(entries) - len(good)} corrupt; "

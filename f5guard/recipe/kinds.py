@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, replace
 
+from f5guard.recipe.manifests import CLIPS, CLIPS_DIR, INVENTORY, MANIFEST, METADATA
 from f5guard.schema import Scope, StageConfig, Table
 from f5guard.stages.kinds import KindBuilder, StageBase
 
@@ -86,7 +87,7 @@ def build_pretrained(table: Table, base: StageBase) -> StageConfig:
     out = _path(table, base, "out", "{home}/pretrained/" + name)
     assert out is not None
     argv = [*_module_argv("pretrained"), "--name", name, "--out", out]
-    return _finish(base, "pretrained", argv, [], [f"{out}/manifest.json"])
+    return _finish(base, "pretrained", argv, [], [f"{out}/{MANIFEST}"])
 
 
 def build_ingest(table: Table, base: StageBase) -> StageConfig:
@@ -95,11 +96,11 @@ def build_ingest(table: Table, base: StageBase) -> StageConfig:
         table.fail("is required: the folder with this speaker's recordings", "audio")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
     argv = [*_module_argv("ingest"), "--audio", audio, "--out", str(out)]
-    return _finish(base, "ingest", argv, [audio], [f"{out}/inventory.json"])
+    return _finish(base, "ingest", argv, [audio], [f"{out}/{INVENTORY}"])
 
 
 def build_separate(table: Table, base: StageBase) -> StageConfig:
-    inventory = _path(table, base, "inventory", f"{RUN_DIR}/ingest/inventory.json")
+    inventory = _path(table, base, "inventory", f"{RUN_DIR}/ingest/{INVENTORY}")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
     model = table.get("model", str, "htdemucs")
     inputs = [str(inventory)]
@@ -108,7 +109,7 @@ def build_separate(table: Table, base: StageBase) -> StageConfig:
         inputs.append(model)  # a local model file: replacing it must rerun the separation
     argv = [*_module_argv("separate"), "--inventory", str(inventory), "--out", str(out), "--model", model]
     argv += _flags(table, [DEVICE])
-    return _finish(base, "separate", argv, inputs, [f"{out}/inventory.json"])
+    return _finish(base, "separate", argv, inputs, [f"{out}/{INVENTORY}"])
 
 
 SEGMENT_FLAGS = [
@@ -123,10 +124,10 @@ SEGMENT_FLAGS = [
 
 
 def build_segment(table: Table, base: StageBase) -> StageConfig:
-    inventory = _path(table, base, "inventory", f"{RUN_DIR}/ingest/inventory.json")
+    inventory = _path(table, base, "inventory", f"{RUN_DIR}/ingest/{INVENTORY}")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
     argv = [*_module_argv("segment"), "--inventory", str(inventory), "--out", str(out), *_flags(table, SEGMENT_FLAGS)]
-    return _finish(base, "segment", argv, [str(inventory)], [f"{out}/clips.json"])
+    return _finish(base, "segment", argv, [str(inventory)], [f"{out}/{CLIPS}"])
 
 
 TRANSCRIBE_FLAGS = [
@@ -141,16 +142,16 @@ TRANSCRIBE_FLAGS = [
 
 
 def build_transcribe(table: Table, base: StageBase) -> StageConfig:
-    clips = _path(table, base, "clips", f"{RUN_DIR}/segment/clips.json")
+    clips = _path(table, base, "clips", f"{RUN_DIR}/segment/{CLIPS}")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
     argv = [*_module_argv("transcribe"), "--clips", str(clips), "--out", str(out), *_flags(table, TRANSCRIBE_FLAGS)]
     # The clips' audio, not only their list: a re-segmented source may keep its clip names.
-    clip_glob = f"{str(clips).rsplit('/', 1)[0]}/clips/*.wav"
-    return _finish(base, "transcribe", argv, [str(clips), clip_glob], [f"{out}/metadata.csv", f"{out}/manifest.json"])
+    clip_glob = f"{str(clips).rsplit('/', 1)[0]}/{CLIPS_DIR}/*.wav"
+    return _finish(base, "transcribe", argv, [str(clips), clip_glob], [f"{out}/{METADATA}", f"{out}/{MANIFEST}"])
 
 
 def build_prepare(table: Table, base: StageBase) -> StageConfig:
-    metadata = _path(table, base, "metadata", f"{RUN_DIR}/transcribe/metadata.csv")
+    metadata = _path(table, base, "metadata", f"{RUN_DIR}/transcribe/{METADATA}")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
     pretrained = _path(table, base, "pretrained", None)
     vocab = _path(table, base, "pretrained_vocab", None)
@@ -162,7 +163,7 @@ def build_prepare(table: Table, base: StageBase) -> StageConfig:
         )
     argv = [*_module_argv("prepare"), "--metadata", str(metadata), "--out", str(out)]
     inputs = [str(metadata)]
-    outputs = [f"{out}/manifest.json", f"{out}/data/raw.arrow", f"{out}/data/duration.json", f"{out}/data/vocab.txt"]
+    outputs = [f"{out}/{MANIFEST}", f"{out}/data/raw.arrow", f"{out}/data/duration.json", f"{out}/data/vocab.txt"]
     if pretrained and vocab:
         argv += ["--pretrained", pretrained, "--pretrained-vocab", vocab]
         inputs += [pretrained, vocab]

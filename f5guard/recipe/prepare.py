@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from f5guard.fsutil import atomic_write_json, fsync_dir
+from f5guard.fsutil import fsync_dir
 from f5guard.recipe.extend_vocab import (
     VocabError,
     check_unique,
@@ -31,9 +31,9 @@ from f5guard.recipe.extend_vocab import (
     read_vocab,
     write_vocab,
 )
+from f5guard.recipe.manifests import MANIFEST, retract, write_manifest
 
 PROG = "f5guard.recipe.prepare"
-MANIFEST = "manifest.json"
 DATA = "data"
 EXTENDED = "pretrained_extended.pt"
 MIN_CLIP_S, MAX_CLIP_S = 0.3, 30.0  # F5-TTS's training sampler drops clips outside this range
@@ -113,7 +113,6 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(scratch, ignore_errors=True)
     _warn(durations, rows_in, decomposed(tokens))
     return {
-        "format": 1,
         "rows": len(durations),
         "skipped": rows_in - len(durations),
         "hours": round(sum(durations) / 3600, 4),
@@ -163,13 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         args.out.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            (args.out / MANIFEST).unlink()  # a killed rerun must not look done
+        retract(args.out / MANIFEST)  # a killed rerun must not look done
         _clean_leftovers(args.out)
         # F5-TTS's tqdm bars and library warnings belong in the log: stderr carries only the one-line verdict
         with contextlib.redirect_stderr(sys.stdout):
             manifest = build(args)
-        atomic_write_json(args.out / MANIFEST, manifest)
+        write_manifest(args.out / MANIFEST, manifest)
     except (PrepareFailed, VocabError) as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 1

@@ -16,7 +16,8 @@ import time
 from importlib.resources import files
 from pathlib import Path
 
-from f5guard.fsutil import atomic_write_json, fsync_dir
+from f5guard.fsutil import fsync_dir
+from f5guard.recipe.manifests import MANIFEST, read_manifest, write_manifest
 
 # name -> (Hugging Face repo, file in it): the checkpoints F5-TTS's own finetune_cli fetches for --finetune.
 RELEASES = {
@@ -57,10 +58,10 @@ def _sha256(path: Path) -> str:
 
 def _already_here(out: Path) -> bool:
     """Runs share one download on home: a complete earlier fetch (manifest written last) is reused."""
+    manifest = read_manifest(out / MANIFEST)
+    if manifest is None:
+        return False
     try:
-        import json
-
-        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
         return Path(manifest["model"]).stat().st_size == manifest["size"] and (out / "vocab.txt").is_file()
     except (OSError, ValueError, KeyError, TypeError):
         return False
@@ -84,10 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         text = " ".join(str(err).split())[:300]
         print(f"{PROG}: could not download {args.name} to {args.out}: {type(err).__name__}: {text}", file=sys.stderr)
         return 1
-    atomic_write_json(
-        args.out / "manifest.json",
+    write_manifest(
+        args.out / MANIFEST,
         {
-            "format": 1,
             "name": args.name,
             "model": str(model),
             "vocab": str(args.out / "vocab.txt"),

@@ -23,21 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from f5guard.fsutil import atomic_write_json
 from f5guard.itemprogress import ItemProgress
 from f5guard.recipe.audio import AudioDecodeError, load_mono, resample, write_wav
 from f5guard.recipe.cliplan import Plan, Span, plan_clips
 from f5guard.recipe.ledger import Ledger, Record
-from f5guard.recipe.manifests import CLIPS_FORMAT, read_inventory
+from f5guard.recipe.manifests import CLIPS, CLIPS_DIR, read_inventory, retract, write_clips
 from f5guard.recipe.stagecli import BadInput, pick_device, run_entry, say, signature
 
 if TYPE_CHECKING:
     import torch
 
 PROG = "f5guard.recipe.segment"
-MANIFEST = "clips.json"
 LEDGER = "segments.jsonl"
-CLIPS = "clips"
 VAD_RATE = 16000
 PAD_MS = 100  # speech kept either side of a region: soft onsets and final consonants survive the cut
 # "|" would split a metadata.csv row; path separators and control characters make bad file names
@@ -171,7 +168,7 @@ class _Run:
     """One segment run over the selected sources, with its item record."""
 
     def __init__(self, out_dir: Path, params: Params, ledger: Ledger) -> None:
-        self.clips_dir = out_dir / CLIPS
+        self.clips_dir = out_dir / CLIPS_DIR
         self.params = params
         self.sig = params.signature()
         self.ledger = ledger
@@ -233,8 +230,8 @@ def segment(inventory: Path, out_dir: Path, params: Params, device_choice: str) 
     except ValueError as err:
         raise BadInput(f"--min-clip-s/--max-clip-s: {err}") from err
     sources, skipped = _select(read_inventory(inventory))
-    (out_dir / CLIPS).mkdir(parents=True, exist_ok=True)
-    (out_dir / MANIFEST).unlink(missing_ok=True)  # not done until this run publishes it again
+    (out_dir / CLIPS_DIR).mkdir(parents=True, exist_ok=True)
+    retract(out_dir / CLIPS)  # not done until this run publishes it again
     with Ledger(out_dir / LEDGER) as ledger:
         run = _Run(out_dir, params, ledger)
         todo = [f for f in sources if run.finished(f) is None]
@@ -243,14 +240,14 @@ def segment(inventory: Path, out_dir: Path, params: Params, device_choice: str) 
         clips = run.manifest(sources, skipped)
     if not clips:
         raise BadInput(f"inventory {inventory}: no speech clips in any of its {len(sources)} decodable sources")
-    atomic_write_json(out_dir / MANIFEST, {"format": CLIPS_FORMAT, "clips": clips, "skipped": skipped})
-    removed = _remove_orphans(out_dir / CLIPS, {Path(c["path"]).name for c in clips})
+    write_clips(out_dir / CLIPS, clips, skipped)
+    removed = _remove_orphans(out_dir / CLIPS_DIR, {Path(c["path"]).name for c in clips})
     hours = sum(c["duration_s"] for c in clips) / 3600
     sourced = len({c["source"] for c in clips})
     say(
         f"segment: done: {len(clips)} clips ({hours:.2f} h) from {sourced} sources, {len(skipped)} skipped"
         + (f", {removed} old clips removed" if removed else "")
-        + f" -> {out_dir / MANIFEST}"
+        + f" -> {out_dir / CLIPS}"
     )
     return 0
 

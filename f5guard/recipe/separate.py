@@ -26,15 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from f5guard.fsutil import atomic_write_bytes, atomic_write_json
+from f5guard.fsutil import atomic_write_bytes
 from f5guard.itemprogress import ItemProgress
 from f5guard.recipe.demucs_model import check_spec, load_separator, model_identity
 from f5guard.recipe.ledger import Ledger, Record
-from f5guard.recipe.manifests import INVENTORY_FORMAT, read_inventory
+from f5guard.recipe.manifests import INVENTORY, read_inventory, retract, write_inventory
 from f5guard.recipe.stagecli import BadInput, one_line, pick_device, run_entry, say, signature
 
 PROG = "f5guard.recipe.separate"
-INVENTORY = "inventory.json"
 LEDGER = "separate.jsonl"
 VOCALS = "vocals"
 CHUNK_S = 600.0  # separate long recordings in 10-minute windows: all four stems of an hour would need ~5 GB
@@ -178,7 +177,7 @@ def separate(inventory: Path, out: Path, model: str, device_choice: str) -> int:
     names = vocals_names(usable)
     sources = [Source(e, names[e["name"]]) for e in usable]
     out.mkdir(parents=True, exist_ok=True)
-    (out / INVENTORY).unlink(missing_ok=True)  # not done until it says so
+    retract(out / INVENTORY)  # not done until it says so
     sig = signature({"model": model_identity(model), "chunk_s": CHUNK_S, "fade_s": FADE_S, "seed": SEED,
                      "shifts": 1, "overlap": 0.25, "channels": 1})  # fmt: skip
     vocals_dir = out / VOCALS
@@ -210,7 +209,7 @@ def separate(inventory: Path, out: Path, model: str, device_choice: str) -> int:
     good = sum(1 for e in entries if e["ok"])
     if not good:
         raise BadInput(f"inventory {inventory}: no source could be decoded for separation")
-    atomic_write_json(out / INVENTORY, {"format": INVENTORY_FORMAT, "audio_dir": str(vocals_dir), "files": entries})
+    write_inventory(out / INVENTORY, vocals_dir, entries)
     say(f"separate: done: {good} vocals files, {len(entries) - good} not usable -> {out / INVENTORY}")
     return 0
 

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from f5guard.fsutil import atomic_write_bytes, atomic_write_json
+from f5guard.fsutil import atomic_write_bytes
 from f5guard.itemprogress import ItemProgress
 from f5guard.recipe.asr import (
     Backend,
@@ -38,14 +38,11 @@ from f5guard.recipe.asr import (
 from f5guard.recipe.audio import AudioDecodeError, load_mono
 from f5guard.recipe.ingest import sha256_file
 from f5guard.recipe.ledger import Ledger, Record
-from f5guard.recipe.manifests import read_clips
+from f5guard.recipe.manifests import MANIFEST, METADATA, read_clips, retract, write_manifest
 from f5guard.recipe.stagecli import BadInput, StageFailed, one_line, pick_device, run_entry, say, signature
 
 PROG = "f5guard.recipe.transcribe"
-MANIFEST = "manifest.json"
-METADATA = "metadata.csv"
 LEDGER = "transcripts.jsonl"
-FORMAT = 1
 ASR_RATE = 16000
 DROP_REASONS = ("empty", "short", "non_speech", "failed")
 BREAKER = 3  # this many clips failing in the model in a row: the model or device is broken, not the clips
@@ -176,7 +173,7 @@ def transcribe(clips_manifest: Path, out_dir: Path, options: DecodeOptions, rule
     if why is not None:
         raise BadInput(f"--model {options.model}: {why}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MANIFEST).unlink(missing_ok=True)  # not done until this run publishes it again
+    retract(out_dir / MANIFEST)  # not done until this run publishes it again
     with Ledger(out_dir / LEDGER) as ledger:
         run = _Run(ledger, options, backend)
         keys, todo = run.plan(clips)
@@ -188,9 +185,7 @@ def transcribe(clips_manifest: Path, out_dir: Path, options: DecodeOptions, rule
     if not rows:
         raise BadInput(f"clips manifest {clips_manifest}: no clip kept out of {len(keys)} ({_counts(dropped)})")
     atomic_write_bytes(out_dir / METADATA, metadata_csv(rows))
-    atomic_write_json(out_dir / MANIFEST, {
-        "format": FORMAT, "kept": len(rows), "dropped": dropped, "metadata": str(out_dir / METADATA),
-    })  # fmt: skip
+    write_manifest(out_dir / MANIFEST, {"kept": len(rows), "dropped": dropped, "metadata": str(out_dir / METADATA)})
     say(f"transcribe: done: {len(rows)} kept, {_counts(dropped)} -> {out_dir / METADATA}")
     return 0
 
