@@ -110,6 +110,9 @@ def _lease(t: Table) -> LeaseSettings:
         heartbeat_s=t.number("heartbeat_s", d.heartbeat_s),
         takeover_slack_s=t.number("takeover_slack_s", d.takeover_slack_s),
         epoch_poll_s=t.number("epoch_poll_s", d.epoch_poll_s, positive=True),
+        settle_s=t.number("settle_s", d.settle_s),
+        arrival_timeout_s=t.number("arrival_timeout_s", d.arrival_timeout_s, positive=True),
+        retention_delay_s=t.number("retention_delay_s", d.retention_delay_s),
     )
     if lease.heartbeat_s and lease.heartbeat_s >= lease.duration_s:
         t.fail(f"must be shorter than duration_s ({lease.duration_s:g})", "heartbeat_s")

@@ -54,3 +54,7 @@ class HomeUnreachable(F5guardError, OSError):
 
 class DaemonError(F5guardError, RuntimeError):
     """The daemon could not be started, reached or stopped."""
+
+
+class TrainingBehind(F5guardError, RuntimeError):
+    """Home records a durable checkpoint newer than any this runtime can see, and it did not arrive in time."""

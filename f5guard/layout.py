@@ -49,11 +49,21 @@ class WorkLayout:
     def stage_log(self, run: str, stage: str) -> Path:
         return self.logs / run / f"{stage}.log"
 
+    def stage_logs(self) -> list[tuple[str, str, Path]]:
+        """(run, stage, path) of every stage log on disk, sorted: the inverse of ``stage_log``."""
+        if not self.logs.is_dir():
+            return []
+        runs = sorted(p for p in self.logs.iterdir() if p.is_dir())
+        return [(run.name, log.stem, log) for run in runs for log in sorted(run.glob("*.log"))]
+
     def run_dir(self, run: str) -> Path:
         return self.root / "runs" / run
 
     def stage_dir(self, run: str, stage: str) -> Path:
         return self.run_dir(run) / stage
+
+    def stage_items(self, run: str, stage: str) -> Path:
+        return self.stage_dir(run, stage) / "items.jsonl"  # the stage's $F5GUARD_PROGRESS (itemprogress.py)
 
     def checkpoints(self, run: str) -> Path:
         return self.run_dir(run) / "ckpts"  # the trainer's own checkpoint dir (builtin mode's default)
@@ -70,12 +80,12 @@ class HomeLayout:
         return self.root / ".f5guard"
 
     @property
-    def lease(self) -> Path:
-        return self.lease_dir / "lease"  # SoftFileLease marker, renewed by heartbeat
+    def epoch(self) -> Path:
+        return self.lease_dir / "epoch.json"  # written by f5guard before claims; read for the highest epoch
 
     @property
-    def epoch(self) -> Path:
-        return self.lease_dir / "epoch.json"
+    def claims(self) -> Path:
+        return self.lease_dir / "claims"  # one file per runtime (lease/claims.py)
 
     @property
     def state(self) -> Path:
@@ -84,6 +94,10 @@ class HomeLayout:
     @property
     def logs(self) -> Path:
         return self.lease_dir / "logs"
+
+    def runtime_logs(self, epoch: int, runtime: str) -> Path:
+        """One folder per runtime: two runtimes never write one file (on Drive one would silently win)."""
+        return self.logs / f"e{epoch:04d}-{runtime}"
 
     def run_dir(self, run: str) -> Path:
         return self.root / "runs" / run

@@ -40,12 +40,15 @@ class RestartPolicy:
 
 @dataclass(frozen=True)
 class LeaseSettings:
-    """Heartbeat lease on home. Drive propagates writes in a minute or more, so the lease is long."""
+    """Ownership of a home over Drive, which shows one VM's writes to another a minute or more later."""
 
     duration_s: float = 120.0
     heartbeat_s: float = 0.0  # 0 means duration / 3, SoftFileLease's own default
     takeover_slack_s: float = 30.0  # extra wait for a remote holder's writes to sync before forcing
     epoch_poll_s: float = 5.0
+    settle_s: float = 60.0  # our claim stays on home this long, alone, before training starts
+    arrival_timeout_s: float = 1800.0  # wait this long for a checkpoint that state says exists on home
+    retention_delay_s: float = 600.0  # an older durable checkpoint goes only once its successor is this old
 
     @property
     def heartbeat_interval_s(self) -> float:

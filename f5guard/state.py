@@ -1,12 +1,14 @@
 """The state document: what every run and stage did, written atomically to work and mirrored to home.
 
-Only the daemon writes it. Home copies are named by epoch (``state-e0003.json``), so a daemon that lost a
-takeover can never overwrite the new owner's copy; loading takes the newest valid copy by (epoch, generation)
-and survives a corrupt or truncated one.
+Only the daemon writes it. Home copies are named by epoch and runtime (``state-e0003-<runtime>.json``): no two
+runtimes ever write one file (on Drive, one would silently win), and a daemon that lost a takeover can never
+overwrite the new owner's copy. Loading takes the newest valid copy by (epoch, runtime, generation), the order
+claims use (lease/claims.py), never by mtime, and survives a corrupt or truncated one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import re
@@ -19,7 +21,7 @@ from f5guard.errors import StateError
 from f5guard.fsutil import atomic_write_json
 
 SCHEMA_VERSION = 1
-_HOME_NAME = re.compile(r"^state-e(\d+)\.json$")
+_HOME_NAME = re.compile(r"^state-e(\d+)(?:-(.+))?\.json$")  # no runtime part: written before claims existed
 
 
 class StageStatus(str, enum.Enum):
@@ -120,6 +122,7 @@ class TrainingRecord:
     durable_path: str | None = None
     sync_warning: str | None = None
     sync_error: str | None = None
+    waiting: str | None = None  # why training has not started yet (settling, a checkpoint still on its way)
     restored: RestoreNote | None = None
     superseded: SupersedeNote | None = None
     quarantined: list[QuarantineNote] = field(default_factory=list)
@@ -134,6 +137,7 @@ class DaemonNote(TypedDict, total=False):
     started_at: float
     boot_id: str
     version: str
+    runtime: str  # the claim's runtime name (lease/claims.py): orders two copies of one epoch
     home_problem: str | None
 
 
@@ -223,27 +227,34 @@ class LoadedState:
 class StateStore:
     """Reads and writes the state copies; the daemon owns the only instance that writes."""
 
-    def __init__(self, work_path: Path, home_dir: Path, *, mirror_interval_s: float = 10.0) -> None:
+    def __init__(self, work_path: Path, home_dir: Path, *, mirror_interval_s: float = 10.0, runtime: str = "") -> None:
         self.work_path = work_path
         self.home_dir = home_dir
+        self.runtime = runtime  # names this daemon's home copies; empty for readers
         self.mirror_interval_s = mirror_interval_s
         self._last_mirror = 0.0
         self._home_dirty = False
 
     def home_path(self, epoch: int) -> Path:
-        return self.home_dir / f"state-e{epoch:04d}.json"
+        return self.home_dir / f"state-e{epoch:04d}{'-' + self.runtime if self.runtime else ''}.json"
 
     def home_copies(self) -> list[Path]:
+        """Every home copy, lowest (epoch, runtime) first."""
         try:
-            names = [p for p in self.home_dir.iterdir() if _HOME_NAME.match(p.name)]
+            found = [(m, p) for p in self.home_dir.iterdir() if (m := _HOME_NAME.match(p.name))]
         except OSError:
             return []
-        return sorted(names, key=lambda p: int(_HOME_NAME.match(p.name).group(1)))  # type: ignore[union-attr]
+        return [p for m, p in sorted(found, key=lambda mp: (int(mp[0][1]), mp[0][2] or ""))]
+
+    def highest_epoch(self) -> int:
+        """The highest epoch a home copy is named by: a new owner's epoch goes above it."""
+        epochs = [int(m[1]) for p in self.home_copies() if (m := _HOME_NAME.match(p.name))]
+        return max(epochs, default=0)
 
     def load(self) -> LoadedState:
-        """The newest valid copy by (epoch, generation); corrupt copies are reported, a too-new one refused."""
+        """The newest valid copy by (epoch, writer, generation); corrupt copies are reported, a too-new one refused."""
         problems: list[str] = []
-        best: tuple[tuple[int, int], StateDoc, Path] | None = None
+        best: tuple[tuple[int, str, int], StateDoc, Path] | None = None
         for path in [self.work_path, *reversed(self.home_copies())]:
             try:
                 raw = path.read_bytes()
@@ -259,12 +270,23 @@ class StateStore:
             except ValueError as err:  # includes JSONDecodeError and UnicodeDecodeError
                 problems.append(f"state copy {path} is corrupt ({err}); ignoring it")
                 continue
-            key = (doc.epoch, doc.generation)
+            key = (doc.epoch, str(doc.daemon.get("runtime", "")), doc.generation)
             if best is None or key > best[0]:
                 best = (key, doc, path)
         if best is None:
             return LoadedState(StateDoc(), None, tuple(problems))
         return LoadedState(best[1], best[2], tuple(problems))
+
+    def durable_updates(self, run: str) -> list[int]:
+        """The durable update every readable copy (any epoch, any runtime) records for ``run``: a runtime must
+        never resume below the highest of them (docs/reliability.md)."""
+        updates: list[int] = []
+        for path in [self.work_path, *self.home_copies()]:
+            with contextlib.suppress(OSError, ValueError, StateError):
+                record = doc_from_json(json.loads(path.read_bytes())).runs.get(run)
+                if record is not None and record.training is not None and record.training.durable_update is not None:
+                    updates.append(int(record.training.durable_update))
+        return updates
 
     def save(self, doc: StateDoc, *, mirror: bool = False) -> None:
         """Write the work copy (every change), and the home copy too when ``mirror``."""

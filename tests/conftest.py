@@ -95,6 +95,8 @@ duration_s = 2
 heartbeat_s = 0.5
 takeover_slack_s = 1
 epoch_poll_s = 0.2
+settle_s = 0.3
+retention_delay_s = 0
 """
 
 

@@ -70,13 +70,15 @@ def test_second_runtime_refused_then_takeover(make_project) -> None:  # type: ig
     took_s = time.monotonic() - t0
     new.wait_for(lambda: new.stage_state("r", "serve") == "running", what="new serving")
 
-    epoch = json.loads((old.home / ".f5guard" / "epoch.json").read_text())
-    assert epoch["epoch"] == 2 and epoch["pid"] == new.daemon_pid()
+    claims = [json.loads(c.read_text()) for c in (old.home / ".f5guard" / "claims").glob("*.json")]
+    by_pid = {c["runtime"]["pid"]: c for c in claims}
+    assert by_pid[new.daemon_pid()]["epoch"] == 2 and not by_pid[new.daemon_pid()]["released"]
+    assert by_pid[old_pid]["epoch"] == 1 and by_pid[old_pid]["released"], "the old owner said it left"
     log = (old.work / "logs" / "daemon.jsonl").read_text()
     assert "lease lost" in log and "epoch 2 > ours 1" in log
-    # The old daemon never wrote a home state copy under the new epoch's name; the newest copy is the new one's.
+    # Each runtime writes home state copies of its own, named by epoch and runtime: the newest is the new one's.
     copies = sorted(p.name for p in (old.home / ".f5guard").glob("state-e*.json"))
-    assert copies[-1] == "state-e0002.json"
+    assert copies[-1].startswith("state-e0002-")
     assert json.loads((old.home / ".f5guard" / copies[-1]).read_text())["daemon"]["pid"] == new.daemon_pid()
     assert took_s < 15
 
@@ -99,4 +101,5 @@ def test_takeover_from_a_frozen_holder(make_project) -> None:  # type: ignore[no
         frozen.resume()
     assert not wait_dead([frozen], timeout=15)
     assert new.status()["daemon"]["running"]
-    assert json.loads((new.home / ".f5guard" / "epoch.json").read_text())["pid"] == new.daemon_pid()
+    owner = new.status()["lease"]
+    assert owner["pid"] == new.daemon_pid() and owner["epoch"] == 2

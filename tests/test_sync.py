@@ -123,7 +123,8 @@ def test_the_old_checkpoint_is_deleted_only_after_its_successor_is_durable(
 
 def test_a_takeover_never_deletes_more_progress_than_it_has(maker: CheckpointMaker, dirs: tuple[Path, Path],
                                                             tmp_path: Path) -> None:  # fmt: skip
-    """Epoch 2, restarted from an older point, keeps epoch 1's further-trained checkpoint till passed."""
+    """Epoch 2, restarted from an older point, keeps epoch 1's further-trained checkpoint till passed: progress
+    ranks by update, not epoch, so its own less-trained checkpoint is not even published meanwhile."""
     local, home = dirs
     maker.make(local / "model_last.pt", 50)
     assert CheckpointSync(local, home, epoch=1).flush(30)
@@ -132,7 +133,8 @@ def test_a_takeover_never_deletes_more_progress_than_it_has(maker: CheckpointMak
     maker.make(second / "model_last.pt", 10)
     syncer = CheckpointSync(second, home, epoch=2)
     assert syncer.flush(30)
-    assert [(d.epoch, d.update) for d in list_durable(home)] == [(1, 50), (2, 10)]
+    assert [(d.epoch, d.update) for d in list_durable(home)] == [(1, 50)]
+    assert restore(home, tmp_path / "vm3") is not None and list_durable(home)[-1].update == 50
     maker.make(second / "model_last.pt", 60)
     assert syncer.flush(30)
     assert [(d.epoch, d.update) for d in list_durable(home)] == [(2, 60)]

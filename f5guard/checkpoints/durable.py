@@ -1,5 +1,9 @@
-"""Durable checkpoints on home: a versioned file (``ckpt-e{epoch}-u{update}.pt``, never rewritten) plus the
-manifest written after it is verified; and the restore of the newest one that still verifies.
+"""Durable checkpoints on home: a versioned file (``ckpt-e{epoch}-u{update}-{runtime tag}.pt``, never rewritten)
+plus the manifest written after it is verified; and the restore of the newest one that still verifies.
+
+The runtime tag makes every name one runtime's own: two runtimes that share an epoch (they started before Drive
+showed either to the other) never write the same file. Progress ranks by update, whatever the epoch: epochs
+fence writers, they do not rank progress (a takeover that restarted from an older point is not "newer").
 
 A file with a valid manifest is *durable*; anything else on home (a half upload, a temp) is not. This module
 owns the names and the manifest format on home; ``publish`` decides when to write them. Torch-free:
@@ -25,16 +29,19 @@ from f5guard.fsutil import atomic_write_json, fsync_dir, read_json
 
 Log = Callable[..., None]
 MANIFEST_FORMAT = 1
-NAME = re.compile(r"^ckpt-e(\d{4,})-u(\d{9,})\.(pt|json)$")
-TEMP = re.compile(r"^\.ckpt-e\d+-u\d+\.(pt\.tmp-\d+|json\..*\.tmp)$")  # the sync's, and atomic_write_json's
+# Names without a tag were written before runtimes tagged them; they still count.
+NAME = re.compile(r"^ckpt-e(\d{4,})-u(\d{9,})(?:-([0-9a-f]{8}))?\.(pt|json)$")
+TEMP = re.compile(
+    r"^\.ckpt-e\d+-u\d+(?:-[0-9a-f]{8})?\.(pt\.tmp-\d+|json\..*\.tmp)$"
+)  # the sync's, atomic_write_json's
 
 
 class RestoreFailed(F5guardError, RuntimeError):
     """A verified checkpoint could not be written to the local checkpoint dir (local disk full, ...)."""
 
 
-def durable_name(epoch: int, update: int) -> str:
-    return f"ckpt-e{epoch:04d}-u{update:09d}.pt"
+def durable_name(epoch: int, update: int, tag: str = "") -> str:
+    return f"ckpt-e{epoch:04d}-u{update:09d}{'-' + tag if tag else ''}.pt"
 
 
 def upload_temp(final: Path) -> Path:
@@ -54,6 +61,11 @@ class DurableCheckpoint:
     sha256: str
     synced_at: float
     source_name: str
+
+    @property
+    def rank(self) -> tuple[int, int, str]:
+        """Progress first: the highest update is the newest, whatever epoch or runtime wrote it."""
+        return (self.update, self.epoch, self.path.name)
 
 
 def read_manifest(manifest: Path) -> DurableCheckpoint | None:
@@ -85,13 +97,32 @@ def write_manifest(durable: DurableCheckpoint) -> None:
 
 
 def list_durable(home_ckpt_dir: Path) -> list[DurableCheckpoint]:
-    """Valid manifests whose file exists with the right size, oldest to newest by (epoch, update)."""
+    """Valid manifests whose file exists with the right size, least to most progress (``rank``)."""
     try:
         names = os.listdir(home_ckpt_dir)
     except FileNotFoundError:
         return []
     found = [read_manifest(home_ckpt_dir / n) for n in names if n.endswith(".json") and NAME.match(n)]
-    return sorted((d for d in found if d is not None), key=lambda d: (d.epoch, d.update))
+    return sorted((d for d in found if d is not None), key=lambda d: d.rank)
+
+
+def recorded_updates(home_ckpt_dir: Path) -> list[int]:
+    """The update of every manifest in this view of home, whether its file has arrived yet or not: a manifest
+    is written only after its checkpoint verified, so each one proves that much progress was made durable."""
+    try:
+        names = os.listdir(home_ckpt_dir)
+    except OSError:
+        return []
+    return [int(m[2]) for n in names if (m := NAME.match(n)) and n.endswith(".json")]
+
+
+def highest_durable_epoch(home_ckpt_dir: Path) -> int:
+    """The highest epoch any checkpoint name shows: a new owner's epoch goes above it."""
+    try:
+        names = os.listdir(home_ckpt_dir)
+    except OSError:
+        return 0
+    return max((int(m[1]) for n in names if (m := NAME.match(n))), default=0)
 
 
 def no_log(_event: str, **_fields: Any) -> None:

@@ -69,10 +69,13 @@ class _Stopped(Exception):
 class Publisher:
     """Makes local checkpoints durable on home for one epoch, keeping the newest ``keep`` of them."""
 
-    def __init__(self, home: Path, *, epoch: int, keep: int, fence: Callable[[], None] | None, log: Log) -> None:
+    def __init__(self, home: Path, *, epoch: int, keep: int, fence: Callable[[], None] | None, log: Log,
+                 tag: str = "", retention_delay_s: float = 0.0) -> None:  # fmt: skip
         if keep < 1:
             raise ValueError(f"keep must be at least 1 (home must hold a checkpoint), got {keep}")
         self.home, self.epoch, self.keep = home, epoch, keep
+        self.tag = tag  # our runtime's: no other runtime ever writes a file of ours
+        self.retention_delay_s = retention_delay_s
         self._fence_fn = fence
         self._log = log
         self._delay_s = float(os.environ.get(CHUNK_DELAY_ENV) or 0)
@@ -97,14 +100,19 @@ class Publisher:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.home / name)
                 self._log("sync.removed_temp", file=name)
-        if durables := list_durable(self.home):
-            self._trim(durables, durables[-1])
+        self.trim_due(list_durable(self.home))
         return list_durable(self.home)
 
     def covered(self, info: CheckpointInfo, durables: list[DurableCheckpoint]) -> bool:
-        """Home already holds this update (e.g. the one restored from), or something at least as new."""
-        mine = (self.epoch, info.update)
-        return any(d.update == info.update or (d.epoch, d.update) >= mine for d in durables)
+        """Home already holds this much progress (e.g. the checkpoint restored from), whoever wrote it."""
+        return any(d.update >= info.update for d in durables)
+
+    def trim_due(self, durables: list[DurableCheckpoint]) -> None:
+        """Retention, once the newest durable checkpoint has been on home for ``retention_delay_s``: Drive
+        uploads files independently, and a small delete can reach the cloud before a 5 GB upload does, so
+        deleting the previous one as soon as its successor exists here could leave the cloud with none."""
+        if durables and time.time() - durables[-1].synced_at >= self.retention_delay_s:
+            self._trim(durables, durables[-1])
 
     def publish(self, candidate: CheckpointInfo, durables: list[DurableCheckpoint], *,
                 stopping: Callable[[], bool], on_copy: Callable[[CheckpointInfo], None],
@@ -130,7 +138,7 @@ class Publisher:
             self._log("sync.done", file=durable.path.name, update=durable.update, size=durable.size,
                       seconds=round(elapsed, 3), source=durable.source_name)  # fmt: skip
             try:
-                self._trim(list_durable(self.home), durable)
+                self.trim_due(list_durable(self.home))
             except OSError as err:  # the new one is durable; an old one left behind only wastes space
                 self._log("sync.trim_failed", error=f"could not delete old checkpoints in {self.home}: {err}")
         return attempt
@@ -146,7 +154,7 @@ class Publisher:
     def _copy_and_publish(self, candidate: CheckpointInfo,
                           stopping: Callable[[], bool]) -> tuple[Attempt, DurableCheckpoint | None]:  # fmt: skip
         """temp copy (hashed) -> verify on home -> rename -> manifest; the temp never survives a failure."""
-        final = self.home / durable_name(self.epoch, candidate.update)
+        final = self.home / durable_name(self.epoch, candidate.update, self.tag)
         tmp = upload_temp(final)
         published = False
         self._log("sync.start", file=candidate.name, update=candidate.update, size=candidate.size)
@@ -220,18 +228,15 @@ class Publisher:
         Never one with more progress than ``newest``: after a takeover that restarted from an older point,
         the old epoch's further-trained checkpoint stays until this run has passed it.
         """
-        key = (newest.epoch, newest.update)
-        older = [d for d in durables if (d.epoch, d.update) < key]
+        older = [d for d in durables if d.rank < newest.rank]
         for d in older[: max(0, len(older) - (self.keep - 1))]:
-            if d.update <= newest.update:
-                self._delete(d.path, d.manifest)
+            self._delete(d.path, d.manifest)
         known = {p.name for d in durables for p in (d.path, d.manifest)}
         for name in os.listdir(self.home):  # half pairs: a file whose manifest never came, or the reverse
             match = NAME.match(name)
             if match is None or name in known:
                 continue
-            epoch, update = int(match[1]), int(match[2])
-            if (epoch, update) < key and update <= newest.update:
+            if int(match[2]) < newest.update:  # never one that may hold as much progress (still arriving)
                 self._delete(self.home / name)
 
     def _delete(self, *paths: Path) -> None:

@@ -45,12 +45,13 @@ class CheckpointSync:
 
     def __init__(self, local_dir: Path, home_ckpt_dir: Path, *, epoch: int, keep: int = 1,
                  fence: Callable[[], None] | None = None, polling: bool = False, retry_max_s: float = 300.0,
-                 log: Log | None = None) -> None:  # fmt: skip
+                 log: Log | None = None, tag: str = "", retention_delay_s: float = 0.0) -> None:  # fmt: skip
         self.local_dir, self.home = Path(local_dir), Path(home_ckpt_dir)
         self._polling = polling
         self._retry_max_s = retry_max_s
         self._log: Log = log or no_log
-        self._publisher = Publisher(self.home, epoch=epoch, keep=keep, fence=fence, log=self._log)
+        self._publisher = Publisher(self.home, epoch=epoch, keep=keep, fence=fence, log=self._log, tag=tag,
+                                    retention_delay_s=retention_delay_s)  # fmt: skip
         self._cond = threading.Condition()  # guards the fields below; flush waits on it
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -224,6 +225,7 @@ class CheckpointSync:
         self._set(durables=durables)
         if candidate is None or self._publisher.covered(candidate, durables):
             self._set(attempts=0, torn_in_row=0)
+            self._publisher.trim_due(durables)  # a retention held back until the newest had time to upload
             return Outcome.NOTHING
         try:
             attempt = self._publisher.publish(candidate, durables,

@@ -19,8 +19,13 @@ STDIO_TAIL = 15
 @click.command("start")
 @config_option
 @click.option("--takeover", is_flag=True, help="Take the home lease from another runtime (it stops on seeing it).")
+@click.option(
+    "--accept-older",
+    is_flag=True,
+    help="Resume from the newest checkpoint that did arrive on home, though state names a newer one.",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would run and why; start nothing.")
-def command(config_path: str | None, takeover: bool, dry_run: bool) -> int:
+def command(config_path: str | None, takeover: bool, accept_older: bool, dry_run: bool) -> int:
     """Start the supervisor in the background; returns within seconds."""
     ctx = open_config(config_path)
     if dry_run:
@@ -29,7 +34,7 @@ def command(config_path: str | None, takeover: bool, dry_run: bool) -> int:
     if info is not None:
         click.echo(f"f5guard is already running here (pid {info.pid}); see `f5guard status`.")
         return 0
-    result = spawn_daemon(ctx.config.path, ctx.work.daemon_stdio, takeover=takeover)
+    result = spawn_daemon(ctx.config.path, ctx.work.daemon_stdio, takeover=takeover, accept_older=accept_older)
     last = result.last
     phase = last.get("phase")
     if phase == "ready":

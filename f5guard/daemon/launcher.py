@@ -35,7 +35,13 @@ FINAL_PHASES = ("ready", "failed", "already-running")
 
 
 def spawn_daemon(
-    config: Path, stdio_log: Path, *, takeover: bool, timeout_s: float = 30.0, lease_wait_s: float = 10.0
+    config: Path,
+    stdio_log: Path,
+    *,
+    takeover: bool,
+    accept_older: bool = False,
+    timeout_s: float = 30.0,
+    lease_wait_s: float = 10.0,
 ) -> LaunchResult:
     """Start ``python -m f5guard.daemon`` detached (setsid) and read its status messages until it settles.
 
@@ -50,6 +56,8 @@ def spawn_daemon(
     argv = [sys.executable, "-m", "f5guard.daemon", "--config", str(config)]
     if takeover:
         argv.append("--takeover")
+    if accept_older:
+        argv.append("--accept-older")
     env = {**os.environ, READY_FD_ENV: str(write_fd), "PYTHONUNBUFFERED": "1"}
     try:
         pid = os.posix_spawn(

@@ -1,4 +1,4 @@
-"""Copy the work dir's logs to home now and then, so they survive the VM (one writer: the lease holder)."""
+"""Copy the work dir's logs to home now and then, so they survive the VM (into a folder of this runtime's own)."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from types import FrameType
 from filelock import FileLock, Timeout
 
 from f5guard import __version__, pidfile, requests, sdnotify
+from f5guard.checkpoints.durable import highest_durable_epoch
 from f5guard.config import load_config
 from f5guard.daemon import logs
 from f5guard.daemon.launcher import ReadyChannel
@@ -26,8 +27,8 @@ from f5guard.daemon.mirror import mirror_tree
 from f5guard.daemon.supervisor import Supervisor
 from f5guard.errors import DaemonError, F5guardError, HomeUnreachable, LeaseLost
 from f5guard.layout import HomeLayout, WorkLayout
+from f5guard.lease.claims import Claim
 from f5guard.lease.hold import HomeLease
-from f5guard.lease.info import Holder
 from f5guard.machine import boot_id, hostname
 from f5guard.redact import Redactor
 from f5guard.schema import Config
@@ -47,7 +48,10 @@ class _StopBeforeReady(Exception):
 class Daemon:
     """One supervisor process for one config (work dir + home)."""
 
-    def __init__(self, config: Config, *, takeover: bool = False, foreground: bool = False) -> None:
+    def __init__(
+        self, config: Config, *, takeover: bool = False, foreground: bool = False, accept_older: bool = False
+    ) -> None:
+        self.accept_older = accept_older
         self.config = config
         self.takeover = takeover
         self.foreground = foreground
@@ -104,8 +108,13 @@ class Daemon:
         self._write_pidfile("starting")
         self._install_signals()
         try:
-            self.lease = HomeLease(self.home, self.config.lease)
-            epoch = self.lease.acquire(takeover=self.takeover, on_wait=self._waiting_for_lease)
+            self.lease = HomeLease(self.home, self.config.lease, work=str(self.work.root))
+            self.store.runtime = self.lease.me.name
+            floor = max(
+                self.store.highest_epoch(),
+                *(highest_durable_epoch(self.home.checkpoints(r.name)) for r in self.config.runs),
+            )
+            epoch = self.lease.acquire(takeover=self.takeover, floor_epoch=floor, on_wait=self._waiting_for_lease)
         except _StopBeforeReady:
             self.log.info("stopped while waiting for the lease")
             if self.lease is not None:
@@ -114,7 +123,7 @@ class Daemon:
         except F5guardError as err:
             return self._startup_failed(err)
         except OSError as err:
-            return self._startup_failed(DaemonError(f"cannot take the lease at {self.home.lease}: {err}"))
+            return self._startup_failed(DaemonError(f"cannot claim home at {self.home.claims}: {err}"))
         self.serving = True
         try:
             loaded = self.store.load()
@@ -126,7 +135,12 @@ class Daemon:
         doc = loaded.doc
         doc.epoch = epoch
         doc.daemon = DaemonNote(
-            pid=os.getpid(), host=hostname(), started_at=self.started_at, boot_id=self.boot, version=__version__
+            pid=os.getpid(),
+            host=hostname(),
+            started_at=self.started_at,
+            boot_id=self.boot,
+            version=__version__,
+            runtime=self.lease.me.name,
         )
         self._reap_leftovers(doc)
         supervisor = Supervisor(self.config, doc, self._run_context(redactor, epoch, self.lease))
@@ -150,6 +164,10 @@ class Daemon:
             base_env=dict(os.environ),
             epoch=epoch,
             fence=lease.check,
+            gate=lease.training_gate,
+            lease=self.config.lease,
+            accept_older=self.accept_older,
+            runtime_tag=lease.me.tag,
         )
 
     def _startup_failed(self, err: F5guardError) -> int:
@@ -159,7 +177,7 @@ class Daemon:
         print(f"f5guard: {err.message}", file=sys.stderr)
         return err.exit_code
 
-    def _waiting_for_lease(self, holder: Holder) -> None:
+    def _waiting_for_lease(self, holder: Claim) -> None:
         wait = self.config.lease.duration_s + self.config.lease.takeover_slack_s
         self.log.warning("waiting for the home lease", holder=holder.describe(), wait_s=wait, takeover=self.takeover)
         self._write_pidfile("waiting-lease")
@@ -267,7 +285,7 @@ class Daemon:
     def _mirror(self, doc: StateDoc) -> None:
         self._mirror_state(doc, force=False)
         try:
-            mirror_tree(self.work.logs, self.home.logs)
+            mirror_tree(self.work.logs, self.home.runtime_logs(doc.epoch, self.store.runtime))
         except OSError as err:
             self.log.warning("cannot mirror logs to home", error=str(err))
 
@@ -332,21 +350,22 @@ class Daemon:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop training
 
 
-def run_daemon(config_path: Path, *, takeover: bool, foreground: bool) -> int:
+def run_daemon(config_path: Path, *, takeover: bool, foreground: bool, accept_older: bool = False) -> int:
     try:
         config = load_config(config_path)
     except F5guardError as err:
         ReadyChannel().send("failed", error=err.message, exit_code=err.exit_code)
         print(f"f5guard: {err.message}", file=sys.stderr)
         return err.exit_code
-    return Daemon(config, takeover=takeover, foreground=foreground).main()
+    return Daemon(config, takeover=takeover, foreground=foreground, accept_older=accept_older).main()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m f5guard.daemon", description="the detached daemon entry")
     parser.add_argument("--config", required=True, type=Path)
     parser.add_argument("--takeover", action="store_true")
+    parser.add_argument("--accept-older", action="store_true")
     parser.add_argument("--foreground", action="store_true")
     args = parser.parse_args(argv)
     os.chdir("/")  # never keep a notebook's folder (or an unmounting Drive) busy
-    return run_daemon(args.config, takeover=args.takeover, foreground=args.foreground)
+    return run_daemon(args.config, takeover=args.takeover, foreground=args.foreground, accept_older=args.accept_older)

@@ -1,45 +1,51 @@
-"""The home lease: one supervisor owns a home at a time, across machines that share it (Drive).
+"""This runtime's hold on a home: a claim of its own, a heartbeat, a settle period, and a total order.
 
-A filelock SoftFileLease marker, renewed by its heartbeat thread, says who holds it; a peer takes it only after
-seeing the marker unchanged for the whole lease duration on its OWN clock. Drive has no compare-and-swap and
-filelock does not fence, so every hold also gets an epoch (highest seen + 1) in ``epoch.json``: a holder that
-sees a higher epoch than its own stops, and files of a lower epoch never win over a higher one.
+Home is Google Drive: writes reach other VMs late and out of order, and a file two VMs write ends with one
+silent winner. So a runtime writes only its own claim (``claims.py``), picks an epoch above every epoch it can
+see, and trains only after its claim has been on home for ``settle_s`` with no claim above it in the order
+(epoch, runtime). A holder that sees a live claim above its own stops its children and exits (``LeaseLost``).
+Two runtimes that start before either sees the other therefore train together for at most the time Drive
+takes to show one claim to the other (docs/reliability.md). filelock's SoftFileLease renews the heartbeat
+marker beside our claim and tells us when someone removed or replaced it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 
 from filelock import SoftFileLease, Timeout
 
 from f5guard.errors import HomeUnreachable, LeaseHeld, LeaseLost
-from f5guard.fsutil import atomic_write_json
 from f5guard.layout import HomeLayout
-from f5guard.lease.info import EpochRecord, Holder, current_holder, looks_live, read_epoch
-from f5guard.machine import hostname
+from f5guard.lease.claims import Claim, ClaimWatch, RuntimeId, Sighting, beat_path, write_claim
+from f5guard.lease.info import highest_epoch_seen
 from f5guard.schema import LeaseSettings
 
 _POLL_S = 0.25
 
 
 class HomeLease:
-    """This daemon's hold on a home: acquire (or take over), check for a higher epoch, release."""
+    """Acquire (or take over), check for a claim above ours, gate training on the settle period, release."""
 
-    def __init__(self, layout: HomeLayout, settings: LeaseSettings) -> None:
+    def __init__(self, layout: HomeLayout, settings: LeaseSettings, *, work: str, me: RuntimeId | None = None) -> None:
         self.layout = layout
         self.settings = settings
+        self.work = work
+        self.me = me or RuntimeId.here()
         self.epoch = 0
-        self._lost: str | None = None
+        self.claim: Claim | None = None
+        self.claimed_at = 0.0  # monotonic: when our claim was written
         self.degraded: str | None = None  # home unreachable: training goes on, home writes wait
+        self.peers: list[Sighting] = []  # the latest look at the other claims (status shows them)
+        self._lost: str | None = None
         self._lock = threading.Lock()
-        layout.lease_dir.mkdir(parents=True, exist_ok=True)
-        self._lease = SoftFileLease(
-            str(layout.lease),
+        self.watch = ClaimWatch(layout, self.me, settings.duration_s)
+        self._beat = SoftFileLease(
+            str(beat_path(layout, self.me)),
             lease_duration=settings.duration_s,
             heartbeat_interval=settings.heartbeat_interval_s,
             on_compromise=self._compromised,
@@ -49,96 +55,125 @@ class HomeLease:
 
     @property
     def token(self) -> str | None:
-        return self._lease.token
+        return self._beat.token
 
-    def acquire(self, *, takeover: bool, on_wait: Callable[[Holder], None] | None = None) -> int:
-        """Take the lease; returns the new epoch. Raises LeaseHeld if a live holder keeps it."""
-        holder = current_holder(self.layout)
-        previous = read_epoch(self.layout.epoch)
-        epoch = (previous.epoch if previous else 0) + 1
-        if holder is not None and not takeover and looks_live(holder, self.settings):
+    def live_peers(self) -> list[Sighting]:
+        return [s for s in self.peers if s.live]
+
+    def acquire(self, *, takeover: bool, floor_epoch: int = 0, on_wait: Callable[[Claim], None] | None = None) -> int:
+        """Write our claim with an epoch above everything visible; returns it. Without ``takeover`` a live
+        claim of another runtime refuses at once (LeaseHeld); with it, we announce ourselves and wait until the
+        old owner released its claim or went silent for a whole lease duration on our own clock."""
+        self.layout.claims.mkdir(parents=True, exist_ok=True)
+        self.peers = self.watch.look()
+        live = self.live_peers()
+        if live and not takeover:
+            owner = live[-1]
             raise LeaseHeld(
-                f"home {self.layout.root} is owned by {holder.describe()}; "
-                "run `f5guard start --takeover` to take it over"
+                f"home {self.layout.root} is owned by {_describe(owner)}; run `f5guard start --takeover` to take it over"
             )
-        if takeover:
-            # Announce first: a live old holder sees the higher epoch, stops its trainer and releases.
-            self._write_epoch(epoch, token=None, takeover=True)
-        if holder is not None and on_wait is not None:
-            on_wait(holder)
-        wait_s = self.settings.duration_s + self.settings.takeover_slack_s + 2 * _POLL_S
+        self.epoch = max(floor_epoch, highest_epoch_seen(self.layout)) + 1
+        self.claim = Claim(runtime=self.me, epoch=self.epoch, work=self.work, since=time.time())
+        write_claim(self.layout, self.claim)
+        self.claimed_at = time.monotonic()
         try:
-            self._lease.acquire(timeout=wait_s)
-        except Timeout:
-            if not takeover:
-                again = current_holder(self.layout)
-                raise LeaseHeld(
-                    f"home {self.layout.root} is still owned by "
-                    f"{again.describe() if again else 'another supervisor'}; "
-                    "run `f5guard start --takeover` to take it over"
-                ) from None
-            self._break_marker()
-            self._lease.acquire(timeout=wait_s)
-        self.epoch = epoch
-        self._write_epoch(epoch, token=self._lease.token, takeover=takeover)
-        return epoch
+            self._beat.acquire(timeout=self.settings.duration_s)
+        except Timeout as err:  # our marker's name is ours alone: only a leftover of this very runtime blocks it
+            raise LeaseHeld(f"cannot create the heartbeat marker {beat_path(self.layout, self.me)}") from err
+        if live and on_wait is not None:
+            on_wait(live[-1].claim)
+        self._wait_for_old_owners(live)
+        return self.epoch
 
-    def _break_marker(self) -> None:
-        """A holder that ignores the higher epoch loses its marker: its heartbeat then reports the loss."""
-        aside = self.layout.lease.with_name(f"lease.broken-{int(time.time())}-{os.getpid()}")
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(self.layout.lease, aside)
+    def _wait_for_old_owners(self, live: list[Sighting]) -> None:
+        """A takeover: the old owner sees our higher epoch, stops its trainer and releases; a frozen one is
+        taken from once its claim has not changed for the lease duration plus slack, on our clock."""
+        if not live:
+            return
+        deadline = time.monotonic() + self.settings.duration_s + self.settings.takeover_slack_s + 2 * _POLL_S
+        while time.monotonic() < deadline:
+            self.peers = self.watch.look()
+            if not any(s.live and s.claim.key < self._key for s in self.peers):
+                return
+            time.sleep(_POLL_S)
 
-    def _write_epoch(self, epoch: int, *, token: str | None, takeover: bool) -> None:
-        record = EpochRecord(
-            epoch=epoch, host=hostname(), pid=os.getpid(), token=token, since=time.time(), takeover=takeover
-        )
-        atomic_write_json(self.layout.epoch, asdict(record))
+    @property
+    def _key(self) -> tuple[int, str]:
+        return (self.epoch, self.me.name)
+
+    def training_gate(self) -> str | None:
+        """Why training must not start yet, or None. Our claim must have been on home for ``settle_s`` (so a
+        runtime that started at the same time has had the time to show itself), and every live claim below
+        ours must be gone, or have had a whole takeover wait to see ours (it stops when it does)."""
+        waited = time.monotonic() - self.claimed_at
+        if waited < self.settings.settle_s:
+            return (
+                f"settling: training starts once no other runtime has shown up on home for {self.settings.settle_s:g} s "
+                f"({self.settings.settle_s - waited:.0f} s left)"
+            )
+        lower = [s for s in self.live_peers() if s.claim.key < self._key]
+        if lower and waited < self.settings.duration_s + self.settings.takeover_slack_s:
+            return f"waiting for {_describe(lower[-1])} to stop its training (it has seen our higher epoch)"
+        return None
 
     def _compromised(self, compromise: object) -> None:
-        """From the heartbeat thread. Errors renewing (a Drive hiccup: Errno 107, EIO) only degrade the hold:
-        the trainer keeps going and the lease is re-taken when home answers again. A marker that another
-        supervisor replaced or removed means we lost it."""
+        """From the heartbeat thread. Errors renewing (a Drive hiccup: Errno 107, EIO) only degrade the hold;
+        a heartbeat marker that someone else replaced or removed means we lost it."""
         reason = getattr(compromise, "reason", str(compromise))
         with self._lock:
             if reason == "refresh-failed":
                 self.degraded = f"cannot renew the lease on home ({getattr(compromise, 'error', None)})"
             else:
-                self._lost = f"lease marker lost ({reason})"
+                self._lost = f"heartbeat marker lost ({reason})"
 
     def check(self) -> None:
-        """Raise LeaseLost when a higher epoch exists or the marker was taken; cheap enough for every poll."""
+        """Raise LeaseLost when a live claim above ours exists or our marker was taken; cheap enough for every
+        control pass (a directory listing and a few small reads)."""
         with self._lock:
             lost, degraded = self._lost, self.degraded
-        record = read_epoch(self.layout.epoch)  # None while home is unreachable: nothing to conclude
-        if record is not None and record.epoch > self.epoch:
+        self.peers = self.watch.look()
+        above = [s for s in self.peers if s.live and s.claim.key > self._key]
+        if above:
+            winner = above[-1].claim
             raise LeaseLost(
-                f"host {record.host} pid {record.pid} took over home {self.layout.root} "
-                f"(epoch {record.epoch} > ours {self.epoch})"
+                f"host {winner.runtime.host} pid {winner.runtime.pid} took over home {self.layout.root} "
+                f"(epoch {winner.epoch} > ours {self.epoch})"
+                if winner.epoch > self.epoch
+                else f"host {winner.runtime.host} pid {winner.runtime.pid} claimed home {self.layout.root} at the "
+                f"same time with the same epoch {self.epoch} and wins the tie (runtime order)"
             )
         if lost is not None:
-            raise LeaseLost(f"{lost} at {self.layout.lease}")
+            raise LeaseLost(f"{lost} at {beat_path(self.layout, self.me)}")
         if degraded is not None:
             self._try_reacquire()
             raise HomeUnreachable(degraded)
 
     def _try_reacquire(self) -> None:
-        """One non-blocking attempt; filelock remembers how long our stale marker has been unchanged, so
-        repeated attempts succeed once a full lease duration passed, unless someone else took it first."""
+        """One non-blocking attempt to renew after a Drive hiccup; our claim is rewritten as it was."""
         with contextlib.suppress(Exception):
-            self._lease.release(force=True)
+            self._beat.release(force=True)
         try:
-            self._lease.acquire(timeout=0)
+            self._beat.acquire(timeout=0)
         except (Timeout, OSError):
             return
         try:
-            self._write_epoch(self.epoch, token=self._lease.token, takeover=False)
+            if self.claim is not None:
+                write_claim(self.layout, self.claim)
         except OSError:
-            self._lease.release(force=True)
+            self._beat.release(force=True)
             return
         with self._lock:
             self.degraded = None
 
     def release(self) -> None:
+        """Say on home that we are gone (a peer waiting for us goes on at once), then stop the heartbeat."""
+        if self.claim is not None:
+            with contextlib.suppress(OSError):
+                write_claim(self.layout, dataclasses.replace(self.claim, released=True))
         with contextlib.suppress(Exception):
-            self._lease.release(force=True)
+            self._beat.release(force=True)
+
+
+def _describe(sighting: Sighting) -> str:
+    age = "unknown" if sighting.heartbeat_age_s is None else f"{sighting.heartbeat_age_s:.0f}s ago"
+    return f"{sighting.claim.describe()}, last heartbeat {age}"

@@ -9,7 +9,7 @@ from typing import Any
 
 from f5guard.layout import HomeLayout, WorkLayout
 from f5guard.redact import Redactor
-from f5guard.schema import LogSettings
+from f5guard.schema import LeaseSettings, LogSettings
 
 
 @dataclass
@@ -24,3 +24,7 @@ class RunContext:
     base_env: dict[str, str] = field(default_factory=dict)
     epoch: int = 0
     fence: Callable[[], None] = lambda: None  # raises LeaseLost when another supervisor took over home
+    gate: Callable[[], str | None] = lambda: None  # why training must not start yet (lease/hold.py), or None
+    lease: LeaseSettings = field(default_factory=LeaseSettings)
+    runtime_tag: str = ""  # names this runtime's files on home (lease/claims.py: RuntimeId.tag)
+    accept_older: bool = False  # `start --accept-older`: resume below a durable update state names

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from f5guard.itemprogress import read_latest
-from f5guard.schema import StageConfig
+from f5guard.schema import RunConfig, StageConfig
 from f5guard.stages.attempt import Attempt
 from f5guard.stages.context import RunContext
 from f5guard.stages.exits import ExitInfo
@@ -21,6 +21,7 @@ from f5guard.state import RunRecord, StageRecord
 class StageRunnerView(Protocol):
     """What a driver may use of the stage runner that owns it (the runner is ``stages.runner.StageRunner``)."""
 
+    run: RunConfig
     stage: StageConfig
     record: StageRecord
     run_record: RunRecord

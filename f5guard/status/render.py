@@ -134,6 +134,8 @@ def _training_lines(t: TrainingReport) -> list[str]:
         lines.append(f"[yellow]inference copy failed:[/] {export['error']}")
     for q in t["quarantined"]:
         lines.append(f"[yellow]quarantined[/] {q['name']} → {q['moved_to']}: {q['reason']}")
+    if t["waiting"]:
+        lines.append(f"[yellow]not training yet:[/] {t['waiting']}")
     for key in ("sync_warning", "sync_error"):
         if t.get(key):
             lines.append(f"[yellow]{key.replace('_', ' ')}:[/] {t[key]}")

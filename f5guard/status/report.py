@@ -12,7 +12,8 @@ from typing import TypedDict
 from f5guard import pidfile
 from f5guard.checkpoints.durable import list_durable
 from f5guard.layout import HomeLayout, WorkLayout
-from f5guard.lease.info import current_holder
+from f5guard.lease.claims import RuntimeId
+from f5guard.lease.info import current_owner
 from f5guard.schema import Config, RunConfig
 from f5guard.state import (
     DaemonNote,
@@ -41,9 +42,11 @@ class DaemonReport(TypedDict):
 
 
 class LeaseReport(TypedDict):
-    host: str | None
-    pid: int | None
-    epoch: int | None
+    """The claim that owns home now (lease/claims.py), as this view of home shows it."""
+
+    host: str
+    pid: int
+    epoch: int
     heartbeat_age_s: float
     same_host: bool
     pid_alive: bool | None
@@ -85,6 +88,7 @@ class TrainingReport(TypedDict):
     last_exit: str | None
     sync_warning: str | None
     sync_error: str | None
+    waiting: str | None
     superseded: SupersedeNote | None
     quarantined: list[QuarantineNote]
     last_failure: str | None
@@ -123,7 +127,7 @@ def build_report(config: Config, now: float | None = None) -> StatusReport:
     now = time.time() if now is None else now
     work, home = WorkLayout(config.work), HomeLayout(config.home)
     info = pidfile.running_daemon(work.lock, work.pidfile)
-    holder = current_holder(home)
+    owner = current_owner(home, config.lease.duration_s)
     loaded = StateStore(work.state, home.lease_dir).load()
     doc = loaded.doc
     daemon = DaemonReport(
@@ -133,19 +137,21 @@ def build_report(config: Config, now: float | None = None) -> StatusReport:
         phase=info.phase if info else None,
         uptime_s=round(now - info.started_at, 1) if info else None,
         epoch=(info.epoch or doc.epoch) if info else None,
-        heartbeat_age_s=round(holder.heartbeat_age_s, 1) if holder and holder.heartbeat_age_s is not None else None,
+        heartbeat_age_s=round(owner.heartbeat_age_s, 1) if owner and owner.heartbeat_age_s is not None else None,
         last_known=doc.daemon or None,
         home_problem=doc.daemon.get("home_problem") if info else None,
     )
     lease = None
-    if holder is not None:
+    if owner is not None:
+        runtime = owner.claim.runtime
+        same = runtime.same_machine(RuntimeId.here())
         lease = LeaseReport(
-            host=holder.host,
-            pid=holder.pid,
-            epoch=holder.epoch,
-            heartbeat_age_s=round(holder.heartbeat_age_s or 0.0, 1),
-            same_host=holder.same_host,
-            pid_alive=holder.pid_alive,
+            host=runtime.host,
+            pid=runtime.pid,
+            epoch=owner.claim.epoch,
+            heartbeat_age_s=round(owner.heartbeat_age_s or 0.0, 1),
+            same_host=same,
+            pid_alive=runtime.alive_here() if same else None,
         )
     runs = [
         RunReport(
@@ -220,6 +226,7 @@ def _training(run: RunConfig, home: HomeLayout, record: TrainingRecord | None, n
         last_exit=t.last_exit,
         sync_warning=t.sync_warning,
         sync_error=t.sync_error,
+        waiting=t.waiting,
         superseded=t.superseded,
         quarantined=list(t.quarantined),
         last_failure=t.last_failure,

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from f5guard import checkpoints, sdnotify
-from f5guard.checkpoints.durable import RestoreFailed, list_durable, restore
+from f5guard.checkpoints.durable import RestoreFailed, list_durable, recorded_updates, restore
 from f5guard.checkpoints.sync import CheckpointSync
+from f5guard.errors import TrainingBehind
 from f5guard.stages.driver import StageDriver, StageRunnerView
-from f5guard.state import QuarantineNote, RestoreNote, SupersedeNote, TrainingRecord
+from f5guard.state import QuarantineNote, RestoreNote, StateStore, SupersedeNote, TrainingRecord
 from f5guard.training.diagnose import Failure, classify_failure
 from f5guard.training.exporter import EmaExporter
 from f5guard.training.kind import TrainOptions
@@ -34,6 +35,8 @@ FINAL_EXPORT_TIMEOUT_S = 600.0  # the inference copy of the finished training (r
 STATE_EVERY_S = 2.0  # how often progress is folded into the state document
 STACK_DUMP_WAIT_S = 3.0
 RESTORE_RETRY_S = 30.0
+GATE_RETRY_S = 1.0  # the settle period ends on its own clock: look again soon
+BEHIND_RETRY_S = 10.0  # a checkpoint on its way through Drive: look for it again (restore runs each time)
 WAIT_SLICE_S = 10.0  # long waits on the control thread still tell systemd's watchdog the daemon is alive
 
 
@@ -50,6 +53,7 @@ class TrainDriver(StageDriver):
         self.failures: list[tuple[str, int | None]] = []
         self.attempt_started = 0.0
         self._last_fold = 0.0
+        self._behind_since: float | None = None
 
     # -- helpers ---------------------------------------------------------------------------------------------
     @staticmethod
@@ -76,6 +80,12 @@ class TrainDriver(StageDriver):
         home = Path(opts.home_checkpoints)
         local.mkdir(parents=True, exist_ok=True)
         training = self.training(runner)
+        gate = runner.ctx.gate()
+        if gate is not None:  # another runtime may be training this home: ownership first (lease/hold.py)
+            if training.waiting != gate:
+                training.waiting = gate
+                runner.mark_dirty()
+            return GATE_RETRY_S
         if opts.spec is not None:
             self._supersede_incompatible(runner, local, home, vocab_rows(opts.spec.vocab_path), training)
         try:
@@ -87,6 +97,10 @@ class TrainDriver(StageDriver):
             runner.log.warning("cannot restore from home yet; retrying", error=message, retry_s=RESTORE_RETRY_S)
             runner.mark_dirty()
             return RESTORE_RETRY_S
+        behind = self._behind_home(runner, local, home)
+        if behind is not None:
+            return behind
+        training.waiting = None
         plan = checkpoints.prepare_resume(local)
         for action in plan.actions:
             self._note(runner, action)
@@ -108,6 +122,8 @@ class TrainDriver(StageDriver):
                 fence=runner.ctx.fence,
                 polling=opts.sync_polling,
                 log=runner.log.info,
+                tag=runner.ctx.runtime_tag,
+                retention_delay_s=runner.ctx.lease.retention_delay_s,
             )
             self.sync.start()
         self.sync.request()
@@ -116,6 +132,38 @@ class TrainDriver(StageDriver):
                 Path(opts.export_dir), opts.export_every, Path(opts.export_log), log=runner.log.info
             )
         return None
+
+    def _behind_home(self, runner: StageRunnerView, local: Path, home: Path) -> float | None:
+        """Never backwards: when state or a manifest on home records a durable update newer than any checkpoint
+        here, that checkpoint is still on its way through Drive. Wait for it (status says so) rather than train
+        from an older one, up to ``arrival_timeout_s``; then stop and let the user choose (`--accept-older`)."""
+        store = StateStore(runner.ctx.work.state, runner.ctx.home.lease_dir)
+        known = max([*store.durable_updates(runner.run.name), *recorded_updates(home)], default=-1)
+        newest = checkpoints.scan_dir(local).newest()
+        have = newest.update if newest and newest.kind != "pretrained" else 0
+        training = self.training(runner)
+        if known <= have or runner.ctx.accept_older:
+            self._behind_since = None
+            return None
+        now = time.monotonic()
+        self._behind_since = self._behind_since or now
+        waited = now - self._behind_since
+        timeout = runner.ctx.lease.arrival_timeout_s
+        if waited >= timeout:
+            raise TrainingBehind(
+                f"the checkpoint at update {known} that home's records name never arrived here in {timeout:g} s "
+                f"(newest here: update {have}); wait and `f5guard start` again, or "
+                f"`f5guard stop && f5guard start --accept-older` to resume from update {have}"
+            )
+        text = (
+            f"waiting for checkpoint u{known} to arrive from Drive (newest here: u{have}; "
+            f"{timeout - waited:.0f} s left, then `--accept-older` decides)"
+        )
+        if training.waiting != text:
+            training.waiting = text
+            self._note(runner, text)
+            runner.mark_dirty()
+        return BEHIND_RETRY_S
 
     def _supersede_incompatible(
         self, runner: StageRunnerView, local: Path, home: Path, rows: int | None, training: TrainingRecord
