@@ -181,16 +181,16 @@ class Demo:
     def _state(self) -> dict[str, Any]:
         import json
 
-        state: dict[str, Any] = json.loads((self.config.work / "state.json").read_text(encoding="utf-8"))
+        state: dict[str, Any] = json.loads(WorkLayout(self.config.work).state.read_text(encoding="utf-8"))
         return state
 
     def _resumed_update(self) -> int | None:
-        import json
+        from f5guard.trainer.progress import read_events
 
         options = self.config.runs[0].stages[1].options
         assert isinstance(options, TrainOptions)
-        progress = Path(options.progress_path)
-        starts = [json.loads(line) for line in progress.read_text().splitlines() if '"start"' in line]
+        events, _ = read_events(options.progress_path)
+        starts = [e for e in events if e["event"] == "start"]
         return starts[-1].get("start_update") if len(starts) >= 2 else None
 
     def finish(self) -> StatusReport:

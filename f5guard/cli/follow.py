@@ -65,14 +65,9 @@ class Source:
 def find_sources(work: WorkLayout, run: str | None = None, stage: str | None = None) -> list[Source]:
     """The daemon log plus every stage log matching the filters."""
     sources = [Source(work.daemon_log)]
-    if not work.logs.is_dir():
-        return sources
-    for run_dir in sorted(p for p in work.logs.iterdir() if p.is_dir()):
-        if run is not None and run_dir.name != run:
-            continue
-        for log in sorted(run_dir.glob("*.log")):
-            if stage is None or log.stem == stage:
-                sources.append(Source(log, run_dir.name, log.stem))
+    for run_name, stage_name, log in work.stage_logs():
+        if (run is None or run_name == run) and (stage is None or stage_name == stage):
+            sources.append(Source(log, run_name, stage_name))
     return sources
 
 

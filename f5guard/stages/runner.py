@@ -64,7 +64,7 @@ class StageRunner:
 
     @property
     def items_path(self) -> Path:
-        return self.ctx.work.run_dir(self.run.name) / self.stage.name / "items.jsonl"
+        return self.ctx.work.stage_items(self.run.name, self.stage.name)
 
     def env(self) -> dict[str, str]:
         return {
