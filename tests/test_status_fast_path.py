@@ -3,14 +3,22 @@ client importing click, the config schema or rich; anything unusual falls back t
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
+import pytest
 
-from tests.conftest import Project
+from f5guard import config, pidfile
+from f5guard.layout import WorkLayout
+from f5guard.status import answer, quick
+from tests.conftest import Project, write_config
 
 BODY = """
 [[runs]]
@@ -87,3 +95,32 @@ def test_falls_back_when_the_daemon_cannot_answer(make_project) -> None:  # type
     # An edited config is not the one the daemon runs: the full CLI answers (and reads the new file).
     p.config.write_text(p.config.read_text() + "\n# edited\n")
     assert json.loads(p.cli("status", "--json", check=True).stdout)["daemon"]["running"]
+
+
+def test_the_client_copies_match_their_owners(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The client may import nothing of f5guard, so it copies names: the config file and its variable, the work
+    dir's flock and pidfile, the request and answer files. Each copy is tied to its owner here, in one process:
+    the lock and pidfile made by the daemon's own code, the answer written by the daemon's own handler."""
+    assert (quick.CONFIG_ENV, quick.CONFIG_NAME) == (config.CONFIG_ENV, config.CONFIG_NAME)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(config.CONFIG_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)  # the client looks for the config by its default name here
+    write_config(tmp_path / config.CONFIG_NAME, tmp_path / "home", tmp_path / "work", BODY)
+    loaded = config.load_config(tmp_path / config.CONFIG_NAME)
+    work = WorkLayout(loaded.work)
+    work.root.mkdir(parents=True)
+    me = pidfile.DaemonInfo(os.getpid(), "host", time.time(), "boot", str(loaded.path), "0", phase="ready")
+    pidfile.write(work.pidfile, me)
+    lock = os.open(work.lock, os.O_CREAT | os.O_RDWR, 0o644)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # another open file: the client's shared lock conflicts even in this process
+    answer.note_work_dir(loaded)
+    previous = signal.signal(signal.SIGUSR2, lambda *_: answer.answer_requests(loaded))
+    try:
+        code = quick.try_quick_status(["--json"])
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+        os.close(lock)
+    assert code is not None, "the client found the daemon, dropped a request and read the answer"
+    assert json.loads(capsys.readouterr().out)["runs"][0]["name"] == "r"
