@@ -70,7 +70,8 @@ class HomeLease:
         if live and not takeover:
             owner = live[-1]
             raise LeaseHeld(
-                f"home {self.layout.root} is owned by {_describe(owner)}; run `f5guard start --takeover` to take it over"
+                f"home {self.layout.root} is owned by {_describe(owner)}; "
+                "run `f5guard start --takeover` to take it over"
             )
         self.epoch = max(floor_epoch, highest_epoch_seen(self.layout)) + 1
         self.claim = Claim(runtime=self.me, epoch=self.epoch, work=self.work, since=time.time())
@@ -108,8 +109,8 @@ class HomeLease:
         waited = time.monotonic() - self.claimed_at
         if waited < self.settings.settle_s:
             return (
-                f"settling: training starts once no other runtime has shown up on home for {self.settings.settle_s:g} s "
-                f"({self.settings.settle_s - waited:.0f} s left)"
+                f"settling: training starts once no other runtime has shown up on home for "
+                f"{self.settings.settle_s:g} s ({self.settings.settle_s - waited:.0f} s left)"
             )
         lower = [s for s in self.live_peers() if s.claim.key < self._key]
         if lower and waited < self.settings.duration_s + self.settings.takeover_slack_s:
