@@ -14,6 +14,7 @@ import click
 
 from f5guard.config import CONFIG_NAME, load_config
 from f5guard.errors import UsageError
+from f5guard.recipe import options
 
 
 @click.command("init")
@@ -30,10 +31,15 @@ from f5guard.errors import UsageError
     type=click.Path(file_okay=False),
     help="Runtime-local folder (default: /content/f5guard on Colab, else ./f5guard-work).",
 )
-@click.option("--language", default="vi", show_default=True, help="Whisper language code.")
+@click.option(
+    "--language",
+    default=options.default(options.TRANSCRIBE, "language"),
+    show_default=True,
+    help="Whisper language code.",
+)
 @click.option(
     "--pretrained",
-    default="F5TTS_v1_Base",
+    default=options.PRETRAINED_NAME.default,
     show_default=True,
     help="Model to fine-tune: a released name, a local .pt/.safetensors (vocab.txt beside it), or none.",
 )

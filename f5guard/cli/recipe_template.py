@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from f5guard.errors import UsageError
-from f5guard.recipe.pretrained import RELEASES
-
-AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".m4a", ".flac", ".ogg", ".opus", ".aac", ".wma", ".webm"})
+from f5guard.recipe import options
+from f5guard.recipe.audio import AUDIO_EXTENSIONS
+from f5guard.recipe.pretrained import RELEASES, VOCAB, model_file
 
 
 def is_audio(path: Path) -> bool:
@@ -70,21 +70,21 @@ audio = {audio}
 # name = "separate"
 # type = "separate"
 # inventory = "{{home}}/runs/{{run}}/ingest/inventory.json"
-# model = "htdemucs"
+# model = {separate_model}
 
 [[runs.stages]]
 name = "segment"               # Silero VAD -> 24 kHz mono clips within F5-TTS's 0.3-30 s
 type = "segment"
 inventory = "{{home}}/runs/{{run}}/ingest/inventory.json"
-min_speech_s = 2.0
-min_silence_s = 0.5
-max_clip_s = 30.0
+min_speech_s = {min_speech_s}
+min_silence_s = {min_silence_s}
+max_clip_s = {max_clip_s}
 
 [[runs.stages]]
 name = "transcribe"            # Whisper -> metadata.csv (audio_file|text); resumes clip by clip
 type = "transcribe"
 clips = "{{home}}/runs/{{run}}/segment/clips.json"
-model = "large-v3"
+model = {whisper_model}
 language = {language}
 
 [[runs.stages]]
@@ -120,6 +120,14 @@ out = "{{home}}/pretrained/{name_raw}"
 """
 
 
+# The defaults written out, from the one declaration the stage table and each entry also use.
+_RECIPE_DEFAULTS = {
+    "separate_model": q(str(options.SEPARATE_MODEL.default)),
+    **{key: options.default(options.SEGMENT, key) for key in ("min_speech_s", "min_silence_s", "max_clip_s")},
+    "whisper_model": q(str(options.default(options.TRANSCRIBE, "model"))),
+}
+
+
 def render(home: Path, work: str, audio_dir: Path, *, language: str, pretrained: str | None) -> tuple[str, list[Path]]:
     """The config text and the loose files that will be ignored (the caller says so)."""
     speakers, loose = find_speakers(audio_dir)
@@ -128,19 +136,18 @@ def render(home: Path, work: str, audio_dir: Path, *, language: str, pretrained:
         stage, prepare, train, model, note = "", "", "", q("small"), ""
         if pretrained:
             if Path(pretrained).suffix in (".pt", ".safetensors"):
-                model_file = str(Path(pretrained).expanduser().resolve())
-                vocab = str(Path(model_file).parent / "vocab.txt")
+                model_path = str(Path(pretrained).expanduser().resolve())
+                vocab = str(Path(model_path).parent / VOCAB)
             else:
                 if pretrained not in RELEASES:
                     raise UsageError(
                         f"unknown pretrained model {pretrained!r}: give a .pt/.safetensors path or one "
                         f"of {', '.join(RELEASES)} (or 'none')"
                     )
-                suffix = Path(RELEASES[pretrained][1]).suffix
                 stage = PRETRAINED_STAGE.format(name=q(pretrained), name_raw=pretrained) + "\n"
-                model_file = f"{{home}}/pretrained/{pretrained}/pretrained_{pretrained}{suffix}"
-                vocab = f"{{home}}/pretrained/{pretrained}/vocab.txt"
-            prepare = f"pretrained = {q(model_file)}\npretrained_vocab = {q(vocab)}\n"
+                model_path = f"{{home}}/pretrained/{pretrained}/{model_file(pretrained)}"
+                vocab = f"{{home}}/pretrained/{pretrained}/{VOCAB}"
+            prepare = f"pretrained = {q(model_path)}\npretrained_vocab = {q(vocab)}\n"
             train = 'pretrained = "{home}/runs/{run}/prepare/pretrained_extended.pt"\n'
             model = q("base")
             note = (
@@ -156,5 +163,6 @@ def render(home: Path, work: str, audio_dir: Path, *, language: str, pretrained:
             train_pretrained=train,
             model=model,
             prepare_note=note,
+            **_RECIPE_DEFAULTS,
         )
     return text, loose

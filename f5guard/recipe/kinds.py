@@ -8,23 +8,15 @@ path explicitly so the chain is visible in the config.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
+from f5guard.recipe import options
 from f5guard.recipe.manifests import CLIPS, CLIPS_DIR, INVENTORY, MANIFEST, METADATA
+from f5guard.recipe.options import Flag
 from f5guard.schema import Scope, StageConfig, Table
 from f5guard.stages.kinds import KindBuilder, StageBase
 
 RUN_DIR = "{home}/runs/{run}"
-
-
-@dataclass(frozen=True)
-class Flag:
-    """One option of a recipe entry: TOML key, argv flag, type and default (None: omitted unless set)."""
-
-    key: str
-    flag: str
-    kind: type
-    default: object = None
 
 
 def _module_argv(module: str) -> list[str]:
@@ -63,9 +55,6 @@ def _finish(
     )
 
 
-DEVICE = Flag("device", "--device", str, "auto")
-
-
 def build_setup(table: Table, base: StageBase) -> StageConfig:
     """Checks the training stack on this machine and installs what is missing (pinned): scope runtime."""
     # One report per run: two runs sharing one file would each see the other's write as a changed output.
@@ -75,7 +64,7 @@ def build_setup(table: Table, base: StageBase) -> StageConfig:
         *_module_argv("setup"),
         "--out",
         out,
-        *_flags(table, [Flag("need", "--need", list), Flag("install", "--install", bool, True)]),
+        *_flags(table, options.SETUP),
     ]
     scope = base.scope if table.has("scope") else Scope.RUNTIME
     return _finish(base, "setup", argv, [], [out], scope)
@@ -83,10 +72,10 @@ def build_setup(table: Table, base: StageBase) -> StageConfig:
 
 def build_pretrained(table: Table, base: StageBase) -> StageConfig:
     """Downloads a released F5-TTS model once, onto home (Drive): a recycled VM never downloads it again."""
-    name = table.get("model_name", str, "F5TTS_v1_Base")
+    name = table.get(options.PRETRAINED_NAME.key, str, options.PRETRAINED_NAME.default)
     out = _path(table, base, "out", "{home}/pretrained/" + name)
     assert out is not None
-    argv = [*_module_argv("pretrained"), "--name", name, "--out", out]
+    argv = [*_module_argv("pretrained"), options.PRETRAINED_NAME.flag, name, "--out", out]
     return _finish(base, "pretrained", argv, [], [f"{out}/{MANIFEST}"])
 
 
@@ -102,49 +91,27 @@ def build_ingest(table: Table, base: StageBase) -> StageConfig:
 def build_separate(table: Table, base: StageBase) -> StageConfig:
     inventory = _path(table, base, "inventory", f"{RUN_DIR}/ingest/{INVENTORY}")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
-    model = table.get("model", str, "htdemucs")
+    model = table.get(options.SEPARATE_MODEL.key, str, options.SEPARATE_MODEL.default)
     inputs = [str(inventory)]
     if model.endswith((".th", ".safetensors", ".yaml")) or "/" in model:
-        model = base.resolve(model, table.key_path("model"), table.file)
+        model = base.resolve(model, table.key_path(options.SEPARATE_MODEL.key), table.file)
         inputs.append(model)  # a local model file: replacing it must rerun the separation
     argv = [*_module_argv("separate"), "--inventory", str(inventory), "--out", str(out), "--model", model]
-    argv += _flags(table, [DEVICE])
+    argv += _flags(table, options.SEPARATE)
     return _finish(base, "separate", argv, inputs, [f"{out}/{INVENTORY}"])
-
-
-SEGMENT_FLAGS = [
-    Flag("min_speech_s", "--min-speech-s", float, 2.0),
-    Flag("min_silence_s", "--min-silence-s", float, 0.5),
-    Flag("max_clip_s", "--max-clip-s", float, 30.0),
-    Flag("min_clip_s", "--min-clip-s", float, 0.3),
-    Flag("sample_rate", "--sample-rate", int, 24000),
-    Flag("threshold", "--threshold", float, 0.5),
-    DEVICE,
-]
 
 
 def build_segment(table: Table, base: StageBase) -> StageConfig:
     inventory = _path(table, base, "inventory", f"{RUN_DIR}/ingest/{INVENTORY}")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
-    argv = [*_module_argv("segment"), "--inventory", str(inventory), "--out", str(out), *_flags(table, SEGMENT_FLAGS)]
+    argv = [*_module_argv("segment"), "--inventory", str(inventory), "--out", str(out), *_flags(table, options.SEGMENT)]
     return _finish(base, "segment", argv, [str(inventory)], [f"{out}/{CLIPS}"])
-
-
-TRANSCRIBE_FLAGS = [
-    Flag("model", "--model", str, "large-v3"),
-    Flag("language", "--language", str, "vi"),
-    Flag("backend", "--backend", str, "auto"),
-    DEVICE,
-    Flag("min_chars", "--min-chars", int, 2),
-    Flag("no_speech_threshold", "--no-speech-threshold", float, 0.6),
-    Flag("logprob_threshold", "--logprob-threshold", float, -1.0),
-]
 
 
 def build_transcribe(table: Table, base: StageBase) -> StageConfig:
     clips = _path(table, base, "clips", f"{RUN_DIR}/segment/{CLIPS}")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
-    argv = [*_module_argv("transcribe"), "--clips", str(clips), "--out", str(out), *_flags(table, TRANSCRIBE_FLAGS)]
+    argv = [*_module_argv("transcribe"), "--clips", str(clips), "--out", str(out), *_flags(table, options.TRANSCRIBE)]
     # The clips' audio, not only their list: a re-segmented source may keep its clip names.
     clip_glob = f"{str(clips).rsplit('/', 1)[0]}/{CLIPS_DIR}/*.wav"
     return _finish(base, "transcribe", argv, [str(clips), clip_glob], [f"{out}/{METADATA}", f"{out}/{MANIFEST}"])

@@ -32,11 +32,11 @@ from f5guard.recipe.extend_vocab import (
     write_vocab,
 )
 from f5guard.recipe.manifests import MANIFEST, retract, write_manifest
+from f5guard.recipe.options import MAX_CLIP_S, MIN_CLIP_S
 
 PROG = "f5guard.recipe.prepare"
 DATA = "data"
 EXTENDED = "pretrained_extended.pt"
-MIN_CLIP_S, MAX_CLIP_S = 0.3, 30.0  # F5-TTS's training sampler drops clips outside this range
 
 
 class PrepareFailed(Exception):

@@ -13,11 +13,13 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import replace
 from importlib.resources import files
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from f5guard.fsutil import fsync_dir
 from f5guard.recipe.manifests import MANIFEST, read_manifest, write_manifest
+from f5guard.recipe.options import PRETRAINED_NAME, add_flags
 
 # name -> (Hugging Face repo, file in it): the checkpoints F5-TTS's own finetune_cli fetches for --finetune.
 RELEASES = {
@@ -25,6 +27,12 @@ RELEASES = {
     "F5TTS_Base": ("SWivid/F5-TTS", "F5TTS_Base/model_1200000.pt"),
 }
 PROG = "f5guard.recipe.pretrained"
+VOCAB = "vocab.txt"  # beside the model: the vocab its text embedding was trained with
+
+
+def model_file(name: str) -> str:
+    """The file a release is published as in its folder; the suffix (.pt or .safetensors) is the release's."""
+    return f"pretrained_{name}{PurePosixPath(RELEASES[name][1]).suffix}"
 
 
 def fetch(name: str, out: Path) -> Path:
@@ -36,12 +44,12 @@ def fetch(name: str, out: Path) -> Path:
     staging = out / f".download-{os.getpid()}"
     try:
         downloaded = Path(hf_hub_download(repo_id=repo, filename=filename, local_dir=staging))
-        target = out / f"pretrained_{name}{downloaded.suffix}"
+        target = out / model_file(name)
         os.replace(downloaded, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    vocab = out / "vocab.txt"
-    tmp = out / ".vocab.txt.tmp"
+    vocab = out / VOCAB
+    tmp = out / f".{VOCAB}.tmp"
     tmp.write_text(files("f5_tts").joinpath("infer/examples/vocab.txt").read_text(encoding="utf-8"), encoding="utf-8")
     os.replace(tmp, vocab)
     fsync_dir(out)
@@ -62,14 +70,14 @@ def _already_here(out: Path) -> bool:
     if manifest is None:
         return False
     try:
-        return Path(manifest["model"]).stat().st_size == manifest["size"] and (out / "vocab.txt").is_file()
+        return Path(manifest["model"]).stat().st_size == manifest["size"] and (out / VOCAB).is_file()
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.splitlines()[0])
-    parser.add_argument("--name", required=True, help=f"one of {', '.join(RELEASES)}")
+    add_flags(parser, [replace(PRETRAINED_NAME, help=f"one of {', '.join(RELEASES)}")])
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     if args.name not in RELEASES:
@@ -90,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         {
             "name": args.name,
             "model": str(model),
-            "vocab": str(args.out / "vocab.txt"),
+            "vocab": str(args.out / VOCAB),
             "size": model.stat().st_size,
             "sha256": _sha256(model),
             "seconds": round(time.monotonic() - started, 1),

@@ -28,6 +28,7 @@ from f5guard.recipe.audio import AudioDecodeError, load_mono, resample, write_wa
 from f5guard.recipe.cliplan import Plan, Span, plan_clips
 from f5guard.recipe.ledger import Ledger, Record
 from f5guard.recipe.manifests import CLIPS, CLIPS_DIR, read_inventory, retract, write_clips
+from f5guard.recipe.options import SEGMENT, add_flags
 from f5guard.recipe.stagecli import BadInput, pick_device, run_entry, say, signature
 
 if TYPE_CHECKING:
@@ -271,13 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.splitlines()[0])
     parser.add_argument("--inventory", required=True, type=Path, help="inventory.json from f5guard.recipe.ingest")
     parser.add_argument("--out", required=True, type=Path, help="output folder on home (clips/, clips.json)")
-    parser.add_argument("--min-speech-s", type=float, default=2.0, help="shortest speech region kept (default 2.0)")
-    parser.add_argument("--min-silence-s", type=float, default=0.5, help="silence that ends a region (default 0.5)")
-    parser.add_argument("--max-clip-s", type=float, default=30.0, help="longest clip (default 30; F5-TTS max)")
-    parser.add_argument("--min-clip-s", type=float, default=0.3, help="shortest clip (default 0.3; F5-TTS min)")
-    parser.add_argument("--sample-rate", type=int, default=24000, help="clip sample rate (default 24000)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="Silero speech probability (default 0.5)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    add_flags(parser, SEGMENT)
     args = parser.parse_args(argv)
     if args.sample_rate < 8000 or not 0 < args.threshold < 1 or args.min_speech_s < 0 or args.min_silence_s < 0:
         parser.error("need --sample-rate >= 8000, 0 < --threshold < 1, non-negative --min-speech-s/--min-silence-s")

@@ -16,7 +16,6 @@ import argparse
 import collections
 import contextlib
 import hashlib
-import io
 import os
 import random
 import sys
@@ -28,9 +27,11 @@ from typing import Any
 
 from f5guard.fsutil import atomic_write_bytes
 from f5guard.itemprogress import ItemProgress
+from f5guard.recipe.audio import wav_bytes as pcm16_wav
 from f5guard.recipe.demucs_model import check_spec, load_separator, model_identity
 from f5guard.recipe.ledger import Ledger, Record
 from f5guard.recipe.manifests import INVENTORY, read_inventory, retract, write_inventory
+from f5guard.recipe.options import SEPARATE, SEPARATE_MODEL, add_flags
 from f5guard.recipe.stagecli import BadInput, one_line, pick_device, run_entry, say, signature
 
 PROG = "f5guard.recipe.separate"
@@ -154,14 +155,10 @@ def vocals_of(separator: Any, mix: Any, device: str) -> Any:
 
 def wav_bytes(samples: Any, sample_rate: int) -> bytes:
     """Mono PCM16 wav; rescaled (not clipped) when the estimate overshoots full scale, as demucs does."""
-    import soundfile as sf
-
     peak = float(samples.abs().max()) if samples.numel() else 0.0
     if peak > 0.999:
         samples = samples / (peak * 1.001)
-    buffer = io.BytesIO()
-    sf.write(buffer, samples.numpy(), sample_rate, format="WAV", subtype="PCM_16")
-    return buffer.getvalue()
+    return pcm16_wav(samples, sample_rate)
 
 
 # ---------------------------------------------------------------------------------------------- the stage
@@ -250,10 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.splitlines()[0])
     parser.add_argument("--inventory", required=True, type=Path, help="ingest's inventory.json")
     parser.add_argument("--out", required=True, type=Path, help="output folder: vocals/, inventory.json")
-    parser.add_argument("--model", default="htdemucs",
-                        help="a demucs model name (downloaded once per VM) or a local .th/.safetensors/.yaml "
-                             "file or a folder holding one (default htdemucs)")  # fmt: skip
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    add_flags(parser, [SEPARATE_MODEL, *SEPARATE])
     args = parser.parse_args(argv)
     inventory = Path(os.path.abspath(args.inventory))
     out = Path(os.path.abspath(args.out))

@@ -32,6 +32,7 @@ from typing import Any
 
 from f5guard.fsutil import atomic_write_json
 from f5guard.itemprogress import ItemProgress
+from f5guard.recipe.options import SETUP, add_flags
 from f5guard.recipe.pins import DEFAULT_NEED, MODULES, OVERRIDES, PINS, TORCH_TOGETHER, canonical
 
 PROG = "f5guard.recipe.setup"
@@ -352,17 +353,7 @@ def check(needs: list[Need], pins: dict[str, str], install: bool, require_gpu: b
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="the JSON report (written last, atomically)")
-    parser.add_argument(
-        "--need",
-        help=f"comma-separated modules (default {','.join(DEFAULT_NEED)}); "
-        "MODULE=DIST when the distribution is named otherwise",
-    )
-    parser.add_argument(
-        "--install",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="install what is missing with pip, pinned (default); --no-install only checks",
-    )
+    add_flags(parser, SETUP)
     parser.add_argument(
         "--pin", action="extend", nargs="+", default=[], metavar="NAME==VERSION", help="override or add a pin"
     )

@@ -39,6 +39,7 @@ from f5guard.recipe.audio import AudioDecodeError, load_mono
 from f5guard.recipe.ingest import sha256_file
 from f5guard.recipe.ledger import Ledger, Record
 from f5guard.recipe.manifests import MANIFEST, METADATA, read_clips, retract, write_manifest
+from f5guard.recipe.options import TRANSCRIBE, add_flags
 from f5guard.recipe.stagecli import BadInput, StageFailed, one_line, pick_device, run_entry, say, signature
 
 PROG = "f5guard.recipe.transcribe"
@@ -198,15 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.splitlines()[0])
     parser.add_argument("--clips", required=True, type=Path, help="clips.json from f5guard.recipe.segment")
     parser.add_argument("--out", required=True, type=Path, help="output folder on home (metadata.csv, manifest.json)")
-    parser.add_argument("--model", required=True, help="Whisper model name (large-v3, ...) or checkpoint path")
-    parser.add_argument("--language", required=True, help="language code, e.g. vi")
-    parser.add_argument("--backend", choices=["auto", "openai", "faster"], default="auto",
-                        help="auto: faster-whisper if installed, else openai-whisper")  # fmt: skip
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    add_flags(parser, TRANSCRIBE)
+    # not a config option: greedy decoding is what the recipe's transcripts are made with
     parser.add_argument("--beam-size", type=int, default=1, help="1 = greedy, as whisper's transcribe() (default)")
-    parser.add_argument("--min-chars", type=int, default=2, help="drop transcripts with fewer letters (default 2)")
-    parser.add_argument("--no-speech-threshold", type=float, default=0.6, help="Whisper's (default 0.6)")
-    parser.add_argument("--logprob-threshold", type=float, default=-1.0, help="Whisper's (default -1.0)")
     args = parser.parse_args(argv)
     if args.beam_size < 1 or args.min_chars < 0 or not args.language.strip():
         parser.error("need --beam-size >= 1, --min-chars >= 0 and a --language")
