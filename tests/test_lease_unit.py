@@ -17,12 +17,17 @@ import pytest
 
 from f5guard.errors import HomeUnreachable, LeaseHeld, LeaseLost
 from f5guard.layout import HomeLayout
-from f5guard.lease.claims import Claim, RuntimeId, claim_path, read_claim, write_claim
+from f5guard.lease.claims import Claim, RuntimeId, Sighting, claim_path, read_claim, write_claim
 from f5guard.lease.hold import HomeLease
-from f5guard.lease.info import current_owner, highest_epoch_seen
+from f5guard.lease.info import claims_now, highest_epoch_seen
 from f5guard.schema import LeaseSettings
 
 FAST = LeaseSettings(duration_s=0.6, heartbeat_s=0.15, takeover_slack_s=0.2, epoch_poll_s=0.1, settle_s=0.3)
+
+
+def current_owner(layout: HomeLayout, duration_s: float) -> Sighting | None:
+    live = [s for s in claims_now(layout, duration_s) if s.live]
+    return live[-1] if live else None
 
 
 def other_vm(name: str, pid: int = 4242) -> RuntimeId:

@@ -122,7 +122,8 @@ def test_graceful_stop_loses_no_update_and_fresh_runtime_restores(make_project, 
     assert check["model_equal"] and check["ema_equal"] and check["optimizer_equal"]
     assert run["training"]["restored"]["update"] == stopped_at
     assert run["training"]["durable_update"] == 24
-    assert [p.name for p in home_ckpts(p).glob("ckpt-*.pt")] == ["ckpt-e0002-u000000024.pt"], "keep_durable=1"
+    kept = [p.name for p in home_ckpts(p).glob("ckpt-*.pt")]
+    assert len(kept) == 1 and kept[0].startswith("ckpt-e0002-u000000024-"), f"keep_durable=1: {kept}"
     assert [f.name for f in export_dir.iterdir()] == ["ema-fp16-u000000024.pt"], "the end of training is copied"
 
 
@@ -134,13 +135,24 @@ def test_truncated_newest_checkpoint_is_quarantined(make_project, tiny_dataset: 
     ckpts = p.work / "runs" / "voice" / "ckpts"
     last = ckpts / "model_last.pt"
     stopped_at = [e for e in events(p) if e["event"] == "exit"][-1]["update"]
+    (ckpts / f"model_{stopped_at}.pt").unlink(missing_ok=True)  # the newest valid one here is older than home's
     numbered = max(int(f.stem.split("_")[1]) for f in ckpts.glob("model_[0-9]*.pt"))
-    assert numbered <= stopped_at
-    # The VM died while F5-TTS rewrote model_last.pt, before the sync: a torn file, nothing newer on home.
+    assert numbered < stopped_at
+    # The VM died while F5-TTS rewrote model_last.pt, and what it had synced never reached Drive: a torn file
+    # here, no checkpoint on home, though home's state still records the durable update.
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     for f in home_ckpts(p).iterdir():
         f.unlink()
     p.cli("start", check=True)
+    # Never backwards: it waits for that checkpoint to arrive rather than train from an older one...
+    p.wait_for(
+        lambda: "to arrive from Drive" in str((p.status()["runs"][0]["training"] or {}).get("waiting")),
+        what="waiting for the durable checkpoint",
+    )
+    assert f"waiting for checkpoint u{stopped_at} to arrive from Drive" in p.cli("status").stdout
+    p.cli("stop", check=True)
+    # ...until the user accepts the older one.
+    p.cli("start", "--accept-older", check=True)
     run = p.wait_run("voice", timeout=240)
     start = [e for e in events(p) if e["event"] == "start"][-1]
     assert start["start_update"] == numbered, "fell back to the newest valid checkpoint"
@@ -239,8 +251,9 @@ def test_inference_copy_every_n_updates_loads_with_f5_tts(make_project, tiny_dat
     assert "inference copy on home (EMA, fp16): update 12" in p.cli("status").stdout
 
     copy = export_dir / "ema-fp16-u000000012.pt"
-    source = torch.load(home_ckpts(p) / "ckpt-e0001-u000000012.pt", map_location="cpu", weights_only=True)
-    assert copy.stat().st_size < (home_ckpts(p) / "ckpt-e0001-u000000012.pt").stat().st_size / 3
+    durable = next(home_ckpts(p).glob("ckpt-e0001-u000000012-*.pt"))
+    source = torch.load(durable, map_location="cpu", weights_only=True)
+    assert copy.stat().st_size < durable.stat().st_size / 3
     vocab_map, vocab_size = get_tokenizer(str(tiny_dataset / "vocab.txt"), "custom")
     model = CFM(
         transformer=DiT(**dit_kwargs("tiny"), text_num_embeds=vocab_size, mel_dim=MEL_SPEC["n_mel_channels"]),

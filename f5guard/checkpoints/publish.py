@@ -31,7 +31,6 @@ from f5guard.checkpoints.durable import (
     write_manifest,
 )
 from f5guard.checkpoints.inspect import CheckpointInfo, CheckpointInvalid, inspect_checkpoint
-from f5guard.fsutil import fsync_dir
 
 SPACE_MARGIN = 8 * 1024 * 1024  # the manifest plus filesystem slack on top of the checkpoint itself
 FENCE_EVERY_S = 2.0  # how often a long copy re-checks the lease
@@ -163,14 +162,14 @@ class Publisher:
             if copied is None:
                 return Attempt(Outcome.TORN), None
             size, sha = copied
-            self.fence()
-            os.replace(tmp, final)  # from here a crash leaves a complete file without manifest: not durable
-            published = True
-            fsync_dir(self.home)
-            self.fence()
             durable = DurableCheckpoint(final, final.with_suffix(".json"), candidate.update, self.epoch, size,
                                         sha, time.time(), candidate.name)  # fmt: skip
-            write_manifest(durable)
+            self.fence()
+            # From the rename on, a crash leaves a complete file without manifest (not durable, trimmed later):
+            # nothing between the two, so that window stays as short as one small write. Both names are ours.
+            os.replace(tmp, final)
+            published = True
+            write_manifest(durable)  # temp, fsync, rename, fsync dir: the rename above is made durable with it
         except _Stopped:
             self._log("sync.abandoned", file=candidate.name, reason="stopping")
             return Attempt(Outcome.STOPPED), None

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from f5guard.checkpoints.copying import lower_io_priority
 from f5guard.checkpoints.durable import DurableCheckpoint, Log, list_durable, no_log
@@ -190,7 +189,8 @@ class CheckpointSync:
         except Fenced as err:
             outcome = Outcome.FENCED
             error = f"stopped syncing to {self.home}: the lease check failed ({err})"
-            self._set(fenced=True, last_error=error)
+            with self._cond:
+                self._fenced, self._last_error = True, error
             self._log("sync.fenced", error=str(err))
         except OSError as err:  # listing home, free space, mkdir: a Drive that is gone for a moment
             outcome = self._failed(f"could not read {self.home} while syncing: {err.strerror or err}")
@@ -203,14 +203,11 @@ class CheckpointSync:
     def _note_fallback(self, note: str) -> None:
         self._log("sync.watch_fallback", note=note)
 
-    def _set(self, **fields: Any) -> None:
-        with self._cond:
-            for name, value in fields.items():
-                setattr(self, f"_{name}", value)
-
     def _prepare(self) -> None:
         """Once: remove temps a killed sync left on home; trim to ``keep`` (e.g. after keep was lowered)."""
-        self._set(durables=self._publisher.prepare_home())
+        durables = self._publisher.prepare_home()
+        with self._cond:
+            self._durables = durables
         self._prepared = True
 
     def _candidate(self) -> CheckpointInfo | None:
@@ -222,9 +219,11 @@ class CheckpointSync:
     def _sync_newest(self, in_worker: bool) -> Outcome:
         candidate = self._candidate()
         durables = list_durable(self.home)
-        self._set(durables=durables)
+        with self._cond:
+            self._durables = durables
         if candidate is None or self._publisher.covered(candidate, durables):
-            self._set(attempts=0, torn_in_row=0)
+            with self._cond:
+                self._attempts = self._torn_in_row = 0
             self._publisher.trim_due(durables)  # a retention held back until the newest had time to upload
             return Outcome.NOTHING
         try:
@@ -232,15 +231,19 @@ class CheckpointSync:
                                               stopping=lambda: in_worker and self._stopping.is_set(),
                                               on_copy=self._copying, on_durable=self._published)  # fmt: skip
         finally:
-            self._set(syncing=None)
+            with self._cond:
+                self._syncing = None
         return self._settle(candidate, attempt)
 
     def _settle(self, candidate: CheckpointInfo, attempt: Attempt) -> Outcome:
         """Fold how one try ended into the status; the outcome then picks the worker's next wait."""
         if attempt.outcome is Outcome.DONE:
-            self._set(durables=list_durable(self.home))
+            durables = list_durable(self.home)
+            with self._cond:
+                self._durables = durables
         elif attempt.outcome is Outcome.NO_SPACE:
-            self._set(warning=attempt.message)
+            with self._cond:
+                self._warning = attempt.message
         elif attempt.outcome is Outcome.TORN:
             self._torn(candidate)
         elif attempt.outcome is Outcome.FAILED:
@@ -254,8 +257,10 @@ class CheckpointSync:
 
     def _published(self, durable: DurableCheckpoint, elapsed: float) -> None:
         rate = durable.size / elapsed if elapsed > 0 else None
-        self._set(last_error=None, warning=None, attempts=0, torn_in_row=0, last_sync_s=elapsed,
-                  bytes_per_s=rate)  # fmt: skip
+        with self._cond:
+            self._last_error = self._warning = None
+            self._attempts = self._torn_in_row = 0
+            self._last_sync_s, self._bytes_per_s = elapsed, rate
 
     def _torn(self, candidate: CheckpointInfo) -> None:
         with self._cond:
@@ -268,6 +273,7 @@ class CheckpointSync:
         self._log("sync.torn", file=candidate.name, update=candidate.update, in_a_row=torn)
 
     def _failed(self, message: str) -> Outcome:
-        self._set(last_error=message)
+        with self._cond:
+            self._last_error = message
         self._log("sync.error", error=message)
         return Outcome.FAILED

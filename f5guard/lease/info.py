@@ -39,8 +39,3 @@ def claims_now(layout: HomeLayout, duration_s: float) -> list[Sighting]:
     """Every claim as a one-shot reader sees it (liveness from the heartbeat's age, or the pid on this machine)."""
     return ClaimWatch(layout, RuntimeId.here(), duration_s, include_me=True).look()
 
-
-def current_owner(layout: HomeLayout, duration_s: float) -> Sighting | None:
-    """The live claim that wins the order, or None when nobody holds this home."""
-    live = [s for s in claims_now(layout, duration_s) if s.live]
-    return live[-1] if live else None

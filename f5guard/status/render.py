@@ -169,6 +169,15 @@ def render_status(report: StatusReport, console: Console) -> None:
             f"{human_duration(lease['heartbeat_age_s'])} ago",
             highlight=False,
         )
+    live = [c for c in report["claims"] if c["live"]]
+    if len(live) > 1:
+        names = "; ".join(f"host {c['host']} pid {c['pid']} epoch {c['epoch']}" for c in live)
+        console.print(
+            f"  [yellow]{len(live)} runtimes claim this home:[/] {names} — the lower in (epoch, runtime) stops "
+            "as soon as it sees the other (docs/reliability.md)",
+            highlight=False,
+            soft_wrap=True,
+        )
     if report["daemon"].get("home_problem"):
         console.print(
             f"  [yellow]home unreachable:[/] {report['daemon']['home_problem']} — training continues "

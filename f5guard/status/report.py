@@ -13,7 +13,7 @@ from f5guard import pidfile
 from f5guard.checkpoints.durable import list_durable
 from f5guard.layout import HomeLayout, WorkLayout
 from f5guard.lease.claims import RuntimeId
-from f5guard.lease.info import current_owner
+from f5guard.lease.info import claims_now
 from f5guard.schema import Config, RunConfig
 from f5guard.state import (
     DaemonNote,
@@ -50,6 +50,18 @@ class LeaseReport(TypedDict):
     heartbeat_age_s: float
     same_host: bool
     pid_alive: bool | None
+
+
+class ClaimReport(TypedDict):
+    """One runtime's claim on home (lease/claims.py); more than one live claim means two runtimes met."""
+
+    runtime: str
+    host: str
+    pid: int
+    epoch: int
+    live: bool
+    released: bool
+    heartbeat_age_s: float | None
 
 
 class ItemsReport(TypedDict):
@@ -117,6 +129,7 @@ class StatusReport(TypedDict):
 
     daemon: DaemonReport
     lease: LeaseReport | None
+    claims: list[ClaimReport]  # every claim in this view of home, lowest (epoch, runtime) first
     home: str
     work: str
     state: StateReport
@@ -127,7 +140,9 @@ def build_report(config: Config, now: float | None = None) -> StatusReport:
     now = time.time() if now is None else now
     work, home = WorkLayout(config.work), HomeLayout(config.home)
     info = pidfile.running_daemon(work.lock, work.pidfile)
-    owner = current_owner(home, config.lease.duration_s)
+    sightings = claims_now(home, config.lease.duration_s)
+    live = [s for s in sightings if s.live]
+    owner = live[-1] if live else None
     loaded = StateStore(work.state, home.lease_dir).load()
     doc = loaded.doc
     daemon = DaemonReport(
@@ -167,6 +182,18 @@ def build_report(config: Config, now: float | None = None) -> StatusReport:
     return StatusReport(
         daemon=daemon,
         lease=lease,
+        claims=[
+            ClaimReport(
+                runtime=s.claim.runtime.name,
+                host=s.claim.runtime.host,
+                pid=s.claim.runtime.pid,
+                epoch=s.claim.epoch,
+                live=s.live,
+                released=s.claim.released,
+                heartbeat_age_s=None if s.heartbeat_age_s is None else round(s.heartbeat_age_s, 1),
+            )
+            for s in sightings
+        ],
         home=str(config.home),
         work=str(config.work),
         state=StateReport(
