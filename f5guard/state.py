@@ -63,6 +63,7 @@ class StageRecord:
     last_failure: str | None = None  # the exit that caused the latest restart
     pid: int | None = None  # leader of the running attempt's process group
     pid_started: float | None = None  # its create time: tells our leftover group from a reused pid
+    restart_at: float | None = None  # wall clock of a pending restart (backoff): no attempt runs meanwhile
     items_done: int | None = None  # item-level progress for long per-item stages
     items_total: int | None = None
     items_eta_s: float | None = None

@@ -130,3 +130,43 @@ command = ["sh", "-c", "date +%s.%N >> {work}/starts; exec sleep 600"]
     p.wait_for(lambda: len((p.work / "starts").read_text().split()) == 2, what="restart")
     restarted_at = float((p.work / "starts").read_text().split()[1])
     assert restarted_at - killed_at < 1.0
+
+
+def test_restarts_that_made_progress_are_not_budgeted() -> None:
+    """Colab's OOM killer every ten minutes, each attempt leaving a newer checkpoint: never FATAL for that."""
+    tracker = RestartTracker(RestartPolicy(budget=2, window_s=3600))
+    for i in range(20):
+        verdict = tracker.on_failure(1.0, float(i), progressed=True)
+        assert verdict.restart and verdict.delay_s == 0.0
+    assert tracker.on_failure(1.0, 30.0).restart
+    assert tracker.on_failure(1.0, 31.0).restart
+    stuck = tracker.on_failure(1.0, 32.0)
+    assert not stuck.restart and "budget exhausted" in stuck.reason
+
+
+def test_backoff_shows_as_restarting_and_start_retries_a_fatal_run(make_project) -> None:  # type: ignore[no-untyped-def]
+    """During a backoff status says "restarting in N s", never "running" with stale figures; once FATAL,
+    `start` on the live daemon retries the run (supervisorctl's start does the same for a FATAL program)."""
+    body = """
+[[runs]]
+name = "r"
+[[runs.stages]]
+name = "flaky"
+long_running = true
+command = ["sh", "-c", "test -e {work}/fixed && exec sleep 600; echo broken; exit 4"]
+[runs.stages.restart]
+backoff_initial_s = 3
+backoff_factor = 1
+budget = 2
+"""
+    p: Project = make_project(body)
+    p.cli("start", check=True)
+    p.wait_for(lambda: "restarting in" in p.cli("status").stdout, what="a visible backoff")
+    stage = p.status()["runs"][0]["stages"][0]
+    assert stage["state"] == "running" and stage["restart_in_s"] is not None and stage["restart_in_s"] <= 3
+    p.wait_run("r", ("fatal",), timeout=30)
+    (p.work / "fixed").write_text("")
+    again = p.cli("start", check=True)
+    assert "already running" in again.stdout and "retrying run 'r' from stage 'flaky'" in again.stdout
+    p.wait_for(lambda: p.stage_state("r", "flaky") == "running", what="retried")
+    assert p.status()["runs"][0]["stages"][0]["restart_in_s"] is None

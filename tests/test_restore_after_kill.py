@@ -53,6 +53,9 @@ def test_kill9_daemon_then_recover(make_project) -> None:  # type: ignore[no-unt
     report = json.loads(p.cli("status", "--json").stdout)
     assert report["daemon"]["running"] is False
     assert report["lease"] is None  # its claim died with its pid (same machine): nobody holds home
+    slow = report["runs"][0]["stages"][2]
+    assert (slow["name"], slow["state"]) == ("slow", "interrupted"), "no supervisor: it is not running"
+    assert report["runs"][0]["state"] == "interrupted"
 
     (p.work / "go").write_text("")
     p.cli("start", check=True)  # same host, dead holder: the lease is taken at once

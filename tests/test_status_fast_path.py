@@ -48,7 +48,8 @@ def stable(report: dict) -> dict:
         {**run, "stages": [{k: v for k, v in s.items() if k != "duration_s"} for s in run["stages"]]}
         for run in report["runs"]
     ]
-    return {**report, "daemon": daemon, "runs": runs, "lease": None, "state": None}
+    claims = [{k: v for k, v in c.items() if k != "heartbeat_age_s"} for c in report["claims"]]
+    return {**report, "daemon": daemon, "runs": runs, "lease": None, "state": None, "claims": claims}
 
 
 def test_fast_path_matches_the_full_cli(make_project) -> None:  # type: ignore[no-untyped-def]

@@ -183,6 +183,24 @@ def test_kill9_daemon_leaves_home_consistent(make_project, tiny_dataset: Path) -
     assert not [f for f in home_ckpts(p).iterdir() if "tmp" in f.name], "temps cleaned, re-synced"
 
 
+def test_trainer_outlives_a_killed_daemon_and_checkpoints(make_project, tiny_dataset: Path) -> None:  # type: ignore[no-untyped-def]
+    """kill -9 of the daemon while the trainer computes without pauses and prints (tqdm on): the trainer gets
+    its SIGTERM, finds no reader on its output pipe, and still saves at the next update and exits 0."""
+    config = body(tiny_dataset, epochs=40, throttle=0.0).replace(', TQDM_DISABLE = "1"', ', TQDM_MININTERVAL = "0"')
+    p: Project = make_project(config)
+    p.cli("start", check=True)
+    p.wait_for(lambda: last_update(p) >= 6, timeout=120, what="update 6")
+    trainer = psutil.Process(trainer_pid(p))
+    kill9(p.daemon_pid() or 0)
+    assert not wait_dead([trainer], timeout=60), "the trainer stops with its daemon (PDEATHSIG)"
+    exit_event = [e for e in events(p) if e["event"] == "exit"][-1]
+    assert exit_event["reason"] == "sigterm", exit_event
+    from f5guard.checkpoints.inspect import inspect_checkpoint
+
+    saved = inspect_checkpoint(p.work / "runs" / "voice" / "ckpts" / "model_last.pt").update
+    assert saved == exit_event["update"] == last_update(p), "0 updates lost"
+
+
 def test_full_home_keeps_old_checkpoint_with_a_warning(make_project, tiny_dataset: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs as a full Drive needs root")

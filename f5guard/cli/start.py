@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import click
 
-from f5guard import pidfile
+from f5guard import pidfile, requests
 from f5guard.cli.common import Context, config_option, open_config
 from f5guard.daemon.launcher import spawn_daemon
 from f5guard.errors import DaemonError
 from f5guard.machine import boot_id
 from f5guard.requests import pending
 from f5guard.stages.plan import plan_run
-from f5guard.state import StageStatus, StateStore
+from f5guard.state import RunStatus, StageStatus, StateStore
+
+_FAILED_STAGES = (StageStatus.FATAL, StageStatus.FAILED)
 
 STDIO_TAIL = 15
 
@@ -33,6 +39,7 @@ def command(config_path: str | None, takeover: bool, accept_older: bool, dry_run
     info = pidfile.running_daemon(ctx.work.lock, ctx.work.pidfile)
     if info is not None:
         click.echo(f"f5guard is already running here (pid {info.pid}); see `f5guard status`.")
+        _retry_failed_runs(ctx, info.pid)
         return 0
     result = spawn_daemon(ctx.config.path, ctx.work.daemon_stdio, takeover=takeover, accept_older=accept_older)
     last = result.last
@@ -94,3 +101,22 @@ def _dry_run(ctx: Context) -> int:
             verdict = f"would run: {decision.why}" if decision.run else "up to date"
             click.echo(f"  {decision.stage.name}: {verdict}")
     return 0
+
+
+def _retry_failed_runs(ctx: Context, daemon_pid: int) -> None:
+    """Like supervisorctl's ``start`` of a FATAL program: runs that ended FATAL or FAILED start again from
+    their failed stage (earlier stages stay done; training resumes from its newest checkpoint)."""
+    doc = StateStore(ctx.work.state, ctx.home.lease_dir).load().doc
+    retried = 0
+    for run in ctx.config.runs:
+        record = doc.runs.get(run.name)
+        if record is None or record.state not in (RunStatus.FATAL, RunStatus.FAILED):
+            continue
+        failed = next(
+            (s.name for s in run.stages if (r := record.stages.get(s.name)) and r.state in _FAILED_STAGES), None
+        )
+        requests.submit(ctx.work.requests, requests.ResetRequest(run=run.name, stage=failed, created_at=time.time()))
+        click.echo(f"retrying run {run.name!r} from stage {failed!r}: it was {record.state.value} ({record.reason})")
+        retried += 1
+    if retried:
+        os.kill(daemon_pid, signal.SIGUSR1)

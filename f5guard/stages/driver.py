@@ -70,6 +70,10 @@ class StageDriver:
         record.items_eta_s = round((total - done) / rate, 1) if rate else None
         runner.mark_dirty()
 
+    def progressed(self, runner: StageRunnerView) -> bool:
+        """Did the attempt that just ended leave progress that survives it? Such restarts are not budgeted."""
+        return False
+
     def fatal_reason(self, runner: StageRunnerView, exit: ExitInfo) -> str | None:
         """Called after a failed attempt of a long-running stage; a reason stops restarting (FATAL)."""
         return None

@@ -1,5 +1,8 @@
 """Restart decisions for long-running stages: immediate first restart, capped exponential backoff, reset after a
-stable uptime, a budget per time window, then FATAL with the reason (never supervisord's silent loop)."""
+stable uptime, a budget per time window, then FATAL with the reason (never supervisord's silent loop).
+
+The budget counts only attempts that made no progress: Colab's RAM OOM killer may end a trainer every ten
+minutes, and as long as each attempt leaves a newer durable checkpoint, restarting it is the right thing."""
 
 from __future__ import annotations
 
@@ -24,10 +27,14 @@ class RestartTracker:
         self.consecutive = 0
         self._recent: collections.deque[float] = collections.deque()
 
-    def on_failure(self, uptime_s: float, now: float) -> Verdict:
+    def on_failure(self, uptime_s: float, now: float, *, progressed: bool = False) -> Verdict:
+        """``progressed``: the attempt made progress that survives it (a newer durable checkpoint)."""
         p = self.policy
         while self._recent and now - self._recent[0] > p.window_s:
             self._recent.popleft()
+        if progressed:
+            self.consecutive = 1  # a fresh failure: restart at once, and back off only if the next one is stuck
+            return Verdict(True, 0.0, "restart after an attempt that made progress (not counted in the budget)")
         if len(self._recent) >= p.budget:
             return Verdict(
                 False,

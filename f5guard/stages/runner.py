@@ -99,6 +99,7 @@ class StageRunner:
 
     def _spawn(self) -> None:
         self.restart_at = None
+        self.record.restart_at = None
         try:
             wait = self.driver.before_attempt(self)
         except (F5guardError, OSError) as err:
@@ -186,7 +187,7 @@ class StageRunner:
         if fatal is not None:
             self._fail(StageStatus.FATAL, fatal)
             return
-        verdict = self.tracker.on_failure(uptime_s, time.monotonic())
+        verdict = self.tracker.on_failure(uptime_s, time.monotonic(), progressed=self.driver.progressed(self))
         if not verdict.restart:
             self._fail(StageStatus.FATAL, f"{described}; {verdict.reason}")
             return
@@ -198,6 +199,7 @@ class StageRunner:
             self._spawn()  # in this very pass: state is saved after the new trainer already runs
             return
         self.restart_at = time.monotonic() + verdict.delay_s
+        self.record.restart_at = time.time() + verdict.delay_s  # status: "restarting in N s", not "running"
         self.ctx.wake.set()
 
     def _fail(self, state: StageStatus, reason: str) -> None:

@@ -152,6 +152,9 @@ def _detail(stage: StageReport) -> str:
             else ""
         )
         parts.append(f"{items['done']}/{items['total']} items{eta}")
+    if stage["restart_in_s"] is not None:
+        last = stage.get("last_failure") or stage["last_exit"]
+        return f"restarting in {stage['restart_in_s']:.0f} s (attempt {stage['restarts'] + 1}, last exit: {last})"
     if stage["reason"] and stage["state"] != "done":
         parts.append(stage["reason"])
     if stage.get("restarts"):
@@ -201,7 +204,12 @@ def render_status(report: StatusReport, console: Console) -> None:
         training = run.get("training")
         for stage in run["stages"]:
             detail = _detail(stage)
-            if training and stage["state"] == "running" and _training_detail(training):
+            if (
+                training
+                and stage["state"] == "running"
+                and stage["restart_in_s"] is None
+                and _training_detail(training)
+            ):
                 detail = _training_detail(training)
             table.add_row(
                 stage["name"],

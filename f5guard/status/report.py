@@ -20,6 +20,7 @@ from f5guard.state import (
     ExportNote,
     QuarantineNote,
     RestoreNote,
+    RunRecord,
     RunStatus,
     StageRecord,
     StageStatus,
@@ -79,6 +80,7 @@ class _StageReportBase(TypedDict):
     last_exit: str | None
     last_failure: str | None
     last_lines: list[str]  # only for a failed or FATAL stage
+    restart_in_s: float | None  # a restart is pending (backoff): no attempt runs now
 
 
 class StageReport(_StageReportBase, total=False):
@@ -171,9 +173,12 @@ def build_report(config: Config, now: float | None = None) -> StatusReport:
     runs = [
         RunReport(
             name=run.name,
-            state=(record.state if record else RunStatus.PENDING).value,
+            state=_run_state(record, supervised=info is not None),
             reason=record.reason if record else None,
-            stages=[_stage(stage.name, record.stages.get(stage.name) if record else None, now) for stage in run.stages],
+            stages=[
+                _stage(stage.name, record.stages.get(stage.name) if record else None, now, supervised=info is not None)
+                for stage in run.stages
+            ],
             training=_training(run, home, record.training if record else None, now),
         )
         for run in config.runs
@@ -207,20 +212,34 @@ def build_report(config: Config, now: float | None = None) -> StatusReport:
     )
 
 
-def _stage(name: str, srec: StageRecord | None, now: float) -> StageReport:
+def _run_state(record: RunRecord | None, *, supervised: bool) -> str:
+    state = record.state if record else RunStatus.PENDING
+    if state is RunStatus.RUNNING and not supervised:
+        return "interrupted"  # state was written by a daemon that is gone
+    return state.value
+
+
+def _stage(name: str, srec: StageRecord | None, now: float, *, supervised: bool) -> StageReport:
     state = srec.state if srec else StageStatus.PENDING
     duration = srec.duration_s if srec else None
-    if srec and state is StageStatus.RUNNING and srec.started_at:
-        duration = round(now - srec.started_at, 1)
+    reason = srec.reason if srec else None
+    restart_in = None
+    if srec and state is StageStatus.RUNNING:
+        if not supervised:  # what state says was running has no supervisor now: it is not running
+            state, reason = StageStatus.INTERRUPTED, "its supervisor is not running (stopped or died)"
+        else:
+            duration = round(now - srec.started_at, 1) if srec.started_at else None
+            restart_in = round(max(0.0, srec.restart_at - now), 1) if srec.restart_at else None
     entry = StageReport(
         name=name,
         state=state.value,
         duration_s=duration,
-        reason=srec.reason if srec else None,
+        reason=reason,
         restarts=srec.restarts if srec else 0,
         last_exit=srec.last_exit if srec else None,
         last_failure=srec.last_failure if srec else None,
         last_lines=srec.last_lines if srec and state in (StageStatus.FAILED, StageStatus.FATAL) else [],
+        restart_in_s=restart_in,
     )
     if srec and srec.items_total is not None:
         entry["items"] = ItemsReport(done=srec.items_done, total=srec.items_total, eta_s=srec.items_eta_s)

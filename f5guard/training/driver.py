@@ -54,6 +54,7 @@ class TrainDriver(StageDriver):
         self.attempt_started = 0.0
         self._last_fold = 0.0
         self._behind_since: float | None = None
+        self._durable_before = -1  # the durable update when the previous restart was decided
 
     # -- helpers ---------------------------------------------------------------------------------------------
     @staticmethod
@@ -111,6 +112,8 @@ class TrainDriver(StageDriver):
             opts.spec.to_json(opts.spec_path)
             self.reader = EventReader(Path(opts.progress_path))
         self.progress.update = plan.start_update
+        if self._durable_before < 0:  # what home held before the first attempt: only more counts as progress
+            self._durable_before = max((d.update for d in list_durable(home)), default=-1)
         self.progress.last_event_mono = time.monotonic()
         self.attempt_started = time.monotonic()
         if self.sync is None:
@@ -294,6 +297,12 @@ class TrainDriver(StageDriver):
                 runner.log.warning("the final inference copy was not finished in time; it is abandoned",
                                    timeout_s=FINAL_EXPORT_TIMEOUT_S)  # fmt: skip
         self._fold(runner)
+
+    def progressed(self, runner: StageRunnerView) -> bool:
+        durable = self.sync.status().durable if self.sync is not None else None
+        now = durable.update if durable is not None else -1
+        before, self._durable_before = self._durable_before, now
+        return now > before
 
     def fatal_reason(self, runner: StageRunnerView, exit: ExitInfo) -> str | None:
         failure: Failure = classify_failure(exit, list(runner.stage_log.last_lines))
