@@ -38,4 +38,3 @@ def highest_epoch_seen(layout: HomeLayout) -> int:
 def claims_now(layout: HomeLayout, duration_s: float) -> list[Sighting]:
     """Every claim as a one-shot reader sees it (liveness from the heartbeat's age, or the pid on this machine)."""
     return ClaimWatch(layout, RuntimeId.here(), duration_s, include_me=True).look()
-
