@@ -27,6 +27,10 @@ class WorkLayout:
         return self.root / "daemon.pid.json"
 
     @property
+    def exit_note(self) -> Path:
+        return self.root / "daemon.exit.json"  # how the last daemon life here ended (pidfile.ExitNote)
+
+    @property
     def state(self) -> Path:
         return self.root / STATE_NAME
 

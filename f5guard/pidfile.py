@@ -1,4 +1,4 @@
-"""The daemon's pidfile and the one reliable liveness test: the work dir's flock.
+"""The daemon's pidfile, the one reliable liveness test (the work dir's flock), and how its last life ended.
 
 A pidfile alone goes stale (a swept /tmp made supervisord's CLI start a duplicate); the kernel drops a flock
 when its holder dies, so "can I take the lock?" is the truth. Stdlib only: ``status`` must start fast.
@@ -79,3 +79,28 @@ def running_daemon(lock_path: Path, pid_path: Path) -> DaemonInfo | None:
     if not lock_is_held(lock_path):
         return None
     return read(pid_path) or DaemonInfo(pid=0, host="?", started_at=0.0, boot_id="?", config="?", version="?")
+
+
+@dataclass(frozen=True)
+class ExitNote:
+    """How the daemon's last life in this work dir ended, for ``status`` and the next ``start``: never a
+    silent death (a crash, a lost lease, a failed start, a stop)."""
+
+    at: float
+    pid: int
+    reason: str  # one line
+    code: int
+    crashed: bool = False
+
+
+def write_exit(path: Path, note: ExitNote) -> None:
+    with contextlib.suppress(OSError):  # the last thing a dying daemon does: never the cause of another error
+        atomic_write_json(path, asdict(note))
+
+
+def read_exit(path: Path) -> ExitNote | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return ExitNote(**data)
+    except (OSError, ValueError, TypeError):
+        return None

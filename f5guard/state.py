@@ -140,6 +140,7 @@ class DaemonNote(TypedDict, total=False):
     version: str
     runtime: str  # the claim's runtime name (lease/claims.py): orders two copies of one epoch
     home_problem: str | None
+    config_note: str | None  # the config file changed (or broke) under the running daemon
 
 
 @dataclass

@@ -41,6 +41,10 @@ def command(config_path: str | None, takeover: bool, accept_older: bool, dry_run
         click.echo(f"f5guard is already running here (pid {info.pid}); see `f5guard status`.")
         _retry_failed_runs(ctx, info.pid)
         return 0
+    previous = pidfile.read_exit(ctx.work.exit_note)
+    if previous is not None and (previous.crashed or previous.code not in (0,)):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(previous.at))
+        click.secho(f"the previous supervisor (pid {previous.pid}) ended at {when}: {previous.reason}", fg="yellow")
     result = spawn_daemon(ctx.config.path, ctx.work.daemon_stdio, takeover=takeover, accept_older=accept_older)
     last = result.last
     phase = last.get("phase")

@@ -6,7 +6,9 @@ import json
 
 import click
 
-from f5guard.cli.common import config_option, open_config
+from f5guard.cli.common import config_option, find_daemon
+from f5guard.errors import DaemonError
+from f5guard.status.quick import ask_daemon
 from f5guard.status.report import build_report, exit_code
 
 
@@ -15,8 +17,17 @@ from f5guard.status.report import build_report, exit_code
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def command(config_path: str | None, as_json: bool) -> int:
     """Where everything stands: daemon, runs, stages. Exit 1 when no daemon runs here or a run is FATAL."""
-    ctx = open_config(config_path)
-    report = build_report(ctx.config)
+    handle = find_daemon(config_path)
+    if handle.note is not None and handle.info is not None:
+        # The config changed under the running daemon: it answers with the config it runs with.
+        answer = ask_daemon(str(handle.work.root), handle.info.pid, as_json)
+        if answer is not None:
+            click.echo(answer[1], nl=False)
+            click.secho(f"note: {handle.note}", fg="yellow", err=as_json)
+            return answer[0]
+    if handle.config is None:
+        raise DaemonError(f"{handle.note}; but that daemon did not answer (see `f5guard tail`)")
+    report = build_report(handle.config)
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     else:

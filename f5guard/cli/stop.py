@@ -9,7 +9,8 @@ import time
 import click
 
 from f5guard import pidfile
-from f5guard.cli.common import config_option, open_config
+from f5guard.cli.common import config_option, find_daemon
+from f5guard.config import DEFAULT_STOP_GRACE_S
 from f5guard.errors import DaemonError
 
 EXTRA_WAIT_S = 30.0
@@ -19,19 +20,25 @@ TRAIN_FLUSH_S = 900.0  # as long as the daemon itself waits for the final sync (
 @click.command("stop")
 @config_option
 @click.option(
-    "--timeout", type=float, default=None, help="Seconds to wait (default: the longest stage grace period + 30)."
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds to wait (default: the longest stage grace period + 30).",
 )
 def command(config_path: str | None, timeout: float | None) -> int:
     """Stop the supervisor: children get SIGTERM (a trainer checkpoints), then the lease is released."""
-    ctx = open_config(config_path)
-    info = pidfile.running_daemon(ctx.work.lock, ctx.work.pidfile)
+    handle = find_daemon(config_path)
+    work, info = handle.work, handle.info
+    if handle.note:
+        click.echo(f"note: {handle.note}")
     if info is None:
         click.echo("no f5guard daemon runs here; nothing to stop.")
         return 0
     if info.pid <= 0:
-        raise DaemonError(f"a daemon holds {ctx.work.lock} but its pidfile {ctx.work.pidfile} is unreadable")
-    grace = max((s.stop_grace_s for r in ctx.config.runs for s in r.stages), default=0.0)
-    if any(s.kind == "train" for r in ctx.config.runs for s in r.stages):
+        raise DaemonError(f"a daemon holds {work.lock} but its pidfile {work.pidfile} is unreadable")
+    stages = [s for r in handle.config.runs for s in r.stages] if handle.config else []
+    grace = max((s.stop_grace_s for s in stages), default=DEFAULT_STOP_GRACE_S)
+    if handle.config is None or any(s.kind == "train" for s in stages):
         grace += TRAIN_FLUSH_S  # the last checkpoint is copied to home and verified before the daemon exits
     wait_s = timeout if timeout is not None else grace + EXTRA_WAIT_S
     started = time.monotonic()
@@ -42,7 +49,7 @@ def command(config_path: str | None, timeout: float | None) -> int:
         return 0
     click.echo(f"stopping f5guard (pid {info.pid}); a trainer checkpoints and its checkpoint is synced first...")
     # The lock goes first, then the process finishes exiting: wait for both, so nothing is left when we return.
-    while pidfile.lock_is_held(ctx.work.lock) or pidfile.pid_alive(info.pid):
+    while pidfile.lock_is_held(work.lock) or pidfile.pid_alive(info.pid):
         if time.monotonic() - started > wait_s:
             raise DaemonError(
                 f"the daemon (pid {info.pid}) is still stopping after {wait_s:.0f}s; "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from f5guard.cli.common import config_option, open_config
+from f5guard.cli.common import config_option, find_daemon
 from f5guard.cli.follow import Entry, Follower, Source, find_sources, iter_new, merged_tail
 from f5guard.errors import UsageError
 
@@ -47,12 +47,19 @@ def command(
     config_path: str | None, lines: int, follow: bool, as_json: bool, run: str | None, stage: str | None
 ) -> int:
     """Show the daemon log and stage logs; interrupting `tail -f` never stops the daemon."""
-    ctx = open_config(config_path)
-    if run is not None and ctx.config.run(run) is None:
-        raise UsageError(f"no run named {run!r} in {ctx.config.path}")
-    if stage is not None and not any(r.stage(stage) for r in ctx.config.runs if run is None or r.name == run):
-        raise UsageError(f"no stage named {stage!r} in {ctx.config.path}")
-    sources = find_sources(ctx.work, run, stage)
+    handle = find_daemon(config_path)
+    config, work = handle.config, handle.work
+    if handle.note:
+        click.echo(f"note: {handle.note}", err=True)
+    if config is not None and run is not None and config.run(run) is None:
+        raise UsageError(f"no run named {run!r} in {config.path}")
+    if (
+        config is not None
+        and stage is not None
+        and not any(r.stage(stage) for r in config.runs if run is None or r.name == run)
+    ):
+        raise UsageError(f"no stage named {stage!r} in {config.path}")
+    sources = find_sources(work, run, stage)
     for entry in merged_tail(sources, lines, run, stage):
         click.echo(_render(entry, as_json))
     if not follow:
@@ -64,7 +71,7 @@ def command(
             click.echo(_render(entry, as_json))
         if time.monotonic() >= next_scan:  # a stage that starts later gets its own log file
             next_scan = time.monotonic() + RESCAN_S
-            for source in find_sources(ctx.work, run, stage):
+            for source in find_sources(work, run, stage):
                 if source.path not in followers:
                     followers[source.path] = (source, Follower(source.path, from_end=False))
         time.sleep(POLL_S)

@@ -22,6 +22,7 @@ from f5guard import __version__, pidfile, requests, sdnotify
 from f5guard.checkpoints.durable import highest_durable_epoch
 from f5guard.config import load_config
 from f5guard.daemon import logs
+from f5guard.daemon.configwatch import ConfigWatch
 from f5guard.daemon.launcher import ReadyChannel
 from f5guard.daemon.mirror import mirror_tree
 from f5guard.daemon.supervisor import Supervisor
@@ -39,6 +40,7 @@ from f5guard.status.answer import answer_requests, note_work_dir
 
 TICK_S = 0.5
 STATE_MIRROR_S = 10.0
+CONFIG_POLL_S = 5.0  # how often the daemon looks whether its config file was edited
 
 
 class _StopBeforeReady(Exception):
@@ -67,6 +69,7 @@ class Daemon:
         self.log = logs.get_logger()  # rebound once logging is configured (after the work lock is ours)
         self.lease: HomeLease | None = None
         self.serving = False
+        self.exit_reason: str | None = None  # one line for the exit note: why this life ended
         self.store = StateStore(self.work.state, self.home.lease_dir, mirror_interval_s=STATE_MIRROR_S)
 
     # -- life cycle -------------------------------------------------------------------------------------
@@ -85,12 +88,22 @@ class Daemon:
             self.ready.send("already-running", pid=other.pid if other else None)
             self.ready.close()
             return 0
+        code, reason, crashed = 1, "it failed to start", False
         try:
-            return self._main_locked()
+            code = self._main_locked()
+            reason = self.exit_reason or ("stopped" if code == 0 else "it failed to start")
+        except Exception as err:
+            reason, crashed = f"crashed: {type(err).__name__}: {' '.join(str(err).split())}", True
+            self.log.exception("daemon crashed", error=reason)
+            raise
         finally:
+            pidfile.write_exit(
+                self.work.exit_note, pidfile.ExitNote(time.time(), os.getpid(), reason, code, crashed=crashed)
+            )
             with contextlib.suppress(OSError):
                 self.work.pidfile.unlink()
             work_lock.release()
+        return code
 
     def _main_locked(self) -> int:
         logs.configure(self.work.daemon_log, self.config.logs, console=self.foreground)
@@ -171,6 +184,7 @@ class Daemon:
         )
 
     def _startup_failed(self, err: F5guardError) -> int:
+        self.exit_reason = f"failed to start: {err.message}"
         self.log.error("daemon failed to start", error=err.message)
         self.ready.send("failed", error=err.message, exit_code=err.exit_code)
         self.ready.close()
@@ -189,7 +203,8 @@ class Daemon:
         self._save(doc, home=True)
         self.store.prune_home(doc.epoch)
         watchdog = sdnotify.watchdog_interval_s()
-        next_lease = next_mirror = next_watchdog = 0.0
+        next_lease = next_mirror = next_watchdog = next_config = 0.0
+        config_watch = ConfigWatch(self.config)
         exit_code = 0
         while not self.stop_requested:
             now = time.monotonic()
@@ -198,6 +213,12 @@ class Daemon:
                 lost = self._check_lease(supervisor, doc)
                 if lost is not None:
                     return lost
+            if now >= next_config:
+                next_config = now + CONFIG_POLL_S
+                if config_watch.poll():
+                    doc.daemon["config_note"] = config_watch.note
+                    self.log.warning("config file changed", note=config_watch.note)
+                    self._save(doc)
             self._answer_clients(supervisor)
             changed = supervisor.step(now)
             if changed:
@@ -216,6 +237,7 @@ class Daemon:
                 self.wake.wait(timeout)
             self.wake.clear()
         self.log.info("daemon stopping", reason=self.stop_requested)
+        self.exit_reason = f"stopped ({self.stop_requested})"
         self._write_pidfile("stopping", epoch=doc.epoch)
         sdnotify.notify("STOPPING=1")
         supervisor.stop()
@@ -235,6 +257,7 @@ class Daemon:
             self._home_trouble(doc, err.message)
         except LeaseLost as err:
             self.log.error("lease lost; stopping every child and exiting", reason=err.message)
+            self.exit_reason = f"lease lost: {err.message}"
             supervisor.stop()
             self.store.save(doc, mirror=False)
             self.lease.release()

@@ -50,14 +50,24 @@ def _parse(args: list[str]) -> tuple[bool, str | None] | None:
     return as_json, config
 
 
-def _work_dir(config: str) -> str | None:
+def noted_work_dir(config: str) -> tuple[str, str] | None:
+    """(stamp of the config when its daemon started, the work dir it runs in), as that daemon noted them."""
     try:
-        st = os.stat(config)
         with open(cache_entry(config), encoding="utf-8") as handle:
             stamp, work = handle.read().splitlines()[:2]
     except (OSError, ValueError):
         return None
-    return work if stamp == f"{st.st_mtime_ns} {st.st_size}" else None
+    return stamp, work
+
+
+def _work_dir(config: str) -> str | None:
+    """The noted work dir while the config is unchanged since its daemon started (else the full CLI answers)."""
+    noted = noted_work_dir(config)
+    try:
+        st = os.stat(config)
+    except OSError:
+        return None
+    return noted[1] if noted and noted[0] == f"{st.st_mtime_ns} {st.st_size}" else None
 
 
 def _daemon_pid(work: str) -> int | None:
@@ -106,6 +116,17 @@ def try_quick_status(args: list[str]) -> int | None:
     pid = _daemon_pid(work) if work else None
     if work is None or pid is None:
         return None
+    answer = ask_daemon(work, pid, as_json)
+    if answer is None:
+        return None
+    code, body = answer
+    sys.stdout.write(body)
+    sys.stdout.flush()
+    return code
+
+
+def ask_daemon(work: str, pid: int, as_json: bool) -> tuple[int, str] | None:
+    """The exit code and the rendered status the daemon of ``work`` answers, or None if it does not."""
     folder = os.path.join(work, REQUEST_DIR)
     me = f"{os.getpid()}-{time.monotonic_ns()}"
     request, answer = os.path.join(folder, f"{me}.req"), os.path.join(folder, f"{me}.out")
@@ -129,9 +150,6 @@ def try_quick_status(args: list[str]) -> int | None:
         with open(answer, encoding="utf-8") as handle:
             head, _, body = handle.read().partition("\n")
         os.unlink(answer)
-        code = int(head)
+        return int(head), body
     except (OSError, ValueError):
         return None
-    sys.stdout.write(body)
-    sys.stdout.flush()
-    return code

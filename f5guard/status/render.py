@@ -72,6 +72,8 @@ def _daemon_line(report: StatusReport) -> Text:
             line.append(f" · epoch {d['epoch']}")
         if d["heartbeat_age_s"] is not None:
             line.append(f" · heartbeat {human_duration(d['heartbeat_age_s'])} ago")
+        if d["idle_with_failures"]:
+            line.append(" · idle: a run failed (`f5guard start` retries it)", style="bold red")
         return line
     line = Text.assemble(("○ ", "bold yellow"), ("no f5guard supervisor runs here", "bold"))
     known = d.get("last_known") or {}
@@ -79,6 +81,12 @@ def _daemon_line(report: StatusReport) -> Text:
     if known:
         ago = human_duration(time.time() - written) if written else "?"
         line.append(f". Last known: pid {known.get('pid')} on host {known.get('host')}, state written {ago} ago")
+    last = d["last_exit"]
+    if last is not None:
+        when = time.strftime("%H:%M:%S", time.localtime(last["at"]))
+        verb = "died" if last["crashed"] else "ended"
+        line.append(f"\n  the supervisor (pid {last['pid']}) {verb} at {when}: {last['reason']}",
+                    style="bold red" if last["crashed"] else "")  # fmt: skip
     return line
 
 
@@ -181,6 +189,8 @@ def render_status(report: StatusReport, console: Console) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    if report["daemon"]["config_note"]:
+        console.print(f"  [yellow]config:[/] {report['daemon']['config_note']}", highlight=False, soft_wrap=True)
     if report["daemon"].get("home_problem"):
         console.print(
             f"  [yellow]home unreachable:[/] {report['daemon']['home_problem']} — training continues "

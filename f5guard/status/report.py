@@ -12,7 +12,7 @@ from typing import TypedDict
 from f5guard import pidfile
 from f5guard.checkpoints.durable import list_durable
 from f5guard.layout import HomeLayout, WorkLayout
-from f5guard.lease.claims import RuntimeId
+from f5guard.lease.claims import RuntimeId, Sighting
 from f5guard.lease.info import claims_now
 from f5guard.schema import Config, RunConfig
 from f5guard.state import (
@@ -24,6 +24,7 @@ from f5guard.state import (
     RunStatus,
     StageRecord,
     StageStatus,
+    StateDoc,
     StateStore,
     SupersedeNote,
     TrainingRecord,
@@ -40,6 +41,16 @@ class DaemonReport(TypedDict):
     heartbeat_age_s: float | None
     last_known: DaemonNote | None  # who wrote the state last (also when no daemon runs here)
     home_problem: str | None
+    config_note: str | None  # the config file changed or broke under the running daemon
+    last_exit: ExitReport | None  # how the previous daemon here ended (only when none runs now)
+    idle_with_failures: bool  # the daemon runs, nothing is running, and a run failed
+
+
+class ExitReport(TypedDict):
+    at: float
+    pid: int
+    reason: str
+    crashed: bool
 
 
 class LeaseReport(TypedDict):
@@ -147,17 +158,6 @@ def build_report(config: Config, now: float | None = None) -> StatusReport:
     owner = live[-1] if live else None
     loaded = StateStore(work.state, home.lease_dir).load()
     doc = loaded.doc
-    daemon = DaemonReport(
-        running=info is not None,
-        pid=info.pid if info else None,
-        host=info.host if info else None,
-        phase=info.phase if info else None,
-        uptime_s=round(now - info.started_at, 1) if info else None,
-        epoch=(info.epoch or doc.epoch) if info else None,
-        heartbeat_age_s=round(owner.heartbeat_age_s, 1) if owner and owner.heartbeat_age_s is not None else None,
-        last_known=doc.daemon or None,
-        home_problem=doc.daemon.get("home_problem") if info else None,
-    )
     lease = None
     if owner is not None:
         runtime = owner.claim.runtime
@@ -184,8 +184,11 @@ def build_report(config: Config, now: float | None = None) -> StatusReport:
         for run in config.runs
         for record in [doc.runs.get(run.name)]
     ]
+    idle = info is not None and all(r["state"] not in ("running", "pending") for r in runs)
     return StatusReport(
-        daemon=daemon,
+        daemon=_daemon(
+            info, owner, doc, work, now, idle_with_failures=idle and any(r["state"] in _FAILED_RUNS for r in runs)
+        ),
         lease=lease,
         claims=[
             ClaimReport(
@@ -210,6 +213,31 @@ def build_report(config: Config, now: float | None = None) -> StatusReport:
         ),
         runs=runs,
     )
+
+
+def _daemon(info: pidfile.DaemonInfo | None, owner: Sighting | None, doc: StateDoc, work: WorkLayout, now: float, *,
+            idle_with_failures: bool) -> DaemonReport:  # fmt: skip
+    return DaemonReport(
+        running=info is not None,
+        pid=info.pid if info else None,
+        host=info.host if info else None,
+        phase=info.phase if info else None,
+        uptime_s=round(now - info.started_at, 1) if info else None,
+        epoch=(info.epoch or doc.epoch) if info else None,
+        heartbeat_age_s=round(owner.heartbeat_age_s, 1) if owner and owner.heartbeat_age_s is not None else None,
+        last_known=doc.daemon or None,
+        home_problem=doc.daemon.get("home_problem") if info else None,
+        config_note=doc.daemon.get("config_note") if info else None,
+        last_exit=_last_exit(work) if info is None else None,
+        idle_with_failures=idle_with_failures,
+    )
+
+
+def _last_exit(work: WorkLayout) -> ExitReport | None:
+    note = pidfile.read_exit(work.exit_note)
+    if note is None:
+        return None
+    return ExitReport(at=note.at, pid=note.pid, reason=note.reason, crashed=note.crashed)
 
 
 def _run_state(record: RunRecord | None, *, supervised: bool) -> str:
@@ -282,7 +310,10 @@ def _training(run: RunConfig, home: HomeLayout, record: TrainingRecord | None, n
 
 
 def exit_code(report: StatusReport) -> int:
-    """0 while a daemon runs here and no run is FATAL; 1 otherwise (scripts can `f5guard status || ...`)."""
+    """0 while a daemon runs here and no run failed; 1 otherwise (scripts can `f5guard status || ...`)."""
     if not report["daemon"]["running"]:
         return 1
-    return 1 if any(run["state"] == RunStatus.FATAL.value for run in report["runs"]) else 0
+    return 1 if any(run["state"] in _FAILED_RUNS for run in report["runs"]) else 0
+
+
+_FAILED_RUNS = (RunStatus.FATAL.value, RunStatus.FAILED.value)
