@@ -70,6 +70,7 @@ class Daemon:
         self.lease: HomeLease | None = None
         self.serving = False
         self.exit_reason: str | None = None  # one line for the exit note: why this life ended
+        self._write_problem: str | None = None  # the last home write failed (read-only, full): status says so
         self.store = StateStore(self.work.state, self.home.lease_dir, mirror_interval_s=STATE_MIRROR_S)
 
     # -- life cycle -------------------------------------------------------------------------------------
@@ -252,7 +253,7 @@ class Daemon:
         assert self.lease is not None
         try:
             self.lease.check()
-            self._home_trouble(doc, None)
+            self._home_trouble(doc, self._write_problem)
         except HomeUnreachable as err:
             self._home_trouble(doc, err.message)
         except LeaseLost as err:
@@ -278,7 +279,7 @@ class Daemon:
         if doc.daemon.get("home_problem") == problem:
             return
         if problem:
-            self.log.warning("home unreachable; training continues locally", problem=problem)
+            self.log.warning("home cannot be written; training continues locally", problem=problem)
         else:
             self.log.info("home reachable again; lease renewed")
         doc.daemon["home_problem"] = problem
@@ -298,12 +299,15 @@ class Daemon:
         try:
             self.lease.check()  # fencing: never overwrite a newer owner's view of home
             self.store.write_home(doc)
+            self._write_problem = None
         except HomeUnreachable:
             pass  # the control loop reports it; the home copy catches up when home answers
         except LeaseLost:
             self.wake.set()
-        except OSError as err:  # Drive hiccups: training goes on, home catches up later
+        except OSError as err:  # Drive hiccups, a full or read-only home: training goes on, home catches up later
             self.log.warning("cannot write state to home", path=str(self.store.home_path(doc.epoch)), error=str(err))
+            self._write_problem = f"cannot write state to home: {err.strerror or err} ({err.filename or ''})"
+            self._home_trouble(doc, self._write_problem)
 
     def _mirror(self, doc: StateDoc) -> None:
         self._mirror_state(doc, force=False)

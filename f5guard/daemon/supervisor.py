@@ -73,7 +73,11 @@ class RunSupervisor:
         while self.current is None and self.index < len(self.run.stages):
             stage = self.run.stages[self.index]
             record = self.doc.stage(self.run.name, stage.name)
-            decision = decide(stage, record, self.ctx.boot_id, self.upstream)
+            try:
+                decision = decide(stage, record, self.ctx.boot_id, self.upstream)
+            except Exception as err:  # noqa: BLE001 - an input nobody foresaw fails this run visibly, not the daemon
+                self._cannot_plan(stage.name, err)
+                return True
             if not decision.run:
                 record.state, record.reason = StageStatus.SKIPPED, decision.why
                 self.log.info("stage skipped", stage=stage.name, why=decision.why)
@@ -90,6 +94,13 @@ class RunSupervisor:
             self.log.info("run done")
             changed = True
         return changed
+
+    def _cannot_plan(self, stage: str, err: Exception) -> None:
+        record = self.doc.stage(self.run.name, stage)
+        record.state = StageStatus.FAILED
+        record.reason = f"could not decide whether it must run: {type(err).__name__}: {' '.join(str(err).split())}"
+        self.record.state, self.record.reason = RunStatus.FAILED, f"stage {stage!r} failed: {record.reason}"
+        self.log.exception("stage could not be planned", stage=stage, error=record.reason)
 
     def stop(self, grace_s: float | None = None) -> None:
         if self.current is not None:

@@ -193,7 +193,7 @@ def render_status(report: StatusReport, console: Console) -> None:
         console.print(f"  [yellow]config:[/] {report['daemon']['config_note']}", highlight=False, soft_wrap=True)
     if report["daemon"].get("home_problem"):
         console.print(
-            f"  [yellow]home unreachable:[/] {report['daemon']['home_problem']} — training continues "
+            f"  [yellow]home problem:[/] {report['daemon']['home_problem']} — training continues "
             "locally; home catches up when it answers",
             highlight=False,
             soft_wrap=True,
