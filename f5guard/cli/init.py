@@ -85,6 +85,12 @@ def command(
     for path in loose:
         click.echo(f"note: {path} is not in a speaker folder; it is not part of any run")
     click.echo(f"wrote {target}: {len(config.runs)} run(s): {', '.join(r.name for r in config.runs)}")
+    if pretrained.lower() == "none":
+        click.echo(
+            "note: --pretrained none: nothing is fine-tuned; each run trains the small model from scratch (random "
+            "weights), which needs tens of hours of audio and far more updates; for a few hours of a voice, give "
+            f"--pretrained {options.PRETRAINED_NAME.default} or a local .pt/.safetensors"
+        )
     if output is None:
         link = Path(CONFIG_NAME)
         if link.is_symlink() or not link.exists():
