@@ -279,15 +279,17 @@ class StateStore:
             return LoadedState(StateDoc(), None, tuple(problems))
         return LoadedState(best[1], best[2], tuple(problems))
 
-    def durable_updates(self, run: str) -> list[int]:
+    def durable_updates(self, run: str, superseded: SupersedeNote | None = None) -> list[int]:
         """The durable update every readable copy (any epoch, any runtime) records for ``run``: a runtime must
-        never resume below the highest of them (docs/reliability.md)."""
+        never resume below the highest of them (docs/reliability.md). Only copies of the same training count:
+        once a vocab change set the checkpoints aside (``superseded``), older records describe the old one."""
         updates: list[int] = []
         for path in [self.work_path, *self.home_copies()]:
             with contextlib.suppress(OSError, ValueError, StateError):
                 record = doc_from_json(json.loads(path.read_bytes())).runs.get(run)
-                if record is not None and record.training is not None and record.training.durable_update is not None:
-                    updates.append(int(record.training.durable_update))
+                training = record.training if record is not None else None
+                if training is not None and training.durable_update is not None and training.superseded == superseded:
+                    updates.append(int(training.durable_update))
         return updates
 
     def save(self, doc: StateDoc, *, mirror: bool = False) -> None:

@@ -141,7 +141,8 @@ class TrainDriver(StageDriver):
         here, that checkpoint is still on its way through Drive. Wait for it (status says so) rather than train
         from an older one, up to ``arrival_timeout_s``; then stop and let the user choose (`--accept-older`)."""
         store = StateStore(runner.ctx.work.state, runner.ctx.home.lease_dir)
-        known = max([*store.durable_updates(runner.run.name), *recorded_updates(home)], default=-1)
+        superseded = self.training(runner).superseded
+        known = max([*store.durable_updates(runner.run.name, superseded), *recorded_updates(home)], default=-1)
         newest = checkpoints.scan_dir(local).newest()
         have = newest.update if newest and newest.kind != "pretrained" else 0
         training = self.training(runner)
@@ -196,6 +197,8 @@ class TrainDriver(StageDriver):
                 f"checkpoints cannot resume with it; kept in {aside}, training starts again"
             )
             training.superseded = SupersedeNote(moved_to=str(aside), old_vocab=old_rows - 1, vocab=rows - 1)
+            training.durable_update = training.durable_synced_at = training.durable_size = None
+            training.durable_path = None  # what home held belongs to the training set aside
             self._note(runner, text)
 
     def _restore_if_newer(self, runner: StageRunnerView, local: Path, home: Path, training: TrainingRecord) -> None:
