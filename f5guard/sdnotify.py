@@ -21,6 +21,11 @@ def notify(message: str) -> bool:
     return False
 
 
+def watchdog_ping() -> bool:
+    """Tell systemd's watchdog we are alive (WatchdogSec in the unit)."""
+    return notify("WATCHDOG=1")
+
+
 def watchdog_interval_s() -> float | None:
     """Half of WatchdogSec when systemd watches this process, else None."""
     usec = os.environ.get("WATCHDOG_USEC")

@@ -229,7 +229,7 @@ class Daemon:
                 self._mirror(doc)
             if watchdog and now >= next_watchdog:
                 next_watchdog = now + watchdog
-                sdnotify.notify("WATCHDOG=1")
+                sdnotify.watchdog_ping()
             timeout = TICK_S
             wake_at = supervisor.next_wakeup()
             if wake_at is not None:

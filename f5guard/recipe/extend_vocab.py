@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from f5guard.checkpoints.inspect import TEXT_EMBED_SUFFIX
 from f5guard.fsutil import publishing
 
-EMBED_KEY = "text_embed.text_embed.weight"  # DiT, UNetT and MMDiT all name it so, under "transformer."
+EMBED_KEY = TEXT_EMBED_SUFFIX  # DiT, UNetT and MMDiT all name it so, under "transformer."
 STATE_DICTS = ("ema_model_state_dict", "model_state_dict")
 NEW_ROWS_SEED = 666  # finetune_gradio.expand_model_embeddings seeds torch with this before drawing the rows
 DROPPED = ("optimizer_state_dict", "scheduler_state_dict", "update", "step")

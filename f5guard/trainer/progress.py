@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from f5guard import jsonlines
@@ -35,9 +34,3 @@ def read_events(path: str | os.PathLike[str], offset: int = 0) -> tuple[list[dic
     """Complete events from byte ``offset`` on, and the offset to continue from (a partial line waits)."""
     records, offset = jsonlines.read(path, offset)
     return [r for r in records if "event" in r], offset
-
-
-def iter_events(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """All complete events in the file, oldest first."""
-    events, _ = read_events(path)
-    yield from events

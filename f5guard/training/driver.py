@@ -337,7 +337,7 @@ def _wait_alive(wait: Callable[[float], bool], timeout_s: float) -> bool:
             return True
         if left <= WAIT_SLICE_S or time.monotonic() - started < piece * 0.9:
             return False  # out of time, or the wait gave up before its slice ended (a full home): a verdict
-        sdnotify.notify("WATCHDOG=1")  # a no-op outside systemd
+        sdnotify.watchdog_ping()  # a no-op outside systemd
 
 
 def vocab_rows(vocab: Path) -> int | None:
