@@ -35,9 +35,14 @@ def test_when_an_export_is_due(tmp_path: Path) -> None:
     assert not off.due(_durable(1000), final=True)
 
 
-def test_usage_and_unreadable_sources_are_one_line(tmp_path: Path) -> None:
+def test_usage() -> None:
+    """argparse answers before torch is imported: no [train] extra needed."""
     usage = _export()
     assert usage.returncode == 2 and "usage:" in usage.stderr
+
+
+@pytest.mark.train
+def test_unreadable_sources_are_one_line(tmp_path: Path) -> None:
     garbage = tmp_path / "model_last.pt"
     garbage.write_bytes(b"not a zip at all")
     out = tmp_path / "out" / export_name(1)
@@ -90,8 +95,10 @@ def test_home_unreachable_is_a_warning_not_a_crash(tmp_path: Path) -> None:
     assert exporter.public()["error"] == exporter.error and exporter.public()["update"] is None
 
 
+@pytest.mark.train
 def test_a_failed_export_is_reported_once_and_not_retried(tmp_path: Path) -> None:
-    """Through the real subprocess: the inherited descriptor, the label in the message, no retry."""
+    """Through the real subprocess: the inherited descriptor, the label in the message, no retry (the child
+    imports torch to read it)."""
     source = tmp_path / durable_name(1, 8)
     source.write_bytes(b"not a checkpoint")
     durable = DurableCheckpoint(source, source.with_suffix(".json"), 8, 1, 16, "0" * 64, 0.0, "model_last.pt")
