@@ -88,6 +88,10 @@ class Daemon:
             other = pidfile.read(self.work.pidfile)
             self.ready.send("already-running", pid=other.pid if other else None)
             self.ready.close()
+            if self.foreground:  # no start pipe to tell: systemd's journal must not see a silent clean exit
+                print(f"f5guard: a daemon (pid {other.pid if other else '?'}) already runs in {self.work.root}",
+                      file=sys.stderr)  # fmt: skip
+                return 1
             return 0
         code, reason, crashed = 1, "it failed to start", False
         try:
