@@ -2,12 +2,13 @@
 
 Small files are identified by content hash, big ones by size + mtime (hashing gigabytes of audio on Drive at
 every start would cost minutes). A recorded hash is reused while size and mtime are unchanged, so an
-up-to-date check costs one ``stat`` per file.
+up-to-date check costs one ``stat`` per file. Only regular files are read: a FIFO, socket, device, dangling
+symlink, loop or unreadable file is recorded as ``skipped: <reason>`` (regularfiles.py), and patterns are
+expanded within a bound (walk.py). Paths are keyed by their shown name (non-UTF-8 bytes escaped).
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -15,11 +16,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from f5guard.regularfiles import Unreadable, check, open_regular, problem
 from f5guard.schema import StageConfig
-from f5guard.stages.overlap import is_glob
+from f5guard.stages.walk import expand
 
 BIG_FILE_BYTES = 64 * 1024 * 1024
 MISSING = "missing"
+SKIPPED = "skipped: "  # + the reason: a file found but never read (not regular, dangling, unreadable)
 
 
 def _digest(obj: Any) -> str:
@@ -36,11 +39,16 @@ def _stat_key(st: os.stat_result) -> str:
 
 
 def file_signature(path: str, previous: str | None = None) -> str:
-    """``<size>:<mtime_ns>`` plus ``#<sha256>`` for small files; reuses ``previous``'s hash when stat matches."""
+    """``<size>:<mtime_ns>`` plus ``#<sha256>`` for small files; reuses ``previous``'s hash when stat matches.
+    ``missing`` when absent, ``skipped: <reason>`` for what is not read (never blocks on a FIFO)."""
     try:
-        st = os.stat(path)
-    except OSError:
+        st = check(path)
+    except Unreadable as err:
+        return SKIPPED + err.reason
+    except FileNotFoundError:
         return MISSING
+    except OSError as err:
+        return SKIPPED + f"cannot look at it: {err.strerror or err}"
     key = _stat_key(st)
     if st.st_size > BIG_FILE_BYTES:
         return key
@@ -48,17 +56,26 @@ def file_signature(path: str, previous: str | None = None) -> str:
         return previous
     h = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             while block := handle.read(1 << 20):
                 h.update(block)
-    except OSError:
+    except FileNotFoundError:
         return MISSING
+    except OSError as err:
+        return SKIPPED + (problem(path, err) or f"read failed: {err.strerror or err}")
     return f"{key}#{h.hexdigest()}"
+
+
+def _content(signature: str) -> str:
+    """What identifies the content: the hash when there is one, else the whole signature."""
+    if signature.startswith(SKIPPED) or "#" not in signature:
+        return signature
+    return signature.split("#", 1)[1]
 
 
 def same_content(old: str, new: str) -> bool:
     """Equal files: same hash when both have one (a copy with a new mtime is still the same), else same stat."""
-    if MISSING in (old, new):
+    if MISSING in (old, new) or old.startswith(SKIPPED) or new.startswith(SKIPPED):
         return old == new
     if "#" in old and "#" in new:
         return old.split("#", 1)[1] == new.split("#", 1)[1]
@@ -66,29 +83,22 @@ def same_content(old: str, new: str) -> bool:
 
 
 def expand_files(patterns: Iterable[str]) -> dict[str, str | None]:
-    """Every file the patterns name (folders walked, globs matched); a literal path that is absent maps to None."""
-    files: dict[str, str | None] = {}
-    for pattern in patterns:
-        matches = sorted(glob.glob(pattern, recursive=True)) if is_glob(pattern) else [pattern]
-        for match in matches:
-            if os.path.isdir(match):
-                for root, dirs, names in os.walk(match):
-                    dirs.sort()
-                    for name in sorted(names):
-                        files[os.path.join(root, name)] = ""
-            elif os.path.exists(match):
-                files[match] = ""
-            elif not is_glob(pattern):
-                files[match] = None
-    return files
+    """Every file the patterns name (folders walked, globs matched, within walk.MAX_ENTRIES), keyed by shown
+    name, to its real path; a literal path that is absent maps to None. ConfigError for a pattern refused."""
+    return expand(patterns)[0]
 
 
 def signatures(patterns: Iterable[str], previous: Mapping[str, str] | None = None) -> dict[str, str]:
     previous = previous or {}
     return {
-        path: (file_signature(path, previous.get(path)) if present is not None else MISSING)
-        for path, present in expand_files(patterns).items()
+        key: (file_signature(path, previous.get(key)) if path is not None else MISSING)
+        for key, path in expand_files(patterns).items()
     }
+
+
+def skipped(signed: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(path, reason) of every file that was found but not read."""
+    return [(path, sig[len(SKIPPED) :]) for path, sig in signed.items() if sig.startswith(SKIPPED)]
 
 
 @dataclass(frozen=True)
@@ -110,7 +120,7 @@ def fingerprint(stage: StageConfig, previous_parts: Mapping[str, Any] | None = N
         "options": _digest(stage.identity if stage.identity is not None else _options(stage)),
         "inputs": signatures(stage.inputs, prev_inputs if isinstance(prev_inputs, dict) else None),
     }
-    comparable = {**parts, "inputs": {p: (s.split("#", 1)[1] if "#" in s else s) for p, s in parts["inputs"].items()}}
+    comparable = {**parts, "inputs": {p: _content(s) for p, s in parts["inputs"].items()}}
     return Fingerprint(_digest(comparable), parts)
 
 
@@ -124,6 +134,8 @@ def explain_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
             reasons.append(f"input added: {path}")
         elif path not in new_in or new_in[path] == MISSING:
             reasons.append(f"input removed: {path}")
+        elif new_in[path].startswith(SKIPPED) and not old_in[path].startswith(SKIPPED):
+            reasons.append(f"input {path} is now {new_in[path]}")
         elif not same_content(old_in[path], new_in[path]):
             reasons.append(f"input modified: {path}")
     return reasons
@@ -131,19 +143,18 @@ def explain_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
 
 def check_outputs(patterns: Iterable[str], recorded: Mapping[str, str]) -> list[str]:
     """Problems with a stage's outputs now versus when it finished; empty means they are intact."""
-    problems: list[str] = []
-    for pattern in patterns:
-        exists = bool(glob.glob(pattern, recursive=True)) if is_glob(pattern) else os.path.exists(pattern)
-        if not exists:
-            problems.append(f"output missing: {pattern}")
+    patterns = list(patterns)
+    current, unmatched = expand(patterns)
+    problems = [f"output missing: {pattern}" for pattern in unmatched]
     if problems:
         return problems
-    for path, old in sorted(recorded.items()):
-        new = file_signature(path, old)
+    for key, old in sorted(recorded.items()):
+        # keys are shown names: the real path of one with escaped bytes comes from the expansion
+        new = file_signature(current.get(key) or key, old)
         if new == MISSING:
-            problems.append(f"output missing: {path}")
+            problems.append(f"output missing: {key}")
         elif not same_content(old, new):
-            problems.append(f"output changed since it was made: {path}")
+            problems.append(f"output changed since it was made: {key}")
     return problems
 
 
