@@ -97,8 +97,9 @@ def toml_value(value: Any) -> str:
 
 def write_config(root: Path, dataset: Path, epochs: int, overrides: dict[str, Any] | None = None) -> Path:
     (root / "home").mkdir(parents=True)
+    # One runtime on a local home: no other runtime can show up, so no settle period before training.
     lines = [f"home = {toml_value(str(root / 'home'))}", f"work = {toml_value(str(root / 'work'))}",
-             "[[runs]]", 'name = "bench"', "[[runs.stages]]", 'name = "train"', 'type = "train"',
+             "[lease]", "settle_s = 0", "[[runs]]", 'name = "bench"', "[[runs.stages]]", 'name = "train"', 'type = "train"',
              f"dataset = {toml_value(str(dataset))}", f"epochs = {epochs}"]  # fmt: skip
     lines += [f"{key} = {toml_value(value)}" for key, value in {**KNOBS, **(overrides or {})}.items()]
     lines += [
@@ -434,7 +435,7 @@ def wait_durable(side: F5Side, update: int, timeout: float = 3.0) -> float | Non
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         with contextlib.suppress(OSError):
-            if any(name.endswith(f"-u{update:09d}.json") for name in os.listdir(home)):
+            if any(f"-u{update:09d}" in name and name.endswith(".json") for name in os.listdir(home)):
                 return round(time.monotonic() - t0, 3)
         time.sleep(0.005)
     note(f"f5guard: the checkpoint at update {update} was not on home {timeout:g}s after its event")
