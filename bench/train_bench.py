@@ -99,7 +99,8 @@ def write_config(root: Path, dataset: Path, epochs: int, overrides: dict[str, An
     (root / "home").mkdir(parents=True)
     # One runtime on a local home: no other runtime can show up, so no settle period before training.
     lines = [f"home = {toml_value(str(root / 'home'))}", f"work = {toml_value(str(root / 'work'))}",
-             "[lease]", "settle_s = 0", "[[runs]]", 'name = "bench"', "[[runs.stages]]", 'name = "train"', 'type = "train"',
+             "[lease]", "settle_s = 0",
+             "[[runs]]", 'name = "bench"', "[[runs.stages]]", 'name = "train"', 'type = "train"',
              f"dataset = {toml_value(str(dataset))}", f"epochs = {epochs}"]  # fmt: skip
     lines += [f"{key} = {toml_value(value)}" for key, value in {**KNOBS, **(overrides or {})}.items()]
     lines += [
