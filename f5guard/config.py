@@ -18,9 +18,14 @@ from f5guard.schema import (
     Scope,
     StageConfig,
     Table,
+    check_argument,
+    check_path,
+    check_text,
     describe,
     expand,
+    path_kind,
     placeholder_values,
+    shorten,
 )
 from f5guard.stages.kinds import KindBuilder, StageBase, build_command
 from f5guard.stages.overlap import patterns_overlap
@@ -34,6 +39,9 @@ else:  # pragma: no cover - exercised on 3.10 only
 CONFIG_ENV = "F5GUARD_CONFIG"
 CONFIG_NAME = "f5guard.toml"
 DEFAULT_STOP_GRACE_S = 30.0
+NAME_BYTES = 200  # run and stage names become folder names, with room for the suffixes f5guard adds
+MAX_BACKUPS = 1000
+MAX_BACKOFF_FACTOR = 10.0  # 10 ** 10 s is already centuries: a larger factor is a typo
 # Every stage kind: the generic command, the recipe's, and training.
 KINDS: dict[str, KindBuilder] = {"command": build_command, **RECIPE_KINDS, "train": build_train}
 
@@ -59,12 +67,14 @@ def load_config(path: Path) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: config is not UTF-8 text: {err}") from err
-    except tomllib.TOMLDecodeError as err:
+    except ValueError as err:  # TOMLDecodeError, and an integer of over 4300 digits (int_max_str_digits)
         raise ConfigError(f"{path}: invalid TOML: {err}") from err
     return parse_config(data, path.resolve())
 
 
 def parse_config(data: dict[str, Any], path: Path) -> Config:
+    """Validate parsed TOML: every value is checked here, so the daemon never meets one that cannot work."""
+    check_text(data, path)
     top = Table(data, "", path)
     config_dir = path.parent
     home = _directory(top, "home", config_dir, must_have_parent=True)
@@ -89,16 +99,20 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
 
 
 def _directory(top: Table, key: str, config_dir: Path, *, must_have_parent: bool) -> Path:
-    text = top.get(key, str)
-    if not text.strip():
-        top.fail("must not be empty", key)
-    value = expand(text, placeholder_values(config_dir, Path(), Path()), top.key_path(key), top.file)
-    path = Path(value).expanduser()
-    path = (path if path.is_absolute() else config_dir / path).resolve()
-    if path.exists() and not path.is_dir():
+    where = top.key_path(key)
+    text = top.text(key)
+    value = expand(text, placeholder_values(config_dir, Path(), Path()), where, top.file)
+    path = Path(os.path.expanduser(check_path(value, where, top.file)))
+    try:
+        path = (path if path.is_absolute() else config_dir / path).resolve()
+    except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop (Python < 3.13)
+        top.fail(f"cannot resolve {path}: {err}", key)
+    check_path(str(path), where, top.file)  # again: a symlink may have made it longer
+    found = path_kind(path, where, top.file)
+    if found == "file":
         top.fail(f"{path} exists and is not a directory", key)
     # Home on an unmounted Drive must fail loudly instead of silently filling a local folder.
-    if must_have_parent and not path.exists() and not path.parent.is_dir():
+    if must_have_parent and found is None and path_kind(path.parent, where, top.file) != "folder":
         top.fail(f"neither {path} nor its parent {path.parent} exists (is Drive mounted?)", key)
     return path
 
@@ -107,7 +121,7 @@ def _lease(t: Table) -> LeaseSettings:
     d = LeaseSettings()
     lease = LeaseSettings(
         duration_s=t.number("duration_s", d.duration_s, positive=True),
-        heartbeat_s=t.number("heartbeat_s", d.heartbeat_s),
+        heartbeat_s=t.number("heartbeat_s", d.heartbeat_s),  # 0: duration_s / 3
         takeover_slack_s=t.number("takeover_slack_s", d.takeover_slack_s),
         epoch_poll_s=t.number("epoch_poll_s", d.epoch_poll_s, positive=True),
         settle_s=t.number("settle_s", d.settle_s),
@@ -122,15 +136,9 @@ def _lease(t: Table) -> LeaseSettings:
 
 def _logs(t: Table) -> LogSettings:
     d = LogSettings()
-    max_bytes = t.get("max_bytes", int, d.max_bytes)
-    if max_bytes < 4096:
-        t.fail(f"must be at least 4096, got {max_bytes}", "max_bytes")
-    backups = t.get("backups", int, d.backups)
-    if backups < 1:
-        t.fail(f"must be at least 1, got {backups}", "backups")
     logs = LogSettings(
-        max_bytes=max_bytes,
-        backups=backups,
+        max_bytes=t.integer("max_bytes", d.max_bytes, minimum=4096, maximum=2**40),
+        backups=t.integer("backups", d.backups, minimum=1, maximum=MAX_BACKUPS),
         mirror_interval_s=t.number("mirror_interval_s", d.mirror_interval_s, positive=True),
     )
     t.done()
@@ -138,15 +146,12 @@ def _logs(t: Table) -> LogSettings:
 
 
 def _restart(t: Table, d: RestartPolicy) -> RestartPolicy:
-    budget = t.get("budget", int, d.budget)
-    if budget < 0:
-        t.fail(f"must be at least 0, got {budget}", "budget")
     policy = RestartPolicy(
         backoff_initial_s=t.number("backoff_initial_s", d.backoff_initial_s),
-        backoff_factor=t.number("backoff_factor", d.backoff_factor, minimum=1.0),
+        backoff_factor=t.number("backoff_factor", d.backoff_factor, minimum=1.0, maximum=MAX_BACKOFF_FACTOR),
         backoff_max_s=t.number("backoff_max_s", d.backoff_max_s),
         stable_after_s=t.number("stable_after_s", d.stable_after_s),
-        budget=budget,
+        budget=t.integer("budget", d.budget),
         window_s=t.number("window_s", d.window_s, positive=True),
     )
     t.done()
@@ -157,7 +162,9 @@ def check_name(t: Table, key: str, what: str) -> str:
     """Names become folder names; spaces, parentheses and Vietnamese letters are fine, slashes are not."""
     name = t.get(key, str)
     if not name.strip() or name in (".", "..") or "/" in name or any(ord(c) < 32 for c in name):
-        t.fail(f"{what} name {name!r} must be non-empty and contain no '/' or control characters", key)
+        t.fail(f"{what} name {shorten(name)!r} must be non-empty and contain no '/' or control characters", key)
+    if len(name.encode()) > NAME_BYTES:
+        t.fail(f"{what} name is {len(name.encode())} bytes; it becomes a folder name: at most {NAME_BYTES}", key)
     return name
 
 
@@ -167,7 +174,8 @@ def _run(t: Table, config_dir: Path, home: Path, work: Path, restart: RestartPol
     stages: list[StageConfig] = []
     for j, raw_stage in enumerate(t.get("stages", list)):
         st = Table(raw_stage, f"{t.where}.stages[{j}]", t.file)
-        stage = _stage(st, config_dir, home, work, name, run_env, restart, grace)
+        made = tuple(out for s in stages for out in s.outputs)
+        stage = _stage(st, config_dir, home, work, name, run_env, restart, grace, made)
         if any(s.name == stage.name for s in stages):
             raise ConfigError(f"{t.file}: {st.where}.name: duplicate stage name {stage.name!r} in run {name!r}")
         stages.append(stage)
@@ -187,6 +195,7 @@ def _stage(
     run_env: dict[str, str],
     restart: RestartPolicy,
     grace: float,
+    made_before: tuple[str, ...],
 ) -> StageConfig:
     name = check_name(t, "name", "stage")
     kind = t.get("type", str, "command")
@@ -212,11 +221,13 @@ def _stage(
         stop_grace_s=t.number("stop_grace_s", grace, positive=True),
         values=values,
         config_dir=config_dir,
+        made_before=made_before,
     )
-    env = {**run_env, **t.str_map("env")}
-    env = {k: expand(v, values, t.key_path(f"env.{k}"), t.file) for k, v in env.items()}
+    env = _env(t, {**run_env, **t.str_map("env")}, values)
     cwd_text = t.get("cwd", str, "")
     cwd = Path(base.resolve(cwd_text, t.key_path("cwd"), t.file)) if cwd_text else config_dir
+    if cwd_text:  # the stage starts in it: a typo must not become a new folder (at /nonexistent, say)
+        base.require(str(cwd), t, "cwd", "the working folder", folder=True)
     params = t.get("params", dict, {})
     base = StageBase(
         **{
@@ -231,6 +242,16 @@ def _stage(
     stage = build(t, base)
     t.done()
     return stage
+
+
+def _env(t: Table, env: dict[str, str], values: dict[str, str]) -> dict[str, str]:
+    """Expanded values; each ``NAME=value`` entry within what ``execve`` takes."""
+    out: dict[str, str] = {}
+    for name, template in env.items():
+        where = t.key_path(f"env.{shorten(name)}")
+        out[name] = expand(template, values, where, t.file)
+        check_argument(f"{name}={out[name]}", where, t.file)
+    return out
 
 
 def _check_data_flow(t: Table, stages: list[StageConfig]) -> None:

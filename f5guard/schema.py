@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import difflib
 import enum
+import math
+import os
+import stat
 import string
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, Literal, NoReturn, TypeVar
 
 from f5guard.errors import ConfigError
 
@@ -120,6 +123,14 @@ class Config:
 
 
 _REQUIRED: Final = object()
+# Bounds every number and string meets unless its key says otherwise: beyond them a value is a typo, and Python's
+# timers overflow (time.sleep(1e300)), so it must fail here, naming the key, not in the daemon an hour later.
+MAX_SECONDS: Final = 365 * 24 * 3600.0  # a year: any duration longer than that is a typo for a shorter one
+MAX_INT: Final = 2**31 - 1  # counts and sizes reach C code (torch, the DataLoader) as 32-bit integers
+NAME_MAX: Final = 255  # bytes in one path component (Linux, Drive's FUSE mount)
+PATH_MAX: Final = 4095  # bytes in a whole path, without its terminating NUL
+ARG_MAX: Final = 131071  # bytes in one argument or environment entry (Linux's MAX_ARG_STRLEN, less the NUL)
+SHOWN: Final = 60  # characters of a user's value quoted in a message
 _TYPE_NAMES: Final = {
     str: "a string",
     int: "an integer",
@@ -161,18 +172,44 @@ class Table:
         value = self.data[key]
         ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > sys.float_info.max:  # float() would raise OverflowError
+                self.fail(f"is too large for a number: {show_number(value)}", key)
             value, ok = float(value), True
         if not ok:
             self.fail(f"expected {_TYPE_NAMES.get(kind, kind.__name__)}, got {describe(value)}", key)
         return value  # type: ignore[no-any-return]
 
-    def number(self, key: str, default: float, *, minimum: float = 0.0, positive: bool = False) -> float:
+    def number(
+        self, key: str, default: float, *, minimum: float = 0.0, positive: bool = False, maximum: float = MAX_SECONDS
+    ) -> float:
+        """A finite float in [minimum, maximum] (> 0 when ``positive``); the default bound is a year of seconds."""
         value = self.get(key, float, default)
+        if not math.isfinite(value):
+            self.fail(f"must be a finite number, got {value!r}", key)
         if value < minimum or (positive and value <= 0):
             self.fail(f"must be {'positive' if positive else f'at least {minimum:g}'}, got {value:g}", key)
+        if value > maximum:
+            self.fail(f"must be at most {show_number(maximum)}{_unit(maximum)}, got {value:g}", key)
+        return value
+
+    def integer(self, key: str, default: int, *, minimum: int = 0, maximum: int = MAX_INT) -> int:
+        """An integer in [minimum, maximum]."""
+        value = self.get(key, int, default)
+        if value < minimum:
+            self.fail(f"must be at least {minimum}, got {show_number(value)}", key)
+        if value > maximum:
+            self.fail(f"must be at most {maximum}, got {show_number(value)}", key)
+        return value
+
+    def text(self, key: str, default: Any = _REQUIRED) -> str:
+        """A string that is not empty or blank: a name, a path, a language code."""
+        value = self.get(key, str, default)
+        if not value.strip():
+            self.fail("must not be empty" if value == "" else "must not be blank", key)
         return value
 
     def str_list(self, key: str, default: Any = _REQUIRED) -> list[str]:
+        """A list of strings (argv, globs); each item is checked where its meaning is known."""
         value = self.get(key, list, default)
         for i, item in enumerate(value):
             if not isinstance(item, str):
@@ -180,10 +217,13 @@ class Table:
         return list(value)
 
     def str_map(self, key: str) -> dict[str, str]:
+        """A table of strings: an environment, whose names ``execve`` takes only non-empty and without '='."""
         value = self.get(key, dict, {})
         for k, v in value.items():
+            if not k or "=" in k:
+                self.fail(f"variable name {shorten(k)!r} must be non-empty and contain no '='", key)
             if not isinstance(v, str):
-                self.fail(f"value of {k!r} must be a string, got {describe(v)}", key)
+                self.fail(f"value of {shorten(k)!r} must be a string, got {describe(v)}", key)
         return dict(value)
 
     def sub(self, key: str) -> Table:
@@ -194,30 +234,148 @@ class Table:
         """Reject keys nobody read: a typo must not silently fall back to a default."""
         for key in self.data:
             if key not in self._seen:
-                close = difflib.get_close_matches(key, sorted(self._seen), n=1)
+                close = difflib.get_close_matches(key, sorted(self._seen), n=1) if len(key) <= SHOWN else []
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                self.fail(f"unknown key {key!r}{hint}")
+                self.fail(f"unknown key {shorten(key)!r}{hint}")
 
 
 def describe(value: Any) -> str:
     """Name a TOML value's type the way a user wrote it."""
     for kind, name in _TYPE_NAMES.items():
         if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-            return f"{name} ({value!r})" if kind in (str, int, float, bool) else name
+            if isinstance(value, str):
+                return f"{name} ({shorten(value)!r})"
+            return f"{name} ({show_number(value)})" if isinstance(value, (int, float)) else name
     return type(value).__name__
 
 
+def show_number(value: float) -> str:
+    """A number as a message shows it; an integer of thousands of digits (which str() refuses) by its size."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**18:
+        return f"{'-' if value < 0 else ''}about 1e{math.floor(math.log10(abs(value)))}"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 10**15:
+        return f"{value:.0f}"  # 31536000, not 3.1536e+07
+    return repr(value) if isinstance(value, (int, bool)) else f"{value:g}"
+
+
+def shorten(text: str) -> str:
+    """At most SHOWN characters of a user's value, so a 1 MB string makes a readable message."""
+    return text if len(text) <= SHOWN else f"{text[: SHOWN - 3]}..."
+
+
+def _unit(maximum: float) -> str:
+    return " (a year)" if maximum == MAX_SECONDS else ""
+
+
 def expand(template: str, values: Mapping[str, str], where: str, file: Path) -> str:
-    """Fill ``{home}``-style placeholders; an unknown one is a config error, ``{{`` is a literal brace."""
+    """Fill ``{home}``-style placeholders; an unknown one is a config error, ``{{`` is a literal brace.
+
+    Only plain ``{name}``: a format spec or conversion (``{home:d}``, ``{home!r}``) means nothing for a path and
+    would reach str.format, which raises on most of them (or pads a string to 10**20 characters).
+    """
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        parsed = list(string.Formatter().parse(template))
     except ValueError as err:
-        raise ConfigError(f"{file}: {where}: bad placeholder in {template!r}: {err}") from err
-    for name in fields:
+        raise ConfigError(f"{file}: {where}: bad placeholder in {shorten(template)!r}: {err}") from err
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        field = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        if spec or conversion:
+            raise ConfigError(
+                f"{file}: {where}: placeholder {shorten(field)!r} in {shorten(template)!r}: placeholders are plain "
+                "{name}, without a format spec or conversion (write {{ and }} for literal braces)"
+            )
         if name not in values:
             known = ", ".join("{" + k + "}" for k in sorted(values))
-            raise ConfigError(f"{file}: {where}: unknown placeholder {{{name}}} in {template!r} (known: {known})")
+            raise ConfigError(
+                f"{file}: {where}: unknown placeholder {shorten(field)} in {shorten(template)!r} (known: {known})"
+            )
     return template.format_map(values)
+
+
+def check_path(text: str, where: str, file: Path) -> str:
+    """``text`` if the system can name a file by it: encodable, no NUL, components and the whole within limits."""
+    problem = path_problem(text)
+    if problem:
+        raise ConfigError(f"{file}: {where}: {problem}")
+    return text
+
+
+def path_problem(text: str, *, utf8: bool = False) -> str | None:
+    """Why no file can be named ``text`` (a phrase naming it), or None. ``utf8``: the path is to be written into
+    a UTF-8 file (``f5guard init``), so a name that is not UTF-8 (``bad\\xff``, a surrogate here) is refused too."""
+    if "\0" in text:
+        return f"{shorten(text)!r} contains a NUL byte, which no path can hold"
+    try:
+        raw = text.encode("utf-8") if utf8 else os.fsencode(text)
+    except UnicodeEncodeError:
+        return f"{shorten(escaped(text))} is not valid UTF-8 text"
+    for part in raw.split(b"/"):
+        if len(part) > NAME_MAX:
+            shown = shorten(part.decode("utf-8", "backslashreplace"))
+            return f"the path component {shown!r} is {len(part)} bytes; a file name is at most {NAME_MAX} bytes"
+    if len(raw) > PATH_MAX:
+        return f"the path is {len(raw)} bytes; a path is at most {PATH_MAX} bytes"
+    return None
+
+
+def escaped(text: str) -> str:
+    """A file name as the bytes it is, non-UTF-8 ones escaped (``bad\\xff``): printable, and what ls shows."""
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that no file system name decodes to: escape it as a code point
+        return text.encode("utf-8", "backslashreplace").decode("ascii")
+
+
+def path_kind(path: str | os.PathLike[str], where: str, file: Path) -> Literal["folder", "file"] | None:
+    """What is at ``path`` (None: nothing); a failure to look (a loop, no permission) names the key."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        raise ConfigError(f"{file}: {where}: cannot look at {path}: {err.strerror or err}") from None
+    return "folder" if stat.S_ISDIR(mode) else "file"
+
+
+def check_argument(text: str, where: str, file: Path) -> str:
+    """``text`` if ``execve`` takes it as one argument: Linux refuses a longer one with E2BIG at start."""
+    size = len(text.encode("utf-8", "surrogateescape"))
+    if size > ARG_MAX:
+        raise ConfigError(f"{file}: {where}: an argument of {size} bytes; one argument is at most {ARG_MAX} bytes")
+    return text
+
+
+def check_text(data: Any, file: Path, where: str = "") -> None:
+    """No NUL byte and only encodable text in any key or string of the TOML tree.
+
+    A NUL cannot travel in a path, an argument or an environment value (``execve`` cuts it or Python refuses),
+    and a lone surrogate (possible only in a dict built in Python, not in TOML) cannot be written as UTF-8.
+    """
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not isinstance(key, str):  # only a dict built in Python: TOML keys are strings
+                raise ConfigError(f"{file}: {where or 'top level'}: key {key!r} is not a string")
+            inner = f"{where}.{shorten(key)}" if where else shorten(key)
+            _check_string(key, file, where or "top level", what=f"the key {shorten(key)!r}")
+            check_text(value, file, inner)
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            check_text(item, file, f"{where}[{i}]")
+    elif isinstance(data, str):
+        _check_string(data, file, where, what=f"{shorten(data)!r}")
+
+
+def _check_string(text: str, file: Path, where: str, *, what: str) -> None:
+    if "\0" in text:
+        raise ConfigError(
+            f"{file}: {where}: {what} contains a NUL byte (\\0), which no path, argument or environment value can hold"
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ConfigError(f"{file}: {where}: {what} is not valid Unicode text: {err.reason}") from None
 
 
 def placeholder_values(config_dir: Path, home: Path, work: Path, run: str = "", stage: str = "") -> dict[str, str]:

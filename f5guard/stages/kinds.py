@@ -6,12 +6,14 @@ them all. The daemon only ever sees StageConfig.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from f5guard.schema import RestartPolicy, Scope, StageConfig, Table, expand
+from f5guard.schema import RestartPolicy, Scope, StageConfig, Table, check_argument, check_path, expand, path_kind
+from f5guard.stages.overlap import patterns_overlap
 
 
 @dataclass(frozen=True)
@@ -30,12 +32,27 @@ class StageBase:
     stop_grace_s: float
     values: Mapping[str, str]  # placeholder values: {home}, {work}, {run}, {stage}, {config_dir}, {python}
     config_dir: Path
+    made_before: tuple[str, ...] = ()  # the outputs of the run's earlier stages: there when this one starts
 
     def resolve(self, template: str, where: str, file: Path) -> str:
         """Expand placeholders and anchor a relative path at the config file's folder."""
         text = expand(template, self.values, where, file)
-        path = Path(text).expanduser()
-        return str(path if path.is_absolute() else self.config_dir / path)
+        path = Path(os.path.expanduser(text))  # os.path's: an unknown ~user stays as written, no RuntimeError
+        return check_path(str(path if path.is_absolute() else self.config_dir / path), where, file)
+
+    def require(self, path: str, table: Table, key: str, what: str, *, folder: bool = False) -> None:
+        """``path`` must be there when the stage starts: on disk now, home or work (f5guard makes them), or
+        made by an earlier stage of the run (named by, or holding, one of its outputs)."""
+        found = path_kind(path, table.key_path(key), table.file)
+        if found is not None:
+            if folder and found != "folder":
+                table.fail(f"{path} is not a folder", key)
+            return
+        if path in (self.values["home"], self.values["work"]):
+            return
+        if any(patterns_overlap(path, out) for out in self.made_before):
+            return
+        table.fail(f"{what} {path} does not exist, and no earlier stage of this run makes it", key)
 
     def finish(self, kind: str, command: list[str], **changes: Any) -> StageConfig:
         stage = StageConfig(
@@ -60,8 +77,13 @@ KindBuilder = Callable[[Table, StageBase], StageConfig]
 
 def build_command(table: Table, base: StageBase) -> StageConfig:
     """A generic stage: run an argv list; placeholders expand in every argument."""
+    return base.finish("command", command_argv(table, base))
+
+
+def command_argv(table: Table, base: StageBase) -> list[str]:
+    """A stage's ``command``: a non-empty argv whose arguments, expanded, ``execve`` takes."""
     argv = table.str_list("command")
-    if not argv:
+    if not argv or not argv[0].strip():
         table.fail("must name a program to run", "command")
-    command = [expand(arg, base.values, table.key_path("command"), table.file) for arg in argv]
-    return base.finish("command", command)
+    where = table.key_path("command")
+    return [check_argument(expand(arg, base.values, where, table.file), where, table.file) for arg in argv]
