@@ -7,13 +7,15 @@ path explicitly so the chain is visible in the config.
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 from dataclasses import replace
 
 from f5guard.recipe import options
 from f5guard.recipe.manifests import CLIPS, CLIPS_DIR, INVENTORY, MANIFEST, METADATA
 from f5guard.recipe.options import Flag
-from f5guard.schema import Scope, StageConfig, Table
+from f5guard.schema import Scope, StageConfig, Table, check_argument, check_path, shorten
 from f5guard.stages.kinds import KindBuilder, StageBase
 
 RUN_DIR = "{home}/runs/{run}"
@@ -23,15 +25,30 @@ def _module_argv(module: str) -> list[str]:
     return [sys.executable, "-m", f"f5guard.recipe.{module}"]
 
 
-def _path(table: Table, base: StageBase, key: str, default: str | None) -> str | None:
-    text = table.get(key, str, default if default is not None else "")
+def _path(table: Table, base: StageBase, key: str, default: str) -> str:
+    """A path key: ``default`` when absent; when given, not empty (an empty ``out`` would mean the config folder)."""
+    text = table.text(key) if table.has(key) else table.get(key, str, default)
+    return base.resolve(text, table.key_path(key), table.file)
+
+
+def _optional_path(table: Table, base: StageBase, key: str) -> str | None:
+    """A path key without a default: absent or "" (TOML has no null) means none."""
+    text = table.get(key, str, "")
     return base.resolve(text, table.key_path(key), table.file) if text else None
 
 
 def _flags(table: Table, flags: list[Flag]) -> list[str]:
+    return _argv(table, flags, _values(table, flags))
+
+
+def _values(table: Table, flags: list[Flag]) -> dict[str, object]:
+    return {f.key: _flag_value(table, f) for f in flags}
+
+
+def _argv(table: Table, flags: list[Flag], values: dict[str, object]) -> list[str]:
     argv: list[str] = []
     for f in flags:
-        value: object = table.get(f.key, f.kind, f.default)
+        value = values[f.key]
         if value is None:
             continue
         if f.kind is bool:
@@ -39,8 +56,40 @@ def _flags(table: Table, flags: list[Flag]) -> list[str]:
         elif isinstance(value, list):
             argv += [f.flag, ",".join(str(v) for v in value)]
         else:
-            argv += [f.flag, str(value)]
+            argv += [f.flag, check_argument(str(value), table.key_path(f.key), table.file)]
     return argv
+
+
+def _flag_value(table: Table, f: Flag) -> object:
+    """The option's value checked the way its entry will need it: no empty name, no NaN, no number out of range."""
+    if f.kind is bool:
+        return table.get(f.key, bool, f.default)
+    if f.default is None and not table.has(f.key):
+        return table.get(f.key, f.kind, None)  # left out of argv: the entry's own default
+    if f.kind is list:
+        items = table.str_list(f.key, f.default)
+        for i, item in enumerate(items):
+            if not item.strip() or "," in item:
+                table.fail(
+                    f"item {i} ({shorten(item)!r}) must be non-empty and contain no ',': the list travels as one "
+                    "comma-separated argument",
+                    f.key,
+                )
+        return items
+    if f.kind is str:
+        value = table.text(f.key, f.default)
+        if f.choices and value not in f.choices:
+            table.fail(f"must be one of {', '.join(f.choices)}, got {shorten(value)!r}", f.key)
+        return value
+    number: object = table.get(f.key, f.kind, f.default)
+    if not isinstance(number, (int, float)) or isinstance(number, bool):
+        raise TypeError(f"{f.key}: the option's kind must be str, int, float, bool or list")  # a bug in options
+    if isinstance(number, float) and not math.isfinite(number):
+        table.fail(f"must be a finite number, got {number!r}", f.key)
+    problem = f.out_of_range(number)
+    if problem:
+        table.fail(problem, f.key)
+    return number
 
 
 def _finish(
@@ -59,7 +108,6 @@ def build_setup(table: Table, base: StageBase) -> StageConfig:
     """Checks the training stack on this machine and installs what is missing (pinned): scope runtime."""
     # One report per run: two runs sharing one file would each see the other's write as a changed output.
     out = _path(table, base, "out", "{work}/setup/{run}.json")
-    assert out is not None
     argv = [
         *_module_argv("setup"),
         "--out",
@@ -72,17 +120,19 @@ def build_setup(table: Table, base: StageBase) -> StageConfig:
 
 def build_pretrained(table: Table, base: StageBase) -> StageConfig:
     """Downloads a released F5-TTS model once, onto home (Drive): a recycled VM never downloads it again."""
-    name = table.get(options.PRETRAINED_NAME.key, str, options.PRETRAINED_NAME.default)
+    key = options.PRETRAINED_NAME.key
+    name = table.text(key, options.PRETRAINED_NAME.default)
+    if any(c in name for c in "/{}") or name in (".", ".."):
+        table.fail(f"must be a release's name, such as {options.PRETRAINED_NAME.default}, got {shorten(name)!r}", key)
     out = _path(table, base, "out", "{home}/pretrained/" + name)
-    assert out is not None
     argv = [*_module_argv("pretrained"), options.PRETRAINED_NAME.flag, name, "--out", out]
     return _finish(base, "pretrained", argv, [], [f"{out}/{MANIFEST}"])
 
 
 def build_ingest(table: Table, base: StageBase) -> StageConfig:
-    audio = _path(table, base, "audio", None)
-    if audio is None:
+    if not table.has("audio"):
         table.fail("is required: the folder with this speaker's recordings", "audio")
+    audio = _path(table, base, "audio", "")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
     argv = [*_module_argv("ingest"), "--audio", audio, "--out", str(out)]
     return _finish(base, "ingest", argv, [audio], [f"{out}/{INVENTORY}"])
@@ -91,11 +141,15 @@ def build_ingest(table: Table, base: StageBase) -> StageConfig:
 def build_separate(table: Table, base: StageBase) -> StageConfig:
     inventory = _path(table, base, "inventory", f"{RUN_DIR}/ingest/{INVENTORY}")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
-    model = table.get(options.SEPARATE_MODEL.key, str, options.SEPARATE_MODEL.default)
+    key = options.SEPARATE_MODEL.key
+    model = table.text(key, options.SEPARATE_MODEL.default)
     inputs = [str(inventory)]
     if model.endswith((".th", ".safetensors", ".yaml")) or "/" in model:
-        model = base.resolve(model, table.key_path(options.SEPARATE_MODEL.key), table.file)
+        model = base.resolve(model, table.key_path(key), table.file)
+        base.require(model, table, key, "the local Demucs model")  # else found only once the stage runs
         inputs.append(model)  # a local model file: replacing it must rerun the separation
+    else:
+        check_argument(model, table.key_path(key), table.file)
     argv = [*_module_argv("separate"), "--inventory", str(inventory), "--out", str(out), "--model", model]
     argv += _flags(table, options.SEPARATE)
     return _finish(base, "separate", argv, inputs, [f"{out}/{INVENTORY}"])
@@ -104,7 +158,10 @@ def build_separate(table: Table, base: StageBase) -> StageConfig:
 def build_segment(table: Table, base: StageBase) -> StageConfig:
     inventory = _path(table, base, "inventory", f"{RUN_DIR}/ingest/{INVENTORY}")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
-    argv = [*_module_argv("segment"), "--inventory", str(inventory), "--out", str(out), *_flags(table, options.SEGMENT)]
+    values = _values(table, options.SEGMENT)
+    _check_segment(table, values)
+    argv = [*_module_argv("segment"), "--inventory", str(inventory), "--out", str(out)]
+    argv += _argv(table, options.SEGMENT, values)
     return _finish(base, "segment", argv, [str(inventory)], [f"{out}/{CLIPS}"])
 
 
@@ -112,16 +169,46 @@ def build_transcribe(table: Table, base: StageBase) -> StageConfig:
     clips = _path(table, base, "clips", f"{RUN_DIR}/segment/{CLIPS}")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
     argv = [*_module_argv("transcribe"), "--clips", str(clips), "--out", str(out), *_flags(table, options.TRANSCRIBE)]
+    _check_whisper_path(table, base)
     # The clips' audio, not only their list: a re-segmented source may keep its clip names.
     clip_glob = f"{str(clips).rsplit('/', 1)[0]}/{CLIPS_DIR}/*.wav"
     return _finish(base, "transcribe", argv, [str(clips), clip_glob], [f"{out}/{METADATA}", f"{out}/{MANIFEST}"])
 
 
+def _check_whisper_path(table: Table, base: StageBase) -> None:
+    """A Whisper ``model`` that is a local checkpoint must be there (a name is downloaded when the stage runs).
+
+    A path is what starts with '/', '.' or '~' or ends in '.pt'; "org/name" stays a name (faster-whisper takes
+    Hugging Face repos). The entry gets the value as written, so a relative one is relative to the stage's cwd.
+    """
+    key = "model"
+    model = table.get(key, str, options.default(options.TRANSCRIBE, key))
+    if not (model.startswith(("/", ".", "~")) or model.endswith(".pt")):
+        return
+    path = check_path(os.path.join(base.cwd, model), table.key_path(key), table.file)
+    base.require(os.path.normpath(path), table, key, "the Whisper checkpoint")
+
+
+def _check_segment(table: Table, values: dict[str, object]) -> None:
+    """The bounds that hold between segment's options: what the clip planner needs to make clips."""
+    seconds = {key: float(v) for key, v in values.items() if isinstance(v, float)}
+    longest = seconds["max_clip_s"]
+    if 2 * seconds["min_clip_s"] > longest:
+        table.fail(
+            f"must be at most half of max_clip_s ({longest:g}): a long region is cut into clips of at least "
+            f"min_clip_s each, got {seconds['min_clip_s']:g}",
+            "min_clip_s",
+        )
+    for key in ("min_speech_s", "min_silence_s"):
+        if seconds[key] > longest:
+            table.fail(f"must be at most max_clip_s ({longest:g}), got {seconds[key]:g}", key)
+
+
 def build_prepare(table: Table, base: StageBase) -> StageConfig:
     metadata = _path(table, base, "metadata", f"{RUN_DIR}/transcribe/{METADATA}")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
-    pretrained = _path(table, base, "pretrained", None)
-    vocab = _path(table, base, "pretrained_vocab", None)
+    pretrained = _optional_path(table, base, "pretrained")
+    vocab = _optional_path(table, base, "pretrained_vocab")
     if (pretrained is None) != (vocab is None):
         table.fail(
             "pretrained and pretrained_vocab go together: the vocab is what the pretrained model's "

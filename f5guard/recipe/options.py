@@ -9,6 +9,7 @@ import argparse
 from dataclasses import dataclass
 
 from f5guard.recipe.pins import DEFAULT_NEED
+from f5guard.schema import show_number
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,26 @@ class Flag:
     # The entry insists on it (argv alone must say which model, which language); the stage table always
     # writes it, from the config or the default above.
     required: bool = False
+    # A number's range, checked when the config is read: (low, high), None for no bound on that side; a bound
+    # in ``exclusive`` is itself out of range. ``why`` ends the message: what the range protects.
+    low: float | None = None
+    high: float | None = None
+    exclusive: tuple[str, ...] = ()  # "low", "high"
+    why: str = ""
+
+    def out_of_range(self, value: float) -> str | None:
+        """Why ``value`` cannot be this option's (a phrase for the message), or None."""
+        low_ok = self.low is None or (value > self.low if "low" in self.exclusive else value >= self.low)
+        high_ok = self.high is None or (value < self.high if "high" in self.exclusive else value <= self.high)
+        if low_ok and high_ok:
+            return None
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if 'low' in self.exclusive else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if 'high' in self.exclusive else '<='} {self.high:g}")
+        why = f" ({self.why})" if self.why else ""
+        return f"must be {' and '.join(parts)}{why}, got {show_number(value)}"
 
 
 def add_flags(parser: argparse.ArgumentParser, flags: list[Flag]) -> None:
@@ -76,14 +97,20 @@ SEPARATE_MODEL = Flag(
 SEPARATE = [DEVICE]
 
 SEGMENT = [
-    Flag("min_speech_s", "--min-speech-s", float, 2.0, "shortest speech region kept"),
-    Flag("min_silence_s", "--min-silence-s", float, 0.5, "silence that ends a region"),
-    Flag("max_clip_s", "--max-clip-s", float, MAX_CLIP_S, "longest clip; F5-TTS's maximum"),
-    Flag("min_clip_s", "--min-clip-s", float, MIN_CLIP_S, "shortest clip; F5-TTS's minimum"),
-    Flag("sample_rate", "--sample-rate", int, 24000, "clip sample rate"),
-    Flag("threshold", "--threshold", float, 0.5, "Silero speech probability"),
+    # min_speech_s and min_silence_s are also at most max_clip_s (recipe.kinds checks the pair).
+    Flag("min_speech_s", "--min-speech-s", float, 2.0, "shortest speech region kept", low=0),
+    Flag("min_silence_s", "--min-silence-s", float, 0.5, "silence that ends a region", low=0),
+    Flag("max_clip_s", "--max-clip-s", float, MAX_CLIP_S, "longest clip; F5-TTS's maximum", low=2 * MIN_CLIP_S,
+         high=MAX_CLIP_S, why="F5-TTS trains on clips of 0.3-30 s and drops the rest"),
+    # ... and at most half of max_clip_s: a long region is cut into pieces of at least min_clip_s each.
+    Flag("min_clip_s", "--min-clip-s", float, MIN_CLIP_S, "shortest clip; F5-TTS's minimum", low=MIN_CLIP_S,
+         high=MAX_CLIP_S / 2, why="F5-TTS trains on clips of 0.3-30 s and drops the rest"),
+    Flag("sample_rate", "--sample-rate", int, 24000, "clip sample rate", low=8000, high=192000,
+         why="in Hz"),
+    Flag("threshold", "--threshold", float, 0.5, "Silero speech probability", low=0, high=1, exclusive=("low", "high"),
+         why="a probability"),
     DEVICE,
-]
+]  # fmt: skip
 
 TRANSCRIBE = [
     Flag("model", "--model", str, "large-v3", "Whisper model name or checkpoint path", required=True),
@@ -97,10 +124,12 @@ TRANSCRIBE = [
         ("auto", "openai", "faster"),
     ),
     DEVICE,
-    Flag("min_chars", "--min-chars", int, 2, "drop transcripts with fewer letters"),
-    Flag("no_speech_threshold", "--no-speech-threshold", float, 0.6, "Whisper's"),
-    Flag("logprob_threshold", "--logprob-threshold", float, -1.0, "Whisper's"),
-]
+    Flag("min_chars", "--min-chars", int, 2, "drop transcripts with fewer letters", low=0, high=10000),
+    Flag("no_speech_threshold", "--no-speech-threshold", float, 0.6, "Whisper's", low=0, high=1,
+         why="a probability"),
+    Flag("logprob_threshold", "--logprob-threshold", float, -1.0, "Whisper's", high=0,
+         why="an average log-probability"),
+]  # fmt: skip
 
 
 def default(flags: list[Flag], key: str) -> object:
