@@ -9,11 +9,13 @@ import dataclasses
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from f5guard.errors import ConfigError
+from f5guard.schema import shorten, show_number
 
 ModelPreset = Literal["tiny", "small", "base"]
 Tokenizer = Literal["custom", "char", "pinyin"]
@@ -21,6 +23,14 @@ BatchSizeType = Literal["frame", "sample"]
 
 SPEC_VERSION = 1
 DATASET_FILES = ("raw.arrow", "duration.json")
+# Upper bounds: beyond them a value is a typo. Counts reach torch and the DataLoader as C ints; every worker or
+# thread is a process or an OS thread; a learning rate above 1 diverges AdamW at the first update.
+MAX_COUNT = 2**31 - 1
+MAX_SEED = 2**32 - 1  # what numpy and most seeding habits take
+MAX_PARALLEL = 1024  # num_workers, threads
+MAX_LEARNING_RATE = 1.0
+MAX_MINUTES = 365 * 24 * 60.0  # save_every_minutes: a year
+MAX_THROTTLE_S = 3600.0
 
 
 class SpecError(ConfigError):
@@ -88,18 +98,21 @@ class TrainSpec:
             if not str(getattr(self, name)).strip() or str(getattr(self, name)) == ".":
                 raise _Invalid(f"{name} must be a non-empty path")
         ints = {
-            "batch_size_per_gpu": 1, "max_samples": 1, "epochs": 1, "num_warmup_updates": 0,
-            "grad_accumulation_steps": 1, "save_per_updates": 1, "last_per_updates": 1,
-            "keep_last_n_checkpoints": -1, "num_workers": 1, "seed": 0,
+            "batch_size_per_gpu": (1, MAX_COUNT), "max_samples": (1, MAX_COUNT), "epochs": (1, MAX_COUNT),
+            "num_warmup_updates": (0, MAX_COUNT), "grad_accumulation_steps": (1, MAX_COUNT),
+            "save_per_updates": (1, MAX_COUNT), "last_per_updates": (1, MAX_COUNT),
+            "keep_last_n_checkpoints": (-1, MAX_COUNT), "num_workers": (1, MAX_PARALLEL), "seed": (0, MAX_SEED),
         }  # fmt: skip
-        for name, minimum in ints.items():
-            _check_int(name, getattr(self, name), minimum)
+        for name, (minimum, maximum) in ints.items():
+            _check_int(name, getattr(self, name), minimum, maximum)
         if self.threads is not None:
-            _check_int("threads", self.threads, 1)
-        floats = {"max_grad_norm": 0.0, "save_every_minutes": 0.0, "throttle_s": 0.0}
-        for name, low in floats.items():
-            _check_float(name, getattr(self, name), low)
-        _check_float("learning_rate", self.learning_rate, 0.0)
+            _check_int("threads", self.threads, 1, MAX_PARALLEL)
+        floats = {
+            "max_grad_norm": (0.0, math.inf), "save_every_minutes": (0.0, MAX_MINUTES),
+            "throttle_s": (0.0, MAX_THROTTLE_S), "learning_rate": (0.0, MAX_LEARNING_RATE),
+        }  # fmt: skip
+        for name, (low, high) in floats.items():
+            _check_float(name, getattr(self, name), low, high)
         if self.learning_rate <= 0:
             raise _Invalid(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if self.num_workers < 1:  # Trainer always sets persistent_workers=True, which needs workers
@@ -176,15 +189,28 @@ class TrainSpec:
         return cls.from_dict(data, source)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
+def _check_int(name: str, value: Any, minimum: int, maximum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _Invalid(f"{name} must be an integer, got {value!r}")
+        raise _Invalid(f"{name} must be an integer, got {_shown(value)}")
     if value < minimum:
-        raise _Invalid(f"{name} must be >= {minimum}, got {value}")
+        raise _Invalid(f"{name} must be >= {minimum}, got {_shown(value)}")
+    if value > maximum:
+        raise _Invalid(f"{name} must be <= {maximum}, got {_shown(value)}")
 
 
-def _check_float(name: str, value: Any, minimum: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+def _check_float(name: str, value: Any, minimum: float, maximum: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Invalid(f"{name} must be a finite number, got {_shown(value)}")
+    if isinstance(value, int) and abs(value) > sys.float_info.max:  # math.isfinite would raise OverflowError
+        raise _Invalid(f"{name} must be a finite number, got {_shown(value)}")
+    if not math.isfinite(value):
         raise _Invalid(f"{name} must be a finite number, got {value!r}")
     if value < minimum:
         raise _Invalid(f"{name} must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise _Invalid(f"{name} must be <= {maximum:g}, got {value}")
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: a JSON spec may hold an integer of thousands of digits, which repr() refuses."""
+    return show_number(value) if isinstance(value, (int, float)) else shorten(repr(value))

@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from f5guard.layout import HomeLayout, WorkLayout
-from f5guard.schema import KindOptions, StageConfig, Table, expand
-from f5guard.stages.kinds import StageBase
+from f5guard.schema import MAX_INT, MAX_SECONDS, KindOptions, StageConfig, Table
+from f5guard.stages.kinds import StageBase, command_argv
 from f5guard.trainer.spec import SpecError, TrainSpec
 
 # TrainSpec fields a stage may set directly, with their TOML types.
 _SPEC_PATHS = ("tokenizer_path", "pretrained")
 _SPEC_SKIP = {"dataset_dir", "checkpoint_dir", "progress_path", *_SPEC_PATHS}
 DEFAULT_HANG_MINUTES = 30.0
+MAX_KEEP_DURABLE = 100  # each is a full checkpoint on Drive (~5 GB for Base)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def _spec_fields() -> dict[str, type]:
 
 
 def _export_every(table: Table) -> int:
-    every = table.get("export_every", int, 0)
+    every = table.integer("export_every", 0, minimum=-MAX_INT)
     if every < 0:
         table.fail(f"must be 0 (off) or a number of updates, got {every}", "export_every")
     return every
@@ -71,7 +72,7 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
     mode = table.get("mode", str, "builtin")
     if mode not in ("builtin", "command"):
         table.fail(f"must be 'builtin' or 'command', got {mode!r}", "mode")
-    keep = table.get("keep_durable", int, 1)
+    keep = table.integer("keep_durable", 1, minimum=-MAX_INT, maximum=MAX_KEEP_DURABLE)
     if keep < 1:
         table.fail(f"must be at least 1 (home always keeps the last good checkpoint), got {keep}", "keep_durable")
     run, work, home = base.values["run"], WorkLayout(Path(base.values["work"])), HomeLayout(Path(base.values["home"]))
@@ -80,7 +81,7 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
     options = TrainOptions(
         mode="command" if mode == "command" else "builtin",
         keep_durable=keep,
-        hang_minutes=table.number("hang_minutes", DEFAULT_HANG_MINUTES),
+        hang_minutes=table.number("hang_minutes", DEFAULT_HANG_MINUTES, maximum=MAX_SECONDS / 60),
         sync_polling=table.get("sync_polling", bool, False),
         export_every=_export_every(table),
         checkpoint_dir=(
@@ -96,10 +97,7 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
     )
     env = {**base.env, "PYTHONFAULTHANDLER": "1"}
     if mode == "command":
-        argv = table.str_list("command")
-        if not argv:
-            table.fail("must name a program to run", "command")
-        command = [expand(a, base.values, table.key_path("command"), table.file) for a in argv]
+        command = command_argv(table, base)
         if not ckpt_text:
             options = dataclasses.replace(options, checkpoint_dir=_finetune_cli_ckpts(table, command))
         return base.finish("train", command, long_running=True, options=options, env=env)
@@ -138,7 +136,7 @@ def _spec(table: Table, base: StageBase, checkpoint_dir: str, progress_path: str
                 values[name] = table.get(name, int)
             else:
                 values[name] = table.get(name, kind)
-    dataset = table.get("dataset", str)
+    dataset = table.text("dataset")
     values["dataset_dir"] = base.resolve(dataset, table.key_path("dataset"), table.file)
     for name in _SPEC_PATHS:
         text = table.get(name, str, "")
