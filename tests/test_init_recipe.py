@@ -3,6 +3,7 @@ and one clear error for a missing or empty audio folder."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,52 @@ def test_missing_or_empty_audio_folder(tmp_path: Path) -> None:
     (empty / "speaker" / "a.wav").write_bytes(b"x")
     bad = init(tmp_path, "--home", str(tmp_path / "home"), "--audio", str(empty), "--pretrained", "F5TTS_v9")
     assert bad.returncode == 2 and "unknown pretrained model 'F5TTS_v9'" in bad.stderr
+
+
+def test_speaker_folder_not_utf8_is_skipped_with_a_note(tmp_path: Path) -> None:
+    """A speaker folder whose name is not UTF-8 is skipped with a note naming its bytes escaped; the others are
+    runs. Before: a UnicodeEncodeError traceback, and an empty .f5guard.toml.NNNN.tmp left in home."""
+    audio = tmp_path / "audio"
+    (audio / "Ana").mkdir(parents=True)
+    (audio / "Ana" / "a.wav").write_bytes(b"x")
+    bad = os.fsdecode(bytes(audio) + b"/bad\xffname")
+    os.mkdir(bad)
+    (Path(bad) / "b.wav").write_bytes(b"x")
+    home = tmp_path / "home"
+    proc = init(tmp_path, "--home", str(home), "--audio", str(audio), "--work", str(tmp_path / "work"))
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        f"note: skipped the speaker folder {audio}/bad\\xffname: its name is not valid UTF-8; rename it to use it"
+        in (proc.stdout.splitlines())
+    )
+    assert [r.name for r in load_config(home / "f5guard.toml").runs] == ["Ana"]
+    assert sorted(p.name for p in home.iterdir()) == ["f5guard.toml"], "no temp file left in home"
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    os.rename(bad, os.fsdecode(bytes(only_bad) + b"/bad\xffname"))
+    refused = init(
+        tmp_path, "--home", str(tmp_path / "home2"), "--audio", str(only_bad), "-o", str(tmp_path / "c.toml")
+    )
+    assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert "can be a run: skipped the speaker folder" in refused.stderr and "bad\\xffname" in refused.stderr
+    assert not (tmp_path / "home2").exists() and not (tmp_path / "c.toml").exists()
+
+
+def test_braces_and_long_names_in_paths(tmp_path: Path) -> None:
+    """A folder named with braces keeps them (placeholders expand in paths); a home with a 300-byte component is
+    one line, exit 2 (before: an unknown-placeholder error for 'Bob {2}', an OSError traceback for the home)."""
+    audio = tmp_path / "audio {1}"
+    (audio / "Bob {2}").mkdir(parents=True)
+    (audio / "Bob {2}" / "a.wav").write_bytes(b"x")
+    proc = init(tmp_path, "--home", str(tmp_path / "home"), "--audio", str(audio), "--work", str(tmp_path / "w{3}"))
+    assert proc.returncode == 0, proc.stderr
+    config = load_config(tmp_path / "home" / "f5guard.toml")
+    ingest = config.runs[0].stage("ingest")
+    assert config.runs[0].name == "Bob {2}" and config.work == tmp_path / "w{3}"
+    assert ingest is not None and str(audio / "Bob {2}") in ingest.command
+    long_home = tmp_path / ("h" * 300)
+    refused = init(tmp_path, "--home", str(long_home), "--audio", str(audio), "-o", str(tmp_path / "c.toml"))
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.splitlines() == [
+        f"f5guard: --home: the path component '{'h' * 57}...' is 300 bytes; a file name is at most 255 bytes"
+    ]

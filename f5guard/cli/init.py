@@ -15,6 +15,7 @@ import click
 from f5guard.config import CONFIG_NAME, load_config
 from f5guard.errors import UsageError
 from f5guard.recipe import options
+from f5guard.schema import escaped, path_problem
 
 
 @click.command("init")
@@ -55,25 +56,26 @@ def command(
     home: str, audio: str | None, work: str | None, language: str, pretrained: str, output: str | None, force: bool
 ) -> int:
     """Write a commented f5guard.toml (the whole recipe with --audio)."""
-    home_path = Path(home).expanduser().resolve()
-    if not home_path.exists() and not home_path.parent.is_dir():
+    home_path = _path_option(home, "--home")
+    if not os.path.exists(home_path) and not os.path.isdir(home_path.parent):
         raise UsageError(f"neither {home_path} nor its parent exists (is Drive mounted?)")
     if work is None:
         work = "/content/f5guard" if Path("/content").is_dir() else str(Path("f5guard-work").resolve())
+    _path_option(work, "--work")
     if audio is None:
         target = Path(output or CONFIG_NAME)
         _refuse_overwrite(target, force)
         text = files("f5guard").joinpath("templates/starter.toml").read_text(encoding="utf-8")
-        text = text.replace("{HOME}", _toml_escape(str(home_path))).replace("{WORK}", _toml_escape(work))
+        text = text.replace("{HOME}", _toml_path(str(home_path))).replace("{WORK}", _toml_path(work))
         _write(target, text)
         click.echo(f"wrote {target}; next: f5guard start --dry-run, then f5guard start")
         return 0
     from f5guard.cli.recipe_template import render
 
-    text, loose = render(
+    text, speakers = render(
         home_path,
         work,
-        Path(audio).expanduser().resolve(),
+        _path_option(audio, "--audio"),
         language=language,
         pretrained=None if pretrained.lower() == "none" else pretrained,
     )
@@ -82,8 +84,10 @@ def command(
     home_path.mkdir(parents=True, exist_ok=True)
     _write(target, text)
     config = load_config(target)
-    for path in loose:
-        click.echo(f"note: {path} is not in a speaker folder; it is not part of any run")
+    for path in speakers.loose:
+        click.echo(f"note: {escaped(str(path))} is not in a speaker folder; it is not part of any run")
+    for note in speakers.skipped:
+        click.echo(f"note: {note}")
     click.echo(f"wrote {target}: {len(config.runs)} run(s): {', '.join(r.name for r in config.runs)}")
     if pretrained.lower() == "none":
         click.echo(
@@ -107,10 +111,25 @@ def _refuse_overwrite(target: Path, force: bool) -> None:
         raise UsageError(f"{target} already exists; pass --force to overwrite it")
 
 
+def _path_option(text: str, option: str) -> Path:
+    """An absolute path the config can hold (UTF-8, within the length limits), or one UsageError line."""
+    path = Path(os.path.expanduser(text))
+    problem = path_problem(str(path), utf8=True)
+    if problem is None:
+        try:
+            path = path.resolve()
+        except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop (Python < 3.13)
+            raise UsageError(f"{option} {escaped(str(path))}: cannot resolve it: {err}") from None
+        problem = path_problem(str(path), utf8=True)
+    if problem:
+        raise UsageError(f"{option}: {problem}")
+    return path
+
+
 def _write(target: Path, text: str) -> None:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    try:
+    try:  # the temp file goes whatever fails: the write (a full disk), or loading what was written
+        tmp.write_text(text, encoding="utf-8")
         load_config(tmp)  # what init writes must load; a failure here is a bug worth a loud error
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -118,5 +137,6 @@ def _write(target: Path, text: str) -> None:
     os.replace(tmp, target)
 
 
-def _toml_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+def _toml_path(text: str) -> str:
+    """The inside of a TOML string for a path whose placeholders expand: braces stay braces."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("{", "{{").replace("}", "}}")

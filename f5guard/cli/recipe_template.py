@@ -3,37 +3,89 @@ Colab user writes no pipeline by hand and can still see (and change) every path 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from f5guard.config import NAME_BYTES
 from f5guard.errors import UsageError
 from f5guard.recipe import options
 from f5guard.recipe.audio import AUDIO_EXTENSIONS
 from f5guard.recipe.pretrained import RELEASES, VOCAB, model_file
+from f5guard.schema import escaped, path_problem
+
+
+@dataclass
+class Speakers:
+    """What an audio folder holds: runs to create (name, folder), loose files, and folders that cannot be runs."""
+
+    runs: list[tuple[str, Path]]
+    loose: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # one note each: the folder (bytes escaped) and why
 
 
 def is_audio(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith(".")
 
 
-def find_speakers(audio_dir: Path) -> tuple[list[tuple[str, Path]], list[Path]]:
-    """Runs to create (name, folder) and loose top-level files that belong to no speaker folder."""
+def unusable_name(name: str) -> str | None:
+    """Why a folder's name cannot name a run (the config is UTF-8 text; names become folder names), or None.
+
+    The rule for a name that is not UTF-8 (``bad\\xff``, from an old archive or a Windows zip): the folder is
+    skipped with a note that shows its bytes escaped, never guessed at: renaming it is the user's call.
+    """
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8; rename it to use it"
+    if any(ord(c) < 32 for c in name):  # as config.check_name refuses them
+        return "its name holds control characters; rename it to use it"
+    if size > NAME_BYTES:
+        return f"its name is {size} bytes, more than a run name's {NAME_BYTES}; rename it to use it"
+    return None
+
+
+def find_speakers(audio_dir: Path) -> Speakers:
+    """One run per speaker folder that holds audio; else the folder itself is one speaker."""
     if not audio_dir.is_dir():
         hint = " (is Drive mounted?)" if "/drive/" in str(audio_dir) else ""
-        raise UsageError(f"audio folder {audio_dir} does not exist{hint}")
+        raise UsageError(f"audio folder {escaped(str(audio_dir))} does not exist{hint}")
+    problem = path_problem(str(audio_dir), utf8=True)
+    if problem:
+        raise UsageError(f"audio folder: {problem}")
     folders = sorted(p for p in audio_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    speakers = [(p.name, p) for p in folders if any(is_audio(f) for f in p.rglob("*"))]
-    loose = sorted(p for p in audio_dir.iterdir() if is_audio(p))
-    if speakers:
-        return speakers, loose
-    if loose:
-        return [(audio_dir.name, audio_dir)], []
+    found = Speakers([])
+    for folder in folders:
+        if not any(is_audio(f) for f in folder.rglob("*")):
+            continue
+        why = unusable_name(folder.name)
+        if why:
+            found.skipped.append(f"skipped the speaker folder {escaped(str(folder))}: {why}")
+        else:
+            found.runs.append((folder.name, folder))
+    found.loose = sorted(p for p in audio_dir.iterdir() if is_audio(p))
+    if found.runs or found.skipped:
+        return found
+    if found.loose:
+        why = unusable_name(audio_dir.name)
+        if why:
+            raise UsageError(f"audio folder {escaped(str(audio_dir))}: {why}")
+        return Speakers([(audio_dir.name, audio_dir)])
     exts = ", ".join(sorted(e.lstrip(".") for e in AUDIO_EXTENSIONS))
-    raise UsageError(f"no audio files ({exts}) in {audio_dir} or its speaker folders")
+    raise UsageError(f"no audio files ({exts}) in {escaped(str(audio_dir))} or its speaker folders")
 
 
 def q(text: str) -> str:
     """A TOML basic string."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def literal(path: str) -> str:
+    """A path for a key whose placeholders expand: a folder named ``Bob {2}`` keeps its braces."""
+    return path.replace("{", "{{").replace("}", "}}")
+
+
+def qpath(path: str) -> str:
+    return q(literal(path))
 
 
 HEADER = """\
@@ -128,16 +180,18 @@ _RECIPE_DEFAULTS = {
 }
 
 
-def render(home: Path, work: str, audio_dir: Path, *, language: str, pretrained: str | None) -> tuple[str, list[Path]]:
-    """The config text and the loose files that will be ignored (the caller says so)."""
-    speakers, loose = find_speakers(audio_dir)
-    text = HEADER.format(home=q(str(home)), work=q(work))
-    for name, folder in speakers:
+def render(home: Path, work: str, audio_dir: Path, *, language: str, pretrained: str | None) -> tuple[str, Speakers]:
+    """The config text, and what the audio folder holds (the caller notes the loose and skipped)."""
+    speakers = find_speakers(audio_dir)
+    if not speakers.runs:
+        raise UsageError(f"no speaker folder in {escaped(str(audio_dir))} can be a run: {speakers.skipped[0]}")
+    text = HEADER.format(home=qpath(str(home)), work=qpath(work))
+    for name, folder in speakers.runs:
         stage, prepare, train, model, note = "", "", "", q("small"), ""
         if pretrained:
             if Path(pretrained).suffix in (".pt", ".safetensors"):
-                model_path = str(Path(pretrained).expanduser().resolve())
-                vocab = str(Path(model_path).parent / VOCAB)
+                local = Path(pretrained).expanduser().resolve()
+                model_path, vocab = literal(str(local)), literal(str(local.parent / VOCAB))
             else:
                 if pretrained not in RELEASES:
                     raise UsageError(
@@ -156,7 +210,7 @@ def render(home: Path, work: str, audio_dir: Path, *, language: str, pretrained:
             )
         text += RUN.format(
             name=q(name),
-            audio=q(str(folder)),
+            audio=qpath(str(folder)),
             language=q(language),
             pretrained_stage=stage,
             prepare_pretrained=prepare,
@@ -165,4 +219,4 @@ def render(home: Path, work: str, audio_dir: Path, *, language: str, pretrained:
             prepare_note=note,
             **_RECIPE_DEFAULTS,
         )
-    return text, loose
+    return text, speakers
