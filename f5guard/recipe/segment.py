@@ -30,6 +30,7 @@ from f5guard.recipe.ledger import Ledger, Record
 from f5guard.recipe.manifests import CLIPS, CLIPS_DIR, read_inventory, retract, write_clips
 from f5guard.recipe.options import SEGMENT, add_flags
 from f5guard.recipe.stagecli import BadInput, pick_device, run_entry, say, signature
+from f5guard.regularfiles import shown
 
 if TYPE_CHECKING:
     import torch
@@ -59,7 +60,7 @@ class Params:
 
 def clip_stem(name: str, sha: str) -> str:
     """A file-system- and CSV-safe stem for a source's clips, unique per content."""
-    stem = _UNSAFE.sub("_", Path(name).stem).strip(" .") or "audio"
+    stem = _UNSAFE.sub("_", shown(Path(name).stem)).strip(" .") or "audio"  # shown: always encodable
     while len(stem.encode("utf-8")) > 150:  # file names are limited to 255 bytes; Vietnamese letters take 2-3
         stem = stem[:-1]
     return f"{stem.rstrip(' .')}.{sha[:8]}"
@@ -152,7 +153,9 @@ def _select(files: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dic
     skipped: list[dict[str, str]] = []
     seen: dict[str, str] = {}
     for f in files:
-        if not f["ok"]:
+        if not f["ok"] and f.get("sha256") is None:  # ingest did not read it (a FIFO, a dangling symlink...)
+            reason = f"not read: {f.get('reason') or 'not readable'}"
+        elif not f["ok"]:
             reason = f"corrupt: {f.get('reason') or 'does not decode'}"
         elif f["sha256"] in seen:
             reason = f"same content as {seen[f['sha256']]} (kept once)"
