@@ -47,7 +47,7 @@ class RestartTracker:
         delay = (
             0.0
             if self.consecutive == 0
-            else min(p.backoff_max_s, p.backoff_initial_s * p.backoff_factor ** (self.consecutive - 1))
+            else min(p.backoff_max_s, p.backoff_initial_s * p.backoff_factor ** min(self.consecutive - 1, 64))
         )
         self.consecutive += 1
         self._recent.append(now)
