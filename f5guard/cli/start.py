@@ -88,8 +88,8 @@ def _died_message(ctx: Context, pid: int, exited: int | None) -> str:
 
 
 def _dry_run(ctx: Context) -> int:
-    """Plan like the daemon would at start, pending resets included, and print it like ``dvc status``, with
-    the inputs found but not read (a FIFO, a dangling symlink) and why."""
+    """Plan like the daemon would at start, pending resets included, and print it like ``dvc status``: which
+    stages need the network, and the inputs found but not read (a FIFO, a dangling symlink) with why."""
     doc = StateStore(ctx.work.state, ctx.home.lease_dir).load().doc
     for _path, request in pending(ctx.work.requests):
         if request is None or (run := ctx.config.run(request.run)) is None:
@@ -99,6 +99,7 @@ def _dry_run(ctx: Context) -> int:
         for name in names[start:]:
             record = doc.stage(run.name, name)
             record.fingerprint, record.state = None, StageStatus.PENDING
+    from f5guard.recipe.network import network_need
     from f5guard.stages.fingerprint import skipped
 
     most = 5  # inputs found but not read, listed per stage
@@ -107,7 +108,8 @@ def _dry_run(ctx: Context) -> int:
         click.echo(f"run {run.name}:")
         for decision in plan_run(run, doc.runs[run.name].stages if run.name in doc.runs else {}, boot):
             verdict = f"would run: {decision.why}" if decision.run else "up to date"
-            click.echo(f"  {decision.stage.name}: {verdict}")
+            need = network_need(decision.stage) if decision.run else None
+            click.echo(f"  {decision.stage.name}: {verdict}" + (f" · needs the network: {need}" if need else ""))
             passed = skipped(decision.fingerprint.parts["inputs"])  # only regular files are read
             for path, reason in passed[:most]:
                 click.echo(f"    not read: {path}: {reason}")

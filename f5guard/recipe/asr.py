@@ -9,6 +9,7 @@ or too short (fewer letters than asked). The judging half is torch-free so it is
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import re
@@ -16,9 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from f5guard.recipe.stagecli import StageFailed, one_line
+
 if TYPE_CHECKING:
     import numpy as np
 
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})  # not the network
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # Whisper's own fallback ladder
 _SPACE = re.compile(r"\s+")
 
@@ -119,12 +123,28 @@ def check_model(backend: str, model: str) -> str | None:
 
 
 def load_backend(backend: str, options: DecodeOptions, device: str) -> Backend:
-    """Load the model once for the whole run."""
-    if backend == "openai":
-        return _OpenAIWhisper(options, device)
-    if backend == "faster":
-        return _FasterWhisper(options, device)
-    raise ValueError(f"unknown backend {backend!r}")
+    """Load the model once for the whole run; a model given by name that cannot be downloaded is StageFailed
+    with what to do offline."""
+    if backend not in ("openai", "faster"):
+        raise ValueError(f"unknown backend {backend!r}")
+    try:
+        return _OpenAIWhisper(options, device) if backend == "openai" else _FasterWhisper(options, device)
+    except OSError as err:  # urllib's URLError, huggingface_hub's offline errors: the download, not the disk
+        if os.path.exists(options.model) or err.errno in _DISK_ERRNOS:
+            raise
+        where = whisper_cache() if backend == "openai" else "the Hugging Face cache"
+        raise StageFailed(
+            f"could not download Whisper model {options.model!r} into {where}: {type(err).__name__}: "
+            f"{one_line(str(err), 200)} (a model given by name is downloaded on every new VM and needs the "
+            "network; offline, copy its checkpoint to Drive from a machine online and set the transcribe "
+            "stage's model to that file's path)"
+        ) from err
+
+
+def whisper_cache() -> str:
+    """Where openai-whisper keeps the models it downloads (its own default download_root)."""
+    default = os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(os.getenv("XDG_CACHE_HOME", default), "whisper")
 
 
 class _OpenAIWhisper:

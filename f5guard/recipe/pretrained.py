@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -27,6 +28,7 @@ RELEASES = {
     "F5TTS_Base": ("SWivid/F5-TTS", "F5TTS_Base/model_1200000.pt"),
 }
 PROG = "f5guard.recipe.pretrained"
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 VOCAB = "vocab.txt"  # beside the model: the vocab its text embedding was trained with
 
 
@@ -64,7 +66,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _already_here(out: Path) -> bool:
+def downloaded(out: Path) -> bool:
     """Runs share one download on home: a complete earlier fetch (manifest written last) is reused."""
     manifest = read_manifest(out / MANIFEST)
     if manifest is None:
@@ -73,6 +75,17 @@ def _already_here(out: Path) -> bool:
         return Path(manifest["model"]).stat().st_size == manifest["size"] and (out / VOCAB).is_file()
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+def _hint(err: Exception) -> str:
+    """What to do instead, unless the failure was the local disk's (full, read-only, not allowed)."""
+    if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
+        return ""
+    return (
+        " (the released model comes from Hugging Face and needs the network; offline, fine-tune a local copy: "
+        "`f5guard init --pretrained /path/to/model.safetensors` with vocab.txt beside it, or use `--pretrained none` "
+        "to train from scratch)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,14 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: unknown model {args.name!r}; known: {', '.join(RELEASES)}", file=sys.stderr)
         return 2
     started = time.monotonic()
-    if _already_here(args.out):
+    if downloaded(args.out):
         print(f"{args.name} is already in {args.out} (verified size); nothing to download")
         return 0
     try:
         model = fetch(args.name, args.out)
     except Exception as err:  # noqa: BLE001 - network, auth, disk: one line for the stage log and status
         text = " ".join(str(err).split())[:300]
-        print(f"{PROG}: could not download {args.name} to {args.out}: {type(err).__name__}: {text}", file=sys.stderr)
+        print(f"{PROG}: could not download {args.name} to {args.out}: {type(err).__name__}: {text}{_hint(err)}",
+              file=sys.stderr)  # fmt: skip
         return 1
     write_manifest(
         args.out / MANIFEST,
