@@ -129,3 +129,19 @@ def test_pinned_install_into_a_throwaway_venv(tmp_path: Path) -> None:
     bumped = run_entry("setup", "--out", out, "--need", "six", "--pin", "six==1.17.0", python=python, env=env)
     assert bumped.returncode == 0, bumped.stdout[-3000:] + bumped.stderr
     assert json.loads(out.read_text())["packages"]["six"]["version"] == "1.17.0"
+
+
+def test_an_install_that_cannot_reach_an_index_says_what_to_do_offline(tmp_path: Path) -> None:
+    """pip cannot reach its index: setup's one line says the install needs the network and what to do offline."""
+    closed = {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_FIND_LINKS": "", "PIP_RETRIES": "0",
+              "PIP_TIMEOUT": "2", "PIP_CONFIG_FILE": os.devnull, "PIP_NO_CACHE_DIR": "1"}  # fmt: skip
+    proc = run_entry("setup", "--out", tmp_path / "v.json", "--need", "f5guard_absent=f5guard-absent-dist",
+                     "--pin", "f5guard-absent-dist==1.0", env=closed, timeout=120)  # fmt: skip
+    assert proc.returncode == 1
+    line = last_line(proc.stderr)
+    assert line.startswith(f"f5guard.recipe.setup: pip install {sys.executable}: exit 1 after "), line
+    assert line.endswith(
+        "(pip installs from the network: if this VM is offline, install the pinned versions into this Python "
+        "beforehand, or set install = false in the setup stage to only check)"
+    ), line
+    assert not (tmp_path / "v.json").exists()

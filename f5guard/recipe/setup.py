@@ -44,6 +44,9 @@ IMPORTS = {
 }
 PROBE_TIMEOUT_S = 600  # a first import of f5_tts on a cold Colab disk takes tens of seconds
 _MARK = "F5GUARD-PROBE "
+# what pip says when it cannot reach an index (offline VM, no DNS, a proxy refusing)
+_OFFLINE_SIGNS = ("No matching distribution found", "NewConnectionError", "Temporary failure in name resolution",
+                  "Network is unreachable", "Max retries exceeded", "Could not fetch URL")  # fmt: skip
 
 # Run in a fresh interpreter: distribution version from metadata (works even when the import is broken), then
 # the import itself. Anything the module prints is ignored; only the marked line is read.
@@ -274,6 +277,11 @@ def run_pip(command: list[str]) -> float:
             if "No module named pip" in "".join(tail)
             else errors[-1]
         )
+        if any(sign in line for line in tail for sign in _OFFLINE_SIGNS):
+            why += (
+                " (pip installs from the network: if this VM is offline, install the pinned versions into this "
+                "Python beforehand, or set install = false in the setup stage to only check)"
+            )
         raise SetupFailed(f"pip install {sys.executable}: exit {proc.returncode} after {seconds:.0f} s: {why}")
     return seconds
 
