@@ -145,3 +145,18 @@ def test_matching_is_glob_globs(tmp_path: Path) -> None:
                 walked.add(match)
         assert set(files) == walked, rel
         assert (pattern in unmatched) == (not want), rel
+
+
+def test_outputs_past_the_budget_are_a_problem_of_the_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outputs are checked after the stage exits: too many entries is a reason the stage failed, never a crash."""
+    from f5guard.stages import walk
+    from f5guard.stages.fingerprint import check_outputs
+
+    made = tmp_path / "made"
+    made.mkdir()
+    for i in range(20):
+        (made / f"{i}.wav").write_bytes(b"")
+    monkeypatch.setattr(walk, "MAX_ENTRIES", 10)
+    assert check_outputs([str(made)], {}) == [
+        f"outputs: {made}: lists more than 10 directory entries (stopped there); name a narrower folder or glob"
+    ]

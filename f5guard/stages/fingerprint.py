@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from f5guard.errors import ConfigError
 from f5guard.regularfiles import Unreadable, check, open_regular, problem
 from f5guard.schema import StageConfig
 from f5guard.stages.walk import expand
@@ -143,8 +144,10 @@ def explain_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
 
 def check_outputs(patterns: Iterable[str], recorded: Mapping[str, str]) -> list[str]:
     """Problems with a stage's outputs now versus when it finished; empty means they are intact."""
-    patterns = list(patterns)
-    current, unmatched = expand(patterns)
+    try:
+        current, unmatched = expand(patterns)
+    except ConfigError as err:  # too many entries: a problem with the outputs (the stage fails), not a crash
+        return [f"outputs: {err.message}"]
     problems = [f"output missing: {pattern}" for pattern in unmatched]
     if problems:
         return problems

@@ -54,10 +54,7 @@ def decide(stage: StageConfig, record: StageRecord | None, boot: str, upstream: 
     if fp.digest != record.fingerprint:
         changes = explain_changes(previous, fp.parts) or ["fingerprint changed"]
         return must("; ".join(changes[:3]) + (f" (+{len(changes) - 3} more)" if len(changes) > 3 else ""))
-    try:
-        problems = check_outputs(stage.outputs, record.outputs)
-    except ConfigError as err:
-        raise ConfigError(f"stage {stage.name!r} outputs: {err.message}") from None
+    problems = check_outputs(stage.outputs, record.outputs)
     if problems:
         return must("; ".join(problems[:3]))
     return Decision(stage, False, UP_TO_DATE, fp)

@@ -52,10 +52,11 @@ def refused(pattern: str) -> str | None:
     return None
 
 
-def expand(patterns: Iterable[str], limit: int = MAX_ENTRIES) -> tuple[dict[str, str | None], list[str]]:
+def expand(patterns: Iterable[str], limit: int | None = None) -> tuple[dict[str, str | None], list[str]]:
     """Every file the patterns name, shown name -> real path (None: a literal path that is absent), and the
-    patterns that matched nothing. Folders are walked (symlinked subfolders are not followed, as ``os.walk``)."""
-    budget = _Budget(limit)
+    patterns that matched nothing. Folders are walked (symlinked subfolders are not followed, as ``os.walk``).
+    At most ``limit`` (default MAX_ENTRIES) directory entries are listed."""
+    budget = _Budget(MAX_ENTRIES if limit is None else limit)
     files: dict[str, str | None] = {}
     unmatched: list[str] = []
     for pattern in patterns:
