@@ -95,6 +95,17 @@ def test_kill9_trainer_resumes_with_identical_state(make_project, tiny_dataset: 
     assert t["durable_update"] == 32 and t["durable_age_s"] is not None and t["restarts"] == 1
     assert t["last_exit"] == "killed by SIGKILL"
 
+    # The loss curve, from the progress copies on home: also on a fresh VM with an empty work dir.
+    p.cli("stop", check=True)
+    fresh: Project = make_project(body(tiny_dataset, epochs=8), name="fresh", home=p.home)
+    png = fresh.root / "curve.png"
+    plotted = fresh.cli("plot", "--out", str(png))
+    assert plotted.returncode == 0, plotted.stderr
+    assert "up to update 32, 1 restart(s)" in plotted.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    missing = fresh.cli("plot", "nobody")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1 and "no run named" in missing.stderr
+
 
 def test_graceful_stop_loses_no_update_and_fresh_runtime_restores(make_project, tiny_dataset: Path) -> None:  # type: ignore[no-untyped-def]
     p: Project = make_project(body(tiny_dataset, epochs=6, extra="export_every = 1000"))

@@ -1,4 +1,5 @@
-"""Copy the work dir's logs to home now and then, so they survive the VM (into a folder of this runtime's own)."""
+"""Copy the work dir's logs (and the trainer's progress) to home now and then, so they survive the VM (into files of
+this runtime's own)."""
 
 from __future__ import annotations
 
@@ -9,26 +10,29 @@ from pathlib import Path
 from f5guard.fsutil import fsync_dir
 
 
+def mirror_file(src: Path, dst: Path) -> bool:
+    """Copy ``src`` over ``dst`` (temp name, then rename) when its size or mtime changed; True if copied."""
+    try:
+        st = src.stat()
+        dt = dst.stat() if dst.exists() else None
+    except OSError:
+        return False
+    if dt is not None and dt.st_size == st.st_size and int(dt.st_mtime) == int(st.st_mtime):
+        return False
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+    return True
+
+
 def mirror_tree(source: Path, target: Path) -> int:
-    """Copy files whose size or mtime changed (temp name, then rename); returns how many were copied."""
+    """Mirror every file under ``source``; returns how many were copied."""
     copied = 0
     for root, _dirs, names in os.walk(source):
         rel = Path(root).relative_to(source)
-        for name in names:
-            src = Path(root) / name
-            dst = target / rel / name
-            try:
-                st = src.stat()
-                dt = dst.stat() if dst.exists() else None
-            except OSError:
-                continue
-            if dt is not None and dt.st_size == st.st_size and int(dt.st_mtime) == int(st.st_mtime):
-                continue
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(f".{name}.tmp")
-            shutil.copy2(src, tmp)
-            os.replace(tmp, dst)
-            copied += 1
-        if copied:
+        copied_here = sum(mirror_file(Path(root) / name, target / rel / name) for name in names)
+        if copied_here:
             fsync_dir(target / rel)
+        copied += copied_here
     return copied

@@ -24,7 +24,7 @@ from f5guard.config import load_config
 from f5guard.daemon import logs
 from f5guard.daemon.configwatch import ConfigWatch
 from f5guard.daemon.launcher import ReadyChannel
-from f5guard.daemon.mirror import mirror_tree
+from f5guard.daemon.mirror import mirror_file, mirror_tree
 from f5guard.daemon.supervisor import Supervisor
 from f5guard.errors import DaemonError, F5guardError, HomeUnreachable, LeaseLost
 from f5guard.layout import HomeLayout, WorkLayout
@@ -37,6 +37,7 @@ from f5guard.stages.attempt import kill_leftover_group
 from f5guard.stages.context import RunContext
 from f5guard.state import DaemonNote, StageStatus, StateDoc, StateStore
 from f5guard.status.answer import answer_requests, note_work_dir
+from f5guard.training.kind import TrainOptions
 
 TICK_S = 0.5
 STATE_MIRROR_S = 10.0
@@ -317,6 +318,11 @@ class Daemon:
         self._mirror_state(doc, force=False)
         try:
             mirror_tree(self.work.logs, self.home.runtime_logs(doc.epoch, self.store.runtime))
+            for run in self.config.runs:  # `f5guard plot` reads these, also on a fresh VM
+                for stage in run.stages:
+                    if isinstance(stage.options, TrainOptions) and stage.options.mode == "builtin":
+                        copy = self.home.progress_copy(run.name, doc.epoch, self.store.runtime)
+                        mirror_file(Path(stage.options.progress_path), copy)
         except OSError as err:
             self.log.warning("cannot mirror logs to home", error=str(err))
 
