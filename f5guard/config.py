@@ -29,6 +29,7 @@ from f5guard.schema import (
 )
 from f5guard.stages.kinds import KindBuilder, StageBase, build_command
 from f5guard.stages.overlap import patterns_overlap
+from f5guard.stages.walk import refused
 from f5guard.training.kind import build_train
 
 if sys.version_info >= (3, 11):
@@ -176,6 +177,10 @@ def _run(t: Table, config_dir: Path, home: Path, work: Path, restart: RestartPol
         st = Table(raw_stage, f"{t.where}.stages[{j}]", t.file)
         made = tuple(out for s in stages for out in s.outputs)
         stage = _stage(st, config_dir, home, work, name, run_env, restart, grace, made)
+        for key, patterns in (("inputs", stage.inputs), ("outputs", stage.outputs)):
+            for pattern in patterns:
+                if (why := refused(pattern)) is not None:  # a walk of the whole filesystem: refuse it now
+                    st.fail(why, key)
         if any(s.name == stage.name for s in stages):
             raise ConfigError(f"{t.file}: {st.where}.name: duplicate stage name {stage.name!r} in run {name!r}")
         stages.append(stage)
