@@ -315,9 +315,6 @@ def test_frozen_owner_then_takeover(bed: Bed) -> None:
     _verdict(bed, "frozen_owner_then_takeover", takeover_output=took.stdout.splitlines()[:1])
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 (retention): an older checkpoint goes only once the *newest* "
-                   "durable one is retention_delay_s old, which never happens while saves come more often: with "
-                   "keep_durable = 1 they pile up (quick: 6 in 23 s): nothing to kill after")  # fmt: skip
 def test_owner_killed_after_retention_delete(bed: Bed) -> None:
     """4c: the owner's VM dies just after its retention delete reached Drive (its newest checkpoint had not);
     the next runtime resumes from the newest checkpoint that arrived, never from zero."""

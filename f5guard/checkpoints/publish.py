@@ -69,12 +69,14 @@ class Publisher:
     """Makes local checkpoints durable on home for one epoch, keeping the newest ``keep`` of them."""
 
     def __init__(self, home: Path, *, epoch: int, keep: int, fence: Callable[[], None] | None, log: Log,
-                 tag: str = "", retention_delay_s: float = 0.0) -> None:  # fmt: skip
+                 tag: str = "", retention_delay_s: float = 0.0,
+                 may_delete: Callable[[], bool] = lambda: True) -> None:  # fmt: skip
         if keep < 1:
             raise ValueError(f"keep must be at least 1 (home must hold a checkpoint), got {keep}")
         self.home, self.epoch, self.keep = home, epoch, keep
         self.tag = tag  # our runtime's: no other runtime ever writes a file of ours
         self.retention_delay_s = retention_delay_s
+        self._may_delete = may_delete  # False for a while after this runtime was frozen (lease/hold.py)
         self._fence_fn = fence
         self._log = log
         self._delay_s = float(os.environ.get(CHUNK_DELAY_ENV) or 0)
@@ -107,11 +109,13 @@ class Publisher:
         return any(d.update >= info.update for d in durables)
 
     def trim_due(self, durables: list[DurableCheckpoint]) -> None:
-        """Retention, once the newest durable checkpoint has been on home for ``retention_delay_s``: Drive
+        """Retention: a checkpoint goes once a successor has been durable for ``retention_delay_s``. Drive
         uploads files independently, and a small delete can reach the cloud before a 5 GB upload does, so
         deleting the previous one as soon as its successor exists here could leave the cloud with none."""
-        if durables and time.time() - durables[-1].synced_at >= self.retention_delay_s:
-            self._trim(durables, durables[-1])
+        now = time.time()
+        matured = [d for d in durables if now - d.synced_at >= self.retention_delay_s]
+        if matured and self._may_delete():
+            self._trim(durables, max(matured, key=lambda d: d.rank))
 
     def publish(self, candidate: CheckpointInfo, durables: list[DurableCheckpoint], *,
                 stopping: Callable[[], bool], on_copy: Callable[[CheckpointInfo], None],

@@ -44,13 +44,14 @@ class CheckpointSync:
 
     def __init__(self, local_dir: Path, home_ckpt_dir: Path, *, epoch: int, keep: int = 1,
                  fence: Callable[[], None] | None = None, polling: bool = False, retry_max_s: float = 300.0,
-                 log: Log | None = None, tag: str = "", retention_delay_s: float = 0.0) -> None:  # fmt: skip
+                 log: Log | None = None, tag: str = "", retention_delay_s: float = 0.0,
+                 may_delete: Callable[[], bool] = lambda: True) -> None:  # fmt: skip
         self.local_dir, self.home = Path(local_dir), Path(home_ckpt_dir)
         self._polling = polling
         self._retry_max_s = retry_max_s
         self._log: Log = log or no_log
         self._publisher = Publisher(self.home, epoch=epoch, keep=keep, fence=fence, log=self._log, tag=tag,
-                                    retention_delay_s=retention_delay_s)  # fmt: skip
+                                    retention_delay_s=retention_delay_s, may_delete=may_delete)  # fmt: skip
         self._cond = threading.Condition()  # guards the fields below; flush waits on it
         self._wake = threading.Event()
         self._stopping = threading.Event()

@@ -184,6 +184,7 @@ class Daemon:
             epoch=epoch,
             fence=lease.check,
             gate=lease.training_gate,
+            may_delete=lease.may_delete,
             lease=self.config.lease,
             accept_older=self.accept_older,
             runtime_tag=lease.me.tag,

@@ -43,6 +43,8 @@ class HomeLease:
         self.peers: list[Sighting] = []  # the latest look at the other claims (status shows them)
         self._lost: str | None = None
         self._lock = threading.Lock()
+        self._last_look = time.monotonic()
+        self._stalled_at = -float("inf")  # when we last woke from a freeze (a long gap between looks)
         self.watch = ClaimWatch(layout, self.me, settings.duration_s)
         self._beat = SoftFileLease(
             str(beat_path(layout, self.me)),
@@ -117,6 +119,12 @@ class HomeLease:
             return f"waiting for {_describe(lower[-1])} to stop its training (it has seen our higher epoch)"
         return None
 
+    def may_delete(self) -> bool:
+        """Deleting on home (retention) waits ``settle_s`` after we woke from a freeze: a runtime that took over
+        meanwhile may not have reached our view of home yet (Chubby's lock-delay, on our side)."""
+        with self._lock:
+            return time.monotonic() - self._stalled_at >= self.settings.settle_s
+
     def _compromised(self, compromise: object) -> None:
         """From the heartbeat thread. Errors renewing (a Drive hiccup: Errno 107, EIO) only degrade the hold;
         a heartbeat marker that someone else replaced or removed means we lost it."""
@@ -130,8 +138,12 @@ class HomeLease:
     def check(self) -> None:
         """Raise LeaseLost when a live claim above ours exists or our marker was taken; cheap enough for every
         control pass (a directory listing and a few small reads)."""
+        now = time.monotonic()
         with self._lock:
             lost, degraded = self._lost, self.degraded
+            if now - self._last_look > self.settings.duration_s:
+                self._stalled_at = now  # frozen (SIGSTOP, a suspended VM): our view of home may be stale
+            self._last_look = now
         self.peers = self.watch.look()
         above = [s for s in self.peers if s.live and s.claim.key > self._key]
         if above:

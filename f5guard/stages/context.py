@@ -25,6 +25,7 @@ class RunContext:
     epoch: int = 0
     fence: Callable[[], None] = lambda: None  # raises LeaseLost when another supervisor took over home
     gate: Callable[[], str | None] = lambda: None  # why training must not start yet (lease/hold.py), or None
+    may_delete: Callable[[], bool] = lambda: True  # False for a while after this runtime was frozen
     lease: LeaseSettings = field(default_factory=LeaseSettings)
     runtime_tag: str = ""  # names this runtime's files on home (lease/claims.py: RuntimeId.tag)
     accept_older: bool = False  # `start --accept-older`: resume below a durable update state names

@@ -127,6 +127,7 @@ class TrainDriver(StageDriver):
                 log=runner.log.info,
                 tag=runner.ctx.runtime_tag,
                 retention_delay_s=runner.ctx.lease.retention_delay_s,
+                may_delete=runner.ctx.may_delete,
             )
             self.sync.start()
         self.sync.request()
