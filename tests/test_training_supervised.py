@@ -104,7 +104,9 @@ def test_kill9_trainer_resumes_with_identical_state(make_project, tiny_dataset: 
     assert "up to update 32, 1 restart(s)" in plotted.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     missing = fresh.cli("plot", "nobody")
-    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1 and "no run named" in missing.stderr
+    assert (
+        missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1 and "no run named" in missing.stderr
+    )
 
 
 def test_graceful_stop_loses_no_update_and_fresh_runtime_restores(make_project, tiny_dataset: Path) -> None:  # type: ignore[no-untyped-def]
