@@ -178,3 +178,20 @@ def test_claims_are_files_of_their_own(tmp_path: Path) -> None:
     assert f"{a.me.name}.json" in names and f"{b.me.name}.json" in names and f"{b.me.name}.beat" in names
     assert json.loads((layout.claims / f"{a.me.name}.json").read_text())["released"] is True
     b.release()
+
+
+def test_released_claims_are_pruned_to_the_newest_few(tmp_path: Path) -> None:
+    """Every daemon life leaves a claim; released ones beyond a few are removed, live ones never."""
+    layout = HomeLayout(tmp_path)
+    for i in range(8):
+        write_claim(layout, Claim(other_vm(f"old{i}"), epoch=i + 1, work="/w", since=0.0, released=True))
+    live = Claim(other_vm("alive"), epoch=2, work="/w", since=time.time())
+    write_claim(layout, live)
+    lease = HomeLease(layout, FAST, work="/w")
+    assert lease.acquire(takeover=True) == 9
+    names = sorted(n for n in os.listdir(layout.claims) if n.endswith(".json"))
+    assert f"{live.runtime.name}.json" in names, "a live claim is never removed"
+    kept = [read_claim(layout.claims / n) for n in names]
+    released = sorted(c.epoch for c in kept if c is not None and c.released)
+    assert released == [6, 7, 8]
+    lease.release()

@@ -21,11 +21,12 @@ from filelock import SoftFileLease, Timeout
 
 from f5guard.errors import HomeUnreachable, LeaseHeld, LeaseLost
 from f5guard.layout import HomeLayout
-from f5guard.lease.claims import Claim, ClaimWatch, RuntimeId, Sighting, beat_path, write_claim
+from f5guard.lease.claims import Claim, ClaimWatch, RuntimeId, Sighting, beat_path, claim_path, write_claim
 from f5guard.lease.info import highest_epoch_seen
 from f5guard.schema import LeaseSettings
 
 _POLL_S = 0.25
+KEEP_RELEASED = 3  # released claims kept for people to read (and their epochs; state and checkpoints keep them too)
 
 
 class HomeLease:
@@ -86,7 +87,19 @@ class HomeLease:
         if live and on_wait is not None:
             on_wait(live[-1].claim)
         self._wait_for_old_owners(live)
+        self._prune_released()
         return self.epoch
+
+    def _prune_released(self) -> None:
+        """A claim file is left by every daemon life: remove finished ones (released, or of a dead pid on this
+        machine: their runtime writes them no more) beyond the newest few, so every look at home stays short."""
+        released = [
+            s.claim for s in self.peers if s.claim.released or (not s.live and s.claim.runtime.same_machine(self.me))
+        ]
+        for claim in sorted(released, key=lambda c: c.key)[:-KEEP_RELEASED]:
+            for path in (claim_path(self.layout, claim.runtime), beat_path(self.layout, claim.runtime)):
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     def _wait_for_old_owners(self, live: list[Sighting]) -> None:
         """A takeover: the old owner sees our higher epoch, stops its trainer and releases; a frozen one is
