@@ -56,10 +56,6 @@ class HomeLease:
             is_singleton=False,
         )
 
-    @property
-    def token(self) -> str | None:
-        return self._beat.token
-
     def live_peers(self) -> list[Sighting]:
         return [s for s in self.peers if s.live]
 
