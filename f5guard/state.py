@@ -104,6 +104,16 @@ class ExportNote(TypedDict):
     error: str | None
 
 
+class SampleNote(TypedDict):
+    """The newest audio sample of the training (``sample_every``) and the one being made."""
+
+    update: int | None
+    path: str | None  # {home}/runs/<run>/samples/u<update>.wav, its .json note beside it
+    seconds: float | None  # how long making it took
+    running: int | None  # the update being sampled now
+    error: str | None
+
+
 @dataclass
 class TrainingRecord:
     """The train stage's figures as status shows them, also after the daemon is gone (fresh VM)."""
@@ -128,6 +138,7 @@ class TrainingRecord:
     superseded: SupersedeNote | None = None
     quarantined: list[QuarantineNote] = field(default_factory=list)
     export: ExportNote | None = None
+    sample: SampleNote | None = None
 
 
 class DaemonNote(TypedDict, total=False):
