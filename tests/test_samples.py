@@ -137,6 +137,7 @@ def _decode(path: Path) -> tuple[int, array[int]]:
 
 @pytest.mark.train
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # two trainings' worth of torch processes: minutes on a loaded 2-core machine
 def test_samples_while_training_then_speak(make_project, tiny_dataset: Path, tiny_vocoder: Path) -> None:  # type: ignore[no-untyped-def]
     extra = f'sample_every = 8\nsample_text = "Xin chào, đây là giọng nói của tôi."\nvocoder = "{tiny_vocoder}"'
     p: Project = make_project(body(tiny_dataset, epochs=8, throttle=0.4, extra=extra))
