@@ -16,6 +16,7 @@ from f5guard.checkpoints.durable import DurableCheckpoint, durable_name
 from f5guard.config import load_config
 from f5guard.errors import ConfigError
 from f5guard.status.render import _sample_lines
+from f5guard.trainer.sample import SampleFailed, pick_reference
 from f5guard.training.kind import TrainOptions
 from f5guard.training.sampler import SampleJob, Sampler, newest_sample, sample_name
 from tests.conftest import Project, write_config
@@ -64,6 +65,20 @@ def test_when_a_sample_is_due(tmp_path: Path) -> None:
     assert not sampler.due(_durable(8), final=True), "the final checkpoint is already heard"
     off = Sampler(tmp_path / "off", 0, _job(tmp_path), tmp_path / "sample.log", log=lambda *_a, **_k: None)
     assert not off.due(_durable(1000), final=True)
+
+
+def test_the_reference_clip_is_picked_deterministically(tmp_path: Path) -> None:
+    clips = {name: tmp_path / f"{name}.wav" for name in ("short", "long", "six", "seven")}
+    for path in clips.values():
+        path.write_bytes(b"RIFF")
+    rows = [(str(clips["short"]), "a", 1.5), (str(clips["long"]), "b", 14.0), (str(clips["seven"]), "c", 7.0),
+            (str(clips["six"]), "d", 5.5), (str(tmp_path / "gone.wav"), "e", 6.0), (str(clips["six"]), "", 6.0)]  # fmt: skip
+    picked = pick_reference(rows)
+    assert (picked.audio, picked.text) == (clips["six"], "d"), "3-10 s, nearest 6 s, existing, transcribed"
+    assert pick_reference(list(reversed(rows))) == picked
+    assert pick_reference(rows[:2]).audio == clips["short"], "none in 3-10 s: the nearest 6 s"
+    with pytest.raises(SampleFailed, match="no clip with a transcript"):
+        pick_reference(rows[4:])
 
 
 def test_home_unreachable_is_a_warning_not_a_crash(tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ Exit codes: 0 written, 1 failed (one line on stderr), 2 usage.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import signal
 import sys
@@ -224,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     follow_supervisor()
-    if not math.isfinite(args.steps) or args.steps < 1:
+    if args.steps < 1:
         parser.error("--steps must be >= 1")
     try:
         reference = reference_for(args.dataset, args.ref, args.ref_text)
