@@ -32,6 +32,7 @@ from f5guard.pdeathsig import follow_supervisor
 
 SEED = 0  # the same noise for every sample: what changes between two samples is the training
 REF_MIN_S, REF_MAX_S, REF_IDEAL_S = 3.0, 10.0, 6.0  # F5-TTS clips references over 12 s; 3-10 s serves it best
+GPU_MARGIN_BYTES = 2 * 2**30  # vocos, activations of a ~20 s mel, CUDA context
 ASR_NOTE = "give its transcript with --ref-text (f5guard never downloads an ASR model for you)"
 
 
@@ -146,10 +147,10 @@ def synthesize(
 
     from f5guard.trainer.presets import MEL_SPEC, dit_kwargs
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     name = label or ckpt.name
     with tempfile.TemporaryDirectory(prefix="f5guard-sample-") as scratch:
         weights, update = inference_weights(ckpt, name, Path(scratch))
+        device = pick_device(weights.stat().st_size)
         try:
             voc = utils_infer.load_vocoder("vocos", is_local=bool(vocoder), local_path=vocoder, device=device)
         except Exception as err:
@@ -192,6 +193,21 @@ def synthesize(
     }
     atomic_write_json(out.with_suffix(".json"), note)
     return note
+
+
+def pick_device(weights_bytes: int) -> str:
+    """The GPU when there is one with room beside the trainer, else the CPU: a sample must never push the
+    training it listens to out of GPU memory (the trainer's cache holds its peak after the first updates)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    free, _total = torch.cuda.mem_get_info()
+    need = 2 * weights_bytes + GPU_MARGIN_BYTES  # fp16 weights, their fp16 model, the vocoder and activations
+    if free < need:
+        print(f"only {free / 2**30:.1f} GiB free on the GPU (need ~{need / 2**30:.1f}): sampling on the CPU")
+        return "cpu"
+    return "cuda"
 
 
 def _quiet(*_args: object, **_kwargs: object) -> None:
