@@ -95,6 +95,26 @@ def test_home_unreachable_is_a_warning_not_a_crash(tmp_path: Path) -> None:
     assert events.count("sample.error") == 1, "nothing starts while an export runs"
 
 
+@pytest.mark.train
+def test_a_failed_sample_is_a_warning_once(tmp_path: Path, tiny_dataset: Path) -> None:
+    """Through the real subprocess: the label in the one-line error, no retry of the same update."""
+    source = tmp_path / durable_name(1, 8)
+    source.write_bytes(b"not a checkpoint")
+    durable = DurableCheckpoint(source, source.with_suffix(".json"), 8, 1, 16, "0" * 64, 0.0, "model_last.pt")
+    events: list[str] = []
+    job = SampleJob("tiny", tiny_dataset / "vocab.txt", tiny_dataset, "Xin chào.", "")
+    sampler = Sampler(tmp_path / "samples", 8, job, tmp_path / "s.log", log=lambda e, **_k: events.append(e))
+    sampler.poll(durable)
+    assert sampler.public()["running"] == 8 and _sample_lines(sampler.public()) == ["speaking a sample with update 8…"]
+    assert sampler.wait(300)
+    assert sampler.error is not None and sampler.error.startswith(
+        f"update 8: f5guard.trainer.sample: could not read {source.name}"
+    ), sampler.error
+    sampler.poll(durable)
+    assert events == ["sample.start", "sample.failed"], "the same update is not tried again"
+    assert sampler.due(_durable(16)) and not list((tmp_path / "samples").iterdir())
+
+
 def test_config_keys(tmp_path: Path) -> None:
     data = _fake_dataset(tmp_path)
     voc = tmp_path / "voc"
