@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +99,7 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
         command = command_argv(table, base)
         if not ckpt_text:
             options = dataclasses.replace(options, checkpoint_dir=_finetune_cli_ckpts(table, command))
-        return base.finish("train", command, long_running=True, options=options, env=env)
+        return base.finish("train", command, long_running=True, options=options, env=env, python=base.python)
     if table.has("command"):
         table.fail("is only for mode = 'command'; the builtin mode runs `python -m f5guard.trainer`", "command")
     spec = _spec(table, base, options.checkpoint_dir, options.progress_path)
@@ -109,7 +108,7 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
     inputs.append(str(spec.vocab_path))
     if spec.pretrained is not None:
         inputs.append(str(spec.pretrained))
-    command = [sys.executable, "-m", "f5guard.trainer", "--spec", options.spec_path]
+    command = [base.values["python"], "-m", "f5guard.trainer", "--spec", options.spec_path]  # the stack python
     # The training depends on the spec's knobs and data, not on where work keeps its checkpoints and files.
     spec_json = spec.to_dict()
     identity = {
@@ -124,6 +123,7 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
         identity=identity,
         inputs=tuple(dict.fromkeys(inputs)),
         env=env,
+        python=base.python,  # the exporter, and the trainer itself, run f5guard code in the stack python
         self_tied=True,  # f5guard.trainer sets its own parent-death signal: restarts skip a full fork
     )
 
