@@ -57,7 +57,7 @@ def _config(tmp_path: Path, python: str | None) -> Path:
 def test_an_explicit_python_runs_every_stage_that_runs_the_stack(tmp_path: Path) -> None:
     """The setup stage, the builtin trainer and {python} use it; f5guard's stages get the f5guard-only folder
     first on PYTHONPATH, a plain command stage does not."""
-    other = _script(tmp_path / "stack" / "bin" / "python3", f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
+    other = _script(tmp_path / "stack" / "bin" / "python3", f'#!/bin/sh\nexec {sys.executable} "$@"\n')
     config = load_config(_config(tmp_path, str(other)))
     assert config.python.path == str(other) and config.python.how == "set in the config"
     folder = str(tmp_path / "work" / ".f5guard" / "pythonpath")
@@ -117,19 +117,22 @@ def test_auto_finds_the_python_with_the_stack(tmp_path: Path) -> None:
     """A daemon whose own Python lacks f5_tts: the first python3 on PATH with f5_tts, else the first with torch
     (setup installs f5-tts there), else its own. Real interpreters; the torch-only one sees a bare package."""
     daemon = "/usr/bin/python3"
-    if not os.access(daemon, os.X_OK) or subprocess.run(
-        [daemon, "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('f5_tts') is not None)"], check=False
-    ).returncode:
+    if (
+        not os.access(daemon, os.X_OK)
+        or subprocess.run(
+            [daemon, "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('f5_tts') is not None)"], check=False
+        ).returncode
+    ):
         pytest.skip("needs a system python3 without f5_tts")
-    bare = _script(tmp_path / "bare" / "python3", f"#!/bin/sh\nexec {daemon} \"$@\"\n")
+    bare = _script(tmp_path / "bare" / "python3", f'#!/bin/sh\nexec {daemon} "$@"\n')
     (tmp_path / "fake" / "torch").mkdir(parents=True)
     (tmp_path / "fake" / "torch" / "__init__.py").write_text("")
     torch_only = _script(
-        tmp_path / "torchonly" / "python3", f"#!/bin/sh\nPYTHONPATH={tmp_path}/fake exec {daemon} \"$@\"\n"
+        tmp_path / "torchonly" / "python3", f'#!/bin/sh\nPYTHONPATH={tmp_path}/fake exec {daemon} "$@"\n'
     )
     stack = tmp_path / "stack" / "python3"
     if importlib.util.find_spec("f5_tts") is not None:
-        _script(stack, f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
+        _script(stack, f'#!/bin/sh\nexec {sys.executable} "$@"\n')
         chosen, how = _auto_in(daemon, [bare.parent, torch_only.parent, stack.parent], tmp_path)
         assert (chosen, how) == (str(stack), "auto: the first python3 on PATH with f5_tts")
     chosen, how = _auto_in(daemon, [bare.parent, torch_only.parent], tmp_path)
@@ -207,8 +210,7 @@ def test_trainer_and_recipe_need_none_of_the_daemons_packages() -> None:
     proc = _blocked(walk)
     assert proc.returncode == 0 and "ok " in proc.stdout, proc.stderr[-3000:]
     entries = ["f5guard.trainer", "f5guard.trainer.export"] + [
-        f"f5guard.recipe.{m}"
-        for m in ("setup", "pretrained", "ingest", "separate", "segment", "transcribe", "prepare")
+        f"f5guard.recipe.{m}" for m in ("setup", "pretrained", "ingest", "separate", "segment", "transcribe", "prepare")
     ]
     run = "import runpy; module = sys.argv[1]; sys.argv[1:2] = []; runpy.run_module(module, run_name='__main__')"
     for entry in entries:
