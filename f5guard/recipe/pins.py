@@ -7,6 +7,7 @@ and ``recipe`` extras carry the same pins (a test keeps them equal).
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -29,6 +30,18 @@ TORCH_TOGETHER: tuple[str, ...] = ("torch", "torchaudio", "torchcodec")
 # overrides.txt says why, and is the same override for uv). pip cannot override a cap, so setup reinstalls
 # the requirement after f5-tts; pip then warns about cached-path's cap and carries on.
 OVERRIDES: Mapping[str, tuple[str, ...]] = MappingProxyType({"f5-tts": ("filelock>=4.2.1",)})
+
+
+def overrides_here() -> Mapping[str, tuple[str, ...]]:
+    """OVERRIDES where f5guard is installed in this interpreter (the daemon shares its packages); none in a
+    stack python that sees f5guard only through ``work/.f5guard/pythonpath``: f5-tts keeps the filelock it asks
+    for there, and the daemon's own filelock lives in the daemon's environment."""
+    try:
+        importlib.metadata.distribution("f5guard")
+    except importlib.metadata.PackageNotFoundError:
+        return MappingProxyType({})
+    return OVERRIDES
+
 
 # import name -> distribution name, for the modules the recipe needs
 MODULES: Mapping[str, str] = MappingProxyType({
