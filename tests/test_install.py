@@ -18,7 +18,7 @@ import pytest
 import tomllib
 from packaging.requirements import Requirement
 
-from f5guard.recipe.pins import OVERRIDES
+from f5guard.recipe.pins import OVERRIDES, PINS, requirement
 from f5guard.recipe.setup import Found, install_commands
 from f5guard.stages.stackpython import ensure_pythonpath
 from tests.conftest import FAST_LEASE
@@ -192,3 +192,38 @@ def test_plain_install_daemon_trains_in_another_python(tmp_path: Path, tiny_data
     assert any(name.endswith(".pt") for name in durable), durable
     export = list((root / "home" / "runs" / "voice" / "export").glob("ema-fp16-u*.pt"))
     assert export, (root / "work" / "runs" / "voice" / "train" / "export.log").read_text(errors="replace")[-2000:]
+
+
+def _compile(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """uv's resolution of ``args`` for this Python's version (nothing installed)."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    proc = _run([_uv(), "pip", "compile", "-q", "--python-version", version, *args], tmp_path, timeout=300)
+    if proc.returncode != 0 and any(sign in proc.stderr for sign in ("Failed to fetch", "dns error")):
+        pytest.skip(f"the package index is not reachable: {proc.stderr.strip().splitlines()[-1]}")
+    return proc
+
+
+def _pinned(resolution: str, dist: str) -> str:
+    return next(line.split("==")[1] for line in resolution.splitlines() if line.startswith(f"{dist}=="))
+
+
+@pytest.mark.slow
+def test_both_routes_resolve(tmp_path: Path) -> None:
+    """Route 1 (one environment): f5guard[train,recipe] resolves only with overrides.txt, to filelock >= 4.2.1.
+    Route 2: f5guard alone resolves (what `pip install f5guard` installs), and so does the stack python's pinned
+    stack on its own, with the filelock 3.x cached-path asks for."""
+    pyproject = str(ROOT / "pyproject.toml")
+    one_env = _compile(tmp_path, "--overrides", str(ROOT / "overrides.txt"), pyproject, "--extra", "train",
+                       "--extra", "recipe")  # fmt: skip
+    assert one_env.returncode == 0, one_env.stderr
+    assert Requirement("filelock>=4.2.1").specifier.contains(_pinned(one_env.stdout, "filelock"))
+    assert _pinned(one_env.stdout, "f5-tts") == PINS["f5-tts"]
+    refused = _compile(tmp_path, pyproject, "--extra", "train")
+    assert refused.returncode != 0 and "unsatisfiable" in refused.stderr, "pip's route needs no uv any more?"
+    daemon = _compile(tmp_path, pyproject)
+    assert daemon.returncode == 0 and "torch" not in daemon.stdout and "f5-tts" not in daemon.stdout, daemon.stderr
+    stack_in = tmp_path / "stack.in"
+    stack_in.write_text("".join(f"{requirement(dist)}\n" for dist in PINS))
+    stack = _compile(tmp_path, str(stack_in))
+    assert stack.returncode == 0, stack.stderr
+    assert not Requirement("filelock>=4").specifier.contains(_pinned(stack.stdout, "filelock"))

@@ -222,3 +222,29 @@ def test_the_blocker_refuses_what_f5guard_imports() -> None:
     """The guard above is real: f5guard's lease module (the daemon side) is refused its filelock."""
     proc = _blocked("import f5guard.lease.hold")
     assert proc.returncode != 0 and "imports filelock, which only the daemon's environment has" in proc.stderr
+
+
+def test_command_mode_finds_finetune_cli_checkpoints_where_the_stack_python_has_f5_tts(tmp_path: Path) -> None:
+    """finetune_cli saves beside the f5_tts package of the Python that runs it, not of the daemon's."""
+    spec = importlib.util.find_spec("f5_tts")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("needs f5_tts")
+    stack = _script(tmp_path / "stack" / "python3", f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    bare = _script(tmp_path / "bare" / "python3", "#!/bin/sh\nexec /usr/bin/env -i /bin/false\n")
+    (tmp_path / "home").mkdir()
+    for python, expected in ((stack, True), (bare, False)):
+        path = tmp_path / "f5guard.toml"
+        path.write_text(
+            f'home = "{tmp_path}/home"\nwork = "{tmp_path}/work"\npython = "{python}"\n[[runs]]\nname = "v"\n'
+            '[[runs.stages]]\nname = "train"\ntype = "train"\nmode = "command"\n'
+            'command = ["{python}", "-m", "f5_tts.train.finetune_cli", "--dataset_name", "vi"]\n'
+        )
+        if expected:
+            stage = load_config(path).runs[0].stages[0]
+            package = Path(next(iter(spec.submodule_search_locations)))
+            assert stage.options.checkpoint_dir == str((package / ".." / ".." / "ckpts" / "vi").resolve())  # type: ignore[union-attr]
+            assert stage.python is not None and stage.python.path == str(stack)
+        else:
+            with pytest.raises(ConfigError) as caught:
+                load_config(path)
+            assert "checkpoint_dir" in caught.value.message and "installed in the stack python" in caught.value.message

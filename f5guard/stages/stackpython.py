@@ -76,6 +76,35 @@ def probe(python: str) -> Probe | None:
     return None
 
 
+_LOCATE = (
+    "import importlib.util as u\n"
+    "s = u.find_spec('f5_tts')\n"
+    "where = s.submodule_search_locations if s else None\n"
+    "print('F5GUARD-PY ' + (next(iter(where), '') if where else ''))"
+)
+
+
+def f5_tts_dir(python: str) -> Path | None:
+    """Where ``python`` finds the f5_tts package (not imported); None when it has none or does not answer."""
+    if same_environment(python):
+        spec = importlib.util.find_spec("f5_tts")
+        found = next(iter(spec.submodule_search_locations), "") if spec and spec.submodule_search_locations else ""
+        return Path(found) if found else None
+    try:
+        proc = subprocess.run(
+            [python, "-c", _LOCATE],
+            check=False,  # no answer is no f5_tts
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = next((line[11:] for line in proc.stdout.splitlines() if line.startswith("F5GUARD-PY ")), "")
+    return Path(found) if found else None
+
+
 def same_environment(python: str, other: str = sys.executable) -> bool:
     """Two interpreter paths of one environment: the same bin folder (a venv's ``python`` and ``python3`` are
     links to one binary, but so is another venv's, whose site-packages differ)."""

@@ -98,7 +98,8 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
     if mode == "command":
         command = command_argv(table, base)
         if not ckpt_text:
-            options = dataclasses.replace(options, checkpoint_dir=_finetune_cli_ckpts(table, command))
+            ckpts = _finetune_cli_ckpts(table, command, base.values["python"])
+            options = dataclasses.replace(options, checkpoint_dir=ckpts)
         return base.finish("train", command, long_running=True, options=options, env=env, python=base.python)
     if table.has("command"):
         table.fail("is only for mode = 'command'; the builtin mode runs `python -m f5guard.trainer`", "command")
@@ -152,20 +153,20 @@ def _spec(table: Table, base: StageBase, checkpoint_dir: str, progress_path: str
         table.fail(detail)
 
 
-def _finetune_cli_ckpts(table: Table, command: list[str]) -> str:
-    """finetune_cli saves to files("f5_tts")/../../ckpts/<dataset_name>; find it without importing f5_tts."""
-    import importlib.util  # only this rare path needs it; keep `status` imports lean
+def _finetune_cli_ckpts(table: Table, command: list[str], python: str) -> str:
+    """finetune_cli saves to files("f5_tts")/../../ckpts/<dataset_name>: found where the stack python finds
+    f5_tts, without importing it."""
+    from f5guard.stages.stackpython import f5_tts_dir  # only this rare path needs it; keep `status` imports lean
 
     dataset = None
     for flag, value in itertools.pairwise(command):
         if flag == "--dataset_name":
             dataset = value
-    spec = importlib.util.find_spec("f5_tts")
-    if dataset is None or spec is None or not spec.submodule_search_locations:
+    package = f5_tts_dir(python) if dataset is not None else None
+    if dataset is None or package is None:
         table.fail(
             "is required for mode = 'command' unless the command is finetune_cli with --dataset_name "
-            "and f5_tts is installed here",
+            "and f5_tts is installed in the stack python (python = ...)",
             "checkpoint_dir",
         )
-    package = Path(next(iter(spec.submodule_search_locations)))
     return str((package / ".." / ".." / "ckpts" / str(dataset)).resolve())
