@@ -13,7 +13,7 @@ import stat
 import string
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, NoReturn, TypeVar
 
@@ -72,7 +72,7 @@ class StackPython:
     """The interpreter the training stack runs in (``python`` in f5guard.toml; stages/stackpython.py)."""
 
     path: str
-    how: str  # why this one: "set in the config", or which rule of "auto" chose it
+    how: str = field(compare=False)  # why: "set in the config", or which rule of "auto" (may change, path not)
     pythonpath: str | None = None  # a folder holding only a link to f5guard; None: the daemon's own Python
 
 

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,8 @@ def test_an_explicit_python_runs_every_stage_that_runs_the_stack(tmp_path: Path)
     env = stack_env({"PYTHONPATH": "/colab/env", "A": "1"}, setup.python)
     assert env == {"PYTHONPATH": f"{folder}:/colab/env", "A": "1"}
     assert stack_env({"A": "1"}, hello.python) == {"A": "1"}
+    # Which rule chose it may change (torch, then f5_tts once setup installed it); the stages are the same.
+    assert replace(config.python, how="auto: another rule") == config.python
 
 
 def test_a_python_of_this_environment_needs_no_folder(tmp_path: Path) -> None:
