@@ -117,7 +117,7 @@ def path_pythons(path: str | None = None) -> list[str]:
     """Every ``python3`` on PATH, in order, that is not an interpreter of this environment."""
     found: list[str] = []
     for folder in (path if path is not None else os.environ.get("PATH", "")).split(os.pathsep):
-        candidate = os.path.join(folder or ".", "python3")
+        candidate = os.path.abspath(os.path.join(folder or ".", "python3"))  # stages start in another folder
         if not (os.path.isfile(candidate) and os.access(candidate, os.X_OK)):
             continue
         if same_environment(candidate) or any(same_environment(candidate, seen) for seen in found):
