@@ -20,7 +20,6 @@ from packaging.requirements import Requirement
 
 from f5guard.recipe.pins import OVERRIDES, PINS, requirement
 from f5guard.recipe.setup import Found, install_commands
-from f5guard.stages.stackpython import ensure_pythonpath
 from tests.conftest import FAST_LEASE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,12 +125,6 @@ def test_plain_install_daemon_trains_in_another_python(tmp_path: Path, tiny_data
     looks = "import importlib.util as u; print([u.find_spec(m) is not None for m in ('f5_tts', 'torch', 'f5guard')])"
     seen = _run([str(stack_python), "-c", looks], tmp_path)
     assert seen.stdout.strip() == "[True, True, False]", seen.stdout + seen.stderr
-    # Seeing f5guard through the folder f5guard makes, setup there leaves f5-tts's filelock alone.
-    folder = tmp_path / "pythonpath"
-    ensure_pythonpath(folder)
-    asks = "from f5guard.recipe.pins import overrides_here; print(dict(overrides_here()))"
-    overrides = _run([str(stack_python), "-c", asks], tmp_path, PYTHONPATH=str(folder))
-    assert overrides.stdout.strip() == "{}", overrides.stdout + overrides.stderr
 
     f5guard = str(daemon_venv / "bin" / "f5guard")
     assert _run([f5guard, "--help"], tmp_path).returncode == 0
@@ -186,6 +179,11 @@ def test_plain_install_daemon_trains_in_another_python(tmp_path: Path, tiny_data
     finally:
         _run([f5guard, "stop", "--config", str(config), "--timeout", "30"], root)
     assert f"{stack_python} -m f5guard.trainer" in log
+    # The setup stage in that Python (this environment) would leave f5-tts's filelock alone.
+    asks = "from f5guard.recipe.pins import overrides_here; print(dict(overrides_here()))"
+    folder = str(root / "work" / ".f5guard" / "pythonpath")
+    overrides = _run([str(stack_python), "-c", asks], tmp_path, PYTHONPATH=folder, F5GUARD_PYTHONPATH=folder)
+    assert overrides.stdout.strip() == "{}", overrides.stdout + overrides.stderr
     link = root / "work" / ".f5guard" / "pythonpath" / "f5guard"
     assert os.readlink(link) == str(next((daemon_venv / "lib").glob("python3*/site-packages")) / "f5guard")
     durable = sorted(p.name for p in (root / "home" / "runs" / "voice" / "checkpoints").iterdir())

@@ -69,7 +69,7 @@ def test_an_explicit_python_runs_every_stage_that_runs_the_stack(tmp_path: Path)
     assert hello.command[0] == str(other)
     assert setup.python == train.python == config.python and hello.python is None
     env = stack_env({"PYTHONPATH": "/colab/env", "A": "1"}, setup.python)
-    assert env == {"PYTHONPATH": f"{folder}:/colab/env", "A": "1"}
+    assert env == {"PYTHONPATH": f"{folder}:/colab/env", "A": "1", "F5GUARD_PYTHONPATH": folder}
     assert stack_env({"A": "1"}, hello.python) == {"A": "1"}
     # Which rule chose it may change (torch, then f5_tts once setup installed it); the stages are the same.
     assert replace(config.python, how="auto: another rule") == config.python

@@ -7,10 +7,12 @@ and ``recipe`` extras carry the same pins (a test keeps them equal).
 
 from __future__ import annotations
 
-import importlib.metadata
+import os
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
+
+from f5guard.stages.stackpython import SEPARATE_ENV
 
 # distribution name -> exact version
 PINS: Mapping[str, str] = MappingProxyType({
@@ -33,14 +35,10 @@ OVERRIDES: Mapping[str, tuple[str, ...]] = MappingProxyType({"f5-tts": ("fileloc
 
 
 def overrides_here() -> Mapping[str, tuple[str, ...]]:
-    """OVERRIDES where f5guard is installed in this interpreter (the daemon shares its packages); none in a
-    stack python that sees f5guard only through ``work/.f5guard/pythonpath``: f5-tts keeps the filelock it asks
-    for there, and the daemon's own filelock lives in the daemon's environment."""
-    try:
-        importlib.metadata.distribution("f5guard")
-    except importlib.metadata.PackageNotFoundError:
-        return MappingProxyType({})
-    return OVERRIDES
+    """OVERRIDES where the daemon shares this interpreter's packages; none in a stack python of its own (the
+    stage's environment says so, and shows f5guard only through ``work/.f5guard/pythonpath``): f5-tts keeps the
+    filelock it asks for there, while the daemon's filelock lives in the daemon's environment."""
+    return MappingProxyType({}) if os.environ.get(SEPARATE_ENV) else OVERRIDES
 
 
 # import name -> distribution name, for the modules the recipe needs

@@ -29,6 +29,7 @@ from f5guard.layout import WorkLayout
 from f5guard.schema import StackPython, check_path, expand, placeholder_values
 
 AUTO = "auto"
+SEPARATE_ENV = "F5GUARD_PYTHONPATH"  # set (to the folder) in a stage run by a stack python that is not the daemon's
 PROBE_TIMEOUT_S = 20.0  # a cold interpreter on a slow disk; a hung one must not hang `f5guard status`
 # find_spec, never import: importing torch costs seconds, and only whether it is there matters.
 _PROBE = (
@@ -201,8 +202,10 @@ def ensure_pythonpath(folder: str | os.PathLike[str]) -> None:
 
 
 def stack_env(env: dict[str, str], python: StackPython | None) -> dict[str, str]:
-    """``env`` with the f5guard-only folder first on PYTHONPATH when the stack python is not the daemon's."""
+    """``env`` with the f5guard-only folder first on PYTHONPATH when the stack python is not the daemon's, and
+    SEPARATE_ENV saying so (the setup stage then leaves that Python's filelock alone: pins.overrides_here)."""
     if python is None or python.pythonpath is None:
         return env
     rest = env.get("PYTHONPATH", "")
-    return {**env, "PYTHONPATH": python.pythonpath + (os.pathsep + rest if rest else "")}
+    joined = python.pythonpath + (os.pathsep + rest if rest else "")
+    return {**env, "PYTHONPATH": joined, SEPARATE_ENV: python.pythonpath}
