@@ -143,6 +143,11 @@ def test_plain_install_daemon_trains_in_another_python(tmp_path: Path, tiny_data
         [[runs]]
         name = "voice"
         [[runs.stages]]
+        name = "setup"
+        type = "setup"
+        need = ["torch", "f5_tts"]
+        install = false
+        [[runs.stages]]
         name = "train"
         type = "train"
         dataset = "{tiny_dataset}"
@@ -179,6 +184,8 @@ def test_plain_install_daemon_trains_in_another_python(tmp_path: Path, tiny_data
     finally:
         _run([f5guard, "stop", "--config", str(config), "--timeout", "30"], root)
     assert f"{stack_python} -m f5guard.trainer" in log
+    report = json.loads((root / "work" / "setup" / "voice.json").read_text())
+    assert report["python"]["executable"] == str(stack_python), "setup checked the stack python"
     # The setup stage in that Python (this environment) would leave f5-tts's filelock alone.
     asks = "from f5guard.recipe.pins import overrides_here; print(dict(overrides_here()))"
     folder = str(root / "work" / ".f5guard" / "pythonpath")
