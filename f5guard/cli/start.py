@@ -115,6 +115,7 @@ def _dry_run(ctx: Context) -> int:
                 click.echo(f"    not read: {path}: {reason}")
             if len(passed) > most:
                 click.echo(f"    not read: {len(passed) - most} more")
+    click.echo(f"python: {ctx.config.python.path} ({ctx.config.python.how})")  # the training stack runs in it
     return 0
 
 

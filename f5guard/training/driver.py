@@ -133,7 +133,11 @@ class TrainDriver(StageDriver):
         self.sync.request()
         if self.exporter is None and opts.export_every > 0:
             self.exporter = EmaExporter(
-                Path(opts.export_dir), opts.export_every, Path(opts.export_log), log=runner.log.info
+                Path(opts.export_dir),
+                opts.export_every,
+                Path(opts.export_log),
+                log=runner.log.info,
+                python=runner.stage.python,  # the stack python: the export imports torch
             )
         return None
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,8 +98,9 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
     if mode == "command":
         command = command_argv(table, base)
         if not ckpt_text:
-            options = dataclasses.replace(options, checkpoint_dir=_finetune_cli_ckpts(table, command))
-        return base.finish("train", command, long_running=True, options=options, env=env)
+            ckpts = _finetune_cli_ckpts(table, command, base.values["python"])
+            options = dataclasses.replace(options, checkpoint_dir=ckpts)
+        return base.finish("train", command, long_running=True, options=options, env=env, python=base.python)
     if table.has("command"):
         table.fail("is only for mode = 'command'; the builtin mode runs `python -m f5guard.trainer`", "command")
     spec = _spec(table, base, options.checkpoint_dir, options.progress_path)
@@ -109,7 +109,7 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
     inputs.append(str(spec.vocab_path))
     if spec.pretrained is not None:
         inputs.append(str(spec.pretrained))
-    command = [sys.executable, "-m", "f5guard.trainer", "--spec", options.spec_path]
+    command = [base.values["python"], "-m", "f5guard.trainer", "--spec", options.spec_path]  # the stack python
     # The training depends on the spec's knobs and data, not on where work keeps its checkpoints and files.
     spec_json = spec.to_dict()
     identity = {
@@ -124,6 +124,7 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
         identity=identity,
         inputs=tuple(dict.fromkeys(inputs)),
         env=env,
+        python=base.python,  # the exporter, and the trainer itself, run f5guard code in the stack python
         self_tied=True,  # f5guard.trainer sets its own parent-death signal: restarts skip a full fork
     )
 
@@ -152,20 +153,20 @@ def _spec(table: Table, base: StageBase, checkpoint_dir: str, progress_path: str
         table.fail(detail)
 
 
-def _finetune_cli_ckpts(table: Table, command: list[str]) -> str:
-    """finetune_cli saves to files("f5_tts")/../../ckpts/<dataset_name>; find it without importing f5_tts."""
-    import importlib.util  # only this rare path needs it; keep `status` imports lean
+def _finetune_cli_ckpts(table: Table, command: list[str], python: str) -> str:
+    """finetune_cli saves to files("f5_tts")/../../ckpts/<dataset_name>: found where the stack python finds
+    f5_tts, without importing it."""
+    from f5guard.stages.stackpython import f5_tts_dir  # only this rare path needs it; keep `status` imports lean
 
     dataset = None
     for flag, value in itertools.pairwise(command):
         if flag == "--dataset_name":
             dataset = value
-    spec = importlib.util.find_spec("f5_tts")
-    if dataset is None or spec is None or not spec.submodule_search_locations:
+    package = f5_tts_dir(python) if dataset is not None else None
+    if dataset is None or package is None:
         table.fail(
             "is required for mode = 'command' unless the command is finetune_cli with --dataset_name "
-            "and f5_tts is installed here",
+            "and f5_tts is installed in the stack python (python = ...)",
             "checkpoint_dir",
         )
-    package = Path(next(iter(spec.submodule_search_locations)))
     return str((package / ".." / ".." / "ckpts" / str(dataset)).resolve())
