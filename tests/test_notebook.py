@@ -130,6 +130,18 @@ def tiny_settings(whisper: Path, vocos: Path) -> list[str]:
     return settings
 
 
+def fake_colab(root: Path, record: Path) -> Path:
+    """A ``google.colab`` whose ``drive.mount`` records its mount point (Drive itself is a temp folder here)."""
+    package = root / "google" / "colab"  # no google/__init__.py: a namespace package, like protobuf's google
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "drive.py").write_text(
+        f"def mount(mountpoint):\n    open({str(record)!r}, 'a').write(mountpoint + '\\n')\n"
+        "    print('Mounted at', mountpoint)\n"
+    )
+    return root
+
+
 def kernel_spec(root: Path) -> str:
     """A kernelspec for this very interpreter (not whatever `python3` means on PATH)."""
     spec = root / "kernels" / "f5guard-test"
@@ -186,7 +198,9 @@ def test_notebook_runs_offline_on_cpu(make_project, tmp_path: Path, monkeypatch:
                         "JUPYTER_PLATFORM_DIRS": "1", "MPLBACKEND": "Agg"}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
     root = str(Path(__file__).resolve().parent.parent)  # the kernel and f5guard's subprocesses import this tree
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(x for x in (root, os.environ.get("PYTHONPATH", "")) if x))
+    colab = fake_colab(tmp_path / "colab", tmp_path / "mounts.txt")
+    paths = (root, str(colab), os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(x for x in paths if x))
     cwd = tmp_path / "content"
     cwd.mkdir()
     client = nbclient.NotebookClient(
@@ -203,11 +217,12 @@ def test_notebook_runs_offline_on_cpu(make_project, tmp_path: Path, monkeypatch:
             p.config.write_text(config.read_text())
         (tmp_path / "executed.ipynb").write_text(nbformat.writes(nb))
 
-    assert "not on Colab" in outputs(cell_with(nb, "google.colab"))
+    assert (tmp_path / "mounts.txt").read_text() == f"{tmp_path / 'drive'}\n", "Drive mounted once, at DRIVE"
     assert "wrote " in outputs(cell_with(nb, '"init"')) and "set by f5guard init --set" in config.read_text()
-    assert "started" in outputs(cell_with(nb, 'f5guard("start")')).lower()
-    assert "Giọng đọc" in outputs(cell_with(nb, 'f5guard("status")'))
-    assert "[f5guard]" in outputs(cell_with(nb, '"tail"')) or "train" in outputs(cell_with(nb, '"tail"'))
+    assert "f5guard started: pid" in outputs(cell_with(nb, 'f5guard("start")'))
+    status = outputs(cell_with(nb, 'f5guard("status")'))
+    assert "f5guard running" in status and "run Giọng đọc" in status, status
+    assert "daemon ready" in outputs(cell_with(nb, '"tail"'))
     plot = cell_with(nb, '"plot"')
     assert any("image/png" in o.get("data", {}) for o in plot.outputs), outputs(plot)[-2000:]
     if not HAS_SAMPLES:
