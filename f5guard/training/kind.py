@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from f5guard.layout import HomeLayout, WorkLayout
+from f5guard.machine import cuda_gpu_visible
 from f5guard.schema import MAX_INT, MAX_SECONDS, KindOptions, StageConfig, Table
 from f5guard.stages.kinds import StageBase, command_argv
 from f5guard.trainer.spec import SpecError, TrainSpec
@@ -57,7 +58,10 @@ def _spec_fields() -> dict[str, type]:
         if f.name in _SPEC_SKIP:
             continue
         default = f.default
-        types[f.name] = float if isinstance(default, float) else int if isinstance(default, int) else str
+        types[f.name] = (
+            bool if isinstance(default, bool) else float if isinstance(default, float)
+            else int if isinstance(default, int) else str
+        )  # fmt: skip
     return types
 
 
@@ -134,6 +138,8 @@ def _spec(table: Table, base: StageBase, checkpoint_dir: str, progress_path: str
         if table.has(name):
             if name == "threads":
                 values[name] = table.get(name, int)
+            elif name == "batch_size_per_gpu" and isinstance(table.get(name, object), str):
+                values[name] = table.get(name, str)  # "auto"; TrainSpec names any other text
             else:
                 values[name] = table.get(name, kind)
     dataset = table.text("dataset")
@@ -143,13 +149,23 @@ def _spec(table: Table, base: StageBase, checkpoint_dir: str, progress_path: str
         if text:
             values[name] = base.resolve(text, table.key_path(name), table.file)
     try:
-        return TrainSpec(checkpoint_dir=Path(checkpoint_dir), progress_path=Path(progress_path), **values)
+        spec = TrainSpec(checkpoint_dir=Path(checkpoint_dir), progress_path=Path(progress_path), **values)
     except SpecError as err:
         detail = getattr(err, "detail", err.message)  # "<field> must be ..., got ..."
         field, _, rest = detail.partition(" ")
         if table.has(field):
             table.fail(rest, field)
         table.fail(detail)
+    _needs_gpu(table, spec)
+    return spec
+
+
+def _needs_gpu(table: Table, spec: TrainSpec) -> None:
+    """fp16 and 8-bit Adam need CUDA: say so when the config is read (torch-free), not minutes later."""
+    if spec.mixed_precision == "fp16" and not cuda_gpu_visible():
+        table.fail("'fp16' needs a CUDA GPU and none is visible here: use 'auto', 'bf16' or 'no'", "mixed_precision")
+    if spec.bnb_optimizer and not cuda_gpu_visible():
+        table.fail("true needs a CUDA GPU (bitsandbytes' 8-bit Adam) and none is visible here", "bnb_optimizer")
 
 
 def _finetune_cli_ckpts(table: Table, command: list[str]) -> str:
