@@ -116,6 +116,8 @@ class _Run:
         spec, setup = resolve(spec, probe())  # "auto" precision and batch, for the GPU this process sees
         self.spec = spec
         trainer, n_params = build_trainer(spec)
+        # what accelerate made of it: "autocast" is whether the forward really runs under torch.autocast
+        setup.update(precision=str(trainer.accelerator.mixed_precision), autocast=bool(trainer.accelerator.native_amp))
         dataset = build_dataset(spec)
         start_fields: dict[str, Any] = {
             "model": spec.model, "params": n_params, "samples": len(dataset), "actions": actions,
