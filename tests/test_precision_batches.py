@@ -45,7 +45,7 @@ def test_auto_precision_follows_compute_capability() -> None:
 
 
 def test_fp16_and_8bit_adam_refuse_a_cpu(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match="^mixed_precision 'fp16' needs a CUDA GPU") as err:
+    with pytest.raises(SpecError, match=r"^mixed_precision 'fp16' needs a CUDA GPU") as err:
         resolve_precision("fp16", CPU)
     assert err.value.exit_code == 2 and "\n" not in err.value.message
     with pytest.raises(SpecError, match="bnb_optimizer = true needs a CUDA GPU"):
@@ -72,7 +72,9 @@ def test_resolve_makes_every_auto_concrete(tmp_path: Path) -> None:
     auto = spec(tmp_path, model="base", batch_size_per_gpu="auto", mixed_precision="auto")
     resolved, setup = resolve(auto, A100_80)
     assert resolved.mixed_precision == "bf16" and resolved.batch_size_per_gpu == auto_frames("base", 79.3, "bf16")
-    assert setup["batch_auto"] is True and setup["device"] == "NVIDIA A100-SXM4-80GB" and setup["gpu_memory_gib"] == 79.3
+    assert (
+        setup["batch_auto"] is True and setup["device"] == "NVIDIA A100-SXM4-80GB" and setup["gpu_memory_gib"] == 79.3
+    )
     fixed, setup = resolve(spec(tmp_path, batch_size_per_gpu=1000, mixed_precision="fp16"), T4)
     assert (fixed.batch_size_per_gpu, fixed.mixed_precision, setup["batch_auto"]) == (1000, "fp16", False)
 
@@ -178,7 +180,7 @@ def test_gpu_only_keys_without_a_gpu_stop_start_with_one_line(tmp_path: Path, ke
 # ---------------------------------------------------------------------------------------------- progress and status
 SETUP = SetupNote(
     precision="bf16", precision_requested="auto", device="NVIDIA A100-SXM4-80GB", gpu_memory_gib=79.3,
-    batch_size_per_gpu=32600, batch_size_type="frame", batch_auto=True, grad_accumulation_steps=1,
+    batch_size_per_gpu=32300, batch_size_type="frame", batch_auto=True, grad_accumulation_steps=1,
     bnb_optimizer=False,
 )  # fmt: skip
 
@@ -214,5 +216,5 @@ def test_status_says_precision_device_and_what_f5guard_changed() -> None:
     )  # fmt: skip
     text = _status_text(record)
     assert "precision bf16 on NVIDIA A100-SXM4-80GB (auto)" in text
-    assert "batch 32600 frames (auto for 79.3 GiB) x grad_accum 1" in text
+    assert "batch 32300 frames (auto for 79.3 GiB) x grad_accum 1" in text
     assert "batch 3200 -> 1600 frames x grad_accum 2 after CUDA out of memory at update 12" in text
