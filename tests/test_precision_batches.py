@@ -218,3 +218,13 @@ def test_status_says_precision_device_and_what_f5guard_changed() -> None:
     assert "precision bf16 on NVIDIA A100-SXM4-80GB (auto)" in text
     assert "batch 32300 frames (auto for 79.3 GiB) x grad_accum 1" in text
     assert "batch 3200 -> 1600 frames x grad_accum 2 after CUDA out of memory at update 12" in text
+
+
+def test_new_keys_at_their_defaults_leave_the_identity_as_it_was(tmp_path: Path) -> None:
+    """An upgraded f5guard must not see a finished training as changed: defaults stay out of the fingerprint."""
+    plain = load_config(_config(tmp_path, "")).runs[0].stages[0].identity
+    explicit = load_config(_config(tmp_path, 'mixed_precision = "auto"\nbnb_optimizer = false')).runs[0].stages[0]
+    assert plain is not None and plain == explicit.identity
+    assert "mixed_precision" not in plain["spec"] and "bnb_optimizer" not in plain["spec"]
+    changed = load_config(_config(tmp_path, 'mixed_precision = "bf16"')).runs[0].stages[0].identity
+    assert changed is not None and changed["spec"]["mixed_precision"] == "bf16"

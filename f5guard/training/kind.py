@@ -24,6 +24,9 @@ from f5guard.trainer.spec import SpecError, TrainSpec
 # TrainSpec fields a stage may set directly, with their TOML types.
 _SPEC_PATHS = ("tokenizer_path", "pretrained")
 _SPEC_SKIP = {"dataset_dir", "checkpoint_dir", "progress_path", *_SPEC_PATHS}
+# Spec keys added after stages were fingerprinted: at their defaults they are left out of the identity, so an
+# upgraded f5guard does not see every finished training as changed (and rerun it and what follows it).
+_LATER_DEFAULTS: dict[str, object] = {"mixed_precision": "auto", "bnb_optimizer": False}
 DEFAULT_HANG_MINUTES = 30.0
 MAX_KEEP_DURABLE = 100  # each is a full checkpoint on Drive (~5 GB for Base)
 
@@ -118,7 +121,11 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
     spec_json = spec.to_dict()
     identity = {
         "mode": mode,
-        "spec": {k: v for k, v in spec_json.items() if k not in ("checkpoint_dir", "progress_path")},
+        "spec": {
+            k: v
+            for k, v in spec_json.items()
+            if k not in ("checkpoint_dir", "progress_path") and not (k in _LATER_DEFAULTS and _LATER_DEFAULTS[k] == v)
+        },
     }
     return base.finish(
         "train",
