@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from f5guard.trainer.batches import longest_clip_frames
 from tests.conftest import Project
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]
@@ -100,5 +101,7 @@ def test_oom_at_the_floor_is_fatal_with_one_line(make_project, tiny_dataset: Pat
     assert reason.startswith("CUDA out of memory at update 0 with batch 200 frames x grad_accum 2, and half of it"), (
         reason
     )
-    assert "below the floor of 188 frames (the longest clip" in reason
+    floor = longest_clip_frames(tiny_dataset)
+    assert 100 < floor <= 200, floor  # 2.0 s clips: 188 frames
+    assert f"(100 frames) is below the floor of {floor} frames (the longest clip" in reason, reason
     assert [s["setup"]["batch_size_per_gpu"] for s in starts(p)] == [400, 200]
