@@ -164,7 +164,8 @@ def test_config_keys_reach_the_spec(tmp_path: Path) -> None:
     ],
 )
 def test_gpu_only_keys_without_a_gpu_stop_start_with_one_line(tmp_path: Path, keys: str, needle: str) -> None:
-    """`f5guard start` on a machine without CUDA (hidden here): exit 2, one line naming the key, no daemon."""
+    """`f5guard start` on a machine without CUDA (hidden here): exit 2, one line naming the key, no daemon; and
+    `status` still works there (a Colab VM that came back without a GPU must still show the run)."""
     path = _config(tmp_path, keys)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(
@@ -173,8 +174,14 @@ def test_gpu_only_keys_without_a_gpu_stop_start_with_one_line(tmp_path: Path, ke
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert len(lines) == 1 and needle in lines[0] and str(path) in lines[0], proc.stderr
     assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("*.pid"))
+    status = subprocess.run(
+        [sys.executable, "-m", "f5guard", "status", "--config", str(path)], capture_output=True, text=True,
+        timeout=60, env=env,
+    )  # fmt: skip
+    assert status.returncode == 1 and status.stderr == "", "status still reads the config on a VM without a GPU"
+    assert "run r · pending" in status.stdout
 
 
 # ---------------------------------------------------------------------------------------------- progress and status

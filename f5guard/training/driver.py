@@ -1,5 +1,6 @@
 """The train stage's driver: restore and resume before each attempt, progress and hang detection while it
-runs, verified sync to home throughout, and FATAL on the same failure at the same update twice.
+runs, verified sync to home throughout, and FATAL on the same failure at the same update twice (except a CUDA
+OOM of the built-in trainer, answered with a smaller batch while one is possible: training/oom.py).
 
 Runs in the daemon: no torch. Checkpoints are judged by ``checkpoints.py`` (zip directory + pickled header).
 """

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from f5guard.errors import ConfigError
 from f5guard.layout import HomeLayout, WorkLayout
 from f5guard.machine import cuda_gpu_visible
-from f5guard.schema import MAX_INT, MAX_SECONDS, KindOptions, StageConfig, Table
+from f5guard.schema import MAX_INT, MAX_SECONDS, Config, KindOptions, StageConfig, Table
 from f5guard.stages.kinds import StageBase, command_argv
 from f5guard.trainer.spec import SpecError, TrainSpec
 
@@ -163,16 +164,23 @@ def _spec(table: Table, base: StageBase, checkpoint_dir: str, progress_path: str
         if table.has(field):
             table.fail(rest, field)
         table.fail(detail)
-    _needs_gpu(table, spec)
     return spec
 
 
-def _needs_gpu(table: Table, spec: TrainSpec) -> None:
-    """fp16 and 8-bit Adam need CUDA: say so when the config is read (torch-free), not minutes later."""
-    if spec.mixed_precision == "fp16" and not cuda_gpu_visible():
-        table.fail("'fp16' needs a CUDA GPU and none is visible here: use 'auto', 'bf16' or 'no'", "mixed_precision")
-    if spec.bnb_optimizer and not cuda_gpu_visible():
-        table.fail("true needs a CUDA GPU (bitsandbytes' 8-bit Adam) and none is visible here", "bnb_optimizer")
+def check_gpu_keys(config: Config) -> None:
+    """fp16 and 8-bit Adam need CUDA: `f5guard start` says so at once (torch-free), not a trainer minutes later.
+    Not part of reading the config: `status` must still work on a VM that came back without a GPU."""
+    for i, run in enumerate(config.runs):
+        for j, stage in enumerate(run.stages):
+            spec = stage.options.spec if isinstance(stage.options, TrainOptions) else None
+            if spec is None or not (spec.mixed_precision == "fp16" or spec.bnb_optimizer) or cuda_gpu_visible():
+                continue
+            key, message = (
+                ("mixed_precision", "'fp16' needs a CUDA GPU and none is visible here: use 'auto', 'bf16' or 'no'")
+                if spec.mixed_precision == "fp16"
+                else ("bnb_optimizer", "true needs a CUDA GPU (bitsandbytes' 8-bit Adam) and none is visible here")
+            )
+            raise ConfigError(f"{config.path}: runs[{i}].stages[{j}].{key}: {message}")
 
 
 def _finetune_cli_ckpts(table: Table, command: list[str]) -> str:
