@@ -14,14 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from f5guard.errors import ConfigError
 from f5guard.layout import HomeLayout, WorkLayout
-from f5guard.schema import MAX_INT, MAX_SECONDS, KindOptions, StageConfig, Table
+from f5guard.machine import cuda_gpu_visible
+from f5guard.schema import MAX_INT, MAX_SECONDS, Config, KindOptions, StageConfig, Table
 from f5guard.stages.kinds import StageBase, command_argv
 from f5guard.trainer.spec import SpecError, TrainSpec
 
 # TrainSpec fields a stage may set directly, with their TOML types.
 _SPEC_PATHS = ("tokenizer_path", "pretrained")
 _SPEC_SKIP = {"dataset_dir", "checkpoint_dir", "progress_path", *_SPEC_PATHS}
+# Spec keys added after stages were fingerprinted: at their defaults they are left out of the identity, so an
+# upgraded f5guard does not see every finished training as changed (and rerun it and what follows it).
+_LATER_DEFAULTS: dict[str, object] = {"mixed_precision": "auto", "bnb_optimizer": False}
 DEFAULT_HANG_MINUTES = 30.0
 MAX_KEEP_DURABLE = 100  # each is a full checkpoint on Drive (~5 GB for Base)
 
@@ -56,7 +61,10 @@ def _spec_fields() -> dict[str, type]:
         if f.name in _SPEC_SKIP:
             continue
         default = f.default
-        types[f.name] = float if isinstance(default, float) else int if isinstance(default, int) else str
+        types[f.name] = (
+            bool if isinstance(default, bool) else float if isinstance(default, float)
+            else int if isinstance(default, int) else str
+        )  # fmt: skip
     return types
 
 
@@ -114,7 +122,11 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
     spec_json = spec.to_dict()
     identity = {
         "mode": mode,
-        "spec": {k: v for k, v in spec_json.items() if k not in ("checkpoint_dir", "progress_path")},
+        "spec": {
+            k: v
+            for k, v in spec_json.items()
+            if k not in ("checkpoint_dir", "progress_path") and not (k in _LATER_DEFAULTS and _LATER_DEFAULTS[k] == v)
+        },
     }
     return base.finish(
         "train",
@@ -135,6 +147,8 @@ def _spec(table: Table, base: StageBase, checkpoint_dir: str, progress_path: str
         if table.has(name):
             if name == "threads":
                 values[name] = table.get(name, int)
+            elif name == "batch_size_per_gpu" and isinstance(table.get(name, object), str):
+                values[name] = table.get(name, str)  # "auto"; TrainSpec names any other text
             else:
                 values[name] = table.get(name, kind)
     dataset = table.text("dataset")
@@ -144,13 +158,30 @@ def _spec(table: Table, base: StageBase, checkpoint_dir: str, progress_path: str
         if text:
             values[name] = base.resolve(text, table.key_path(name), table.file)
     try:
-        return TrainSpec(checkpoint_dir=Path(checkpoint_dir), progress_path=Path(progress_path), **values)
+        spec = TrainSpec(checkpoint_dir=Path(checkpoint_dir), progress_path=Path(progress_path), **values)
     except SpecError as err:
         detail = getattr(err, "detail", err.message)  # "<field> must be ..., got ..."
         field, _, rest = detail.partition(" ")
         if table.has(field):
             table.fail(rest, field)
         table.fail(detail)
+    return spec
+
+
+def check_gpu_keys(config: Config) -> None:
+    """fp16 and 8-bit Adam need CUDA: `f5guard start` says so at once (torch-free), not a trainer minutes later.
+    Not part of reading the config: `status` must still work on a VM that came back without a GPU."""
+    for i, run in enumerate(config.runs):
+        for j, stage in enumerate(run.stages):
+            spec = stage.options.spec if isinstance(stage.options, TrainOptions) else None
+            if spec is None or not (spec.mixed_precision == "fp16" or spec.bnb_optimizer) or cuda_gpu_visible():
+                continue
+            key, message = (
+                ("mixed_precision", "'fp16' needs a CUDA GPU and none is visible here: use 'auto', 'bf16' or 'no'")
+                if spec.mixed_precision == "fp16"
+                else ("bnb_optimizer", "true needs a CUDA GPU (bitsandbytes' 8-bit Adam) and none is visible here")
+            )
+            raise ConfigError(f"{config.path}: runs[{i}].stages[{j}].{key}: {message}")
 
 
 def _finetune_cli_ckpts(table: Table, command: list[str], python: str) -> str:
