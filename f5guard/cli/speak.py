@@ -9,6 +9,7 @@ dataset unless ``--ref`` names one. Works while training runs and on a fresh VM 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -21,7 +22,8 @@ from f5guard.checkpoints.durable import list_durable
 from f5guard.cli.common import config_option, open_config
 from f5guard.errors import F5guardError, UsageError
 from f5guard.layout import HomeLayout
-from f5guard.schema import Config
+from f5guard.schema import Config, StackPython, StageConfig
+from f5guard.stages.stackpython import ensure_pythonpath, stack_env
 from f5guard.training.exporter import newest_export
 from f5guard.training.kind import TrainOptions
 
@@ -47,7 +49,9 @@ def command(
 ) -> int:
     """Synthesize TEXT in RUN's voice with its newest checkpoint; prints where the WAV is."""
     ctx = open_config(config_path)
-    options = train_options(ctx.config, run)
+    stage = train_stage(ctx.config, run)
+    options = stage.options
+    assert isinstance(options, TrainOptions)
     if not text.strip():
         raise UsageError('the text to speak is empty: f5guard speak RUN "what to say"')
     if ref is not None and not Path(ref).is_file():
@@ -56,14 +60,14 @@ def command(
         raise UsageError("--ref-text describes a --ref clip: give both, or neither (a clip of the run's dataset)")
     source = newest_source(ctx.home, run, options)
     path = Path(out) if out else ctx.home.speak_dir(run) / f"{time.strftime('%Y%m%dT%H%M%S')}.wav"
-    note = speak(source, path, options, text, ref=Path(ref) if ref else None, ref_text=ref_text)
+    note = speak(source, path, options, text, ref=Path(ref) if ref else None, ref_text=ref_text, python=stage.python)
     took = f"{note.get('audio_s', '?')} s of audio in {note.get('seconds', '?')} s on {note.get('device', '?')}"
     click.echo(f"wrote {path} (update {source.update}, {source.what}; {took})")
     return 0
 
 
-def train_options(config: Config, name: str) -> TrainOptions:
-    """The builtin train stage of run ``name``: its preset, vocab, dataset and vocoder."""
+def train_stage(config: Config, name: str) -> StageConfig:
+    """The builtin train stage of run ``name``: its preset, vocab, dataset, vocoder and stack python."""
     run = config.run(name)
     trained = [r.name for r in config.runs if any(isinstance(s.options, TrainOptions) for s in r.stages)]
     names = ", ".join(trained) or "none"
@@ -74,7 +78,7 @@ def train_options(config: Config, name: str) -> TrainOptions:
             if stage.options.spec is None:
                 raise UsageError(f"run {name!r} trains with mode = 'command': speak needs the builtin trainer's "
                                  "preset, vocab and dataset")  # fmt: skip
-            return stage.options
+            return stage
     raise UsageError(f"run {name!r} has no train stage (runs with one: {names})")
 
 
@@ -98,13 +102,19 @@ def speak(
     *,
     ref: Path | None = None,
     ref_text: str | None = None,
-    python: str = sys.executable,
+    python: StackPython | None = None,
 ) -> dict[str, object]:
-    """Run the synthesis process; returns its note (the .json beside ``out``). One line on failure."""
+    """Run the synthesis process in the stack python (None: this one); returns its note (the .json beside
+    ``out``). One line on failure."""
     spec = options.spec
-    assert spec is not None, "train_options() returns builtin stages only"
+    assert spec is not None, "train_stage() returns builtin stages only"
+    env = dict(os.environ)
+    if python is not None and python.pythonpath is not None:
+        ensure_pythonpath(python.pythonpath)
+        env = stack_env(env, python)
+    interpreter = python.path if python is not None else sys.executable
     argv = [
-        python, "-m", "f5guard.trainer.sample", str(source.path), str(out), "--model", spec.model,
+        interpreter, "-m", "f5guard.trainer.sample", str(source.path), str(out), "--model", spec.model,
         "--vocab", str(spec.vocab_path), "--dataset", str(spec.dataset_dir), f"--text={text}",
         f"--vocoder={options.vocoder}",
     ]  # fmt: skip
@@ -112,7 +122,7 @@ def speak(
         argv.append(f"--ref={ref}")
     if ref_text is not None:
         argv.append(f"--ref-text={ref_text}")
-    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         why = lines[-1] if lines else f"exit {proc.returncode}"

@@ -33,7 +33,7 @@ from typing import Any
 from f5guard.fsutil import atomic_write_json
 from f5guard.itemprogress import ItemProgress
 from f5guard.recipe.options import SETUP, add_flags
-from f5guard.recipe.pins import DEFAULT_NEED, MODULES, OVERRIDES, PINS, TORCH_TOGETHER, canonical
+from f5guard.recipe.pins import DEFAULT_NEED, MODULES, PINS, TORCH_TOGETHER, canonical, overrides_here
 
 PROG = "f5guard.recipe.setup"
 # What "importable" means for a need: f5_tts is a namespace package (importing it alone loads nothing), and the
@@ -229,7 +229,7 @@ def probe_modules(needs: list[Need], pins: dict[str, str]) -> list[Found]:
 # ---------------------------------------------------------------------------------------------- installing
 def install_commands(bad: list[Found], pins: dict[str, str]) -> list[list[str]]:
     """pip commands that fix ``bad``: one pinned install (then f5guard's own requirements it would undo, see
-    pins.OVERRIDES), then a forced reinstall of broken-at-the-pin ones.
+    pins.overrides_here), then a forced reinstall of broken-at-the-pin ones.
 
     Any torch-dependent package brings the torch trio's pins into the same command, so pip's resolver cannot
     pick another torch (or an unpinned torchcodec) while satisfying it.
@@ -244,7 +244,7 @@ def install_commands(bad: list[Found], pins: dict[str, str]) -> list[list[str]]:
         if any(canonical(d) in torchy for d in dists):
             dists += list(TORCH_TOGETHER)
         commands.append([*pip, *dict.fromkeys(f"{d}=={pins[canonical(d)]}" for d in dists)])
-        overrides = [req for d in dists for req in OVERRIDES.get(canonical(d), ())]
+        overrides = [req for d in dists for req in overrides_here().get(canonical(d), ())]
         if overrides:
             commands.append([*pip, *dict.fromkeys(overrides)])
     if broken:
@@ -301,7 +301,7 @@ def check(needs: list[Need], pins: dict[str, str], install: bool, require_gpu: b
             fix = " && ".join(shlex.join(c) for c in commands)
             raise SetupFailed(f"check {sys.executable}: missing {what}; fix: {fix}")
         print(f"installing: {what}", flush=True)
-        overrides = {req for reqs in OVERRIDES.values() for req in reqs}
+        overrides = {req for reqs in overrides_here().values() for req in reqs}
         try:
             for command in commands:
                 seconds = run_pip(command)

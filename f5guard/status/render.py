@@ -6,17 +6,15 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from f5guard.state import SampleNote, SetupNote
 from f5guard.status.report import StageReport, StatusReport, TrainingReport
-
-if TYPE_CHECKING:
-    from f5guard.state import SampleNote
 
 STATE_STYLE = {
     "done": "green",
@@ -128,6 +126,16 @@ def _training_lines(t: TrainingReport) -> list[str]:
         )
     else:
         lines.append("no checkpoint on home yet")
+    setup, override = t.get("setup"), t.get("batch_override")
+    if setup:
+        lines.append(_setup_line(setup))
+    if override:
+        lines.append(
+            f"[yellow]batch {override['from_batch']} -> {override['batch_size_per_gpu']} "
+            f"{'frames' if override['batch_size_type'] == 'frame' else 'samples'} x grad_accum "
+            f"{override['grad_accumulation_steps']}[/] after {override['reason']} "
+            "(set by f5guard, same effective batch)"
+        )
     superseded, restored = t["superseded"], t["restored"]
     if superseded:
         lines.append(
@@ -168,6 +176,19 @@ def _sample_lines(sample: SampleNote | None) -> list[str]:
     if sample["error"]:
         lines.append(f"[yellow]audio sample failed:[/] {escape(sample['error'])}")
     return lines
+
+
+def _setup_line(setup: SetupNote) -> str:
+    """e.g. "precision bf16 on NVIDIA A100 (auto) · batch 38400 frames (auto for 79.1 GiB) x grad_accum 1"."""
+    chosen = "auto" if setup["precision_requested"] == "auto" else "set"
+    unit = "frames" if setup["batch_size_type"] == "frame" else "samples"
+    memory = f" for {setup['gpu_memory_gib']:g} GiB" if setup["batch_auto"] and setup["gpu_memory_gib"] else ""
+    batch = f"batch {setup['batch_size_per_gpu']} {unit}{f' (auto{memory})' if setup['batch_auto'] else ''}"
+    adam = " · 8-bit Adam" if setup["bnb_optimizer"] else ""
+    return (
+        f"precision {setup['precision']} on {setup['device']} ({chosen}) · {batch} x grad_accum "
+        f"{setup['grad_accumulation_steps']}{adam}"
+    )
 
 
 def _detail(stage: StageReport) -> str:

@@ -16,6 +16,7 @@ from f5guard.lease.claims import RuntimeId, Sighting
 from f5guard.lease.info import claims_now
 from f5guard.schema import Config, RunConfig
 from f5guard.state import (
+    BatchOverride,
     DaemonNote,
     ExportNote,
     QuarantineNote,
@@ -23,6 +24,7 @@ from f5guard.state import (
     RunRecord,
     RunStatus,
     SampleNote,
+    SetupNote,
     StageRecord,
     StageStatus,
     StateDoc,
@@ -121,6 +123,8 @@ class TrainingReport(TypedDict):
     restored: RestoreNote | None
     export: ExportNote | None
     sample: SampleNote | None  # the newest audio sample (sample_every)
+    setup: SetupNote | None  # the built-in trainer's device, precision and batch
+    batch_override: BatchOverride | None  # a smaller batch set after a CUDA OOM
 
 
 class RunReport(TypedDict):
@@ -309,6 +313,8 @@ def _training(run: RunConfig, home: HomeLayout, record: TrainingRecord | None, n
         restored=t.restored,
         export=t.export,
         sample=t.sample if t.sample is not None else _sample_on_home(run, home),
+        setup=t.setup,
+        batch_override=t.batch_override,
     )
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from f5guard.checkpoints.durable import DurableCheckpoint, Log
 from f5guard.pdeathsig import PARENT_ENV
+from f5guard.schema import StackPython
+from f5guard.stages.stackpython import ensure_pythonpath, stack_env
 from f5guard.state import SampleNote
 
 _NAME = re.compile(r"^u(\d+)\.wav$")
@@ -73,9 +75,12 @@ class Sampler:
     """One sample at a time; ``poll`` from the control loop starts and reaps it."""
 
     def __init__(
-        self, out_dir: Path, every: int, job: SampleJob, log_path: Path, *, log: Log, python: str = sys.executable
+        self, out_dir: Path, every: int, job: SampleJob, log_path: Path, *, log: Log, python: StackPython | None = None
     ) -> None:
-        self.out_dir, self.every, self.job, self.log_path, self.python = out_dir, every, job, log_path, python
+        """``python``: the stack python (None: this interpreter), which imports torch and f5_tts for the sample."""
+        self.out_dir, self.every, self.job, self.log_path = out_dir, every, job, log_path
+        self.stack = python
+        self.python = python.path if python is not None else sys.executable
         self._log = log
         self._proc: subprocess.Popen[bytes] | None = None
         self._pending: DurableCheckpoint | None = None
@@ -197,12 +202,18 @@ class Sampler:
                     stderr=log_file,
                     start_new_session=True,
                     pass_fds=(fd,),
-                    env={**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", PARENT_ENV: str(os.getpid())},
+                    env=self._env(),
                 )
         finally:
             os.close(fd)
         self._pending, self._started = durable, time.monotonic()
         self._log("sample.start", update=durable.update, source=read.name)
+
+    def _env(self) -> dict[str, str]:
+        if self.stack is not None and self.stack.pythonpath is not None:
+            ensure_pythonpath(self.stack.pythonpath)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", PARENT_ENV: str(os.getpid())}
+        return stack_env(env, self.stack)
 
     def _io_error(self, err: OSError) -> None:
         self.error = f"{err.strerror or err} ({getattr(err, 'filename', None) or self.out_dir})"
