@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-ALL = ("status", "sync", "train", "export")
+ALL = ("status", "sync", "train", "export", "sample")
 
 
 def main(argv: list[str]) -> int:

@@ -117,3 +117,9 @@ class HomeLayout:
 
     def export_dir(self, run: str) -> Path:
         return self.run_dir(run) / "export"  # the inference copy (EMA, fp16)
+
+    def samples_dir(self, run: str) -> Path:
+        return self.run_dir(run) / "samples"  # u<update>.wav + u<update>.json while training (sample_every)
+
+    def speak_dir(self, run: str) -> Path:
+        return self.run_dir(run) / "speak"  # `f5guard speak` without --out

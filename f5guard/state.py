@@ -104,6 +104,16 @@ class ExportNote(TypedDict):
     error: str | None
 
 
+class SampleNote(TypedDict):
+    """The newest audio sample of the training (``sample_every``) and the one being made."""
+
+    update: int | None
+    path: str | None  # {home}/runs/<run>/samples/u<update>.wav, its .json note beside it
+    seconds: float | None  # how long making it took
+    running: int | None  # the update being sampled now
+    error: str | None
+
+
 class SetupNote(TypedDict):
     """How the built-in trainer set itself up for its device (its ``start`` event): what "auto" became."""
 
@@ -160,6 +170,7 @@ class TrainingRecord:
     superseded: SupersedeNote | None = None
     quarantined: list[QuarantineNote] = field(default_factory=list)
     export: ExportNote | None = None
+    sample: SampleNote | None = None
     setup: SetupNote | None = None  # the built-in trainer's device, precision and batch (latest start)
     batch_override: BatchOverride | None = None  # set after a CUDA OOM (training/oom.py)
 

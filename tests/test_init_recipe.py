@@ -43,6 +43,8 @@ def test_one_run_per_speaker(tmp_path: Path) -> None:
     train = config.runs[1].stage("train")
     assert train is not None and isinstance(train.options, TrainOptions) and train.options.spec is not None
     assert train.options.spec.model == "base"
+    assert train.options.sample_every == train.options.spec.save_per_updates, "hear the voice at each save"
+    assert train.options.sample_text.startswith("Xin chào")
     assert str(train.options.spec.pretrained).endswith("Podcast_Thuận (3)/prepare/pretrained_extended.pt")
     setup = config.runs[1].stage("setup")
     assert setup is not None and setup.scope.value == "runtime"

@@ -20,6 +20,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "reset": ("f5guard.cli.reset", "Invalidate a stage and everything after it, so they run again."),
     "run": ("f5guard.cli.run", "Run the supervisor attached (systemd, debugging)."),
     "plot": ("f5guard.cli.plot", "A PNG of loss and learning rate by update, restarts and checkpoints marked."),
+    "speak": ("f5guard.cli.speak", "Say a sentence in a run's voice with its newest checkpoint (a WAV)."),
     "demo": ("f5guard.cli.demo", "A real tiny F5-TTS training under f5guard, with a crash and the resume."),
 }
 

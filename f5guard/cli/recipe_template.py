@@ -163,6 +163,8 @@ save_every_minutes = 10        # model_last.pt at least this often: a crash lose
 num_workers = 2                # F5-TTS's own default of 16 runs Colab out of RAM
 keep_durable = 1               # verified checkpoints kept on Drive (15 GB free holds ~2)
 export_every = 10000           # + at the end: EMA-only fp16 copy for inference on Drive (~0.7 GB); 0 = off
+sample_every = 2000            # hear the voice: runs/<run>/samples/u<update>.wav on Drive (+ at the end); 0 = off
+sample_text = "Xin chào, đây là giọng nói của tôi sau khi được huấn luyện."
 """
 
 PRETRAINED_STAGE = """[[runs.stages]]

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from f5guard.state import SetupNote
+from f5guard.state import SampleNote, SetupNote
 from f5guard.status.report import StageReport, StatusReport, TrainingReport
 
 STATE_STYLE = {
@@ -151,6 +152,7 @@ def _training_lines(t: TrainingReport) -> list[str]:
         )
     if export and export["error"]:
         lines.append(f"[yellow]inference copy failed:[/] {export['error']}")
+    lines.extend(_sample_lines(t.get("sample")))
     for q in t["quarantined"]:
         lines.append(f"[yellow]quarantined[/] {q['name']} → {q['moved_to']}: {q['reason']}")
     if t["waiting"]:
@@ -158,6 +160,21 @@ def _training_lines(t: TrainingReport) -> list[str]:
     for key in ("sync_warning", "sync_error"):
         if t.get(key):
             lines.append(f"[yellow]{key.replace('_', ' ')}:[/] {t[key]}")
+    return lines
+
+
+def _sample_lines(sample: SampleNote | None) -> list[str]:
+    """The newest audio sample (sample_every), the one being made, and a failure."""
+    if not sample:
+        return []
+    lines: list[str] = []
+    if sample["update"] is not None:
+        took = f", made in {human_duration(sample['seconds'])}" if sample["seconds"] is not None else ""
+        lines.append(f"newest audio sample: update {sample['update']}{took}: {escape(str(sample['path']))}")
+    if sample["running"] is not None:
+        lines.append(f"speaking a sample with update {sample['running']}…")
+    if sample["error"]:
+        lines.append(f"[yellow]audio sample failed:[/] {escape(sample['error'])}")
     return lines
 
 

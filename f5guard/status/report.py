@@ -23,6 +23,7 @@ from f5guard.state import (
     RestoreNote,
     RunRecord,
     RunStatus,
+    SampleNote,
     SetupNote,
     StageRecord,
     StageStatus,
@@ -121,6 +122,7 @@ class TrainingReport(TypedDict):
     last_failure: str | None
     restored: RestoreNote | None
     export: ExportNote | None
+    sample: SampleNote | None  # the newest audio sample (sample_every)
     setup: SetupNote | None  # the built-in trainer's device, precision and batch
     batch_override: BatchOverride | None  # a smaller batch set after a CUDA OOM
 
@@ -310,9 +312,22 @@ def _training(run: RunConfig, home: HomeLayout, record: TrainingRecord | None, n
         last_failure=t.last_failure,
         restored=t.restored,
         export=t.export,
+        sample=t.sample if t.sample is not None else _sample_on_home(run, home),
         setup=t.setup,
         batch_override=t.batch_override,
     )
+
+
+def _sample_on_home(run: RunConfig, home: HomeLayout) -> SampleNote | None:
+    """No daemon has reported one here (a fresh VM): the newest sample on home, when the run makes samples."""
+    if not any(getattr(s.options, "sample_every", 0) for s in run.stages):
+        return None
+    from f5guard.training.sampler import newest_sample
+
+    found = newest_sample(home.samples_dir(run.name))
+    if found is None:
+        return None
+    return SampleNote(update=found.update, path=str(found.path), seconds=found.seconds, running=None, error=None)
 
 
 def exit_code(report: StatusReport) -> int:

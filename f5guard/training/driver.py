@@ -31,12 +31,15 @@ from f5guard.training.diagnose import Failure, classify_failure
 from f5guard.training.exporter import EmaExporter
 from f5guard.training.kind import TrainOptions
 from f5guard.training.progress import EventReader, Progress, TqdmParser
+from f5guard.training.sampler import SampleJob, Sampler
 
 if TYPE_CHECKING:
+    from f5guard.checkpoints.durable import DurableCheckpoint
     from f5guard.stages.exits import ExitInfo
 
 FLUSH_TIMEOUT_S = 900.0  # a 5 GB checkpoint onto Drive; the daemon waits this long at a graceful stop
 FINAL_EXPORT_TIMEOUT_S = 600.0  # the inference copy of the finished training (reads ~5 GB, writes ~0.7 GB)
+FINAL_SAMPLE_TIMEOUT_S = 600.0  # the audio sample of the finished training (Base on a CPU: minutes)
 STATE_EVERY_S = 2.0  # how often progress is folded into the state document
 STACK_DUMP_WAIT_S = 3.0
 RESTORE_RETRY_S = 30.0
@@ -55,6 +58,7 @@ class TrainDriver(StageDriver):
         self.tqdm = TqdmParser()
         self.sync: CheckpointSync | None = None
         self.exporter: EmaExporter | None = None
+        self.sampler: Sampler | None = None
         self.failures: list[tuple[str, int | None]] = []
         self.attempt_started = 0.0
         self._last_fold = 0.0
@@ -147,6 +151,18 @@ class TrainDriver(StageDriver):
                 Path(opts.export_log),
                 log=runner.log.info,
                 python=runner.stage.python,  # the stack python: the export imports torch
+            )
+        if self.sampler is None and opts.sample_every > 0 and opts.spec is not None:
+            job = SampleJob(
+                opts.spec.model, opts.spec.vocab_path, opts.spec.dataset_dir, opts.sample_text, opts.vocoder
+            )
+            self.sampler = Sampler(
+                Path(opts.sample_dir),
+                opts.sample_every,
+                job,
+                Path(opts.sample_log),
+                log=runner.log.info,
+                python=runner.stage.python,  # the stack python: the sample imports torch and f5_tts
             )
         return None
 
@@ -241,6 +257,8 @@ class TrainDriver(StageDriver):
             self._last_fold = now
             if self.exporter is not None and self.sync is not None:
                 self.exporter.poll(self.sync.status().durable)
+            if self.sampler is not None and self.sync is not None:
+                self._poll_sampler(self.sampler, self.sync.status().durable)
             self._fold(runner)
             runner.mark_dirty()
         hang_s = self.options(runner).hang_minutes * 60
@@ -250,6 +268,19 @@ class TrainDriver(StageDriver):
             minutes = hang_s / 60
             return f"no training progress for {minutes:g} min (hang_minutes): stacks dumped to the stage log"
         return None
+
+    def _poll_sampler(self, sampler: Sampler, durable: DurableCheckpoint | None) -> None:
+        """One heavy side job at a time: no sample starts while an export reads a checkpoint."""
+        busy = self.exporter is not None and self.exporter.public()["running"] is not None
+        sampler.poll(durable, busy=busy, source=self._exported(durable))
+
+    def _final_sample(self, sampler: Sampler, durable: DurableCheckpoint | None, timeout: float) -> bool:
+        return sampler.finish(durable, timeout, self._exported(durable))
+
+    def _exported(self, durable: DurableCheckpoint | None) -> Path | None:
+        """The inference copy of ``durable``'s update when there is one: EMA only, the cheaper file to read."""
+        last = self.exporter.last if self.exporter is not None else None
+        return last.path if last is not None and durable is not None and last.update == durable.update else None
 
     def _read_progress(self, runner: StageRunnerView) -> None:
         announced = False
@@ -279,6 +310,8 @@ class TrainDriver(StageDriver):
             training.sync_warning, training.sync_error = status.warning, status.last_error
         if self.exporter is not None:
             training.export = self.exporter.public()
+        if self.sampler is not None:
+            training.sample = self.sampler.public()
 
     def _dump_stacks(self, runner: StageRunnerView) -> None:
         attempt = runner.attempt
@@ -313,6 +346,11 @@ class TrainDriver(StageDriver):
             if not _wait_alive(lambda timeout: exporter.finish(durable, timeout), FINAL_EXPORT_TIMEOUT_S):
                 runner.log.warning("the final inference copy was not finished in time; it is abandoned",
                                    timeout_s=FINAL_EXPORT_TIMEOUT_S)  # fmt: skip
+        if finished and self.sampler is not None and sync is not None:
+            sampler, durable = self.sampler, sync.status().durable
+            if not _wait_alive(lambda timeout: self._final_sample(sampler, durable, timeout), FINAL_SAMPLE_TIMEOUT_S):
+                runner.log.warning("the final audio sample was not finished in time; it is abandoned",
+                                   timeout_s=FINAL_SAMPLE_TIMEOUT_S)  # fmt: skip
         self._fold(runner)
 
     def progressed(self, runner: StageRunnerView) -> bool:
@@ -393,6 +431,8 @@ class TrainDriver(StageDriver):
     def close(self, runner: StageRunnerView) -> None:
         if self.exporter is not None:
             self.exporter.stop()
+        if self.sampler is not None:
+            self.sampler.stop()
         if self.sync is not None:
             self._fold(runner)
             self.sync.stop()

@@ -29,6 +29,7 @@ _SPEC_SKIP = {"dataset_dir", "checkpoint_dir", "progress_path", *_SPEC_PATHS}
 _LATER_DEFAULTS: dict[str, object] = {"mixed_precision": "auto", "bnb_optimizer": False}
 DEFAULT_HANG_MINUTES = 30.0
 MAX_KEEP_DURABLE = 100  # each is a full checkpoint on Drive (~5 GB for Base)
+DEFAULT_SAMPLE_TEXT = "This is my voice, learning to speak a little better with every update."
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ class TrainOptions(KindOptions):
     export_dir: str
     export_log: str
     spec: TrainSpec | None = None  # builtin mode only
+    sample_every: int = 0  # updates between audio samples (0: off; builtin mode only)
+    sample_text: str = DEFAULT_SAMPLE_TEXT  # what every sample says
+    vocoder: str = ""  # a local vocos dir; "": F5-TTS's download of charactr/vocos-mel-24khz
+    sample_dir: str = ""  # {home}/runs/<run>/samples
+    sample_log: str = ""
 
     def fingerprint(self) -> Mapping[str, object]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "spec"}
@@ -75,6 +81,28 @@ def _export_every(table: Table) -> int:
     return every
 
 
+def _sample_options(table: Table, base: StageBase, home: HomeLayout, run: str, stage_dir: Path) -> dict[str, Any]:
+    """sample_every / sample_text / vocoder: audio samples while training (training/sampler.py)."""
+    every = table.integer("sample_every", 0, minimum=-MAX_INT)
+    if every < 0:
+        table.fail(f"must be 0 (off) or a number of updates, got {every}", "sample_every")
+    text = table.get("sample_text", str, DEFAULT_SAMPLE_TEXT)
+    if not text.strip():
+        table.fail("must be a sentence to speak (or leave it out for the default)", "sample_text")
+    vocoder = table.get("vocoder", str, "")
+    if vocoder:
+        vocoder = base.resolve(vocoder, table.key_path("vocoder"), table.file)
+        base.require(vocoder, table, "vocoder", "the local vocos vocoder (config.yaml + pytorch_model.bin)",
+                     folder=True)  # fmt: skip
+    return {
+        "sample_every": every,
+        "sample_text": text.strip(),
+        "vocoder": vocoder,
+        "sample_dir": str(home.samples_dir(run)),
+        "sample_log": str(stage_dir / "sample.log"),
+    }
+
+
 def build_train(table: Table, base: StageBase) -> StageConfig:
     mode = table.get("mode", str, "builtin")
     if mode not in ("builtin", "command"):
@@ -101,9 +129,13 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
         home_checkpoints=str(home.checkpoints(run)),
         export_dir=str(home.export_dir(run)),
         export_log=str(stage_dir / "export.log"),
+        **_sample_options(table, base, home, run, stage_dir),
     )
     env = {**base.env, "PYTHONFAULTHANDLER": "1"}
     if mode == "command":
+        if options.sample_every:
+            table.fail("is only for mode = 'builtin' (samples need the run's preset, vocab and dataset)",
+                       "sample_every")  # fmt: skip
         command = command_argv(table, base)
         if not ckpt_text:
             ckpts = _finetune_cli_ckpts(table, command, base.values["python"])
