@@ -70,6 +70,12 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+# The newest torchaudio release line: torchaudio is in maintenance and stopped following torch (PyPI's torchaudio
+# releases end at 2.11.1 while torch's go on to 2.15). A newer torch can stay only where a torchaudio is not
+# needed, or one that imports and decodes is already there.
+TORCHAUDIO_NEWEST = (2, 11)
+
+
 def release(version: str) -> tuple[int, ...]:
     """The numeric release of a version: ``2.9.1+cu128`` -> (2, 9, 1), ``2.10.0rc1`` -> (2, 10, 0)."""
     parts = []

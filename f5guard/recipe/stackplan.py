@@ -18,6 +18,7 @@ from f5guard.recipe.pins import (
     F5_TTS_TORCH,
     MODULES,
     TORCH_TOGETHER,
+    TORCHAUDIO_NEWEST,
     canonical,
     minor,
     release,
@@ -133,6 +134,13 @@ def plan(
     installed = probe.versions.get("torch")
     if torch == KEEP and installed is not None:
         family = {"torch": installed, "torchaudio": installed.split("+", 1)[0]}
+        audio = probe.versions.get("torchaudio")
+        audio_ok = audio is not None and release(audio) == release(installed) and not probe.errors.get("torchaudio")
+        if release(installed)[:2] > TORCHAUDIO_NEWEST and not audio_ok and modules & {"torchaudio", "f5_tts"}:
+            again = plan(needs, pins, probe, overrides, require_gpu, force_pins=True)  # (force_pins: not KEEP)
+            newest = ".".join(map(str, TORCHAUDIO_NEWEST))
+            again.why = f"no torchaudio exists for torch {installed} (the newest is {newest}): installing the pins"
+            return again
         pair = torchcodec_for(installed)
         codec = probe.versions.get("torchcodec")
         codec_ok = codec is not None and not probe.errors.get("torchcodec")
@@ -140,7 +148,7 @@ def plan(
             family["torchcodec"] = codec  # pairs (or torch is newer than the table: the decode test judges it)
         elif pair is not None:
             family["torchcodec"] = pair[0]
-        elif not force_pins:  # torchcodec to install for a torch the table does not know: no safe choice
+        elif modules & {"torchcodec", "f5_tts"}:  # one to install for a torch the table does not know: no safe pick
             again = plan(needs, pins, probe, overrides, require_gpu, force_pins=True)
             again.why = f"torch {installed} is newer than f5guard's torch/torchcodec table: installing the pins"
             return again
