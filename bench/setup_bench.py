@@ -138,7 +138,7 @@ def colab_bytes(python: Path, pins: dict[str, str]) -> dict[str, Any]:
     for line in requires:
         text, _, marker = line.partition(";")
         match = re.fullmatch(r"\s*([A-Za-z0-9_.-]+)\s*==\s*([\w.]+)\s*", text)
-        if match and "extra" not in marker and ("linux" in marker or not marker.strip()):
+        if match and "extra" not in marker and ("linux" in marker.lower() or not marker.strip()):
             wanted[match.group(1)] = match.group(2)
     sizes = {f"{d}=={v}": index_size(d, v) for d, v in wanted.items()}
     return {"wheels": sizes, "total_bytes": sum(s for s in sizes.values() if s)}

@@ -113,6 +113,35 @@ def test_an_import_that_kills_the_interpreter_is_named_and_the_rest_still_probed
     assert "f5guard_good 1.0 want 1.0 ok" in " ".join(proc.stdout.split())
 
 
+def test_the_machine_stamp_is_reused_until_a_version_changes(tmp_path: Path) -> None:
+    """A passed check is stamped; the next setup with the same key reuses it without probing; a package at
+    another version (a pip install in between) makes it check again; an unusable stamp folder costs the reuse,
+    not the check, and says so."""
+    site = _fake_site(tmp_path)
+    env = {"PYTHONPATH": f"{ROOT}{os.pathsep}{site}", **_cache(tmp_path)}
+    out = tmp_path / "v.json"
+
+    def setup(pin: str = "1.0", **extra: str) -> tuple[subprocess.CompletedProcess[str], dict[str, object]]:
+        proc = run_entry("setup", "--out", out, "--no-install", "--need", "f5guard_good",
+                         "--pin", f"f5guard-good=={pin}", env={**env, **extra})  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc, json.loads(out.read_text())
+
+    _, report = setup()
+    assert report["reused"] is None and report["probe_interpreters"] == 1
+    second, report = setup()
+    assert report["reused"] is not None and report["probe_interpreters"] == 0
+    assert "stack verified on this machine" in second.stdout
+    metadata = site / "f5guard_good-1.0.dist-info" / "METADATA"
+    metadata.write_text(metadata.read_text().replace("Version: 1.0", "Version: 1.1"))
+    _, report = setup("1.1")
+    assert report["reused"] is None and report["packages"]["f5guard_good"]["version"] == "1.1"  # type: ignore[index]
+    blocked = tmp_path / "not a folder"
+    blocked.write_text("")
+    proc, report = setup("1.1", XDG_CACHE_HOME=str(blocked))
+    assert "unusable" in proc.stdout and report["stamp_error"] and report["reused"] is None
+
+
 @pytest.mark.train
 @pytest.mark.slow
 def test_versions_recorded_once_per_machine(tmp_path: Path) -> None:

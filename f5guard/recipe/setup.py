@@ -210,7 +210,7 @@ def check(needs: list[Need], pins: Mapping[str, str], install: bool, require_gpu
     probes = found.interpreters
     p = plan(needs, pins, found, overrides, require_gpu=require_gpu)
     _show(p)
-    first_torch = p.torch
+    first = {"decision": p.torch, "why": p.why}
     installed: list[dict[str, Any]] = []
     if p.bad:
         if not install:
@@ -275,7 +275,7 @@ def check(needs: list[Need], pins: Mapping[str, str], install: bool, require_gpu
             }
             for i in p.items
         },
-        "torch": {"decision": first_torch, "why": p.why} if p.torch is not None else None,
+        "torch": {**first, "now": p.torch, "now_why": p.why} if p.torch is not None else None,
         "torchaudio_load": {"ok": True, "error": None} if "torchaudio" in modules else None,
         "gpu": gpu,
         "installed": installed,
@@ -297,6 +297,43 @@ def _reuse(stored: dict[str, Any], stamp: Path) -> dict[str, Any]:
             "installed_then": stored.get("installed", []),
         },
     }
+
+
+def _stamped(
+    needs: list[Need], pins: Mapping[str, str], args: argparse.Namespace, folder: Path, started: float
+) -> dict[str, Any]:
+    """The machine stamp's verdict when it still holds, else a check (stamped when it passes). A stamp folder
+    that cannot be used (a read-only home) costs the reuse, never the check: said in the log and the report."""
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(stackstamp.locked(folder))
+        except OSError as err:
+            print(f"machine stamp {folder} unusable ({err.strerror or err}): checking without it", flush=True)
+            report = check(needs, pins, args.install, args.require_gpu)
+            report.update(when=datetime.now(timezone.utc).isoformat(timespec="seconds"), stamp_error=str(err))
+            report["seconds"] = round(time.monotonic() - started, 1)
+            return report
+        key = stamp_key(needs, pins, args.require_gpu)
+        stored = None if args.recheck else stackstamp.read(folder, key)
+        if stored is not None:
+            report = _reuse(stored, stackstamp.path_for(folder, key))
+            print(
+                f"stack verified on this machine at {stored.get('when')} (stamp {report['reused']['stamp']}): "
+                f"reused in {time.monotonic() - started:.3f} s, nothing probed or installed",
+                flush=True,
+            )
+            return report
+        report = check(needs, pins, args.install, args.require_gpu)
+        report["when"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        report["seconds"] = round(time.monotonic() - started, 1)
+        key = stamp_key(needs, pins, args.require_gpu)  # after any install
+        try:
+            stamp = stackstamp.write(folder, key, report)
+            print(f"stamped {stamp}: the next setup on this machine reuses this check", flush=True)
+        except OSError as err:
+            print(f"machine stamp {folder} not written ({err.strerror or err}): the next setup checks again")
+            report["stamp_error"] = str(err)
+        return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,29 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     folder = stackstamp.directory()
     try:
-        with stackstamp.locked(folder):
-            key = stamp_key(needs, pins, args.require_gpu)
-            stored = None if args.recheck else stackstamp.read(folder, key)
-            if stored is not None:
-                report = _reuse(stored, stackstamp.path_for(folder, key))
-                seconds = time.monotonic() - started
-                print(
-                    f"stack verified on this machine at {stored.get('when')} (stamp {report['reused']['stamp']}): "
-                    f"reused in {seconds:.3f} s, nothing probed or installed",
-                    flush=True,
-                )
-            else:
-                report = check(needs, pins, args.install, args.require_gpu)
-                report["when"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                report["seconds"] = round(time.monotonic() - started, 1)
-                key = stamp_key(needs, pins, args.require_gpu)  # after any install
-                stamp = stackstamp.write(folder, key, report)
-                print(f"stamped {stamp}: the next setup on this machine reuses this check", flush=True)
+        report = _stamped(needs, pins, args, folder, started)
     except SetupFailed as err:
         print(f"{PROG}: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:  # the stamp folder (a read-only home): say so rather than check on every run
-        print(f"{PROG}: machine stamp {folder}: {err.strerror or err}", file=sys.stderr)
         return 1
     report["run_when"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     report["run_seconds"] = round(time.monotonic() - started, 3)
