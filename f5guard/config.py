@@ -16,6 +16,7 @@ from f5guard.schema import (
     RestartPolicy,
     RunConfig,
     Scope,
+    StackPython,
     StageConfig,
     Table,
     check_argument,
@@ -29,6 +30,7 @@ from f5guard.schema import (
 )
 from f5guard.stages.kinds import KindBuilder, StageBase, build_command
 from f5guard.stages.overlap import patterns_overlap
+from f5guard.stages.stackpython import AUTO, resolve
 from f5guard.stages.walk import refused
 from f5guard.training.kind import build_train
 
@@ -82,6 +84,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     work = _directory(top, "work", config_dir, must_have_parent=False)
     if home == work:
         top.fail("must differ from home: work is the fast runtime-local copy, home the persistent one", "work")
+    python = _python(top, config_dir, work)
     lease = _lease(top.sub("lease"))
     logs = _logs(top.sub("logs"))
     restart_default = _restart(top.sub("restart"), RestartPolicy())
@@ -89,14 +92,19 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     run_tables = top.get("runs", list, [])
     runs: list[RunConfig] = []
     for i, raw_run in enumerate(run_tables):
-        run = _run(Table(raw_run, f"runs[{i}]", path), config_dir, home, work, restart_default, stop_grace)
+        run = _run(Table(raw_run, f"runs[{i}]", path), config_dir, home, work, restart_default, stop_grace, python)
         if any(r.name == run.name for r in runs):
             raise ConfigError(f"{path}: runs[{i}].name: duplicate run name {run.name!r}")
         runs.append(run)
     top.done()
     if not runs:
         top.fail("no runs defined: add a [[runs]] table with at least one [[runs.stages]]", "runs")
-    return Config(path=path, home=home, work=work, lease=lease, logs=logs, runs=tuple(runs))
+    return Config(path=path, home=home, work=work, lease=lease, logs=logs, runs=tuple(runs), python=python)
+
+
+def _python(top: Table, config_dir: Path, work: Path) -> StackPython:
+    """``python``: the interpreter of the training stack, "auto" or a path (stages/stackpython.py)."""
+    return resolve(top.text("python", AUTO), config_dir, work, top.key_path("python"), top.file)
 
 
 def _directory(top: Table, key: str, config_dir: Path, *, must_have_parent: bool) -> Path:
@@ -169,14 +177,22 @@ def check_name(t: Table, key: str, what: str) -> str:
     return name
 
 
-def _run(t: Table, config_dir: Path, home: Path, work: Path, restart: RestartPolicy, grace: float) -> RunConfig:
+def _run(
+    t: Table,
+    config_dir: Path,
+    home: Path,
+    work: Path,
+    restart: RestartPolicy,
+    grace: float,
+    python: StackPython,
+) -> RunConfig:
     name = check_name(t, "name", "run")
     run_env = t.str_map("env")
     stages: list[StageConfig] = []
     for j, raw_stage in enumerate(t.get("stages", list)):
         st = Table(raw_stage, f"{t.where}.stages[{j}]", t.file)
         made = tuple(out for s in stages for out in s.outputs)
-        stage = _stage(st, config_dir, home, work, name, run_env, restart, grace, made)
+        stage = _stage(st, config_dir, home, work, name, run_env, restart, grace, made, python)
         for key, patterns in (("inputs", stage.inputs), ("outputs", stage.outputs)):
             for pattern in patterns:
                 if (why := refused(pattern)) is not None:  # a walk of the whole filesystem: refuse it now
@@ -201,6 +217,7 @@ def _stage(
     restart: RestartPolicy,
     grace: float,
     made_before: tuple[str, ...],
+    python: StackPython,
 ) -> StageConfig:
     name = check_name(t, "name", "stage")
     kind = t.get("type", str, "command")
@@ -212,7 +229,7 @@ def _stage(
         scope = Scope(scope_text)
     except ValueError:
         t.fail(f"must be 'runtime' or 'home', got {scope_text!r}", "scope")
-    values = placeholder_values(config_dir, home, work, run, name)
+    values = placeholder_values(config_dir, home, work, run, name, python.path)
     base = StageBase(
         name=name,
         env={},
@@ -227,6 +244,7 @@ def _stage(
         values=values,
         config_dir=config_dir,
         made_before=made_before,
+        python=python,
     )
     env = _env(t, {**run_env, **t.str_map("env")}, values)
     cwd_text = t.get("cwd", str, "")

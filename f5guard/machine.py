@@ -40,3 +40,31 @@ def process_start_ticks(pid: int) -> int | None:
     if len(fields) < 20 or fields[0] == "Z":
         return None  # a zombie is dead: its exit only waits to be collected
     return int(fields[19])
+
+
+NVIDIA_GPUS_DIR = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the loaded NVIDIA driver sees
+
+
+def cuda_gpu_visible(gpus_dir: Path = NVIDIA_GPUS_DIR) -> bool:
+    """Whether a CUDA GPU is there for a trainer started from here, known without importing torch (the daemon
+    and the CLI never do): CUDA_VISIBLE_DEVICES="" or "-1" hides every GPU; otherwise the NVIDIA driver's
+    /proc folder lists them, and where /proc does not show it (some containers) ``nvidia-smi -L`` does."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    try:
+        if any(gpus_dir.iterdir()):
+            return True
+    except OSError:
+        pass
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False
+    try:
+        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return listed.returncode == 0 and "GPU" in listed.stdout

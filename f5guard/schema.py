@@ -13,7 +13,7 @@ import stat
 import string
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, NoReturn, TypeVar
 
@@ -67,6 +67,15 @@ class LogSettings:
     mirror_interval_s: float = 60.0
 
 
+@dataclass(frozen=True)
+class StackPython:
+    """The interpreter the training stack runs in (``python`` in f5guard.toml; stages/stackpython.py)."""
+
+    path: str
+    how: str = field(compare=False)  # why: "set in the config", or which rule of "auto" (may change, path not)
+    pythonpath: str | None = None  # a folder holding only a link to f5guard; None: the daemon's own Python
+
+
 class KindOptions:
     """Settings only one stage kind reads (``training.kind.TrainOptions``); its driver narrows the type."""
 
@@ -94,6 +103,7 @@ class StageConfig:
     options: KindOptions | None = None  # kind-specific settings, validated by the kind
     identity: Mapping[str, Any] | None = None  # what the result depends on, when not the command and options
     self_tied: bool = False  # the child sets its own parent-death signal: restarts skip a full fork
+    python: StackPython | None = None  # runs f5guard code in the stack python: its PYTHONPATH shows f5guard
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,7 @@ class Config:
     lease: LeaseSettings
     logs: LogSettings
     runs: tuple[RunConfig, ...]
+    python: StackPython = StackPython(sys.executable, "the daemon's own Python")
 
     def run(self, name: str) -> RunConfig | None:
         return next((r for r in self.runs if r.name == name), None)
@@ -378,12 +389,14 @@ def _check_string(text: str, file: Path, where: str, *, what: str) -> None:
         raise ConfigError(f"{file}: {where}: {what} is not valid Unicode text: {err.reason}") from None
 
 
-def placeholder_values(config_dir: Path, home: Path, work: Path, run: str = "", stage: str = "") -> dict[str, str]:
+def placeholder_values(
+    config_dir: Path, home: Path, work: Path, run: str = "", stage: str = "", python: str = sys.executable
+) -> dict[str, str]:
     return {
         "home": str(home),
         "work": str(work),
         "run": run,
         "stage": stage,
         "config_dir": str(config_dir),
-        "python": sys.executable,
+        "python": python,  # the stack python (``python`` in f5guard.toml)
     }

@@ -104,6 +104,38 @@ class ExportNote(TypedDict):
     error: str | None
 
 
+class SetupNote(TypedDict):
+    """How the built-in trainer set itself up for its device (its ``start`` event): what "auto" became."""
+
+    precision: str  # accelerate's mixed_precision in use: no, fp16, bf16
+    precision_requested: str  # the stage's mixed_precision (auto, or the same)
+    device: str  # the GPU's name, or "cpu"
+    gpu_memory_gib: float | None
+    batch_size_per_gpu: int
+    batch_size_type: str  # frame | sample
+    batch_auto: bool  # batch_size_per_gpu = "auto" chose it
+    grad_accumulation_steps: int
+    bnb_optimizer: bool
+
+
+class BatchOverride(TypedDict):
+    """A smaller batch f5guard set after CUDA OOMs (same effective batch through gradient accumulation).
+
+    Kept with the run so a restarted daemon applies it too; ``config_batch``/``config_accum`` are what the config
+    said then: once the config says something else, the user decided and the override no longer applies."""
+
+    batch_size_per_gpu: int
+    grad_accumulation_steps: int
+    from_batch: int  # the batch of the attempt that ran out of memory
+    from_accum: int
+    batch_size_type: str
+    update: int | None  # the last update finished before the OOM
+    reason: str
+    at: float
+    config_batch: int | str  # the stage's batch_size_per_gpu (an int or "auto") it overrides
+    config_accum: int
+
+
 @dataclass
 class TrainingRecord:
     """The train stage's figures as status shows them, also after the daemon is gone (fresh VM)."""
@@ -128,6 +160,8 @@ class TrainingRecord:
     superseded: SupersedeNote | None = None
     quarantined: list[QuarantineNote] = field(default_factory=list)
     export: ExportNote | None = None
+    setup: SetupNote | None = None  # the built-in trainer's device, precision and batch (latest start)
+    batch_override: BatchOverride | None = None  # set after a CUDA OOM (training/oom.py)
 
 
 class DaemonNote(TypedDict, total=False):

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import click
 
+from f5guard.cli.init_settings import apply_settings, parse_setting
 from f5guard.config import CONFIG_NAME, load_config
-from f5guard.errors import UsageError
+from f5guard.errors import ConfigError, UsageError
 from f5guard.recipe import options
 from f5guard.schema import escaped, path_problem
 
@@ -52,10 +53,25 @@ from f5guard.schema import escaped, path_problem
     help=f"Where to write it (default: ./{CONFIG_NAME}; with --audio: <home>/{CONFIG_NAME}, linked here).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing config.")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="STAGE.KEY=VALUE",
+    help="Change a key in what is written (every run's STAGE, or lease/restart/logs); repeatable.",
+)
 def command(
-    home: str, audio: str | None, work: str | None, language: str, pretrained: str, output: str | None, force: bool
+    home: str,
+    audio: str | None,
+    work: str | None,
+    language: str,
+    pretrained: str,
+    output: str | None,
+    force: bool,
+    sets: tuple[str, ...],
 ) -> int:
     """Write a commented f5guard.toml (the whole recipe with --audio)."""
+    settings = [parse_setting(text) for text in sets]
     home_path = _path_option(home, "--home")
     if not os.path.exists(home_path) and not os.path.isdir(home_path.parent):
         raise UsageError(f"neither {home_path} nor its parent exists (is Drive mounted?)")
@@ -67,7 +83,7 @@ def command(
         _refuse_overwrite(target, force)
         text = files("f5guard").joinpath("templates/starter.toml").read_text(encoding="utf-8")
         text = text.replace("{HOME}", _toml_path(str(home_path))).replace("{WORK}", _toml_path(work))
-        _write(target, text)
+        _write(target, apply_settings(text, settings) if settings else text, sets)
         click.echo(f"wrote {target}; next: f5guard start --dry-run, then f5guard start")
         return 0
     from f5guard.cli.recipe_template import render
@@ -81,8 +97,10 @@ def command(
     )
     target = Path(output) if output else home_path / CONFIG_NAME
     _refuse_overwrite(target, force)
+    if settings:
+        text = apply_settings(text, settings)
     home_path.mkdir(parents=True, exist_ok=True)
-    _write(target, text)
+    _write(target, text, sets)
     config = load_config(target)
     for path in speakers.loose:
         click.echo(f"note: {escaped(str(path))} is not in a speaker folder; it is not part of any run")
@@ -126,11 +144,18 @@ def _path_option(text: str, option: str) -> Path:
     return path
 
 
-def _write(target: Path, text: str) -> None:
+def _write(target: Path, text: str, sets: tuple[str, ...] = ()) -> None:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:  # the temp file goes whatever fails: the write (a full disk), or loading what was written
         tmp.write_text(text, encoding="utf-8")
-        load_config(tmp)  # what init writes must load; a failure here is a bug worth a loud error
+        try:
+            load_config(tmp)  # what init writes must load; a failure here is a bug worth a loud error
+        except ConfigError as err:
+            if not sets:
+                raise
+            # with --set, the likely cause is a setting: name them, and the problem without the temp file's name
+            problem = err.message.replace(str(tmp), str(target))
+            raise UsageError(f"with --set {' '.join(sets)}: {problem}; nothing was written") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

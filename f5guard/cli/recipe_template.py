@@ -95,6 +95,7 @@ HEADER = """\
 
 home = {home}          # persistent: survives the VM
 work = {work}          # fast local disk: lost with the VM; checkpoints are written here, then synced to home
+# python = "auto"     # the Python of the training stack: "auto" finds the one with f5_tts (else torch); or a path
 
 [restart]              # for the train stage
 budget = 10            # restarts per hour before the run is FATAL with the reason

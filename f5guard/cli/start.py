@@ -16,6 +16,7 @@ from f5guard.machine import boot_id
 from f5guard.requests import pending
 from f5guard.stages.plan import plan_run
 from f5guard.state import RunStatus, StageStatus, StateStore
+from f5guard.training.kind import check_gpu_keys
 
 _FAILED_STAGES = (StageStatus.FATAL, StageStatus.FAILED)
 
@@ -36,6 +37,7 @@ def command(config_path: str | None, takeover: bool, accept_older: bool, dry_run
     ctx = open_config(config_path)
     if dry_run:
         return _dry_run(ctx)
+    check_gpu_keys(ctx.config)
     info = pidfile.running_daemon(ctx.work.lock, ctx.work.pidfile)
     if info is not None:
         click.echo(f"f5guard is already running here (pid {info.pid}); see `f5guard status`.")
@@ -115,6 +117,7 @@ def _dry_run(ctx: Context) -> int:
                 click.echo(f"    not read: {path}: {reason}")
             if len(passed) > most:
                 click.echo(f"    not read: {len(passed) - most} more")
+    click.echo(f"python: {ctx.config.python.path} ({ctx.config.python.how})")  # the training stack runs in it
     return 0
 
 

@@ -23,6 +23,8 @@ def describe_changes(old: Config, new: Config) -> list[str]:
     changes = [f"{key} {getattr(old, key)} -> {getattr(new, key)}" for key in ("home", "work")
                if getattr(old, key) != getattr(new, key)]  # fmt: skip
     changes += [f"[{key}] settings" for key in ("lease", "logs") if getattr(old, key) != getattr(new, key)]
+    if old.python.path != new.python.path:
+        changes.append(f"python {old.python.path} -> {new.python.path}")
     old_runs, new_runs = {r.name: r for r in old.runs}, {r.name: r for r in new.runs}
     changes += [f"run {name!r} added" for name in new_runs if name not in old_runs]
     changes += [f"run {name!r} removed" for name in old_runs if name not in new_runs]

@@ -166,6 +166,7 @@ class Daemon:
         self._write_pidfile("ready", epoch=epoch)
         note_work_dir(self.config)
         self.log.info("daemon ready", epoch=epoch, state_from=str(loaded.source) if loaded.source else None)
+        self.log.info("stack python", python=self.config.python.path, how=self.config.python.how)
         self.ready.send("ready", pid=os.getpid(), epoch=epoch, log=str(self.work.daemon_log))
         self.ready.close()
         sdnotify.notify(f"READY=1\nSTATUS=supervising {len(self.config.runs)} run(s), epoch {epoch}")

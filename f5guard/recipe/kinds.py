@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from dataclasses import replace
 
 from f5guard.recipe import options
@@ -21,8 +20,9 @@ from f5guard.stages.kinds import KindBuilder, StageBase
 RUN_DIR = "{home}/runs/{run}"
 
 
-def _module_argv(module: str) -> list[str]:
-    return [sys.executable, "-m", f"f5guard.recipe.{module}"]
+def _module_argv(base: StageBase, module: str) -> list[str]:
+    """``python -m f5guard.recipe.<module>`` in the stack python (``python`` in f5guard.toml)."""
+    return [base.values["python"], "-m", f"f5guard.recipe.{module}"]
 
 
 def _path(table: Table, base: StageBase, key: str, default: str) -> str:
@@ -95,7 +95,7 @@ def _flag_value(table: Table, f: Flag) -> object:
 def _finish(
     base: StageBase, kind: str, argv: list[str], inputs: list[str], outputs: list[str], scope: Scope | None = None
 ) -> StageConfig:
-    stage = base.finish(kind, argv)
+    stage = base.finish(kind, argv, python=base.python)
     return replace(
         stage,
         inputs=tuple(dict.fromkeys([*base.inputs, *inputs])),
@@ -110,7 +110,7 @@ def build_setup(table: Table, base: StageBase) -> StageConfig:
     # One report per run: two runs sharing one file would each see the other's write as a changed output.
     out = _path(table, base, "out", "{work}/setup/{run}.json")
     argv = [
-        *_module_argv("setup"),
+        *_module_argv(base, "setup"),
         "--out",
         out,
         *_flags(table, options.SETUP),
@@ -126,7 +126,7 @@ def build_pretrained(table: Table, base: StageBase) -> StageConfig:
     if any(c in name for c in "/{}") or name in (".", ".."):
         table.fail(f"must be a release's name, such as {options.PRETRAINED_NAME.default}, got {shorten(name)!r}", key)
     out = _path(table, base, "out", "{home}/pretrained/" + name)
-    argv = [*_module_argv("pretrained"), options.PRETRAINED_NAME.flag, name, "--out", out]
+    argv = [*_module_argv(base, "pretrained"), options.PRETRAINED_NAME.flag, name, "--out", out]
     return _finish(base, "pretrained", argv, [], [f"{out}/{MANIFEST}"])
 
 
@@ -135,7 +135,7 @@ def build_ingest(table: Table, base: StageBase) -> StageConfig:
         table.fail("is required: the folder with this speaker's recordings", "audio")
     audio = _path(table, base, "audio", "")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
-    argv = [*_module_argv("ingest"), "--audio", audio, "--out", str(out)]
+    argv = [*_module_argv(base, "ingest"), "--audio", audio, "--out", str(out)]
     return _finish(base, "ingest", argv, [audio], [f"{out}/{INVENTORY}"])
 
 
@@ -151,7 +151,7 @@ def build_separate(table: Table, base: StageBase) -> StageConfig:
         inputs.append(model)  # a local model file: replacing it must rerun the separation
     else:
         check_argument(model, table.key_path(key), table.file)
-    argv = [*_module_argv("separate"), "--inventory", str(inventory), "--out", str(out), "--model", model]
+    argv = [*_module_argv(base, "separate"), "--inventory", str(inventory), "--out", str(out), "--model", model]
     argv += _flags(table, options.SEPARATE)
     return _finish(base, "separate", argv, inputs, [f"{out}/{INVENTORY}"])
 
@@ -161,7 +161,7 @@ def build_segment(table: Table, base: StageBase) -> StageConfig:
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
     values = _values(table, options.SEGMENT)
     _check_segment(table, values)
-    argv = [*_module_argv("segment"), "--inventory", str(inventory), "--out", str(out)]
+    argv = [*_module_argv(base, "segment"), "--inventory", str(inventory), "--out", str(out)]
     argv += _argv(table, options.SEGMENT, values)
     return _finish(base, "segment", argv, [str(inventory)], [f"{out}/{CLIPS}"])
 
@@ -169,7 +169,14 @@ def build_segment(table: Table, base: StageBase) -> StageConfig:
 def build_transcribe(table: Table, base: StageBase) -> StageConfig:
     clips = _path(table, base, "clips", f"{RUN_DIR}/segment/{CLIPS}")
     out = _path(table, base, "out", f"{RUN_DIR}/{{stage}}")
-    argv = [*_module_argv("transcribe"), "--clips", str(clips), "--out", str(out), *_flags(table, options.TRANSCRIBE)]
+    argv = [
+        *_module_argv(base, "transcribe"),
+        "--clips",
+        str(clips),
+        "--out",
+        str(out),
+        *_flags(table, options.TRANSCRIBE),
+    ]
     _check_whisper_path(table, base)
     # The clips' audio, not only their list: a re-segmented source may keep its clip names.
     clip_glob = f"{str(clips).rsplit('/', 1)[0]}/{CLIPS_DIR}/*.wav"
@@ -216,7 +223,7 @@ def build_prepare(table: Table, base: StageBase) -> StageConfig:
             "text embedding was trained with",
             "pretrained" if pretrained is None else "pretrained_vocab",
         )
-    argv = [*_module_argv("prepare"), "--metadata", str(metadata), "--out", str(out)]
+    argv = [*_module_argv(base, "prepare"), "--metadata", str(metadata), "--out", str(out)]
     inputs = [str(metadata)]
     outputs = [f"{out}/{MANIFEST}", f"{out}/data/raw.arrow", f"{out}/data/duration.json", f"{out}/data/vocab.txt"]
     if pretrained and vocab:

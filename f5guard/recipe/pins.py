@@ -7,9 +7,12 @@ and ``recipe`` extras carry the same pins (a test keeps them equal).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
+
+from f5guard.stages.stackpython import SEPARATE_ENV
 
 # distribution name -> exact version
 PINS: Mapping[str, str] = MappingProxyType({
@@ -29,6 +32,14 @@ TORCH_TOGETHER: tuple[str, ...] = ("torch", "torchaudio", "torchcodec")
 # overrides.txt says why, and is the same override for uv). pip cannot override a cap, so setup reinstalls
 # the requirement after f5-tts; pip then warns about cached-path's cap and carries on.
 OVERRIDES: Mapping[str, tuple[str, ...]] = MappingProxyType({"f5-tts": ("filelock>=4.2.1",)})
+
+
+def overrides_here() -> Mapping[str, tuple[str, ...]]:
+    """OVERRIDES where the daemon shares this interpreter's packages; none in a stack python of its own (the
+    stage's environment says so, and shows f5guard only through ``work/.f5guard/pythonpath``): f5-tts keeps the
+    filelock it asks for there, while the daemon's filelock lives in the daemon's environment."""
+    return MappingProxyType({}) if os.environ.get(SEPARATE_ENV) else OVERRIDES
+
 
 # import name -> distribution name, for the modules the recipe needs
 MODULES: Mapping[str, str] = MappingProxyType({

@@ -34,7 +34,7 @@ from typing import Any
 from f5guard.fsutil import atomic_write_json
 from f5guard.recipe import stackstamp
 from f5guard.recipe.options import SETUP, add_flags
-from f5guard.recipe.pins import DEFAULT_NEED, MODULES, OVERRIDES, PINS, TORCH_TOGETHER, canonical
+from f5guard.recipe.pins import DEFAULT_NEED, MODULES, OVERRIDES, PINS, TORCH_TOGETHER, canonical, overrides_here
 from f5guard.recipe.stackplan import KEEP, Item, Need, Plan, plan
 from f5guard.recipe.stackprobe import ProbeItem, probe
 
@@ -131,16 +131,20 @@ def run_pip(command: list[str]) -> float:
 
 # ---------------------------------------------------------------------------------------------- the stage
 def own_overrides() -> dict[str, tuple[str, ...]]:
-    """pins.OVERRIDES limited to what f5guard's own distribution in THIS interpreter requires: the filelock
-    re-assert protects the daemon's lease, and is only needed where the daemon's dependencies live. A stack
-    Python of its own (f5guard not installed in it) gets f5-tts's filelock as f5-tts wants it."""
+    """pins.overrides_here() (none where the daemon runs in a stack Python of its own), limited to what
+    f5guard's own distribution in THIS interpreter requires: the filelock re-assert protects the daemon's lease,
+    and is only needed where the daemon's dependencies live. A Python without f5guard installed gets f5-tts's
+    filelock as f5-tts wants it."""
+    here = overrides_here()
+    if not here:
+        return {}
     try:
         requires = importlib.metadata.requires("f5guard") or []
     except importlib.metadata.PackageNotFoundError:
         return {}
     own = {canonical(re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0]) for r in requires if "extra ==" not in r}
     kept = {d: tuple(r for r in reqs if canonical(re.split(r"[\s<>=!~]", r, maxsplit=1)[0]) in own)
-            for d, reqs in OVERRIDES.items()}  # fmt: skip
+            for d, reqs in here.items()}  # fmt: skip
     return {d: reqs for d, reqs in kept.items() if reqs}
 
 

@@ -9,7 +9,8 @@ Where: ``$XDG_CACHE_HOME/f5guard/setup`` (``~/.cache/f5guard/setup``), private t
 is /root on the VM's own disk, lost together with /content and the packages installed there, which is what a
 stamp about those packages must do; Drive (home) outlives the VM and would vouch for packages that are gone.
 Not /tmp: any user can write there, and a planted stamp would skip the check. A workstation keeps ~/.cache
-over reboots, and the boot id in the key makes a stamp from an earlier boot (another driver, another GPU) void.
+over reboots, and the boot id in the key (the one runtime stages use: f5guard.machine) makes a stamp from an
+earlier boot (another driver, another GPU) void.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from f5guard.fsutil import atomic_write_json
+from f5guard.machine import boot_id
 
 FORMAT = 1
 _CODE = ("setup.py", "stackplan.py", "stackprobe.py", "pins.py", "stackstamp.py")
@@ -36,13 +38,6 @@ _CODE = ("setup.py", "stackplan.py", "stackprobe.py", "pins.py", "stackstamp.py"
 def directory() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "f5guard" / "setup"
-
-
-def boot_id() -> str | None:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
 
 
 def _code_hash() -> str:

@@ -12,7 +12,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from f5guard.schema import RestartPolicy, Scope, StageConfig, Table, check_argument, check_path, expand, path_kind
+from f5guard.schema import (
+    RestartPolicy,
+    Scope,
+    StackPython,
+    StageConfig,
+    Table,
+    check_argument,
+    check_path,
+    expand,
+    path_kind,
+)
 from f5guard.stages.overlap import patterns_overlap
 
 
@@ -33,6 +43,7 @@ class StageBase:
     values: Mapping[str, str]  # placeholder values: {home}, {work}, {run}, {stage}, {config_dir}, {python}
     config_dir: Path
     made_before: tuple[str, ...] = ()  # the outputs of the run's earlier stages: there when this one starts
+    python: StackPython | None = None  # the stack python ({python}); kinds running f5guard modules pass it on
 
     def resolve(self, template: str, where: str, file: Path) -> str:
         """Expand placeholders and anchor a relative path at the config file's folder."""

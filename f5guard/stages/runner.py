@@ -19,6 +19,7 @@ from f5guard.stages.exits import ExitInfo
 from f5guard.stages.fingerprint import check_outputs, record_outputs
 from f5guard.stages.plan import Decision
 from f5guard.stages.restart import RestartTracker
+from f5guard.stages.stackpython import ensure_pythonpath, stack_env
 from f5guard.stages.stagelog import StageLog
 from f5guard.state import RunRecord, StageRecord, StageStatus
 
@@ -67,6 +68,9 @@ class StageRunner:
         return self.ctx.work.stage_items(self.run.name, self.stage.name)
 
     def env(self) -> dict[str, str]:
+        return stack_env(self._env(), self.stage.python)
+
+    def _env(self) -> dict[str, str]:
         return {
             **self.ctx.base_env,
             **self.stage.env,
@@ -112,6 +116,8 @@ class StageRunner:
         self.record.attempts += 1
         self.stage_log.note(f"attempt {self.record.attempts}: {' '.join(self.stage.command)}")
         try:
+            if self.stage.python is not None and self.stage.python.pythonpath is not None:
+                ensure_pythonpath(self.stage.python.pythonpath)  # the stack python's view of f5guard
             self.attempt = Attempt(
                 self.stage.command,
                 env=self.env(),

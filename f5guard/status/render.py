@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from f5guard.state import SetupNote
 from f5guard.status.report import StageReport, StatusReport, TrainingReport
 
 STATE_STYLE = {
@@ -124,6 +125,16 @@ def _training_lines(t: TrainingReport) -> list[str]:
         )
     else:
         lines.append("no checkpoint on home yet")
+    setup, override = t.get("setup"), t.get("batch_override")
+    if setup:
+        lines.append(_setup_line(setup))
+    if override:
+        lines.append(
+            f"[yellow]batch {override['from_batch']} -> {override['batch_size_per_gpu']} "
+            f"{'frames' if override['batch_size_type'] == 'frame' else 'samples'} x grad_accum "
+            f"{override['grad_accumulation_steps']}[/] after {override['reason']} "
+            "(set by f5guard, same effective batch)"
+        )
     superseded, restored = t["superseded"], t["restored"]
     if superseded:
         lines.append(
@@ -148,6 +159,19 @@ def _training_lines(t: TrainingReport) -> list[str]:
         if t.get(key):
             lines.append(f"[yellow]{key.replace('_', ' ')}:[/] {t[key]}")
     return lines
+
+
+def _setup_line(setup: SetupNote) -> str:
+    """e.g. "precision bf16 on NVIDIA A100 (auto) · batch 38400 frames (auto for 79.1 GiB) x grad_accum 1"."""
+    chosen = "auto" if setup["precision_requested"] == "auto" else "set"
+    unit = "frames" if setup["batch_size_type"] == "frame" else "samples"
+    memory = f" for {setup['gpu_memory_gib']:g} GiB" if setup["batch_auto"] and setup["gpu_memory_gib"] else ""
+    batch = f"batch {setup['batch_size_per_gpu']} {unit}{f' (auto{memory})' if setup['batch_auto'] else ''}"
+    adam = " · 8-bit Adam" if setup["bnb_optimizer"] else ""
+    return (
+        f"precision {setup['precision']} on {setup['device']} ({chosen}) · {batch} x grad_accum "
+        f"{setup['grad_accumulation_steps']}{adam}"
+    )
 
 
 def _detail(stage: StageReport) -> str:

@@ -16,12 +16,14 @@ from f5guard.lease.claims import RuntimeId, Sighting
 from f5guard.lease.info import claims_now
 from f5guard.schema import Config, RunConfig
 from f5guard.state import (
+    BatchOverride,
     DaemonNote,
     ExportNote,
     QuarantineNote,
     RestoreNote,
     RunRecord,
     RunStatus,
+    SetupNote,
     StageRecord,
     StageStatus,
     StateDoc,
@@ -119,6 +121,8 @@ class TrainingReport(TypedDict):
     last_failure: str | None
     restored: RestoreNote | None
     export: ExportNote | None
+    setup: SetupNote | None  # the built-in trainer's device, precision and batch
+    batch_override: BatchOverride | None  # a smaller batch set after a CUDA OOM
 
 
 class RunReport(TypedDict):
@@ -306,6 +310,8 @@ def _training(run: RunConfig, home: HomeLayout, record: TrainingRecord | None, n
         last_failure=t.last_failure,
         restored=t.restored,
         export=t.export,
+        setup=t.setup,
+        batch_override=t.batch_override,
     )
 
 

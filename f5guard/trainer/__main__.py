@@ -110,14 +110,20 @@ class _Run:
 
         # torch + f5_tts: seconds of imports, after the spec and the checkpoint dir were checked
         from f5guard.trainer.build import build_dataset, build_trainer
+        from f5guard.trainer.hardware import probe, resolve
         from f5guard.trainer.workers import shield_workers
 
+        spec, setup = resolve(spec, probe())  # "auto" precision and batch, for the GPU this process sees
+        self.spec = spec
         trainer, n_params = build_trainer(spec)
+        # what accelerate made of it: "autocast" is whether the forward really runs under torch.autocast
+        setup.update(precision=str(trainer.accelerator.mixed_precision), autocast=bool(trainer.accelerator.native_amp))
         dataset = build_dataset(spec)
         start_fields: dict[str, Any] = {
             "model": spec.model, "params": n_params, "samples": len(dataset), "actions": actions,
             "quarantined": [{"name": q.name, "moved_to": q.moved_to, "reason": q.reason}
                             for q in plan.quarantined],
+            "setup": setup,
         }  # fmt: skip
         verify = os.environ.get(VERIFY_ENV) == "1"
         self.hooks = TrainerHooks(trainer, spec, progress, self.stop, start_fields=start_fields, verify_resume=verify)

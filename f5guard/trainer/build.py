@@ -16,7 +16,11 @@ from f5guard.trainer.spec import TrainSpec
 
 
 def build_trainer(spec: TrainSpec) -> tuple[Any, int]:
-    """The Trainer F5-TTS's own entries would build, minus every network path; and the parameter count."""
+    """The Trainer F5-TTS's own entries would build, minus every network path; and the parameter count.
+
+    ``spec`` is resolved (trainer/hardware.py): a concrete batch and accelerate's mixed_precision, which F5-TTS
+    hands to ``Accelerator(**accelerate_kwargs)`` (its entries get it from ``accelerate launch`` instead)."""
+    assert isinstance(spec.batch_size_per_gpu, int), "resolve 'auto' first (trainer/hardware.py)"
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
     torch.manual_seed(spec.seed)
@@ -44,6 +48,8 @@ def build_trainer(spec: TrainSpec) -> tuple[Any, int]:
         log_samples=False,  # True would download the vocos vocoder from the HF hub
         last_per_updates=spec.last_per_updates,
         mel_spec_type=MEL_SPEC["mel_spec_type"],
+        accelerate_kwargs={"mixed_precision": spec.mixed_precision},
+        bnb_optimizer=spec.bnb_optimizer,
     )
     return trainer, sum(p.numel() for p in model.parameters())
 

@@ -24,6 +24,7 @@ from f5guard.trainer.progress import ProgressWriter
 from f5guard.trainer.spec import TrainSpec
 
 EVENT_INTERVAL_S = 0.5  # at most two update events a second; checkpoint updates are always reported
+TEST_OOM_ENV = "F5GUARD_TEST_OOM"  # "update=N,above=FRAMES": a CUDA OOM at update N while the batch is > FRAMES
 
 
 class GracefulStop(Exception):
@@ -64,6 +65,7 @@ class TrainerHooks:
         self._lr: float | None = None
         self._last_save = time.monotonic()
         self._reported: tuple[int, float] | None = None  # (update, monotonic time) of the last update event
+        self._test_oom = _test_oom(os.environ.get(TEST_OOM_ENV))
 
     def install(self) -> None:
         t = self.trainer
@@ -102,6 +104,8 @@ class TrainerHooks:
         self._orig_log(values, step, *args, **kwargs)
         if step is None or "loss" not in values or not self.trainer.accelerator.sync_gradients:
             return  # a gradient-accumulation micro-step, or a log call that is not the loop's
+        if self._test_oom is not None:
+            _maybe_test_oom(self._test_oom, int(step), int(self.trainer.batch_size_per_gpu))
         self.update, self._loss, self._lr = (
             int(step),
             float(values["loss"]),
@@ -147,6 +151,29 @@ class TrainerHooks:
         self.progress.emit("update", update=self.update, loss=_finite(self._loss), lr=_finite(self._lr),
                            updates_per_s=rate, epoch=epoch, **extra)  # fmt: skip
         self._reported = (self.update, now)
+
+
+def _test_oom(text: str | None) -> tuple[int, int] | None:
+    """Parse F5GUARD_TEST_OOM ("update=N,above=FRAMES"); tests inject a GPU's OOM on a CPU with it."""
+    if not text:
+        return None
+    try:
+        fields = dict(part.split("=", 1) for part in text.split(","))
+        return int(fields["update"]), int(fields["above"])
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"{TEST_OOM_ENV} must look like 'update=N,above=FRAMES', got {text!r}") from err
+
+
+def _maybe_test_oom(plan: tuple[int, int], update: int, batch: int) -> None:
+    """Raise what torch raises when a batch does not fit, with its wording, as update ``update`` ends."""
+    at, above = plan
+    if update >= at and batch > above:
+        import torch
+
+        raise torch.cuda.OutOfMemoryError(
+            f"CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 14.74 GiB of which "
+            f"1.02 GiB is free. (injected by {TEST_OOM_ENV} at update {update}, batch {batch} > {above})"
+        )
 
 
 def _finite(value: float | None) -> float | None:

@@ -20,6 +20,8 @@ from f5guard.schema import shorten, show_number
 ModelPreset = Literal["tiny", "small", "base"]
 Tokenizer = Literal["custom", "char", "pinyin"]
 BatchSizeType = Literal["frame", "sample"]
+MixedPrecision = Literal["auto", "no", "fp16", "bf16"]  # "auto": resolved by the trainer (trainer/hardware.py)
+AUTO = "auto"  # batch_size_per_gpu = "auto": a frame budget from the GPU's memory (trainer/batches.py)
 
 SPEC_VERSION = 1
 DATASET_FILES = ("raw.arrow", "duration.json")
@@ -61,7 +63,7 @@ class TrainSpec:
     tokenizer_path: Path | None = None  # default: dataset_dir/vocab.txt
     pretrained: Path | None = None  # placed as pretrained_<name> when checkpoint_dir has no checkpoint
     learning_rate: float = 1e-5
-    batch_size_per_gpu: int = 3200
+    batch_size_per_gpu: int | Literal["auto"] = 3200
     batch_size_type: BatchSizeType = "frame"
     max_samples: int = 64
     epochs: int = 100
@@ -76,6 +78,8 @@ class TrainSpec:
     seed: int = 0
     throttle_s: float = 0.0  # sleep after each update: lets tests land a signal mid-run deterministically
     threads: int | None = None  # torch.set_num_threads; None keeps torch's default
+    mixed_precision: MixedPrecision = "auto"  # accelerate's mixed_precision; "auto": bf16/fp16 by GPU, "no" on CPU
+    bnb_optimizer: bool = False  # bitsandbytes' 8-bit AdamW (F5-TTS's own option): CUDA only
 
     def __post_init__(self) -> None:
         for name in ("dataset_dir", "checkpoint_dir", "progress_path", "tokenizer_path", "pretrained"):
@@ -91,14 +95,24 @@ class TrainSpec:
             ("model", get_args(ModelPreset)),
             ("tokenizer", get_args(Tokenizer)),
             ("batch_size_type", get_args(BatchSizeType)),
+            ("mixed_precision", get_args(MixedPrecision)),
         ):
             if getattr(self, name) not in allowed:
                 raise _Invalid(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         for name in ("dataset_dir", "checkpoint_dir", "progress_path"):
             if not str(getattr(self, name)).strip() or str(getattr(self, name)) == ".":
                 raise _Invalid(f"{name} must be a non-empty path")
+        if not isinstance(self.bnb_optimizer, bool):
+            raise _Invalid(f"bnb_optimizer must be true or false, got {_shown(self.bnb_optimizer)}")
+        if self.batch_size_per_gpu == AUTO:
+            if self.batch_size_type != "frame":
+                raise _Invalid("batch_size_per_gpu can be 'auto' only with batch_size_type = 'frame' (a frame budget)")
+        elif isinstance(self.batch_size_per_gpu, str):
+            raise _Invalid(f"batch_size_per_gpu must be an integer or 'auto', got {_shown(self.batch_size_per_gpu)}")
+        else:
+            _check_int("batch_size_per_gpu", self.batch_size_per_gpu, 1, MAX_COUNT)
         ints = {
-            "batch_size_per_gpu": (1, MAX_COUNT), "max_samples": (1, MAX_COUNT), "epochs": (1, MAX_COUNT),
+            "max_samples": (1, MAX_COUNT), "epochs": (1, MAX_COUNT),
             "num_warmup_updates": (0, MAX_COUNT), "grad_accumulation_steps": (1, MAX_COUNT),
             "save_per_updates": (1, MAX_COUNT), "last_per_updates": (1, MAX_COUNT),
             "keep_last_n_checkpoints": (-1, MAX_COUNT), "num_workers": (1, MAX_PARALLEL), "seed": (0, MAX_SEED),

@@ -37,4 +37,24 @@ def compare_with_checkpoint(trainer: Any, path: Path) -> dict[str, Any]:
         "optimizer_equal": same(saved["optimizer_state_dict"], optimizer_state),
         "scheduler_equal": same(saved["scheduler_state_dict"], trainer.scheduler.state_dict()),
         "adam_step": float(steps[0]) if steps else None,
+        # Under mixed precision the weights, EMA and Adam moments must stay fp32 (autocast only computes in
+        # bf16/fp16): equal fp32 tensors are a resume that lost nothing, not one rounded to half precision.
+        "dtypes": {
+            part: sorted({str(t.dtype).removeprefix("torch.") for t in _tensors(saved[key])})
+            for part, key in (
+                ("model", "model_state_dict"),
+                ("ema", "ema_model_state_dict"),
+                ("optimizer", "optimizer_state_dict"),
+            )
+        },
     }
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    return []

@@ -1,5 +1,6 @@
 """The train stage's driver: restore and resume before each attempt, progress and hang detection while it
-runs, verified sync to home throughout, and FATAL on the same failure at the same update twice.
+runs, verified sync to home throughout, and FATAL on the same failure at the same update twice (except a CUDA
+OOM of the built-in trainer, answered with a smaller batch while one is possible: training/oom.py).
 
 Runs in the daemon: no torch. Checkpoints are judged by ``checkpoints.py`` (zip directory + pickled header).
 """
@@ -7,6 +8,7 @@ Runs in the daemon: no torch. Checkpoints are judged by ``checkpoints.py`` (zip 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -21,7 +23,10 @@ from f5guard.checkpoints.durable import RestoreFailed, list_durable, recorded_up
 from f5guard.checkpoints.sync import CheckpointSync
 from f5guard.errors import TrainingBehind
 from f5guard.stages.driver import StageDriver, StageRunnerView
-from f5guard.state import QuarantineNote, RestoreNote, StateStore, SupersedeNote, TrainingRecord
+from f5guard.state import BatchOverride, QuarantineNote, RestoreNote, StateStore, SupersedeNote, TrainingRecord
+from f5guard.trainer.batches import longest_clip_frames
+from f5guard.trainer.spec import TrainSpec
+from f5guard.training import oom
 from f5guard.training.diagnose import Failure, classify_failure
 from f5guard.training.exporter import EmaExporter
 from f5guard.training.kind import TrainOptions
@@ -55,6 +60,8 @@ class TrainDriver(StageDriver):
         self._last_fold = 0.0
         self._behind_since: float | None = None
         self._durable_before = -1  # the durable update when the previous restart was decided
+        self._attempt_spec: TrainSpec | None = None  # the spec written for the current attempt
+        self._halved = False  # the last failure was an OOM answered with a smaller batch (a change, not a loop)
 
     # -- helpers ---------------------------------------------------------------------------------------------
     @staticmethod
@@ -109,8 +116,10 @@ class TrainDriver(StageDriver):
             QuarantineNote(name=q.name, moved_to=q.moved_to, reason=q.reason, at=time.time()) for q in plan.quarantined
         )
         if opts.spec is not None:
-            opts.spec.to_json(opts.spec_path)
+            self._attempt_spec = self._with_override(runner, opts.spec, training)
+            self._attempt_spec.to_json(opts.spec_path)
             self.reader = EventReader(Path(opts.progress_path))
+            self.progress.setup = None  # this attempt's start event says what it runs with
         self.progress.update = plan.start_update
         if self._durable_before < 0:  # what home held before the first attempt: only more counts as progress
             self._durable_before = max((d.update for d in list_durable(home)), default=-1)
@@ -133,7 +142,11 @@ class TrainDriver(StageDriver):
         self.sync.request()
         if self.exporter is None and opts.export_every > 0:
             self.exporter = EmaExporter(
-                Path(opts.export_dir), opts.export_every, Path(opts.export_log), log=runner.log.info
+                Path(opts.export_dir),
+                opts.export_every,
+                Path(opts.export_log),
+                log=runner.log.info,
+                python=runner.stage.python,  # the stack python: the export imports torch
             )
         return None
 
@@ -306,16 +319,76 @@ class TrainDriver(StageDriver):
         durable = self.sync.status().durable if self.sync is not None else None
         now = durable.update if durable is not None else -1
         before, self._durable_before = self._durable_before, now
-        return now > before
+        return now > before or self._halved  # a smaller batch is a change: restart at once, outside the budget
 
     def fatal_reason(self, runner: StageRunnerView, exit: ExitInfo) -> str | None:
         failure: Failure = classify_failure(exit, list(runner.stage_log.last_lines))
+        self._halved = False
+        if failure.key == "cuda-oom":
+            answer = self._after_oom(runner, failure)
+            if answer is not None:
+                return answer or None  # "": restart with the smaller batch
         key = (failure.key, self.progress.update)
         if key in self.failures:
             return failure.diagnosis(self.progress.update)
         self.failures.append(key)
         self.training(runner).last_failure = failure.label
         return None
+
+    # -- CUDA out of memory: a smaller batch (training/oom.py) -------------------------------------------------
+    def _with_override(self, runner: StageRunnerView, spec: TrainSpec, training: TrainingRecord) -> TrainSpec:
+        """The config's spec with the batch an earlier OOM chose, while the config still says what it said then."""
+        override = training.batch_override
+        if override is None:
+            return spec
+        if (override["config_batch"], override["config_accum"]) != (
+            spec.batch_size_per_gpu,
+            spec.grad_accumulation_steps,
+        ):
+            training.batch_override = None
+            self._note(runner, "the config's batch_size_per_gpu or grad_accumulation_steps changed: "
+                               "the smaller batch f5guard set after a CUDA OOM no longer applies")  # fmt: skip
+            return spec
+        return dataclasses.replace(
+            spec,
+            batch_size_per_gpu=override["batch_size_per_gpu"],
+            grad_accumulation_steps=override["grad_accumulation_steps"],
+        )
+
+    def _after_oom(self, runner: StageRunnerView, failure: Failure) -> str | None:
+        """A CUDA OOM of the built-in trainer: "" after halving the batch for the next attempt, a FATAL reason
+        at the floor, None when the batch is unknown (then the usual same-failure-twice rule decides)."""
+        spec, setup = self._attempt_spec, self.progress.setup
+        if spec is None:
+            return None  # command mode: the batch is the user's command's
+        if setup is not None:
+            batch, accum = setup["batch_size_per_gpu"], setup["grad_accumulation_steps"]
+        elif isinstance(spec.batch_size_per_gpu, int):
+            batch, accum = spec.batch_size_per_gpu, spec.grad_accumulation_steps
+        else:
+            return None  # "auto", and it died before saying what auto became
+        update = self.progress.update
+        where = f" at update {update}" if update is not None else " before the first update"
+        floor = oom.batch_floor(spec.batch_size_type, longest_clip_frames(spec.dataset_dir))
+        decision = oom.halve(batch, accum, floor, spec.batch_size_type)
+        if isinstance(decision, oom.AtFloor):
+            what = oom.unit(spec.batch_size_type)
+            return f"{failure.label}{where} with batch {batch} {what} x grad_accum {accum}, and {decision.why}"
+        training = self.training(runner)
+        config = self.options(runner).spec
+        assert config is not None
+        reason = f"{failure.label}{where}"
+        training.batch_override = BatchOverride(
+            batch_size_per_gpu=decision.batch, grad_accumulation_steps=decision.accum, from_batch=batch,
+            from_accum=accum, batch_size_type=spec.batch_size_type, update=update, reason=reason, at=time.time(),
+            config_batch=config.batch_size_per_gpu, config_accum=config.grad_accumulation_steps,
+        )  # fmt: skip
+        training.last_failure = failure.label
+        self._note(runner, f"{oom.describe(batch, accum, decision, spec.batch_size_type)} after {reason} "
+                           "(same effective batch; kept for this run)")  # fmt: skip
+        runner.mark_dirty()
+        self._halved = True
+        return ""
 
     def close(self, runner: StageRunnerView) -> None:
         if self.exporter is not None:

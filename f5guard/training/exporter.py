@@ -18,6 +18,8 @@ from pathlib import Path
 
 from f5guard.checkpoints.durable import DurableCheckpoint, Log
 from f5guard.pdeathsig import PARENT_ENV
+from f5guard.schema import StackPython
+from f5guard.stages.stackpython import ensure_pythonpath, stack_env
 from f5guard.state import ExportNote
 
 _NAME = re.compile(r"^ema-fp16-u(\d{9,})\.pt$")
@@ -50,8 +52,19 @@ def newest_export(out_dir: Path) -> Exported | None:
 class EmaExporter:
     """One export at a time, at idle CPU and I/O priority; ``poll`` from the control loop starts and reaps it."""
 
-    def __init__(self, out_dir: Path, every: int, log_path: Path, *, log: Log, python: str = sys.executable) -> None:
-        self.out_dir, self.every, self.log_path, self.python = out_dir, every, log_path, python
+    def __init__(
+        self,
+        out_dir: Path,
+        every: int,
+        log_path: Path,
+        *,
+        log: Log,
+        python: StackPython | None = None,
+    ) -> None:
+        """``python``: the stack python (None: this interpreter), which imports torch for the export."""
+        self.out_dir, self.every, self.log_path = out_dir, every, log_path
+        self.stack = python
+        self.python = python.path if python is not None else sys.executable
         self._log = log
         self._proc: subprocess.Popen[bytes] | None = None
         self._pending: DurableCheckpoint | None = None
@@ -161,12 +174,17 @@ class EmaExporter:
                     stderr=log_file,
                     start_new_session=True,
                     pass_fds=(source,),
-                    env={**os.environ, "OMP_NUM_THREADS": "1", PARENT_ENV: str(os.getpid())},
+                    env=self._env(),
                 )
         finally:
             os.close(source)
         self._pending, self._started = durable, time.monotonic()
         self._log("export.start", update=durable.update, source=durable.path.name)
+
+    def _env(self) -> dict[str, str]:
+        if self.stack is not None and self.stack.pythonpath is not None:
+            ensure_pythonpath(self.stack.pythonpath)
+        return stack_env({**os.environ, "OMP_NUM_THREADS": "1", PARENT_ENV: str(os.getpid())}, self.stack)
 
     def _io_error(self, err: OSError) -> None:
         """Home unreachable (Drive) or local trouble: a warning in status, never an exception in the daemon."""

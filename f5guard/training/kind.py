@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from f5guard.errors import ConfigError
 from f5guard.layout import HomeLayout, WorkLayout
-from f5guard.schema import MAX_INT, MAX_SECONDS, KindOptions, StageConfig, Table
+from f5guard.machine import cuda_gpu_visible
+from f5guard.schema import MAX_INT, MAX_SECONDS, Config, KindOptions, StageConfig, Table
 from f5guard.stages.kinds import StageBase, command_argv
 from f5guard.trainer.spec import SpecError, TrainSpec
 
 # TrainSpec fields a stage may set directly, with their TOML types.
 _SPEC_PATHS = ("tokenizer_path", "pretrained")
 _SPEC_SKIP = {"dataset_dir", "checkpoint_dir", "progress_path", *_SPEC_PATHS}
+# Spec keys added after stages were fingerprinted: at their defaults they are left out of the identity, so an
+# upgraded f5guard does not see every finished training as changed (and rerun it and what follows it).
+_LATER_DEFAULTS: dict[str, object] = {"mixed_precision": "auto", "bnb_optimizer": False}
 DEFAULT_HANG_MINUTES = 30.0
 MAX_KEEP_DURABLE = 100  # each is a full checkpoint on Drive (~5 GB for Base)
 
@@ -57,7 +61,10 @@ def _spec_fields() -> dict[str, type]:
         if f.name in _SPEC_SKIP:
             continue
         default = f.default
-        types[f.name] = float if isinstance(default, float) else int if isinstance(default, int) else str
+        types[f.name] = (
+            bool if isinstance(default, bool) else float if isinstance(default, float)
+            else int if isinstance(default, int) else str
+        )  # fmt: skip
     return types
 
 
@@ -99,8 +106,9 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
     if mode == "command":
         command = command_argv(table, base)
         if not ckpt_text:
-            options = dataclasses.replace(options, checkpoint_dir=_finetune_cli_ckpts(table, command))
-        return base.finish("train", command, long_running=True, options=options, env=env)
+            ckpts = _finetune_cli_ckpts(table, command, base.values["python"])
+            options = dataclasses.replace(options, checkpoint_dir=ckpts)
+        return base.finish("train", command, long_running=True, options=options, env=env, python=base.python)
     if table.has("command"):
         table.fail("is only for mode = 'command'; the builtin mode runs `python -m f5guard.trainer`", "command")
     spec = _spec(table, base, options.checkpoint_dir, options.progress_path)
@@ -109,12 +117,16 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
     inputs.append(str(spec.vocab_path))
     if spec.pretrained is not None:
         inputs.append(str(spec.pretrained))
-    command = [sys.executable, "-m", "f5guard.trainer", "--spec", options.spec_path]
+    command = [base.values["python"], "-m", "f5guard.trainer", "--spec", options.spec_path]  # the stack python
     # The training depends on the spec's knobs and data, not on where work keeps its checkpoints and files.
     spec_json = spec.to_dict()
     identity = {
         "mode": mode,
-        "spec": {k: v for k, v in spec_json.items() if k not in ("checkpoint_dir", "progress_path")},
+        "spec": {
+            k: v
+            for k, v in spec_json.items()
+            if k not in ("checkpoint_dir", "progress_path") and not (k in _LATER_DEFAULTS and _LATER_DEFAULTS[k] == v)
+        },
     }
     return base.finish(
         "train",
@@ -124,6 +136,7 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
         identity=identity,
         inputs=tuple(dict.fromkeys(inputs)),
         env=env,
+        python=base.python,  # the exporter, and the trainer itself, run f5guard code in the stack python
         self_tied=True,  # f5guard.trainer sets its own parent-death signal: restarts skip a full fork
     )
 
@@ -134,6 +147,8 @@ def _spec(table: Table, base: StageBase, checkpoint_dir: str, progress_path: str
         if table.has(name):
             if name == "threads":
                 values[name] = table.get(name, int)
+            elif name == "batch_size_per_gpu" and isinstance(table.get(name, object), str):
+                values[name] = table.get(name, str)  # "auto"; TrainSpec names any other text
             else:
                 values[name] = table.get(name, kind)
     dataset = table.text("dataset")
@@ -143,29 +158,46 @@ def _spec(table: Table, base: StageBase, checkpoint_dir: str, progress_path: str
         if text:
             values[name] = base.resolve(text, table.key_path(name), table.file)
     try:
-        return TrainSpec(checkpoint_dir=Path(checkpoint_dir), progress_path=Path(progress_path), **values)
+        spec = TrainSpec(checkpoint_dir=Path(checkpoint_dir), progress_path=Path(progress_path), **values)
     except SpecError as err:
         detail = getattr(err, "detail", err.message)  # "<field> must be ..., got ..."
         field, _, rest = detail.partition(" ")
         if table.has(field):
             table.fail(rest, field)
         table.fail(detail)
+    return spec
 
 
-def _finetune_cli_ckpts(table: Table, command: list[str]) -> str:
-    """finetune_cli saves to files("f5_tts")/../../ckpts/<dataset_name>; find it without importing f5_tts."""
-    import importlib.util  # only this rare path needs it; keep `status` imports lean
+def check_gpu_keys(config: Config) -> None:
+    """fp16 and 8-bit Adam need CUDA: `f5guard start` says so at once (torch-free), not a trainer minutes later.
+    Not part of reading the config: `status` must still work on a VM that came back without a GPU."""
+    for i, run in enumerate(config.runs):
+        for j, stage in enumerate(run.stages):
+            spec = stage.options.spec if isinstance(stage.options, TrainOptions) else None
+            if spec is None or not (spec.mixed_precision == "fp16" or spec.bnb_optimizer) or cuda_gpu_visible():
+                continue
+            key, message = (
+                ("mixed_precision", "'fp16' needs a CUDA GPU and none is visible here: use 'auto', 'bf16' or 'no'")
+                if spec.mixed_precision == "fp16"
+                else ("bnb_optimizer", "true needs a CUDA GPU (bitsandbytes' 8-bit Adam) and none is visible here")
+            )
+            raise ConfigError(f"{config.path}: runs[{i}].stages[{j}].{key}: {message}")
+
+
+def _finetune_cli_ckpts(table: Table, command: list[str], python: str) -> str:
+    """finetune_cli saves to files("f5_tts")/../../ckpts/<dataset_name>: found where the stack python finds
+    f5_tts, without importing it."""
+    from f5guard.stages.stackpython import f5_tts_dir  # only this rare path needs it; keep `status` imports lean
 
     dataset = None
     for flag, value in itertools.pairwise(command):
         if flag == "--dataset_name":
             dataset = value
-    spec = importlib.util.find_spec("f5_tts")
-    if dataset is None or spec is None or not spec.submodule_search_locations:
+    package = f5_tts_dir(python) if dataset is not None else None
+    if dataset is None or package is None:
         table.fail(
             "is required for mode = 'command' unless the command is finetune_cli with --dataset_name "
-            "and f5_tts is installed here",
+            "and f5_tts is installed in the stack python (python = ...)",
             "checkpoint_dir",
         )
-    package = Path(next(iter(spec.submodule_search_locations)))
     return str((package / ".." / ".." / "ckpts" / str(dataset)).resolve())

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from f5guard.state import TrainingRecord
+from f5guard.state import SetupNote, TrainingRecord
 from f5guard.trainer.progress import read_events
 
 _TQDM_EPOCH = re.compile(r"Epoch (\d+)/(\d+)")
@@ -36,6 +36,7 @@ class Progress:
     last_event_mono: float | None = None
     checkpoints_seen: int = 0
     exit_reason: str | None = None
+    setup: SetupNote | None = None  # this attempt's device, precision and batch (the built-in trainer's start)
 
     def eta_s(self) -> float | None:
         if self.update is None or not self.total_updates or not self.updates_per_s:
@@ -47,6 +48,8 @@ class Progress:
         record.update, record.total_updates, record.epoch = self.update, self.total_updates, self.epoch
         record.loss, record.updates_per_s = self.loss, self.updates_per_s
         record.eta_s = None if (eta := self.eta_s()) is None else round(eta, 1)
+        if self.setup is not None:
+            record.setup = self.setup
 
 
 class EventReader:
@@ -68,6 +71,7 @@ class EventReader:
                 progress.start_update = progress.update = event.get("start_update")
                 progress.total_updates = event.get("total_updates") or progress.total_updates
                 progress.epochs = event.get("epochs") or progress.epochs
+                progress.setup = _setup(event.get("setup"))
             elif kind == "update":
                 progress.update = event.get("update", progress.update)
                 progress.loss = event.get("loss")
@@ -80,6 +84,26 @@ class EventReader:
             elif kind == "exit":
                 progress.exit_reason = event.get("reason")
         return events
+
+
+def _setup(value: Any) -> SetupNote | None:
+    """The start event's ``setup`` as a typed note; None from a trainer that reports none (or garbage)."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        return SetupNote(
+            precision=str(value["precision"]),
+            precision_requested=str(value["precision_requested"]),
+            device=str(value["device"]),
+            gpu_memory_gib=None if value.get("gpu_memory_gib") is None else float(value["gpu_memory_gib"]),
+            batch_size_per_gpu=int(value["batch_size_per_gpu"]),
+            batch_size_type=str(value["batch_size_type"]),
+            batch_auto=bool(value["batch_auto"]),
+            grad_accumulation_steps=int(value["grad_accumulation_steps"]),
+            bnb_optimizer=bool(value["bnb_optimizer"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 class TqdmParser:
