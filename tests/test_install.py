@@ -19,7 +19,9 @@ import tomllib
 from packaging.requirements import Requirement
 
 from f5guard.recipe.pins import OVERRIDES, PINS, requirement
-from f5guard.recipe.setup import Found, install_commands
+from f5guard.recipe.setup import own_overrides, parse_needs
+from f5guard.recipe.stackplan import plan
+from f5guard.recipe.stackprobe import Probe
 from tests.conftest import FAST_LEASE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,13 +49,17 @@ def test_this_environment_honours_the_override() -> None:
 
 
 def test_setup_reasserts_the_override_after_f5_tts() -> None:
-    """The setup stage's pip commands: the pinned install, then filelock>=4.2.1 again; not for other packages."""
-    pins = {"f5-tts": "1.1.22", "six": "1.16.0", "torch": "2.9.1", "torchaudio": "2.9.1", "torchcodec": "0.8.1"}
-    commands = install_commands([Found("f5_tts", "f5-tts", "1.1.22", None, None)], pins)
+    """The setup stage's pip commands: the pinned install, then filelock>=4.2.1 again, because f5guard (whose
+    lease needs it) is installed in this interpreter; not after other packages."""
+    overrides = own_overrides()
+    assert overrides == dict(OVERRIDES), "f5guard's distribution here requires filelock: the re-assert stays"
+    pins = {**PINS, "six": "1.16.0"}
+    probe = Probe(versions={"torch": "2.9.1", "torchaudio": "2.9.1", "torchcodec": "0.8.1"})
+    commands = plan(parse_needs("torch,f5_tts", pins), pins, probe, overrides).commands
     assert len(commands) == 2
     assert "f5-tts==1.1.22" in commands[0] and "torch==2.9.1" in commands[0]
     assert commands[1][-1] == "filelock>=4.2.1" and commands[1][:4] == [sys.executable, "-m", "pip", "install"]
-    only_six = install_commands([Found("six", "six", "1.16.0", None, None)], pins)
+    only_six = plan(parse_needs("six", pins), pins, Probe(), overrides).commands
     assert [c[-1] for c in only_six] == ["six==1.16.0"]
 
 

@@ -106,7 +106,8 @@ RUN = """
 name = {name}
 
 [[runs.stages]]
-# Checks torch, torchaudio, f5-tts, Silero VAD, Whisper and the GPU; installs what is missing (pinned versions).
+# Checks torch, torchaudio, f5-tts, Silero VAD, Whisper and the GPU; installs what is missing, matched to the torch
+# that is there (the pins when it cannot stay). Checked once per VM: the other runs' setup reuses the verdict.
 name = "setup"
 type = "setup"
 

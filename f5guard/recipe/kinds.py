@@ -105,7 +105,8 @@ def _finish(
 
 
 def build_setup(table: Table, base: StageBase) -> StageConfig:
-    """Checks the training stack on this machine and installs what is missing (pinned): scope runtime."""
+    """Checks the training stack on this machine and installs what is missing (matched to its torch, else pinned):
+    scope runtime, so every run's setup runs on a new VM; after the first, it reuses the machine stamp in ms."""
     # One report per run: two runs sharing one file would each see the other's write as a changed output.
     out = _path(table, base, "out", "{work}/setup/{run}.json")
     argv = [

@@ -60,9 +60,13 @@ def _whisper(argv: Sequence[str]) -> str | None:
 
 
 def _setup(argv: Sequence[str]) -> str | None:
-    """The pinned distributions this interpreter lacks (or has at another version), when setup may install."""
-    from f5guard.recipe.pins import canonical
-    from f5guard.recipe.setup import Found, parse_needs, parse_pins
+    """What setup would pip-install now, judged from package metadata alone (no import: the CLI stays quick),
+    the way setup judges it: a working torch that is not the pin stays; nothing when this machine's stamp
+    already vouches for the stack."""
+    from f5guard.recipe import stackstamp
+    from f5guard.recipe.setup import _dists, own_overrides, parse_needs, parse_pins, stamp_key
+    from f5guard.recipe.stackplan import plan
+    from f5guard.recipe.stackprobe import Probe
 
     if "--no-install" in argv:
         return None
@@ -70,16 +74,17 @@ def _setup(argv: Sequence[str]) -> str | None:
         return "pip installs what is missing from the pinned stack"
     try:
         pins = parse_pins([])
-        needs = parse_needs(_flag(argv, "--need"), pins)
+        needs = parse_needs(_flag(argv, "--need"), pins, require_gpu="--require-gpu" in argv)
     except ValueError:
         return None  # the stage itself says what is wrong with its arguments
-    missing = []
-    for need in needs:
-        pinned = pins[canonical(need.dist)]
+    if stackstamp.read(stackstamp.directory(), stamp_key(needs, pins, "--require-gpu" in argv)) is not None:
+        return None
+    seen = Probe()
+    for dist in _dists(needs):
         try:
-            version: str | None = importlib.metadata.version(need.dist)
+            seen.versions[dist] = importlib.metadata.version(dist)
+            seen.requires[dist] = importlib.metadata.requires(dist) or []
         except importlib.metadata.PackageNotFoundError:
-            version = None
-        if Found(need.module, need.dist, pinned, version, None).state != "ok":
-            missing.append(f"{need.dist}=={pinned}")
-    return f"pip installs {', '.join(missing)}" if missing else None
+            seen.versions[dist] = None
+    bad = plan(needs, pins, seen, own_overrides()).bad
+    return f"pip installs {', '.join(f'{i.dist}=={i.want}' for i in bad)}" if bad else None

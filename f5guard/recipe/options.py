@@ -82,7 +82,14 @@ SETUP = [
         help=f"comma-separated modules (default {','.join(DEFAULT_NEED)}); "
         "MODULE=DIST when the distribution is named otherwise",
     ),
-    Flag("install", "--install", bool, True, "install what is missing with pip, pinned; --no-install only checks"),
+    Flag(
+        "install",
+        "--install",
+        bool,
+        True,
+        "install what is missing or broken with pip, matched to the torch that is there (else pinned); "
+        "--no-install only checks",
+    ),
 ]
 
 PRETRAINED_NAME = Flag("model_name", "--name", str, "F5TTS_v1_Base", "a released F5-TTS model", required=True)

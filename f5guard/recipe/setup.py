@@ -1,10 +1,13 @@
-"""``python -m f5guard.recipe.setup --out FILE``: is this machine's training stack importable, at the pinned
-versions, with working audio loading and a GPU? Installs what is missing (pinned) and records what it found.
+"""``python -m f5guard.recipe.setup --out FILE``: can this machine's Python run the training stack (torch,
+torchaudio decoding a real file, f5-tts, the recipe's tools, a GPU when required)? Installs only what is missing
+or broken, and records what it found.
 
-Scope "runtime": the daemon re-runs it on every new VM, because a pip install lives on the VM's disk.
-Each module is imported in a fresh ``python -c`` (a broken install shows as broken, not as whatever this
-process happened to import earlier). FILE is removed first and written last, atomically: it exists only when
-this VM's stack was checked and found working.
+Scope "runtime": the daemon re-runs it on every new VM, because a pip install lives on the VM's disk. One
+fresh interpreter probes everything, item by item (recipe.stackprobe); a torch that works and that f5-tts
+accepts is kept even when it is not the pin, and what is installed is matched to it (recipe.stackplan). The
+verdict is stamped per machine (recipe.stackstamp): the next run's setup on this machine, with the same
+interpreter and versions, reuses it in milliseconds. FILE is removed first and written last, atomically: it
+exists only when this VM's stack was checked (or its stamp reused) and found working.
 
 Exit codes: 0 checked (and installed) OK; 1 something is missing or broken (one line on stderr naming it and the
 command that fixes it); 2 bad arguments.
@@ -15,25 +18,25 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import json
+import importlib.metadata
 import os
 import platform
 import re
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from f5guard.fsutil import atomic_write_json
-from f5guard.itemprogress import ItemProgress
+from f5guard.recipe import stackstamp
 from f5guard.recipe.options import SETUP, add_flags
-from f5guard.recipe.pins import DEFAULT_NEED, MODULES, PINS, TORCH_TOGETHER, canonical, overrides_here
+from f5guard.recipe.pins import DEFAULT_NEED, MODULES, OVERRIDES, PINS, TORCH_TOGETHER, canonical, overrides_here
+from f5guard.recipe.stackplan import KEEP, Item, Need, Plan, plan
+from f5guard.recipe.stackprobe import ProbeItem, probe
 
 PROG = "f5guard.recipe.setup"
 # What "importable" means for a need: f5_tts is a namespace package (importing it alone loads nothing), and the
@@ -42,112 +45,15 @@ IMPORTS = {
     "f5_tts": "f5_tts.model,f5_tts.train.datasets.prepare_csv_wavs",  # CFM, DiT, Trainer + the preparation
     "demucs": "demucs.pretrained,demucs.apply",
 }
-PROBE_TIMEOUT_S = 600  # a first import of f5_tts on a cold Colab disk takes tens of seconds
-_MARK = "F5GUARD-PROBE "
 # what pip says when it cannot reach an index (offline VM, no DNS, a proxy refusing)
 _OFFLINE_SIGNS = ("No matching distribution found", "NewConnectionError", "Temporary failure in name resolution",
                   "Network is unreachable", "Max retries exceeded", "Could not fetch URL")  # fmt: skip
-
-# Run in a fresh interpreter: distribution version from metadata (works even when the import is broken), then
-# the import itself. Anything the module prints is ignored; only the marked line is read.
-_IMPORT_PROBE = r"""
-import importlib, importlib.metadata as md, json, sys
-module, dist = sys.argv[1], sys.argv[2]
-out = {}
-try:
-    out["version"] = md.version(dist)
-except md.PackageNotFoundError:
-    out["version"] = None
-try:
-    for name in module.split(","):
-        importlib.import_module(name)
-    out["error"] = None
-except BaseException as err:
-    text = " ".join(str(err).split())
-    out["error"] = f"{type(err).__name__}: {text}"[:400] if text else type(err).__name__
-print("F5GUARD-PROBE " + json.dumps(out), flush=True)
-"""
-
-# torchaudio >= 2.9 decodes through torchcodec + FFmpeg's shared libraries: a wav written with the stdlib
-# must come back with the right shape, or prepare/segment will fail later on the real audio.
-_LOAD_PROBE = r"""
-import json, math, os, struct, sys, wave
-path = os.path.join(sys.argv[-1], "probe.wav")
-with wave.open(path, "wb") as handle:
-    handle.setnchannels(1); handle.setsampwidth(2); handle.setframerate(16000)
-    handle.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(i / 5))) for i in range(1600)))
-try:
-    import torchaudio
-    wav, rate = torchaudio.load(path)
-    ok = rate == 16000 and tuple(wav.shape) == (1, 1600)
-    out = {"ok": ok, "error": None if ok else f"read back {tuple(wav.shape)} at {rate} Hz"}
-except BaseException as err:
-    out = {"ok": False, "error": (type(err).__name__ + ": " + " ".join(str(err).split()))[:400]}
-print("F5GUARD-PROBE " + json.dumps(out), flush=True)
-"""
-
-_GPU_PROBE = r"""
-import json, torch
-out = {"cuda": torch.cuda.is_available(), "torch_cuda": torch.version.cuda, "devices": []}
-if out["cuda"]:
-    for i in range(torch.cuda.device_count()):
-        props = torch.cuda.get_device_properties(i)
-        free, total = torch.cuda.mem_get_info(i)
-        out["devices"].append({"name": props.name, "memory_gib": round(total / 2**30, 2),
-                               "free_gib": round(free / 2**30, 2), "capability": f"{props.major}.{props.minor}"})
-print("F5GUARD-PROBE " + json.dumps(out), flush=True)
-"""
+# the probe's order: torch first (everything else imports it), the decode test right after torchaudio
+_ORDER = ("torch", "@gpu", "torchaudio", "torchcodec", "@audio")
 
 
 class SetupFailed(Exception):
     """The stack is not usable; the message is the one stderr line after the program name."""
-
-
-@dataclass(frozen=True)
-class Need:
-    module: str  # what gets imported
-    dist: str  # what pip installs
-
-
-@dataclass(frozen=True)
-class Found:
-    """One module as a fresh interpreter sees it."""
-
-    module: str
-    dist: str
-    pinned: str
-    version: str | None
-    error: str | None
-
-    @property
-    def state(self) -> str:
-        if self.version is None:
-            return "missing"
-        if not _same_version(self.version, self.pinned):
-            return "mismatch"
-        return "broken" if self.error else "ok"
-
-    def describe(self) -> str:
-        return {
-            "missing": f"{self.module} (not installed)",
-            "mismatch": f"{self.module} ({self.dist} {self.version} installed, {self.pinned} pinned)",
-            "broken": f"{self.module} (import fails: {self.error})",
-        }.get(self.state, self.module)
-
-
-def _same_version(installed: str, pinned: str) -> bool:
-    """2.9.1+cu128 is torch 2.9.1: the local build tag does not change the release."""
-    public = installed.split("+", 1)[0]
-    if public == pinned:
-        return True
-    try:
-        from packaging.version import InvalidVersion, Version  # optional; pip's environments have it
-    except ImportError:
-        return False
-    try:
-        return Version(public) == Version(pinned)
-    except InvalidVersion:
-        return False
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -185,76 +91,13 @@ def parse_needs(text: str | None, pins: dict[str, str], require_gpu: bool = Fals
         needs[module] = Need(module, dist)
     if "torchaudio" in needs and "torchcodec" not in needs:  # its decoder: checked and installed with it
         needs["torchcodec"] = Need("torchcodec", "torchcodec")
+    if "torch" not in needs and any(canonical(n.dist) in set(MODULES.values()) for n in needs.values()):
+        needs = {"torch": Need("torch", "torch"), **needs}  # they run on torch: which one decides their installs
     if not needs:
         raise ValueError("--need is empty")
     if require_gpu and "torch" not in needs:
         raise ValueError("--require-gpu checks the GPU through torch: add torch to --need")
     return list(needs.values())
-
-
-# ---------------------------------------------------------------------------------------------- probing
-def _run_probe(code: str, *args: str) -> tuple[dict[str, Any] | None, str]:
-    """Run ``code`` in a fresh interpreter with ``args`` and a scratch dir as its last argument (also its cwd:
-    a folder named torch in the caller's cwd must not shadow the real one)."""
-    with tempfile.TemporaryDirectory(prefix="f5guard-setup-") as tmp:
-        try:
-            proc = subprocess.run([sys.executable, "-c", code, *args, tmp], cwd=tmp, capture_output=True,
-                                  text=True, timeout=PROBE_TIMEOUT_S, check=False)  # fmt: skip
-        except subprocess.TimeoutExpired:
-            return None, f"timed out after {PROBE_TIMEOUT_S} s"
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(_MARK):
-            return json.loads(line[len(_MARK) :]), ""
-    tail = " ".join((proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1].split())
-    return None, tail[:400]
-
-
-def probe_modules(needs: list[Need], pins: dict[str, str]) -> list[Found]:
-    """Import every module in its own interpreter, a few at a time."""
-    progress = ItemProgress(total=len(needs))
-
-    def one(need: Need) -> Found:
-        result, failure = _run_probe(_IMPORT_PROBE, IMPORTS.get(need.module, need.module), need.dist)
-        progress.advance()
-        if result is None:  # the interpreter itself died (segfault in a C extension, timeout)
-            return Found(need.module, need.dist, pins[canonical(need.dist)], None, failure or "probe failed")
-        return Found(need.module, need.dist, pins[canonical(need.dist)], result["version"], result["error"])
-
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        found = list(pool.map(one, needs))
-    progress.close()
-    return found
-
-
-# ---------------------------------------------------------------------------------------------- installing
-def install_commands(bad: list[Found], pins: dict[str, str]) -> list[list[str]]:
-    """pip commands that fix ``bad``: one pinned install (then f5guard's own requirements it would undo, see
-    pins.overrides_here), then a forced reinstall of broken-at-the-pin ones.
-
-    Any torch-dependent package brings the torch trio's pins into the same command, so pip's resolver cannot
-    pick another torch (or an unpinned torchcodec) while satisfying it.
-    """
-    pip = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
-    fresh = [f for f in bad if f.state in ("missing", "mismatch")]
-    broken = [f for f in bad if f.state == "broken"]
-    torchy = set(MODULES.values())
-    commands = []
-    if fresh:
-        dists = [f.dist for f in fresh]
-        if any(canonical(d) in torchy for d in dists):
-            dists += list(TORCH_TOGETHER)
-        commands.append([*pip, *dict.fromkeys(f"{d}=={pins[canonical(d)]}" for d in dists)])
-        overrides = [req for d in dists for req in overrides_here().get(canonical(d), ())]
-        if overrides:
-            commands.append([*pip, *dict.fromkeys(overrides)])
-    if broken:
-        dists = [f.dist for f in broken]
-        if any(canonical(d) in TORCH_TOGETHER for d in dists):
-            dists += list(TORCH_TOGETHER)
-        commands.append(
-            [*pip, "--force-reinstall", "--no-deps", *dict.fromkeys(f"{d}=={pins[canonical(d)]}" for d in dists)]
-        )
-    return commands
 
 
 def run_pip(command: list[str]) -> float:
@@ -287,57 +130,132 @@ def run_pip(command: list[str]) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- the stage
-def check(needs: list[Need], pins: dict[str, str], install: bool, require_gpu: bool = False) -> dict[str, Any]:
-    """Probe, install what is missing, probe again; the report to write, or SetupFailed."""
-    found = probe_modules(needs, pins)
-    for f in found:
-        print(f"{f.module:<12} {f.version or '-':<14} pinned {f.pinned:<10} {f.state}", flush=True)
+def own_overrides() -> dict[str, tuple[str, ...]]:
+    """pins.overrides_here() (none where the daemon runs in a stack Python of its own), limited to what
+    f5guard's own distribution in THIS interpreter requires: the filelock re-assert protects the daemon's lease,
+    and is only needed where the daemon's dependencies live. A Python without f5guard installed gets f5-tts's
+    filelock as f5-tts wants it."""
+    here = overrides_here()
+    if not here:
+        return {}
+    try:
+        requires = importlib.metadata.requires("f5guard") or []
+    except importlib.metadata.PackageNotFoundError:
+        return {}
+    own = {canonical(re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0]) for r in requires if "extra ==" not in r}
+    kept = {d: tuple(r for r in reqs if canonical(re.split(r"[\s<>=!~]", r, maxsplit=1)[0]) in own)
+            for d, reqs in here.items()}  # fmt: skip
+    return {d: reqs for d, reqs in kept.items() if reqs}
+
+
+def probe_items(needs: list[Need], require_gpu: bool) -> list[ProbeItem]:
+    modules = [n.module for n in needs]
+    names = [m for m in _ORDER if m in modules or (m == "@gpu" and "torch" in modules)]
+    names += ["@audio"] if "torchaudio" in modules and "@audio" not in names else []
+    names += [m for m in modules if m not in names]
+    return [ProbeItem(m, tuple(IMPORTS.get(m, m).split(",")) if not m.startswith("@") else ()) for m in names]
+
+
+def _dists(needs: list[Need]) -> list[str]:
+    """The distributions whose versions the probe reads (and the stamp keys on)."""
+    dists = [n.dist for n in needs]
+    if any(canonical(d) in set(MODULES.values()) for d in dists):
+        dists += [*TORCH_TOGETHER, "f5-tts"]  # the family any torch-dependent install is held to
+    return list(dict.fromkeys(dists))
+
+
+def stamp_key(needs: list[Need], pins: Mapping[str, str], require_gpu: bool) -> dict[str, Any]:
+    """The machine stamp's key for this check (recipe.stackstamp), read now from package metadata."""
+    dists = _dists(needs)
+    wanted = {canonical(d): pins[canonical(d)] for d in dists if canonical(d) in pins}
+    return stackstamp.key([(n.module, n.dist) for n in needs], wanted, dists, require_gpu)
+
+
+def _show(p: Plan) -> None:
+    for i in p.items:
+        state = "ok" if i.state == "ok" else i.state
+        if i.state == "ok" and p.torch == KEEP and i.dist in TORCH_TOGETHER:
+            state = "ok (kept: matched to the installed torch)"
+        print(f"{i.module:<12} {i.version or '-':<16} want {i.want:<14} {state}", flush=True)
+    if p.torch is not None:
+        print(f"torch: {p.why}", flush=True)
+
+
+def _install(p: Plan, what: str) -> list[dict[str, Any]]:
+    """Run the plan's pip commands; the f5guard overrides are put back even when one fails."""
+    print(f"installing: {what}", flush=True)
     installed: list[dict[str, Any]] = []
-    bad = [f for f in found if f.state != "ok"]
-    if bad:
-        commands = install_commands(bad, pins)
-        what = "; ".join(f.describe() for f in bad)
+    overrides = {req for reqs in OVERRIDES.values() for req in reqs}
+    try:
+        for command in p.commands:
+            seconds = run_pip(command)
+            installed.append({"command": command, "seconds": round(seconds, 1)})
+    except SetupFailed:
+        # A pinned install that failed half way may already have downgraded f5guard's own filelock: put it
+        # back whatever happened, or the next `f5guard start` could not even take its lease.
+        done = [i["command"] for i in installed]
+        for command in p.commands:
+            if command[-1] in overrides and command not in done:
+                with contextlib.suppress(SetupFailed):
+                    run_pip(command)
+        raise
+    return installed
+
+
+def _describe(items: list[Item]) -> str:
+    return "; ".join(i.describe() for i in items)
+
+
+def check(needs: list[Need], pins: Mapping[str, str], install: bool, require_gpu: bool = False) -> dict[str, Any]:
+    """Probe, install what is missing (matched to the torch that stays), probe again; the report, or
+    SetupFailed."""
+    items, dists, overrides = probe_items(needs, require_gpu), _dists(needs), own_overrides()
+    found = probe(items, dists)
+    probes = found.interpreters
+    p = plan(needs, pins, found, overrides, require_gpu=require_gpu)
+    _show(p)
+    first = {"decision": p.torch, "why": p.why}
+    installed: list[dict[str, Any]] = []
+    if p.bad:
         if not install:
-            fix = " && ".join(shlex.join(c) for c in commands)
-            raise SetupFailed(f"check {sys.executable}: missing {what}; fix: {fix}")
-        print(f"installing: {what}", flush=True)
-        overrides = {req for reqs in overrides_here().values() for req in reqs}
+            fix = " && ".join(shlex.join(c) for c in p.commands)
+            raise SetupFailed(f"check {sys.executable}: missing {_describe(p.bad)}; fix: {fix}")
         try:
-            for command in commands:
-                seconds = run_pip(command)
-                installed.append({"command": command, "seconds": round(seconds, 1)})
-        except SetupFailed:
-            # A pinned install that failed half way may already have downgraded f5guard's own filelock: put it
-            # back whatever happened, or the next `f5guard start` could not even take its lease.
-            done = [i["command"] for i in installed]
-            for command in commands:
-                if command[-1] in overrides and command not in done:
-                    with contextlib.suppress(SetupFailed):
-                        run_pip(command)
-            raise
-        found = probe_modules(needs, pins)
-        still = [f for f in found if f.state != "ok"]
-        if still:
-            raise SetupFailed(
-                f"check {sys.executable}: still not working after pip install: "
-                + "; ".join(f.describe() for f in still)
-            )
+            installed += _install(p, _describe(p.bad))
+            failure = None
+        except SetupFailed as err:
+            failure = err
+        if failure is None:
+            found = probe(items, dists)
+            probes += found.interpreters
+            p = plan(needs, pins, found, overrides, require_gpu=require_gpu)
+        if p.torch == KEEP and (failure is not None or p.bad):
+            # matching the rest to this torch did not give a working stack: the pinned trio, as a last resort
+            why = str(failure) if failure is not None else _describe(p.bad)
+            print(f"the stack around torch {found.versions.get('torch')} still fails ({why})", flush=True)
+            p = plan(needs, pins, found, overrides, require_gpu=require_gpu, force_pins=True)
+            _show(p)
+            installed += _install(p, _describe(p.bad))
+            found = probe(items, dists)
+            probes += found.interpreters
+            p = plan(needs, pins, found, overrides, require_gpu=require_gpu)
+        elif failure is not None:
+            raise failure
+        if p.bad:
+            raise SetupFailed(f"check {sys.executable}: still not working after pip install: {_describe(p.bad)}")
     modules = {n.module for n in needs}
-    audio = None
     if "torchaudio" in modules:
-        audio, failure = _run_probe(_LOAD_PROBE)
-        if audio is None or not audio["ok"]:
-            why = failure if audio is None else audio["error"]
+        error = found.errors.get("@audio")
+        if error:
             raise SetupFailed(
-                f"torchaudio.load {sys.executable}: {why} (torchcodec needs FFmpeg's shared "
+                f"torchaudio.load {sys.executable}: {error} (torchcodec needs FFmpeg's shared "
                 "libraries: apt-get install -y ffmpeg)"
             )
         print("torchaudio.load: ok", flush=True)
-    gpu = None
+    gpu = found.gpu
     if "torch" in modules:
-        gpu, failure = _run_probe(_GPU_PROBE)
         if gpu is None:
-            raise SetupFailed(f"GPU check {sys.executable}: {failure}")
+            raise SetupFailed(f"GPU check {sys.executable}: {found.errors.get('@gpu')}")
         if require_gpu and not gpu["cuda"]:
             raise SetupFailed(
                 f"GPU check {sys.executable}: no CUDA device (on Colab: Runtime > Change runtime type > GPU)"
@@ -348,14 +266,78 @@ def check(needs: list[Need], pins: dict[str, str], install: bool, require_gpu: b
             flush=True,
         )
     return {
-        "format": 1,
+        "format": 2,
         "python": {"version": platform.python_version(), "executable": sys.executable},
         "platform": platform.platform(),
-        "packages": {f.module: {k: v for k, v in asdict(f).items() if k != "module"} for f in found},
-        "torchaudio_load": audio,
+        "packages": {
+            i.module: {
+                "dist": i.dist,
+                "want": i.want,
+                "pinned": pins.get(canonical(i.dist)),
+                "version": i.version,
+                "error": i.error,
+            }
+            for i in p.items
+        },
+        "torch": {**first, "now": p.torch, "now_why": p.why} if p.torch is not None else None,
+        "torchaudio_load": {"ok": True, "error": None} if "torchaudio" in modules else None,
         "gpu": gpu,
         "installed": installed,
+        "probe_interpreters": probes,
+        "reused": None,
     }
+
+
+def _reuse(stored: dict[str, Any], stamp: Path) -> dict[str, Any]:
+    """The stamp's verdict as this run's report: nothing installed now; when and how it was verified."""
+    return {
+        **stored,
+        "installed": [],
+        "probe_interpreters": 0,
+        "reused": {
+            "stamp": str(stamp),
+            "verified_at": stored.get("when"),
+            "verified_in_s": stored.get("seconds"),
+            "installed_then": stored.get("installed", []),
+        },
+    }
+
+
+def _stamped(
+    needs: list[Need], pins: Mapping[str, str], args: argparse.Namespace, folder: Path, started: float
+) -> dict[str, Any]:
+    """The machine stamp's verdict when it still holds, else a check (stamped when it passes). A stamp folder
+    that cannot be used (a read-only home) costs the reuse, never the check: said in the log and the report."""
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(stackstamp.locked(folder))
+        except OSError as err:
+            print(f"machine stamp {folder} unusable ({err.strerror or err}): checking without it", flush=True)
+            report = check(needs, pins, args.install, args.require_gpu)
+            report.update(when=datetime.now(timezone.utc).isoformat(timespec="seconds"), stamp_error=str(err))
+            report["seconds"] = round(time.monotonic() - started, 1)
+            return report
+        key = stamp_key(needs, pins, args.require_gpu)
+        stored = None if args.recheck else stackstamp.read(folder, key)
+        if stored is not None:
+            report = _reuse(stored, stackstamp.path_for(folder, key))
+            print(
+                f"stack verified on this machine at {stored.get('when')} (stamp {report['reused']['stamp']}): "
+                f"reused in {time.monotonic() - started:.3f} s, nothing probed or installed",
+                flush=True,
+            )
+            return report
+        report = check(needs, pins, args.install, args.require_gpu)
+        report["when"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        report["seconds"] = round(time.monotonic() - started, 1)
+        key = stamp_key(needs, pins, args.require_gpu)  # after any install
+        try:
+            stamp = stackstamp.write(folder, key, report)
+            print(f"stamped {stamp}: the next setup on this machine reuses this check", flush=True)
+        except OSError as err:
+            print(f"machine stamp {folder} not written ({err.strerror or err}): the next setup checks again")
+            report["stamp_error"] = str(err)
+        return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         "--pin", action="extend", nargs="+", default=[], metavar="NAME==VERSION", help="override or add a pin"
     )
     parser.add_argument("--require-gpu", action="store_true", help="fail when CUDA is not available (needs torch)")
+    parser.add_argument(
+        "--recheck", action="store_true", help="check again even when this machine's stamp says it was verified"
+    )
     args = parser.parse_args(argv)
     try:
         pins = parse_pins(args.pin)
@@ -376,22 +361,21 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(FileNotFoundError):
         args.out.unlink()  # a report from an earlier VM says nothing about this one
     started = time.monotonic()
+    folder = stackstamp.directory()
     try:
-        report = check(needs, pins, args.install, args.require_gpu)
+        report = _stamped(needs, pins, args, folder, started)
     except SetupFailed as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 1
-    report["when"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    report["seconds"] = round(time.monotonic() - started, 1)
+    report["run_when"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    report["run_seconds"] = round(time.monotonic() - started, 3)
     try:
         atomic_write_json(args.out, report)
     except OSError as err:
         print(f"{PROG}: write {args.out}: {err.strerror or err}", file=sys.stderr)
         return 1
-    print(
-        f"stack ok ({len(needs)} modules, {len(report['installed'])} pip runs) in {report['seconds']} s; "
-        f"wrote {args.out}"
-    )
+    how = "reused the machine stamp" if report["reused"] else f"{len(report['installed'])} pip runs"
+    print(f"stack ok ({len(needs)} modules, {how}) in {report['run_seconds']} s; wrote {args.out}")
     return 0
 
 
