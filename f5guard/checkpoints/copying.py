@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 CHUNK = 8 * 1024 * 1024  # large sequential I/O: few syscalls; FUSE (Drive) prefers big writes
+BACK_CHUNK = 1024 * 1024  # the read-back goes in smaller pieces: 1 MiB more resident during a copy, not 8
 DIGEST = "crc32"  # what new manifests record
 ALGORITHMS = ("crc32", "sha256")
 
@@ -80,17 +81,17 @@ _libc.memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
 
 class _Buffers:
-    """Two CHUNK buffers (data, read-back) in their own mappings, unmapped after the copy: a bytearray of 8 MiB
-    stays resident in glibc's heap once freed (+8 MB RSS for the daemon's lifetime per buffer)."""
+    """The data and read-back buffers in their own mappings, unmapped after the copy: a bytearray of 8 MiB
+    stays resident in glibc's heap once freed (+8 MB RSS for the daemon's lifetime)."""
 
     def __init__(self) -> None:
-        self._maps = (mmap.mmap(-1, CHUNK), mmap.mmap(-1, CHUNK))
+        self._maps = (mmap.mmap(-1, CHUNK), mmap.mmap(-1, BACK_CHUNK))
         self.data, self.back = memoryview(self._maps[0]), memoryview(self._maps[1])
         self._ptrs = (ctypes.c_char.from_buffer(self._maps[0]), ctypes.c_char.from_buffer(self._maps[1]))
 
-    def same(self, n: int) -> bool:
-        """The first ``n`` bytes of both buffers are equal (memcmp: bytes comparisons in Python copy them)."""
-        return bool(_libc.memcmp(ctypes.addressof(self._ptrs[0]), ctypes.addressof(self._ptrs[1]), n) == 0)
+    def same(self, at: int, n: int) -> bool:
+        """data[at:at + n] equals back[:n] (memcmp: comparing bytes objects in Python copies them first)."""
+        return bool(_libc.memcmp(ctypes.addressof(self._ptrs[0]) + at, ctypes.addressof(self._ptrs[1]), n) == 0)
 
     def close(self) -> None:
         self.data.release()
@@ -159,14 +160,15 @@ def _copy(src_fd: int, dst_fd: int, back_fd: int, buffers: _Buffers, digest: Dig
 
 def _read_back(fd: int, buffers: _Buffers, offset: int, n: int) -> None:
     """Read bytes ``offset``..``offset + n`` of the copy back and compare them with those just written."""
-    got = 0
-    while got < n:
-        m = os.preadv(fd, [buffers.back[got:n]], offset + got)
+    done = 0
+    while done < n:
+        m = os.preadv(fd, [buffers.back[: min(BACK_CHUNK, n - done)]], offset + done)
         if m == 0:
-            raise CopyMismatch(f"the copy ends at byte {offset + got}, {n - got} bytes short of what was written")
-        got += m
-    if not buffers.same(n):
-        raise CopyMismatch(f"bytes {offset}-{offset + n} read back from the copy differ from those written")
+            raise CopyMismatch(f"the copy ends at byte {offset + done}, {n - done} bytes short of what was written")
+        if not buffers.same(done, m):
+            raise CopyMismatch(f"bytes {offset + done}-{offset + done + m} read back from the copy differ "
+                               "from those written")  # fmt: skip
+        done += m
 
 
 def file_digest(path: str | os.PathLike[str], algorithm: str = DIGEST, chunk: int = CHUNK) -> str:
