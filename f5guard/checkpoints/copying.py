@@ -148,9 +148,9 @@ def _copy(src_fd: int, dst_fd: int, back_fd: int, buffers: _Buffers, digest: Dig
         written = 0
         while written < n:
             written += os.write(dst_fd, view[written:n])
+        _read_back(back_fd, buffers, offset, n)  # before the DONTNEED below: it may drop pages already clean
         drop_cache(src_fd, offset, n)
         drop_cache(dst_fd, offset, n)  # starts this chunk's writeback now: the final fsync is short
-        _read_back(back_fd, buffers, offset, n)
         if offset >= 2 * CHUNK:
             drop_cache(dst_fd, offset - 2 * CHUNK, CHUNK)  # written back by now: drop it
         offset += n
