@@ -22,8 +22,11 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-CHUNK = 8 * 1024 * 1024  # large sequential I/O: few syscalls; FUSE (Drive) prefers big writes
-BACK_CHUNK = 1024 * 1024  # the read-back goes in smaller pieces: 1 MiB more resident during a copy, not 8
+# Large sequential I/O (FUSE, i.e. Drive, prefers big writes), small enough to stay in the CPU's cache between
+# the read, the digest, the write and the read-back: 2 MiB copied 1 GiB ~10% faster than 8 MiB here.
+CHUNK = 2 * 1024 * 1024
+BACK_CHUNK = 1024 * 1024  # the read-back goes in pieces of this size
+DROP_BEHIND = 16 * 1024 * 1024  # written back by the time the copy is this far ahead: dropped from the cache
 DIGEST = "crc32"  # what new manifests record
 ALGORITHMS = ("crc32", "sha256")
 
@@ -151,8 +154,8 @@ def _copy(src_fd: int, dst_fd: int, back_fd: int, buffers: _Buffers, digest: Dig
         _read_back(back_fd, buffers, offset, n)  # before the DONTNEED below: it may drop pages already clean
         drop_cache(src_fd, offset, n)
         drop_cache(dst_fd, offset, n)  # starts this chunk's writeback now: the final fsync is short
-        if offset >= 2 * CHUNK:
-            drop_cache(dst_fd, offset - 2 * CHUNK, CHUNK)  # written back by now: drop it
+        if offset >= DROP_BEHIND:
+            drop_cache(dst_fd, offset - DROP_BEHIND, n)  # written back by now: drop it
         offset += n
         if delay_s:
             time.sleep(delay_s)
