@@ -8,7 +8,7 @@ the source is read once so both start from a warm source, as after F5-TTS's torc
 dropped (a shared machine; a warm source is the realistic case); both sides end with the copy on disk (sync,
 fsync). Also records how much of each copy stays in the page cache (fincore), which is what
 posix_fadvise(DONTNEED) is for, and the load average: the verified copy does CPU work (crc32 ~0.35 s/GiB,
-two memcpy and a memcmp per byte) while cp's copy_file_range does not, so a busy machine widens the ratio.
+three memcpy and a memcmp per byte) while cp's copy_file_range does not, so a busy machine widens the ratio.
 Writes bench/out/sync.json and prints a one-line summary.
 Usage: .venv/bin/python bench/sync_bench.py [--runs 5] [--mib 1024] [--dir DIR]
 """
