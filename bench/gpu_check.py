@@ -46,7 +46,7 @@ PY = sys.executable
 # Per device: model preset, clips, batch (samples), updates for the bare sides, first update counted.
 PLANS: dict[str, dict[str, Any]] = {
     "cuda": {"model": "base", "clips": 64, "batch": 16, "updates": 40, "warmup": 10, "checkpoint_at": 40},
-    "cpu": {"model": "tiny", "clips": 8, "batch": 2, "updates": 40, "warmup": 10, "checkpoint_at": 30},
+    "cpu": {"model": "tiny", "clips": 8, "batch": 2, "updates": 120, "warmup": 20, "checkpoint_at": 120},
 }
 BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith("F5GUARD_")}
 BASE_ENV.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="disabled", TQDM_DISABLE="1",
