@@ -1,12 +1,14 @@
 """How much does a verified sync cost over a plain copy? CheckpointSync.flush vs `cp` + `sync`, 1 GiB.
 
-A real torch.save checkpoint of ~1 GiB (random weights) is made once; then, alternating, N times each:
-`cp` + `sync` of it into a target dir, and CheckpointSync.flush into the same dir (hash while copying, fsync,
-zip/pickle verification of the copy, rename, manifest). Before every timed run the source is read once so
-both start from a warm source, as after F5-TTS's torch.save; caches are not dropped (a shared machine;
-a warm source is the realistic case). Also records how much of each copy stays in the page cache (fincore),
-which is what posix_fadvise(DONTNEED) is for, and the load average: the hashed copy is CPU-bound (sha256 is
-~0.7 s/GiB with SHA-NI) while cp's copy_file_range is not, so a busy machine widens the ratio.
+A real torch.save checkpoint of ~1 GiB (random weights in four big members, like model, EMA and the
+optimizer's two moments) is made once; then, alternating, N times each: `cp` + `sync` of it into a target
+dir, and CheckpointSync.flush into the same dir (crc32 while copying, each chunk read back from the copy and
+compared with the source's, fsync, zip/pickle check of the copy, rename, manifest). Before every timed run
+the source is read once so both start from a warm source, as after F5-TTS's torch.save; caches are not
+dropped (a shared machine; a warm source is the realistic case); both sides end with the copy on disk (sync,
+fsync). Also records how much of each copy stays in the page cache (fincore), which is what
+posix_fadvise(DONTNEED) is for, and the load average: the verified copy does CPU work (crc32 ~0.35 s/GiB,
+three memcpy and a memcmp per byte) while cp's copy_file_range does not, so a busy machine widens the ratio.
 Writes bench/out/sync.json and prints a one-line summary.
 Usage: .venv/bin/python bench/sync_bench.py [--runs 5] [--mib 1024] [--dir DIR]
 """
@@ -32,10 +34,12 @@ from f5guard.checkpoints.sync import CheckpointSync  # noqa: E402
 
 _MAKE = """
 import os, sys, torch
-n = int(sys.argv[2])
-weights = torch.frombuffer(bytearray(os.urandom(n)), dtype=torch.uint8)
-torch.save({"model_state_dict": {"w": weights}, "optimizer_state_dict": {"state": {}, "param_groups": []},
-            "ema_model_state_dict": {"w": torch.zeros(16)}, "scheduler_state_dict": {}, "update": 1000},
+n = int(sys.argv[2]) // 4
+def part():
+    return torch.frombuffer(bytearray(os.urandom(n)), dtype=torch.uint8)
+torch.save({"model_state_dict": {"w": part()},
+            "optimizer_state_dict": {"state": {0: {"exp_avg": part(), "exp_avg_sq": part()}}, "param_groups": []},
+            "ema_model_state_dict": {"w": part()}, "scheduler_state_dict": {}, "update": 1000},
            sys.argv[1])
 """
 
@@ -112,17 +116,17 @@ def main() -> None:
                     flush_s.append(elapsed)
                     flush_cached.append(cached)
     cp_med, flush_med = statistics.median(cp_s), statistics.median(flush_s)
-    budget = 1.25 * cp_med + 1.0
+    budget = 1.25 * cp_med  # issue 10 item 6 (an earlier target allowed 1 s more)
     result = {
         "size_bytes": size, "runs": args.runs, "cp_sync_s": cp_s, "flush_s": flush_s,
         "median_cp_sync_s": cp_med, "median_flush_s": flush_med, "ratio": flush_med / cp_med,
-        "target": "flush <= 1.25 x (cp + sync) + 1 s", "budget_s": budget,
+        "target": "flush <= 1.25 x (cp + sync)", "budget_s": budget,
         "within_target": flush_med <= budget,
         "loadavg_1min": [load_before, os.getloadavg()[0]], "cpus": os.cpu_count(),
         "copy_cached_bytes_after_cp_sync": cp_cached, "copy_cached_bytes_after_flush": flush_cached,
         "notes": "source read once before every run (warm, as after torch.save); page cache not dropped; "
-                 "alternating order; flush = start() + flush() of a CheckpointSync: scan, copy with sha256, "
-                 "fsync, verify the copy, rename, manifest",
+                 "alternating order; flush = start() + flush() of a CheckpointSync: scan, copy with crc32 and "
+                 "each chunk read back and compared, fsync, zip/pickle check of the copy, rename, manifest",
     }  # fmt: skip
     out = ROOT / "bench" / "out" / "sync.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +134,7 @@ def main() -> None:
     cached = [c for c in flush_cached if c is not None]
     cache_note = f", copy left in page cache {max(cached) / 2**20:.0f} MiB" if cached else ""
     print(f"sync {size / 2**30:.2f} GiB: flush {flush_med:.2f} s vs cp+sync {cp_med:.2f} s "
-          f"(median of {args.runs}) -> {flush_med / cp_med:.2f}x; budget 1.25x+1 s = {budget:.2f} s "
+          f"(median of {args.runs}) -> {flush_med / cp_med:.2f}x; budget 1.25x = {budget:.2f} s "
           f"{'OK' if flush_med <= budget else 'OVER'}{cache_note}; load {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs")  # fmt: skip
 

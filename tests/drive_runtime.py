@@ -37,6 +37,7 @@ import textwrap
 import threading
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -386,7 +387,7 @@ class CloudWatch:
         self.every_s = every_s
         self.samples: list[Sample] = []
         self.named: dict[str, list[tuple[float, int | None]]] = {v: [] for v in sim.views}
-        self._hashes: dict[tuple[str, int, int, int], str] = {}
+        self._hashes: dict[tuple[str, int, int, int, str], str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cloudwatch", daemon=True)
 
@@ -419,16 +420,20 @@ class CloudWatch:
                     continue
                 except ValueError:
                     continue
-                if st.st_size == doc.get("size") and self._sha(ckpt, st) == doc.get("sha256"):
+                recorded = doc.get("digest") or f"sha256:{doc.get('sha256')}"  # format 2, or 1
+                if st.st_size == doc.get("size") and self._digest(ckpt, st, recorded.split(":")[0]) == recorded:
                     durable.append(int(doc["update"]))
                 else:
                     mismatched.append(ckpt.name)
         return Sample(time.time(), tuple(sorted(durable)), tuple(sorted(mismatched)), tuple(sorted(orphans)))
 
-    def _sha(self, path: Path, st: os.stat_result) -> str:
-        key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+    def _digest(self, path: Path, st: os.stat_result, algorithm: str) -> str:
+        """``<algorithm>:<hex>`` of the file, computed here (not with f5guard's code: this is the oracle)."""
+        key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size, algorithm)
         if key not in self._hashes:
-            self._hashes[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+            data = path.read_bytes()
+            value = f"{zlib.crc32(data):08x}" if algorithm == "crc32" else hashlib.sha256(data).hexdigest()
+            self._hashes[key] = f"{algorithm}:{value}"
         return self._hashes[key]
 
     # -- what the samples say --------------------------------------------------------------------------------

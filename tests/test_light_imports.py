@@ -42,3 +42,18 @@ def test_status_imports_no_structlog_or_watchdog() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_the_daemon_holds_no_rich_and_no_attrs() -> None:
+    """structlog would pull in rich, pygments and attrs for console tracebacks (+6 MB resident in the daemon);
+    answering `status` imports rich for the tables, still without attrs."""
+    code = (
+        "import sys\nfrom f5guard.daemon import process\n"
+        "print(','.join(m for m in ('rich', 'pygments', 'attr') if m in sys.modules))\n"
+        "from f5guard.status import answer\n"
+        "try:\n    answer._render({}, 80, False)\nexcept Exception:\n    pass\n"
+        "print(','.join(m for m in ('rich', 'pygments', 'attr') if m in sys.modules))\n"
+        "import structlog.dev\nprint(structlog.dev.rich is None)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["", "rich", "True"]

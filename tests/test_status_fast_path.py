@@ -71,11 +71,16 @@ def test_fast_path_matches_the_full_cli(make_project) -> None:  # type: ignore[n
 def test_client_imports_stay_tiny() -> None:
     code = (
         "import sys\nimport f5guard.cli, f5guard.status.quick\n"
-        "print(','.join(m for m in ('click', 'json', 'rich', 'dataclasses', 'pathlib', 'tomllib', 'f5guard.config')"
-        " if m in sys.modules))"
+        "print(','.join(m for m in ('click', 'json', 'rich', 'dataclasses', 'pathlib', 'tomllib', 'f5guard.config',"
+        " 'contextlib', 'signal', 'enum') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_the_client_pokes_the_signal_the_daemon_handles() -> None:
+    """The client names SIGUSR2 by number (no signal/enum import); it must be the daemon's signal.SIGUSR2."""
+    assert quick.sigusr2() == signal.SIGUSR2
 
 
 def test_falls_back_when_the_daemon_cannot_answer(make_project) -> None:  # type: ignore[no-untyped-def]

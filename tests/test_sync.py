@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from f5guard.checkpoints import publish
-from f5guard.checkpoints.copying import file_sha256
+from f5guard.checkpoints.copying import file_digest
 from f5guard.checkpoints.durable import list_durable, restore
 from f5guard.checkpoints.inspect import inspect_checkpoint
 from f5guard.checkpoints.sync import CheckpointSync
@@ -49,7 +49,9 @@ def test_sync_then_restore_round_trip(maker: CheckpointMaker, dirs: tuple[Path, 
     assert manifest["epoch"] == 3
     assert manifest["source_name"] == "model_last.pt"
     assert manifest["size"] == source.stat().st_size
-    assert manifest["sha256"] == file_sha256(source) == file_sha256(home / "ckpt-e0003-u000000010.pt")
+    assert manifest["format"] == 2
+    assert manifest["digest"] == file_digest(source) == file_digest(home / "ckpt-e0003-u000000010.pt")
+    assert manifest["digest"].startswith("crc32:")
     assert manifest["host"]
     assert manifest["synced_at"] > 0
     assert status.durable is not None
@@ -62,7 +64,7 @@ def test_sync_then_restore_round_trip(maker: CheckpointMaker, dirs: tuple[Path, 
     log = Recorder()
     restored = restore(home, fresh, log=log)
     assert restored == list_durable(home)[-1]
-    assert file_sha256(fresh / "model_last.pt") == manifest["sha256"]
+    assert file_digest(fresh / "model_last.pt") == manifest["digest"]
     assert inspect_checkpoint(fresh / "model_last.pt").update == 10
     assert sorted(os.listdir(fresh)) == ["model_last.pt"]  # no temp left behind
     assert "restore.done" in log.names()
@@ -106,7 +108,7 @@ def test_the_old_checkpoint_is_deleted_only_after_its_successor_is_durable(
     def check(event: str, fields: dict) -> None:
         if event == "sync.deleted":
             newest = list_durable(home)[-1]
-            seen.append((newest.update, file_sha256(newest.path) == newest.sha256 == file_sha256(source)))
+            seen.append((newest.update, file_digest(newest.path) == newest.digest == file_digest(source)))
 
     syncer = CheckpointSync(local, home, epoch=1, keep=1, log=Recorder(check))
     syncer.start()
@@ -156,7 +158,7 @@ def test_a_restored_checkpoint_is_not_copied_back(maker: CheckpointMaker, dirs: 
 
 def test_restore_walks_back_past_a_corrupt_newest(maker: CheckpointMaker, dirs: tuple[Path, Path],
                                                   tmp_path: Path) -> None:  # fmt: skip
-    """Bytes flipped on home (size unchanged) fail the sha256 check: restore takes the previous one."""
+    """Bytes flipped on home (size unchanged) fail the digest check: restore takes the previous one."""
     local, home = dirs
     syncer = CheckpointSync(local, home, epoch=1, keep=3)
     for update in (10, 20, 30):
@@ -198,7 +200,7 @@ def test_a_torn_source_is_retried_never_published(maker: CheckpointMaker, dirs: 
     assert "sync.torn" in log.names()
     assert [f["update"] for name, f in log.events if name == "sync.done"] == [20]
     assert home_names(home) == ["ckpt-e0001-u000000020.json", "ckpt-e0001-u000000020.pt"]
-    assert list_durable(home)[-1].sha256 == file_sha256(local / "model_last.pt")
+    assert list_durable(home)[-1].digest == file_digest(local / "model_last.pt")
 
 
 def test_a_failing_lease_check_writes_nothing(maker: CheckpointMaker, dirs: tuple[Path, Path]) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from f5guard.checkpoints.copying import CHUNK, file_sha256
+from f5guard.checkpoints.copying import CHUNK, file_digest
 from f5guard.checkpoints.durable import list_durable
 from f5guard.checkpoints.sync import CheckpointSync
 from tests.sync_support import CheckpointMaker, Recorder, home_names, maker, wait_until  # noqa: F401 - fixtures
@@ -48,7 +48,7 @@ def test_kill_9_mid_sync_leaves_the_old_checkpoint_and_only_a_temp(
     assert home_names(home) == sorted([old.path.name, old.manifest.name, temp.name])
     assert 0 < temp.stat().st_size < source.stat().st_size
     assert list_durable(home) == [old]
-    assert file_sha256(old.path) == old.sha256
+    assert file_digest(old.path) == old.digest
 
     log = Recorder()
     syncer = CheckpointSync(local, home, epoch=1, log=log)
@@ -59,5 +59,5 @@ def test_kill_9_mid_sync_leaves_the_old_checkpoint_and_only_a_temp(
         syncer.stop()
     assert ("sync.removed_temp", {"file": temp.name}) in log.events
     assert home_names(home) == ["ckpt-e0001-u000000010.json", "ckpt-e0001-u000000010.pt"]
-    sha = file_sha256(source)
-    assert list_durable(home)[-1].sha256 == sha == file_sha256(home / "ckpt-e0001-u000000010.pt")
+    sha = file_digest(source)
+    assert list_durable(home)[-1].digest == sha == file_digest(home / "ckpt-e0001-u000000010.pt")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from f5guard.checkpoints import sync
-from f5guard.checkpoints.copying import file_sha256
+from f5guard.checkpoints.copying import file_digest
 from f5guard.checkpoints.durable import RestoreFailed, list_durable, restore
 from f5guard.checkpoints.sync import CheckpointSync
 from tests.sync_support import CheckpointMaker, Recorder, home_names, maker, tmpfs, wait_until  # noqa: F401 - fixtures
@@ -61,7 +61,7 @@ def test_a_checkpoint_that_cannot_fit_is_not_started(maker: CheckpointMaker, tmp
         assert status.durable == old
         assert log.names().count("sync.start") == 1
         assert home_names(home) == [old.manifest.name, old.path.name]  # no temp, nothing partial
-        assert file_sha256(old.path) == old.sha256
+        assert file_digest(old.path) == old.digest
 
         subprocess.run(["mount", "-o", "remount,size=64m", str(home)], check=True)  # the user frees space
         wait_until(lambda: (d := syncer.status().durable) and d.update == 20, what="the sync to catch up")
@@ -97,7 +97,7 @@ def test_enospc_during_the_copy_keeps_the_old_checkpoint(maker: CheckpointMaker,
         assert f"could not copy model_last.pt to {home}/.ckpt-e0001-u000000020.pt.tmp-" in (error or "")
         assert _durable_pair(home) == [old.manifest.name, old.path.name]
         assert syncer.status().durable == old
-        assert file_sha256(old.path) == old.sha256
+        assert file_digest(old.path) == old.digest
 
         filler.unlink()
         wait_until(lambda: (d := syncer.status().durable) and d.update == 20, what="the retry to succeed")

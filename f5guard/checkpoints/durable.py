@@ -21,14 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from f5guard.checkpoints.copying import ReadError, copy_fd
+from f5guard.checkpoints.copying import CopyMismatch, ReadError, algorithm_of, copy_fd
 from f5guard.checkpoints.inspect import LAST_NAME, CheckpointInvalid, inspect_checkpoint
 from f5guard.checkpoints.resume import temp_copy_path
 from f5guard.errors import F5guardError
 from f5guard.fsutil import atomic_write_json, fsync_dir, read_json
 
 Log = Callable[..., None]
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: "digest" = "crc32:<hex>"; 1 (read still): "sha256" = "<hex>"
+_DIGEST = re.compile(r"^(crc32:[0-9a-f]{8}|sha256:[0-9a-f]{64})$")
 # Names without a tag were written before runtimes tagged them; they still count.
 NAME = re.compile(r"^ckpt-e(\d{4,})-u(\d{9,})(?:-([0-9a-f]{8}))?\.(pt|json)$")
 TEMP = re.compile(
@@ -58,7 +59,7 @@ class DurableCheckpoint:
     update: int
     epoch: int
     size: int
-    sha256: str
+    digest: str  # "<algorithm>:<hex>" of the file's bytes (copying.Digest); "sha256:..." from older manifests
     synced_at: float
     source_name: str
 
@@ -75,7 +76,7 @@ def read_manifest(manifest: Path) -> DurableCheckpoint | None:
         doc = read_json(manifest)
         path = manifest.with_suffix(".pt")
         durable = DurableCheckpoint(path, manifest, update=int(doc["update"]), epoch=int(doc["epoch"]),
-                                    size=int(doc["size"]), sha256=str(doc["sha256"]),
+                                    size=int(doc["size"]), digest=_digest_of(doc),
                                     synced_at=float(doc["synced_at"]),
                                     source_name=str(doc["source_name"]))  # fmt: skip
         size = path.stat().st_size
@@ -83,16 +84,23 @@ def read_manifest(manifest: Path) -> DurableCheckpoint | None:
         return None  # unreadable, half-uploaded (Drive) or file missing: not durable, whatever the reason
     if match is None or (int(match[1]), int(match[2])) != (durable.epoch, durable.update):
         return None
-    if size != durable.size or not re.fullmatch(r"[0-9a-f]{64}", durable.sha256):
+    if size != durable.size or not _DIGEST.match(durable.digest):
         return None
     return durable
+
+
+def _digest_of(doc: Any) -> str:
+    """The manifest's digest; format 1 manifests (before crc32) record a bare sha256."""
+    if "digest" in doc:
+        return str(doc["digest"])
+    return f"sha256:{doc['sha256']}"
 
 
 def write_manifest(durable: DurableCheckpoint) -> None:
     """Write the manifest that makes ``durable.path`` durable: only once that file is verified and renamed."""
     atomic_write_json(durable.manifest, {
         "format": MANIFEST_FORMAT, "file": durable.path.name, "update": durable.update,
-        "epoch": durable.epoch, "size": durable.size, "sha256": durable.sha256, "synced_at": durable.synced_at,
+        "epoch": durable.epoch, "size": durable.size, "digest": durable.digest, "synced_at": durable.synced_at,
         "source_name": durable.source_name, "host": socket.gethostname()})  # fmt: skip
 
 
@@ -133,8 +141,9 @@ def no_log(_event: str, **_fields: Any) -> None:
 def restore(home_ckpt_dir: Path, local_dir: Path, log: Log | None = None) -> DurableCheckpoint | None:
     """Copy the newest durable checkpoint that verifies to ``local_dir/model_last.pt`` (else older ones).
 
-    Verified: the copy's size and sha256 match the manifest, and it reads as a checkpoint at that update;
-    one that does not is skipped (and logged) for the next older one. None when none verifies.
+    Verified: the copy's size and digest match the manifest (each chunk read back and compared as it is
+    copied), and it reads as a checkpoint at that update; one that does not is skipped (and logged) for the
+    next older one. None when none verifies.
     Raises RestoreFailed on I/O errors (home unreadable, e.g. "Transport endpoint is not connected", or
     the local disk full): falling back to an older checkpoint, or to none, over a hiccup would lose progress.
     """
@@ -175,11 +184,13 @@ def _restore_one(durable: DurableCheckpoint, tmp: Path) -> str | None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
     try:
-        size, sha = copy_fd(src_fd, tmp)
+        size, digest = copy_fd(src_fd, tmp, algorithm=algorithm_of(durable.digest))
+    except CopyMismatch as err:  # the local disk did not keep what was written: not home's fault
+        raise OSError(f"the local copy did not read back as written ({err})") from err
     finally:
         os.close(src_fd)
-    if (size, sha) != (durable.size, durable.sha256):
-        return f"content differs from its manifest ({size} bytes, sha256 {sha[:12]}…)"
+    if (size, digest) != (durable.size, durable.digest):
+        return f"content differs from its manifest ({size} bytes, {digest[:18]}…)"
     try:
         update = inspect_checkpoint(tmp, kind="last").update
     except CheckpointInvalid as err:

@@ -1,8 +1,9 @@
-"""Publishing one checkpoint on home: temp copy (hashed) -> verify -> lease check -> rename -> manifest ->
+"""Publishing one checkpoint on home: temp copy (digested, read back) -> verify -> lease check -> rename -> manifest ->
 retention. The one place that decides how a checkpoint becomes durable; ``sync`` decides when.
 
 Home (Drive) is slow, eventually consistent and can vanish mid-write, so every checkpoint goes to a temp name,
-is hashed while copied, fsynced, checked again on home, renamed to a versioned name that is never rewritten,
+is digested while copied, each chunk read back from home and compared with the source's, fsynced, read again
+as a checkpoint on home, renamed to a versioned name that is never rewritten,
 and only then gets its manifest (names and manifest: ``durable.py``). Older durable checkpoints are deleted
 only after their successor is durable, and never one that holds more training progress than its successor.
 The lease is checked before every write to home (and every FENCE_EVERY_S during a copy).
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from f5guard.checkpoints.copying import ReadError, copy_fd
+from f5guard.checkpoints.copying import CopyMismatch, ReadError, copy_fd
 from f5guard.checkpoints.durable import (
     NAME,
     TEMP,
@@ -156,7 +157,7 @@ class Publisher:
 
     def _copy_and_publish(self, candidate: CheckpointInfo,
                           stopping: Callable[[], bool]) -> tuple[Attempt, DurableCheckpoint | None]:  # fmt: skip
-        """temp copy (hashed) -> verify on home -> rename -> manifest; the temp never survives a failure."""
+        """temp copy (digested, read back) -> verify on home -> rename -> manifest; no temp survives a failure."""
         final = self.home / durable_name(self.epoch, candidate.update, self.tag)
         tmp = upload_temp(final)
         published = False
@@ -165,9 +166,9 @@ class Publisher:
             copied = self._copy_verified(candidate, tmp, stopping)
             if copied is None:
                 return Attempt(Outcome.TORN), None
-            size, sha = copied
+            size, digest = copied
             durable = DurableCheckpoint(final, final.with_suffix(".json"), candidate.update, self.epoch, size,
-                                        sha, time.time(), candidate.name)  # fmt: skip
+                                        digest, time.time(), candidate.name)  # fmt: skip
             self.fence()
             # From the rename on, a crash leaves a complete file without manifest (not durable, trimmed later):
             # nothing between the two, so that window stays as short as one small write. Both names are ours.
@@ -181,7 +182,7 @@ class Publisher:
             return Attempt(Outcome.FAILED, f"could not read {candidate.path} while syncing: {err}"), None
         except OSError as err:
             return Attempt(Outcome.FAILED, f"could not copy {candidate.name} to {tmp}: {err.strerror or err}"), None
-        except CheckpointInvalid as err:
+        except (CheckpointInvalid, CopyMismatch) as err:
             message = f"the copy of {candidate.name} on home did not verify, retrying: {err}"
             return Attempt(Outcome.FAILED, message), None
         finally:
@@ -192,7 +193,7 @@ class Publisher:
 
     def _copy_verified(self, candidate: CheckpointInfo, tmp: Path,
                        stopping: Callable[[], bool]) -> tuple[int, str] | None:  # fmt: skip
-        """(size, sha256) of a complete, verified copy at ``tmp``; None if the source changed meanwhile."""
+        """(size, digest) of a complete copy at ``tmp``, read back and verified; None if the source changed."""
         fenced_at = time.monotonic()
 
         def check() -> None:
@@ -209,7 +210,7 @@ class Publisher:
             return None  # rotated away (keep_last_n_checkpoints) or being replaced: look again
         try:
             before = os.fstat(src_fd)
-            size, sha = copy_fd(src_fd, tmp, check, self._delay_s)
+            size, digest = copy_fd(src_fd, tmp, check, self._delay_s)
             after = os.fstat(src_fd)
         finally:
             os.close(src_fd)
@@ -222,7 +223,7 @@ class Publisher:
             return None
         if inspect_checkpoint(tmp, kind="last").update != candidate.update:
             return None  # rewritten within one mtime tick: the copy holds another save
-        return size, sha
+        return size, digest
 
     # -- retention -------------------------------------------------------------------------------------------
     def _trim(self, durables: list[DurableCheckpoint], newest: DurableCheckpoint) -> None:

@@ -6,17 +6,38 @@ the only writer of its log file; ``tail`` reads it through ``follow.py``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from f5guard.redact import Redactor
 from f5guard.schema import LogSettings
+
+
+@contextlib.contextmanager
+def optional_absent(*names: str) -> Iterator[None]:
+    """Import with the optional packages ``names`` looking uninstalled (``import rich`` raises ImportError).
+
+    structlog pulls in rich (and through it pygments and attrs) only to pretty-print tracebacks on a console:
+    ~6 MB resident in a daemon that writes JSON lines. One already imported stays as it is.
+    """
+    hidden = [name for name in names if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # the import system's "not installed" marker
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
+with optional_absent("rich", "attr"):
+    import structlog
 
 _redactor = Redactor()
 

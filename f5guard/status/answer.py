@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,7 +59,16 @@ def answer_requests(config: Config) -> int:
 
 
 def _render(report: StatusReport, columns: int, color: bool) -> str:
-    from f5guard.status.render import make_console, render_status
+    # rich.pretty imports attrs only to pretty-print attrs classes (a report is plain dicts): +4 MB resident in
+    # the daemon for as long as it runs. Hidden while rich is first imported here (None: "not installed").
+    hide = "attr" not in sys.modules and "f5guard.status.render" not in sys.modules
+    if hide:
+        sys.modules["attr"] = None  # type: ignore[assignment]
+    try:
+        from f5guard.status.render import make_console, render_status
+    finally:
+        if hide and "attr" in sys.modules and sys.modules["attr"] is None:
+            del sys.modules["attr"]
 
     buffer = io.StringIO()
     render_status(report, make_console(columns, file=buffer, color=color))
