@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from f5guard.cli.app import VERBS
 from tests.conftest import Project
 from tests.f5_fixtures import OFFLINE_ENV
 from tests.recipe_audio_support import SENTENCES, build_tiny_whisper, make_recording, need_tools, stage_env
@@ -24,8 +23,6 @@ nbformat = pytest.importorskip("nbformat")
 NOTEBOOK = Path(__file__).resolve().parent.parent / "docs" / "f5guard_colab.ipynb"
 PARAMETERS = {"DRIVE", "HOME", "AUDIO", "WORK", "RUN", "INSTALL", "PACKAGE", "PRETRAINED", "LANGUAGE", "SETTINGS",
               "WAIT_S", "SPEAK_TEXT"}  # fmt: skip
-# Until `f5guard speak` and train-stage samples exist (another branch), the notebook's last cells cannot work.
-HAS_SAMPLES = "speak" in VERBS
 
 
 def load() -> Any:
@@ -80,7 +77,7 @@ def build_tiny_vocos(path: Path) -> Path:
 
 def tiny_settings(whisper: Path, vocos: Path) -> list[str]:
     """`f5guard init --set` for a CPU run of a few seconds: fast lease, tiny models, a few updates."""
-    settings = [
+    return [
         'setup.need=["torch"]',  # setup still runs (and checks the GPU); the other imports cost minutes on 2 cores
         "lease.settle_s=0.3",
         "lease.epoch_poll_s=0.2",
@@ -99,10 +96,10 @@ def tiny_settings(whisper: Path, vocos: Path) -> list[str]:
         "train.num_workers=1",
         "train.threads=1",
         "train.export_every=0",
+        "train.sample_every=2",
+        "train.sample_text=Xin chào.",
+        f"train.vocoder={vocos}",
     ]
-    if HAS_SAMPLES:
-        settings += ["train.sample_every=2", "train.sample_text=Xin chào.", f"train.vocoder={vocos}"]
-    return settings
 
 
 def fake_colab(root: Path, record: Path) -> Path:
@@ -149,7 +146,7 @@ def test_notebook_runs_offline_on_cpu(make_project, tmp_path: Path, monkeypatch:
     drive = tmp_path / "drive" / "MyDrive"
     make_recording(drive / "raw_audio" / "Giọng đọc" / "bài 1.wav", SENTENCES[:4], gap_s=0.8)
     whisper = build_tiny_whisper(tmp_path / "tiny-whisper.pt")
-    vocos = build_tiny_vocos(tmp_path / "tiny-vocos") if HAS_SAMPLES else tmp_path / "no-vocoder"
+    vocos = build_tiny_vocos(tmp_path / "tiny-vocos")
     # the fixture's teardown stops the daemon and fails the test on any process left behind
     p: Project = make_project("[[runs]]\nname='x'\n[[runs.stages]]\nname='x'\ncommand=['true']\n")
     home = p.home
@@ -200,11 +197,6 @@ def test_notebook_runs_offline_on_cpu(make_project, tmp_path: Path, monkeypatch:
     assert "daemon ready" in outputs(cell_with(nb, '"tail"'))
     plot = cell_with(nb, '"plot"')
     assert any("image/png" in o.get("data", {}) for o in plot.outputs), outputs(plot)[-2000:]
-    if not HAS_SAMPLES:
-        # Everything up to the plot ran; the sample cell says there is none, and `speak` is not a verb yet.
-        assert "no sample in" in outputs(cell_with(nb, "newest_sample()\nif"))
-        assert failure is not None and "No such command 'speak'" in outputs(cell_with(nb, '"speak"')), failure
-        pytest.xfail("train-stage samples and `f5guard speak` are not on this branch yet (the samples branch)")
     assert failure is None, failure
     for text in ("newest_sample()\nif", '"speak"'):
         cell = cell_with(nb, text)
