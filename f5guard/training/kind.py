@@ -134,6 +134,8 @@ def _spec(table: Table, base: StageBase, checkpoint_dir: str, progress_path: str
         if table.has(name):
             if name == "threads":
                 values[name] = table.get(name, int)
+            elif name == "num_processes":  # an integer or "auto": TrainSpec says what is wrong with it
+                values[name] = table.get(name, object)
             else:
                 values[name] = table.get(name, kind)
     dataset = table.text("dataset")
