@@ -128,6 +128,7 @@ class TrainingRecord:
     superseded: SupersedeNote | None = None
     quarantined: list[QuarantineNote] = field(default_factory=list)
     export: ExportNote | None = None
+    processes: int | None = None  # ranks of the current training (num_processes), when the trainer said
 
 
 class DaemonNote(TypedDict, total=False):

@@ -119,6 +119,7 @@ class TrainingReport(TypedDict):
     last_failure: str | None
     restored: RestoreNote | None
     export: ExportNote | None
+    processes: int | None
 
 
 class RunReport(TypedDict):
@@ -306,6 +307,7 @@ def _training(run: RunConfig, home: HomeLayout, record: TrainingRecord | None, n
         last_failure=t.last_failure,
         restored=t.restored,
         export=t.export,
+        processes=t.processes,
     )
 
 

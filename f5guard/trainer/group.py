@@ -201,9 +201,10 @@ def die_like(code: int) -> None:
     """End this process the way its rank ended: a negative code is a signal (the daemon then reports
     "killed by SIGKILL", and proves an OOM kill, as for a lone trainer); otherwise exit with the code."""
     if code < 0:
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL and SIGSTOP have no handler to reset
             signal.signal(-code, signal.SIG_DFL)
+        with contextlib.suppress(OSError, ValueError):
             os.kill(os.getpid(), -code)
-            time.sleep(1.0)  # the signal is delivered; a blocked one falls through to the exit below
+            time.sleep(1.0)  # the signal is delivered; one that does not end a process falls through
         os._exit(128 - code)
     os._exit(code)

@@ -36,6 +36,7 @@ class Progress:
     last_event_mono: float | None = None
     checkpoints_seen: int = 0
     exit_reason: str | None = None
+    processes: int | None = None  # ranks of the training (num_processes), from the start event
 
     def eta_s(self) -> float | None:
         if self.update is None or not self.total_updates or not self.updates_per_s:
@@ -47,6 +48,7 @@ class Progress:
         record.update, record.total_updates, record.epoch = self.update, self.total_updates, self.epoch
         record.loss, record.updates_per_s = self.loss, self.updates_per_s
         record.eta_s = None if (eta := self.eta_s()) is None else round(eta, 1)
+        record.processes = self.processes
 
 
 class EventReader:
@@ -68,6 +70,7 @@ class EventReader:
                 progress.start_update = progress.update = event.get("start_update")
                 progress.total_updates = event.get("total_updates") or progress.total_updates
                 progress.epochs = event.get("epochs") or progress.epochs
+                progress.processes = event.get("processes", progress.processes)
             elif kind == "update":
                 progress.update = event.get("update", progress.update)
                 progress.loss = event.get("loss")
