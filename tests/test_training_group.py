@@ -4,7 +4,11 @@ checkpoint with identical state, and `f5guard stop` ends every rank with 0 updat
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import time
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -93,3 +97,26 @@ def test_killed_rank_restarts_the_group_from_the_newest_checkpoint(make_project,
     assert run["stages"][0]["restarts"] == 1
     assert run["training"]["last_exit"] == "killed by SIGKILL"
     assert run["training"]["durable_update"] == epochs * UPDATES_PER_EPOCH
+
+
+@pytest.mark.parametrize("signalled", [1, 0])
+def test_a_stop_seen_by_one_rank_stops_all_at_one_update(start_training, signalled: int) -> None:  # type: ignore[no-untyped-def]
+    """The subtle case: SIGTERM reaches only one rank (the other would carry on into the next update). The
+    ranks agree at the update boundary, save there together and exit 0; the launcher exits 0."""
+    run = start_training(num_processes=2, epochs=60, throttle_s=0.15, last_per_updates=3)
+    read = lambda: [json.loads(x) for x in run.progress_path.read_text().splitlines() if x.startswith("{")]  # noqa: E731
+    deadline = time.monotonic() + 400
+    while not any(e["event"] == "update" and e["update"] >= 4 for e in (read() if run.progress_path.exists() else [])):
+        assert run.proc.poll() is None and time.monotonic() < deadline, run.tail()
+        time.sleep(0.1)
+    group = ranks(psutil.Process(run.pid))
+    os.kill(group[signalled].pid, signal.SIGTERM)
+    assert run.wait(timeout=120) == 0, run.tail()
+    assert not wait_dead(list(group.values()), timeout=10)
+    events_ = read()
+    stop = [e for e in events_ if e["event"] == "exit"][-1]
+    assert stop["pid"] == group[0].pid
+    assert stop["reason"] == ("sigterm" if signalled == 0 else "a stop seen by another rank")
+    updates = [e["update"] for e in events_ if e["event"] in ("update", "checkpoint")]
+    saved = inspect_checkpoint(Path(run.spec_path).parent / "ckpts" / "model_last.pt").update
+    assert saved == stop["update"] == max(updates), "0 updates lost"
