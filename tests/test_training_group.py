@@ -18,7 +18,7 @@ from f5guard.checkpoints.inspect import inspect_checkpoint
 from tests.conftest import Project, kill9, wait_dead
 from tests.test_training_supervised import body, events, home_ckpts, last_update, trainer_pid
 
-pytestmark = [pytest.mark.train, pytest.mark.slow]
+pytestmark = [pytest.mark.train, pytest.mark.slow, pytest.mark.timeout(900)]  # two ranks start slowly
 
 UPDATES_PER_EPOCH = 2  # 8 clips, 2 per batch, split over 2 ranks
 TWO_RANKS = "num_processes = 2\nstop_grace_s = 120"  # two ranks starting on a busy 2-core box: be patient
@@ -120,3 +120,23 @@ def test_a_stop_seen_by_one_rank_stops_all_at_one_update(start_training, signall
     updates = [e["update"] for e in events_ if e["event"] in ("update", "checkpoint")]
     saved = inspect_checkpoint(Path(run.spec_path).parent / "ckpts" / "model_last.pt").update
     assert saved == stop["update"] == max(updates), "0 updates lost"
+
+
+def test_hung_rank_restarts_the_group(make_project, tiny_dataset) -> None:  # type: ignore[no-untyped-def]
+    """A rank that stops answering (SIGSTOP) stalls the other in its next collective: no progress for
+    hang_minutes, stacks dumped, the whole group (the stopped rank too) replaced, training resumed and finished."""
+    epochs = 5
+    extra = "num_processes = 2\nstop_grace_s = 20\nhang_minutes = 2.5"  # above two ranks' start on a busy box
+    p: Project = make_project(body(tiny_dataset, epochs=epochs, extra=extra))
+    p.cli("start", check=True)
+    p.wait_for(lambda: last_update(p) >= 4, timeout=400, what="update 4")
+    launcher = psutil.Process(trainer_pid(p))
+    group = ranks(launcher)
+    os.kill(group[1].pid, signal.SIGSTOP)
+    assert not wait_dead([launcher, *group.values()], timeout=400), "the hung group is replaced"
+    run = p.wait_run("voice", timeout=600)
+    starts = [e for e in events(p) if e["event"] == "start"]
+    assert len(starts) == 2 and starts[1]["start_update"] >= 4
+    assert exits(p)[-1]["reason"] == "finished" and exits(p)[-1]["update"] == epochs * UPDATES_PER_EPOCH
+    assert run["stages"][0]["restarts"] == 1
+    assert "no training progress" in (p.work / "logs" / "voice" / "train.log").read_text()
