@@ -173,6 +173,7 @@ class TrainingRecord:
     sample: SampleNote | None = None
     setup: SetupNote | None = None  # the built-in trainer's device, precision and batch (latest start)
     batch_override: BatchOverride | None = None  # set after a CUDA OOM (training/oom.py)
+    processes: int | None = None  # ranks of the current training (num_processes), when the trainer said
 
 
 class DaemonNote(TypedDict, total=False):

@@ -297,7 +297,7 @@ def test_spec_errors_are_one_line_naming_the_field(tmp_path: Path) -> None:
 
 def test_light_modules_do_not_import_torch() -> None:
     """The daemon imports the spec, progress reader and hooks module: torch must stay out."""
-    modules = ", ".join(f"f5guard.trainer.{m}" for m in ("spec", "progress", "presets", "hooks", "__main__"))
+    modules = ", ".join(f"f5guard.trainer.{m}" for m in ("spec", "progress", "presets", "hooks", "group", "__main__"))
     script = f"import sys, f5guard.trainer, {modules}; assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
 

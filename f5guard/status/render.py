@@ -113,6 +113,8 @@ def _training_detail(t: TrainingReport) -> str:
         parts.append(f"{t['updates_per_s']:.2f} upd/s")
     if t.get("eta_s") is not None:
         parts.append(f"ETA {human_duration(t['eta_s'])}")
+    if (t.get("processes") or 1) > 1:
+        parts.append(f"{t['processes']} processes")
     return " · ".join(parts)
 
 

@@ -125,6 +125,7 @@ class TrainingReport(TypedDict):
     sample: SampleNote | None  # the newest audio sample (sample_every)
     setup: SetupNote | None  # the built-in trainer's device, precision and batch
     batch_override: BatchOverride | None  # a smaller batch set after a CUDA OOM
+    processes: int | None
 
 
 class RunReport(TypedDict):
@@ -315,6 +316,7 @@ def _training(run: RunConfig, home: HomeLayout, record: TrainingRecord | None, n
         sample=t.sample if t.sample is not None else _sample_on_home(run, home),
         setup=t.setup,
         batch_override=t.batch_override,
+        processes=t.processes,
     )
 
 

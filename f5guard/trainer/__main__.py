@@ -3,6 +3,8 @@
 Exit codes: 0 finished or stopped gracefully (SIGTERM/SIGINT), 1 training failed, 2 bad spec or inputs.
 Graceful stop: SIGTERM (or SIGINT) to this process or its whole process group: it finishes the current update,
 saves model_last.pt there through F5-TTS's own save_checkpoint, and exits 0.
+With ``num_processes`` > 1 this process launches and supervises the ranks (trainer/group.py); a rank that
+fails takes the group down and this process ends like it (see group.die_like).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from f5guard.checkpoints.resume import place_pretrained, prepare_resume
 from f5guard.errors import F5guardError
 from f5guard.pdeathsig import follow_supervisor
+from f5guard.trainer import group
 from f5guard.trainer.hooks import GracefulStop, StopRequest, TrainerHooks
 from f5guard.trainer.progress import ProgressWriter
 from f5guard.trainer.spec import SpecError, TrainSpec
@@ -46,15 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         print(f"f5guard.trainer: {err}", file=sys.stderr)
         return err.exit_code
+    rank = group.member()
     try:
-        progress = ProgressWriter(spec.progress_path)
+        progress = ProgressWriter(spec.progress_path, write=rank is None or rank.rank == 0)
     except OSError as err:
         print(
             f"f5guard.trainer: could not open progress file {spec.progress_path}: {err.strerror}",
             file=sys.stderr,
         )
         return 1
-    run = _Run(spec, progress, stop)
+    run = _Run(spec, progress, stop, args.spec, rank)
     try:
         return run.run()
     except F5guardError as err:
@@ -88,8 +92,9 @@ def _install_signal_handlers(stop: StopRequest) -> None:
 class _Run:
     """One training run; keeps the hooks so a failure can still report the last finished update."""
 
-    def __init__(self, spec: TrainSpec, progress: ProgressWriter, stop: StopRequest) -> None:
-        self.spec, self.progress, self.stop = spec, progress, stop
+    def __init__(self, spec: TrainSpec, progress: ProgressWriter, stop: StopRequest, spec_path: str,
+                 rank: group.Member | None = None) -> None:  # fmt: skip
+        self.spec, self.progress, self.stop, self.spec_path, self.rank = spec, progress, stop, spec_path, rank
         self.hooks: TrainerHooks | None = None
         self.trainer: Any | None = None
 
@@ -100,13 +105,15 @@ class _Run:
     def run(self) -> int:
         spec, progress = self.spec, self.progress
         spec.check_inputs()
-        plan = prepare_resume(spec.checkpoint_dir)
-        actions = list(plan.actions)
-        if plan.chosen is None and spec.pretrained is not None:
-            placed = place_pretrained(spec.pretrained, spec.checkpoint_dir)
-            actions.append(f"placed {spec.pretrained} as {placed.name}")
         for key, value in OFFLINE_ENV.items():
             os.environ.setdefault(key, value)
+        if self.rank is not None:  # the launcher prepared the checkpoint dir once, for every rank
+            plan_fields = self.rank.plan
+        else:
+            plan_fields = _prepare(spec)
+            placement = group.resolve(spec.num_processes)
+            if placement.processes > 1:
+                return self._launch(placement, plan_fields)
 
         # torch + f5_tts: seconds of imports, after the spec and the checkpoint dir were checked
         from f5guard.trainer.build import build_dataset, build_trainer
@@ -120,9 +127,8 @@ class _Run:
         setup.update(precision=str(trainer.accelerator.mixed_precision), autocast=bool(trainer.accelerator.native_amp))
         dataset = build_dataset(spec)
         start_fields: dict[str, Any] = {
-            "model": spec.model, "params": n_params, "samples": len(dataset), "actions": actions,
-            "quarantined": [{"name": q.name, "moved_to": q.moved_to, "reason": q.reason}
-                            for q in plan.quarantined],
+            "model": spec.model, "params": n_params, "samples": len(dataset), **plan_fields,
+            "processes": self.rank.world if self.rank is not None else 1,
             "setup": setup,
         }  # fmt: skip
         verify = os.environ.get(VERIFY_ENV) == "1"
@@ -138,6 +144,25 @@ class _Run:
         progress.emit("exit", reason="finished", update=self.hooks.update)
         return 0
 
+    def _launch(self, placement: group.Placement, plan_fields: dict[str, Any]) -> int:
+        if self.stop.reason is not None:  # asked to stop before any rank started: nothing to save
+            self.progress.emit("exit", reason=self.stop.reason, update=None, processes=placement.processes)
+            return 0
+        argv = [sys.executable, "-m", "f5guard.trainer", "--spec", self.spec_path]
+        ranks = group.Group(argv, placement, plan_fields, self.spec.threads)
+        return ranks.wait(self.stop, self.progress)
+
+
+def _prepare(spec: TrainSpec) -> dict[str, Any]:
+    """Quarantine what cannot resume and place the pretrained model: the start event's actions and files."""
+    plan = prepare_resume(spec.checkpoint_dir)
+    actions = list(plan.actions)
+    if plan.chosen is None and spec.pretrained is not None:
+        placed = place_pretrained(spec.pretrained, spec.checkpoint_dir)
+        actions.append(f"placed {spec.pretrained} as {placed.name}")
+    quarantined = [{"name": q.name, "moved_to": q.moved_to, "reason": q.reason} for q in plan.quarantined]
+    return {"actions": actions, "quarantined": quarantined}
+
 
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
@@ -150,4 +175,4 @@ if __name__ == "__main__":
     sys.stderr.flush()
     # Everything is saved, reported, closed and the workers are gone; skipping the interpreter's teardown
     # (seconds of torch's C++ destructors after the exit event) lets a supervisor see the exit at once.
-    os._exit(code)
+    group.die_like(code)

@@ -7,6 +7,12 @@ state is exactly "update N finished, nothing of N+1 started": saving there throu
 ``save_checkpoint`` writes precisely what F5-TTS writes at N, and a graceful stop loses no update. (Wrapping
 ``optimizer.step`` instead fires before the scheduler and EMA step; forcing ``last_per_updates`` to 1 works
 too but mutates the Trainer's configuration.) Every hook is an instance attribute; the class is untouched.
+
+Several ranks (trainer/group.py): F5-TTS calls ``accelerator.log`` on the main rank only, so the ranks meet
+at another point: the entry of ``accelerator.accumulate`` for the next batch, when the previous micro-step
+finished an update (``sync_gradients``). All ranks pass there after update N is complete, EMA and the loop's
+own saves included, and before N+1 starts; there they agree on stop and timed save (collective.py), save
+through the Trainer's save_checkpoint (its barrier needs every rank) and raise GracefulStop together.
 """
 
 from __future__ import annotations
@@ -66,6 +72,10 @@ class TrainerHooks:
         self._last_save = time.monotonic()
         self._reported: tuple[int, float] | None = None  # (update, monotonic time) of the last update event
         self._test_oom = _test_oom(os.environ.get(TEST_OOM_ENV))
+        self.group = False  # one rank of several: stop and timed saves are decided at _accumulate, together
+        self._boundary: int | None = None  # group: the update the ranks finished at the latest boundary
+        self._last_saved: int | None = None  # the update model_last.pt holds (saved in this run)
+        self._start = 0  # the update training resumed at
 
     def install(self) -> None:
         t = self.trainer
@@ -75,6 +85,10 @@ class TrainerHooks:
         t.load_checkpoint = self._load_checkpoint
         t.save_checkpoint = self._save_checkpoint
         t.accelerator.log = self._log
+        if t.accelerator.num_processes > 1:
+            self.group = True
+            self._orig_accumulate: Callable[..., Any] = t.accelerator.accumulate
+            t.accelerator.accumulate = self._accumulate
 
     # ------------------------------------------------------------------------------ the three hooks
     def _load_checkpoint(self) -> int:
@@ -83,8 +97,10 @@ class TrainerHooks:
         names = sorted(os.listdir(ckpt_dir)) if ckpt_dir.is_dir() else []
         loaded = f5tts_pick(names)
         start = int(self._orig_load())
-        self.update = start
+        self.update = self._start = start
         self.total_updates = _total_updates(self.trainer.scheduler)
+        if self.group:
+            self.total_updates = _group_total_updates(self.trainer, self.spec.epochs) or self.total_updates
         if self.total_updates is not None:
             self.updates_per_epoch = max(1, self.total_updates // self.spec.epochs)
         self._reported = (start, time.monotonic())
@@ -94,8 +110,15 @@ class TrainerHooks:
         if self.verify_resume and loaded is not None and start > 0:
             from f5guard.trainer.verify import compare_with_checkpoint
 
-            self.progress.emit("resume_check", **compare_with_checkpoint(self.trainer, ckpt_dir / loaded))
-        if self.stop.reason is not None:  # asked to stop before any update: nothing new to save
+            check = compare_with_checkpoint(self.trainer, ckpt_dir / loaded)
+            if self.group:  # every rank loaded the file: equal means equal on all of them
+                from f5guard.trainer.collective import every_rank
+
+                parts = ("model_equal", "optimizer_equal", "scheduler_equal")
+                agreed = every_rank([bool(check[k]) for k in parts], self.trainer.accelerator.device)
+                check.update(zip(parts, agreed, strict=True), ranks=self.trainer.accelerator.num_processes)
+            self.progress.emit("resume_check", **check)
+        if self.stop.reason is not None and not self.group:  # stop before any update: nothing new to save
             raise GracefulStop(self.stop.reason, start)
         return start
 
@@ -115,6 +138,8 @@ class TrainerHooks:
             self._emit_update()
         if self.spec.throttle_s > 0:
             time.sleep(self.spec.throttle_s)
+        if self.group:
+            return  # the ranks decide together at the next _accumulate
         if self.stop.reason is not None:
             self._save_checkpoint(self.update, last=True)
             if self.update % self.spec.save_per_updates == 0:  # the loop would have saved it next
@@ -134,10 +159,32 @@ class TrainerHooks:
             return  # F5-TTS writes no numbered files then
         if last:
             self._last_save = time.monotonic()
+            self._last_saved = update
         if update == self.update and (self._reported is None or self._reported[0] != update):
             self._emit_update()  # the reader's latest update matches the checkpoint exactly
         size = path.stat().st_size if path.exists() else None
         self.progress.emit("checkpoint", file=name, update=update, last=last, size=size)
+
+    def _accumulate(self, *args: Any, **kwargs: Any) -> Any:
+        """Group only: every rank enters here per batch; after a finished update it is a boundary."""
+        if self.trainer.accelerator.sync_gradients:  # still the previous micro-step's flag (True before any)
+            self._boundary = self._start if self._boundary is None else self._boundary + 1
+            self._group_boundary(self._boundary)
+        return self._orig_accumulate(*args, **kwargs)
+
+    def _group_boundary(self, update: int) -> None:
+        from f5guard.trainer.collective import any_rank
+
+        minutes = self.spec.save_every_minutes
+        due = minutes > 0 and time.monotonic() - self._last_save >= minutes * 60
+        stop, due = any_rank([self.stop.reason is not None, due], self.trainer.accelerator.device)
+        fresh = update not in (self._last_saved, self._start)  # the loop may have saved it already
+        if stop:
+            if fresh:
+                self._save_checkpoint(update, last=True)
+            raise GracefulStop(self.stop.reason or "a stop seen by another rank", update)
+        if due and fresh:
+            self._save_checkpoint(update, last=True)
 
     # ------------------------------------------------------------------------------ helpers
     def _emit_update(self) -> None:
@@ -179,6 +226,17 @@ def _maybe_test_oom(plan: tuple[int, int], update: int, batch: int) -> None:
 def _finite(value: float | None) -> float | None:
     """Strict JSON has no NaN: a diverged loss is None here and named in ``loss_nonfinite``."""
     return None if value is None or not math.isfinite(value) else value
+
+
+def _group_total_updates(trainer: Any, epochs: int) -> int | None:
+    """Updates with N ranks: F5-TTS sizes its scheduler before accelerate splits the batches over the ranks (and
+    accelerate then steps it N times per update), so the scheduler counts N times too many. The prepared
+    DataLoader (accelerate keeps it in ``_dataloaders``) has each rank's batches per epoch."""
+    loaders = getattr(trainer.accelerator, "_dataloaders", None)
+    try:
+        return int(math.ceil(len(loaders[-1]) / trainer.grad_accumulation_steps) * epochs)  # type: ignore[index]
+    except (TypeError, IndexError, AttributeError):
+        return None
 
 
 def _total_updates(scheduler: Any) -> int | None:

@@ -22,6 +22,7 @@ Tokenizer = Literal["custom", "char", "pinyin"]
 BatchSizeType = Literal["frame", "sample"]
 MixedPrecision = Literal["auto", "no", "fp16", "bf16"]  # "auto": resolved by the trainer (trainer/hardware.py)
 AUTO = "auto"  # batch_size_per_gpu = "auto": a frame budget from the GPU's memory (trainer/batches.py)
+Processes = int | Literal["auto"]  # "auto": every visible GPU, 1 without one (f5guard.trainer.group)
 
 SPEC_VERSION = 1
 DATASET_FILES = ("raw.arrow", "duration.json")
@@ -80,6 +81,9 @@ class TrainSpec:
     threads: int | None = None  # torch.set_num_threads; None keeps torch's default
     mixed_precision: MixedPrecision = "auto"  # accelerate's mixed_precision; "auto": bf16/fp16 by GPU, "no" on CPU
     bnb_optimizer: bool = False  # bitsandbytes' 8-bit AdamW (F5-TTS's own option): CUDA only
+    # Ranks of one data-parallel training; 1 by default because N ranks multiply the batch and divide the
+    # updates per epoch (F5-TTS's own accounting), which must be a choice, not a surprise on a bigger VM.
+    num_processes: Processes = 1
 
     def __post_init__(self) -> None:
         for name in ("dataset_dir", "checkpoint_dir", "progress_path", "tokenizer_path", "pretrained"):
@@ -121,6 +125,14 @@ class TrainSpec:
             _check_int(name, getattr(self, name), minimum, maximum)
         if self.threads is not None:
             _check_int("threads", self.threads, 1, MAX_PARALLEL)
+        if self.num_processes != "auto":
+            try:
+                _check_int("num_processes", self.num_processes, 1, MAX_PARALLEL)
+            except _Invalid:
+                raise _Invalid(
+                    f'num_processes must be "auto" or an integer from 1 to {MAX_PARALLEL}, '
+                    f"got {_shown(self.num_processes)}"
+                ) from None
         floats = {
             "max_grad_norm": (0.0, math.inf), "save_every_minutes": (0.0, MAX_MINUTES),
             "throttle_s": (0.0, MAX_THROTTLE_S), "learning_rate": (0.0, MAX_LEARNING_RATE),

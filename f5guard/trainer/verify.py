@@ -33,7 +33,10 @@ def compare_with_checkpoint(trainer: Any, path: Path) -> dict[str, Any]:
         "file": path.name,
         "update": saved.get("update", saved.get("step")),
         "model_equal": same(saved["model_state_dict"], model.state_dict()),
-        "ema_equal": same(saved["ema_model_state_dict"], trainer.ema_model.state_dict()),
+        # F5-TTS keeps the EMA on the main rank only
+        "ema_equal": same(saved["ema_model_state_dict"], trainer.ema_model.state_dict())
+        if hasattr(trainer, "ema_model")
+        else None,
         "optimizer_equal": same(saved["optimizer_state_dict"], optimizer_state),
         "scheduler_equal": same(saved["scheduler_state_dict"], trainer.scheduler.state_dict()),
         "adam_step": float(steps[0]) if steps else None,

@@ -321,7 +321,12 @@ class TrainDriver(StageDriver):
         if py_spy:
             try:
                 out = subprocess.run(
-                    [py_spy, "dump", "--pid", str(attempt.pid)], capture_output=True, text=True, timeout=30, check=False
+                    # --subprocesses: the ranks of a group (trainer/group.py) are the launcher's children
+                    [py_spy, "dump", "--pid", str(attempt.pid), "--subprocesses"],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    check=False,
                 )
             except (OSError, subprocess.SubprocessError) as err:
                 runner.stage_log.note(f"py-spy failed ({err}); falling back to faulthandler")

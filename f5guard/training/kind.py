@@ -26,7 +26,7 @@ _SPEC_PATHS = ("tokenizer_path", "pretrained")
 _SPEC_SKIP = {"dataset_dir", "checkpoint_dir", "progress_path", *_SPEC_PATHS}
 # Spec keys added after stages were fingerprinted: at their defaults they are left out of the identity, so an
 # upgraded f5guard does not see every finished training as changed (and rerun it and what follows it).
-_LATER_DEFAULTS: dict[str, object] = {"mixed_precision": "auto", "bnb_optimizer": False}
+_LATER_DEFAULTS: dict[str, object] = {"mixed_precision": "auto", "bnb_optimizer": False, "num_processes": 1}
 DEFAULT_HANG_MINUTES = 30.0
 MAX_KEEP_DURABLE = 100  # each is a full checkpoint on Drive (~5 GB for Base)
 DEFAULT_SAMPLE_TEXT = "This is my voice, learning to speak a little better with every update."
@@ -181,6 +181,8 @@ def _spec(table: Table, base: StageBase, checkpoint_dir: str, progress_path: str
                 values[name] = table.get(name, int)
             elif name == "batch_size_per_gpu" and isinstance(table.get(name, object), str):
                 values[name] = table.get(name, str)  # "auto"; TrainSpec names any other text
+            elif name == "num_processes":  # an integer or "auto": TrainSpec says what is wrong with it
+                values[name] = table.get(name, object)
             else:
                 values[name] = table.get(name, kind)
     dataset = table.text("dataset")

@@ -37,6 +37,7 @@ class Progress:
     checkpoints_seen: int = 0
     exit_reason: str | None = None
     setup: SetupNote | None = None  # this attempt's device, precision and batch (the built-in trainer's start)
+    processes: int | None = None  # ranks of the training (num_processes), from the start event
 
     def eta_s(self) -> float | None:
         if self.update is None or not self.total_updates or not self.updates_per_s:
@@ -50,6 +51,7 @@ class Progress:
         record.eta_s = None if (eta := self.eta_s()) is None else round(eta, 1)
         if self.setup is not None:
             record.setup = self.setup
+        record.processes = self.processes
 
 
 class EventReader:
@@ -72,6 +74,7 @@ class EventReader:
                 progress.total_updates = event.get("total_updates") or progress.total_updates
                 progress.epochs = event.get("epochs") or progress.epochs
                 progress.setup = _setup(event.get("setup"))
+                progress.processes = event.get("processes", progress.processes)
             elif kind == "update":
                 progress.update = event.get("update", progress.update)
                 progress.loss = event.get("loss")
