@@ -260,8 +260,8 @@ def f5guard_side(tmp: Path, data: Path, plan: dict[str, Any], cpu: bool) -> tupl
         peak = _peak(root, start["pid"])
         side.update(updates_per_s=rate, updates=at, cuda_max_allocated=peak.get("cuda_max_allocated"),
                     max_rss_mb=peak.get("max_rss_mb"),
-                    precision=start.get("mixed_precision", start.get("precision", "(not in start event)")),
-                    device="cpu" if cpu else "cuda")  # fmt: skip
+                    precision=(start.get("setup") or {}).get("precision", "(not in start event)"),
+                    device=(start.get("setup") or {}).get("device", "cpu" if cpu else "cuda"))  # fmt: skip
         victim = int(ckpt["pid"])
         os.kill(victim, signal.SIGKILL)
         killed_at = time.time()

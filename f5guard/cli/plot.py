@@ -83,6 +83,7 @@ def _restarts(events: list[dict[str, Any]]) -> list[int]:
 def draw(run: str, events: list[dict[str, Any]], durable: list[int], path: Path) -> None:
     try:
         import matplotlib
+        import matplotlib.ticker
 
         matplotlib.use("Agg")  # no display on a Colab VM or a server
         import matplotlib.pyplot as plt
@@ -92,8 +93,10 @@ def draw(run: str, events: list[dict[str, Any]], durable: list[int], path: Path)
     steps = [u for u, loss, _ in points if isinstance(loss, (int, float))]
     losses = [float(loss) for _, loss, _ in points if isinstance(loss, (int, float))]
     smooth: list[float] = []
-    for value in losses:
-        smooth.append(value if not smooth else SMOOTHING * smooth[-1] + (1 - SMOOTHING) * value)
+    running = 0.0
+    for k, value in enumerate(losses, start=1):  # debiased (as TensorBoard): the first points are not pinned
+        running = SMOOTHING * running + (1 - SMOOTHING) * value  # to the first loss
+        smooth.append(running / (1 - SMOOTHING**k))
     fig, ax = plt.subplots(figsize=(10, 5), dpi=100)
     ax.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=1, label="loss")
     ax.plot(steps, smooth, color="tab:blue", linewidth=2, label=f"loss (smoothed {SMOOTHING})")
@@ -104,6 +107,7 @@ def draw(run: str, events: list[dict[str, Any]], durable: list[int], path: Path)
             update, color="tab:red", linestyle="--", linewidth=1.2, label="restart (resumed)" if i == 0 else None
         )
     ax.set_xlabel("update")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # updates are whole numbers
     ax.set_ylabel("loss")
     lrs = [(u, float(lr)) for u, _, lr in points if isinstance(lr, (int, float))]
     if lrs:
