@@ -58,8 +58,9 @@ def find_config(explicit: str | os.PathLike[str] | None) -> Path:
     return Path.cwd() / CONFIG_NAME
 
 
-def load_config(path: Path) -> Config:
-    """Read and validate the config at ``path``; raises ConfigError with one line."""
+def load_config(path: Path, *, find_python: bool = True) -> Config:
+    """Read and validate the config at ``path``; raises ConfigError with one line. ``find_python=False``: a
+    command that runs no stage (status, plot) leaves ``python = "auto"`` unresolved (stages/stackpython.py)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -72,10 +73,10 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path}: config is not UTF-8 text: {err}") from err
     except ValueError as err:  # TOMLDecodeError, and an integer of over 4300 digits (int_max_str_digits)
         raise ConfigError(f"{path}: invalid TOML: {err}") from err
-    return parse_config(data, path.resolve())
+    return parse_config(data, path.resolve(), find_python=find_python)
 
 
-def parse_config(data: dict[str, Any], path: Path) -> Config:
+def parse_config(data: dict[str, Any], path: Path, *, find_python: bool = True) -> Config:
     """Validate parsed TOML: every value is checked here, so the daemon never meets one that cannot work."""
     check_text(data, path)
     top = Table(data, "", path)
@@ -84,7 +85,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     work = _directory(top, "work", config_dir, must_have_parent=False)
     if home == work:
         top.fail("must differ from home: work is the fast runtime-local copy, home the persistent one", "work")
-    python = _python(top, config_dir, work)
+    python = _python(top, config_dir, work, find_python)
     lease = _lease(top.sub("lease"))
     logs = _logs(top.sub("logs"))
     restart_default = _restart(top.sub("restart"), RestartPolicy())
@@ -102,9 +103,9 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     return Config(path=path, home=home, work=work, lease=lease, logs=logs, runs=tuple(runs), python=python)
 
 
-def _python(top: Table, config_dir: Path, work: Path) -> StackPython:
+def _python(top: Table, config_dir: Path, work: Path, find: bool) -> StackPython:
     """``python``: the interpreter of the training stack, "auto" or a path (stages/stackpython.py)."""
-    return resolve(top.text("python", AUTO), config_dir, work, top.key_path("python"), top.file)
+    return resolve(top.text("python", AUTO), config_dir, work, top.key_path("python"), top.file, look=find)
 
 
 def _directory(top: Table, key: str, config_dir: Path, *, must_have_parent: bool) -> Path:

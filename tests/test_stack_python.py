@@ -251,3 +251,33 @@ def test_command_mode_finds_finetune_cli_checkpoints_where_the_stack_python_has_
             with pytest.raises(ConfigError) as caught:
                 load_config(path)
             assert "checkpoint_dir" in caught.value.message and "installed in the stack python" in caught.value.message
+
+
+def test_status_and_plot_do_not_look_for_the_stack_python(tmp_path: Path) -> None:
+    """`python = "auto"` may start an interpreter per python3 on PATH; status (no daemon running) and plot run no
+    stage and must not, while start --dry-run does. The daemon's Python is made to miss f5_tts, and the only
+    python3 on PATH records each time it is started."""
+    config = _config(tmp_path, None)
+    calls = tmp_path / "calls.txt"
+    _script(tmp_path / "bin" / "python3", f'#!/bin/sh\necho "$@" >> {calls}\nexec {sys.executable} "$@"\n')
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    runner = (
+        "import importlib.util, sys\n"
+        "find = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda name, *a: None if name == 'f5_tts' else find(name, *a)\n"
+        "from f5guard.cli import main\n"
+        "sys.argv = ['f5guard', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+
+    def f5guard(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", runner, *args], env=env, capture_output=True, text=True)
+
+    status = f5guard("status", "--config", str(config))
+    assert status.returncode == 1 and "no f5guard supervisor runs here" in status.stdout, status
+    plot = f5guard("plot", "--config", str(config), "--out", str(tmp_path / "p.png"))
+    assert "Traceback" not in plot.stderr, plot.stderr
+    assert not calls.exists(), f"status/plot started the PATH's python3: {calls.read_text()}"
+    dry = f5guard("start", "--dry-run", "--config", str(config))
+    assert calls.exists(), (dry.stdout, dry.stderr)  # the stages need it: start looks
+    assert f"{tmp_path / 'bin' / 'python3'}" in dry.stdout + dry.stderr, dry.stdout

@@ -31,8 +31,9 @@ class Context:
     home: HomeLayout
 
 
-def open_config(config_path: str | None) -> Context:
-    config = load_config(find_config(config_path))
+def open_config(config_path: str | None, *, find_python: bool = True) -> Context:
+    """``find_python=False`` for verbs that run no stage: they need not look for the stack python."""
+    config = load_config(find_config(config_path), find_python=find_python)
     return Context(config=config, work=WorkLayout(config.work), home=HomeLayout(config.home))
 
 
@@ -47,11 +48,11 @@ class DaemonHandle:
     note: str | None  # why the daemon was found through its own note rather than through the config
 
 
-def find_daemon(config_path: str | None) -> DaemonHandle:
+def find_daemon(config_path: str | None, *, find_python: bool = True) -> DaemonHandle:
     """Raises the config's ConfigError only when no daemon started from this config file runs."""
     path = find_config(config_path)
     try:
-        ctx = open_config(config_path)
+        ctx = open_config(config_path, find_python=find_python)
     except ConfigError as err:
         noted = _noted_daemon(path)
         if noted is None:

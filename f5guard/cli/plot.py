@@ -26,7 +26,7 @@ SMOOTHING = 0.9  # exponential moving average of the loss, like TensorBoard's de
 @click.option("--out", "-o", "out", type=click.Path(dir_okay=False), default=None, help="PNG to write.")
 def command(config_path: str | None, run: str | None, out: str | None) -> int:
     """Write a PNG of loss and learning rate against update, restarts and durable checkpoints marked."""
-    ctx = open_config(config_path)
+    ctx = open_config(config_path, find_python=False)
     target = _pick_run(ctx.config, run)
     events = progress_events(ctx.config, target)
     updates = [e for e in events if e.get("event") == "update" and isinstance(e.get("update"), int)]

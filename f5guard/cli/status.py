@@ -17,7 +17,7 @@ from f5guard.status.report import build_report, exit_code
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def command(config_path: str | None, as_json: bool) -> int:
     """Where everything stands: daemon, runs, stages. Exit 1 when no daemon runs here or a run is FATAL."""
-    handle = find_daemon(config_path)
+    handle = find_daemon(config_path, find_python=False)  # status runs no stage: instant without a daemon too
     if handle.note is not None and handle.info is not None:
         # The config changed under the running daemon: it answers with the config it runs with.
         answer = ask_daemon(str(handle.work.root), handle.info.pid, as_json)

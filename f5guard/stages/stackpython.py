@@ -145,8 +145,16 @@ def auto() -> tuple[str, str]:
     return sys.executable, "auto: no Python here has f5_tts or torch; the daemon's own Python"
 
 
-def resolve(setting: str, config_dir: Path, work: Path, where: str, file: Path) -> StackPython:
-    """The ``python`` setting as the stages will use it; ConfigError (one line) for one that cannot run."""
+UNRESOLVED = "auto: not looked for by this command (only the stages need it)"
+
+
+def resolve(setting: str, config_dir: Path, work: Path, where: str, file: Path, *, look: bool = True) -> StackPython:
+    """The ``python`` setting as the stages will use it; ConfigError (one line) for one that cannot run.
+
+    ``look=False`` (commands that only read state: status, plot) leaves "auto" unresolved: finding it may start an
+    interpreter per ``python3`` on PATH, and `f5guard status` with no daemon running must stay instant."""
+    if setting == AUTO and not look:
+        return StackPython(path=sys.executable, how=UNRESOLVED)
     if setting == AUTO:
         python, how = auto()
     else:
