@@ -225,6 +225,9 @@ def test_status_says_precision_device_and_what_f5guard_changed() -> None:
     assert "precision bf16 on NVIDIA A100-SXM4-80GB (auto)" in text
     assert "batch 32300 frames (auto for 79.3 GiB) x grad_accum 1" in text
     assert "batch 3200 -> 1600 frames x grad_accum 2 after CUDA out of memory at update 12" in text
+    cpu = SetupNote(**{**SETUP, "precision": "no", "device": "cpu", "batch_auto": False, "batch_size_per_gpu": 4,
+                       "batch_size_type": "sample"})  # fmt: skip
+    assert "precision fp32 on cpu (auto) · batch 4 samples x grad_accum 1" in _status_text(TrainingRecord(setup=cpu))
 
 
 def test_new_keys_at_their_defaults_leave_the_identity_as_it_was(tmp_path: Path) -> None:

@@ -187,8 +187,9 @@ def _setup_line(setup: SetupNote) -> str:
     memory = f" for {setup['gpu_memory_gib']:g} GiB" if setup["batch_auto"] and setup["gpu_memory_gib"] else ""
     batch = f"batch {setup['batch_size_per_gpu']} {unit}{f' (auto{memory})' if setup['batch_auto'] else ''}"
     adam = " · 8-bit Adam" if setup["bnb_optimizer"] else ""
+    precision = "fp32" if setup["precision"] == "no" else setup["precision"]  # accelerate's "no": no mixed precision
     return (
-        f"precision {setup['precision']} on {setup['device']} ({chosen}) · {batch} x grad_accum "
+        f"precision {precision} on {setup['device']} ({chosen}) · {batch} x grad_accum "
         f"{setup['grad_accumulation_steps']}{adam}"
     )
 
