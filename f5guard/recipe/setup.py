@@ -23,6 +23,7 @@ import os
 import platform
 import re
 import shlex
+import site
 import subprocess
 import sys
 import time
@@ -136,16 +137,24 @@ def own_overrides() -> dict[str, tuple[str, ...]]:
     and is only needed where the daemon's dependencies live. A Python without f5guard installed gets f5-tts's
     filelock as f5-tts wants it."""
     here = overrides_here()
-    if not here:
-        return {}
-    try:
-        requires = importlib.metadata.requires("f5guard") or []
-    except importlib.metadata.PackageNotFoundError:
+    requires = _installed_requires("f5guard")
+    if not here or requires is None:
         return {}
     own = {canonical(re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0]) for r in requires if "extra ==" not in r}
     kept = {d: tuple(r for r in reqs if canonical(re.split(r"[\s<>=!~]", r, maxsplit=1)[0]) in own)
             for d, reqs in here.items()}  # fmt: skip
     return {d: reqs for d, reqs in kept.items() if reqs}
+
+
+def _installed_requires(name: str) -> list[str] | None:
+    """The requirements of ``name`` as installed in THIS interpreter's environment (its prefix or the user's site),
+    None when it is not: a checkout's ``f5guard.egg-info`` seen through PYTHONPATH is not an install here."""
+    roots = [Path(sys.prefix).resolve(), Path(site.getusersitepackages()).resolve()]
+    for dist in importlib.metadata.distributions(name=name):
+        where = Path(str(dist.locate_file(""))).resolve()
+        if any(where.is_relative_to(root) for root in roots):
+            return dist.requires or []
+    return None
 
 
 def probe_items(needs: list[Need], require_gpu: bool) -> list[ProbeItem]:
