@@ -11,16 +11,20 @@ from f5_tts.model import CFM, DiT, Trainer
 from f5_tts.model.dataset import CustomDataset
 from f5_tts.model.utils import get_tokenizer
 
+from f5guard.trainer.hardware import probe, resolve
 from f5guard.trainer.presets import MEL_SPEC, dit_kwargs
-from f5guard.trainer.spec import TrainSpec
+from f5guard.trainer.spec import AUTO, TrainSpec
 
 
 def build_trainer(spec: TrainSpec) -> tuple[Any, int]:
     """The Trainer F5-TTS's own entries would build, minus every network path; and the parameter count.
 
-    ``spec`` is resolved (trainer/hardware.py): a concrete batch and accelerate's mixed_precision, which F5-TTS
-    hands to ``Accelerator(**accelerate_kwargs)`` (its entries get it from ``accelerate launch`` instead)."""
-    assert isinstance(spec.batch_size_per_gpu, int), "resolve 'auto' first (trainer/hardware.py)"
+    A concrete batch and accelerate's mixed_precision, which F5-TTS hands to ``Accelerator(**accelerate_kwargs)``
+    (its entries get it from ``accelerate launch`` instead): the entry resolves "auto" first, to report what it
+    chose; a spec built elsewhere (a notebook, a test) is resolved here for the GPU this process sees."""
+    if AUTO in (spec.mixed_precision, spec.batch_size_per_gpu):
+        spec, _ = resolve(spec, probe())
+    assert isinstance(spec.batch_size_per_gpu, int)
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
     torch.manual_seed(spec.seed)
