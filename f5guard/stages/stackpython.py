@@ -30,6 +30,7 @@ from f5guard.schema import StackPython, check_path, expand, placeholder_values
 
 AUTO = "auto"
 SEPARATE_ENV = "F5GUARD_PYTHONPATH"  # set (to the folder) in a stage run by a stack python that is not the daemon's
+_MARK = "F5GUARD-PY "  # the probes' answer line
 PROBE_TIMEOUT_S = 20.0  # a cold interpreter on a slow disk; a hung one must not hang `f5guard status`
 # find_spec, never import: importing torch costs seconds, and only whether it is there matters.
 _PROBE = (
@@ -53,10 +54,26 @@ def probe(python: str) -> Probe | None:
     """What ``python`` can find, asked in a short subprocess; None when it does not run or answer."""
     if python in _FOUND:
         return _FOUND[python]
+    answer = _ask(python, _PROBE)
+    if answer is None:
+        return None
+    try:
+        found = json.loads(answer)
+    except ValueError:
+        return None
+    result = Probe(f5_tts=found.get("f5_tts") is True, torch=found.get("torch") is True)
+    if result.f5_tts:
+        _FOUND[python] = result
+    return result
+
+
+def _ask(python: str, code: str) -> str | None:
+    """What ``code`` run by ``python`` prints after the marker; None when it does not run or answer (an
+    interpreter that fails is one without the stack). Anything else it prints is ignored."""
     try:
         proc = subprocess.run(
-            [python, "-c", _PROBE],
-            check=False,  # an interpreter that fails is one without the stack: the missing line says so
+            [python, "-c", code],
+            check=False,
             capture_output=True,
             text=True,
             timeout=PROBE_TIMEOUT_S,
@@ -64,17 +81,7 @@ def probe(python: str) -> Probe | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    for line in proc.stdout.splitlines():
-        if line.startswith("F5GUARD-PY "):
-            try:
-                found = json.loads(line.split(" ", 1)[1])
-            except ValueError:
-                return None
-            result = Probe(f5_tts=found.get("f5_tts") is True, torch=found.get("torch") is True)
-            if result.f5_tts:
-                _FOUND[python] = result
-            return result
-    return None
+    return next((line[len(_MARK) :] for line in proc.stdout.splitlines() if line.startswith(_MARK)), None)
 
 
 _LOCATE = (
@@ -91,19 +98,8 @@ def f5_tts_dir(python: str) -> Path | None:
         spec = importlib.util.find_spec("f5_tts")
         found = next(iter(spec.submodule_search_locations), "") if spec and spec.submodule_search_locations else ""
         return Path(found) if found else None
-    try:
-        proc = subprocess.run(
-            [python, "-c", _LOCATE],
-            check=False,  # no answer is no f5_tts
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT_S,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    found = next((line[11:] for line in proc.stdout.splitlines() if line.startswith("F5GUARD-PY ")), "")
-    return Path(found) if found else None
+    answer = _ask(python, _LOCATE)  # no answer is no f5_tts
+    return Path(answer) if answer else None
 
 
 def same_environment(python: str, other: str = sys.executable) -> bool:
