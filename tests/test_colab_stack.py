@@ -48,10 +48,14 @@ def python312() -> str | None:
 
 def install_cell() -> list[str]:
     """The notebook's install command, read from its cell: ``sh("uv", "tool", "install", ..., PACKAGE)``."""
-    cell = next(c for c in json.loads(NOTEBOOK.read_text())["cells"] if "tool" in "".join(c["source"]))
-    calls = [n for n in ast.walk(ast.parse("".join(cell["source"]))) if isinstance(n, ast.Call)]
-    call = next(c for c in calls if isinstance(c.func, ast.Name) and c.func.id == "sh" and len(c.args) > 2)
-    return [a.value if isinstance(a, ast.Constant) else f"<{ast.unparse(a)}>" for a in call.args]
+    cells = [c for c in json.loads(NOTEBOOK.read_text())["cells"] if c["cell_type"] == "code"]
+    for cell in cells[:-1]:  # the last is `!f5guard watch`
+        for call in (n for n in ast.walk(ast.parse("".join(cell["source"]))) if isinstance(n, ast.Call)):
+            if isinstance(call.func, ast.Name) and call.func.id == "sh":
+                argv = [a.value if isinstance(a, ast.Constant) else f"<{ast.unparse(a)}>" for a in call.args]
+                if argv[:1] == ["uv"]:
+                    return argv
+    raise AssertionError("no `uv` command in the notebook")
 
 
 def _versions(python: Path, cwd: Path) -> dict[str, str]:

@@ -117,12 +117,13 @@ def _wait_text(path: Path, needle: str, timeout: float = 30) -> str:
     raise AssertionError(f"no {needle!r} in {path}: {text!r}")
 
 
-def _on_pty(argv: list[str], p: Project, rows: int, cols: int) -> tuple[subprocess.Popen[bytes], int]:
+def _on_pty(argv: list[str], p: Project, rows: int, cols: int, **extra: str) -> tuple[subprocess.Popen[bytes], int]:
     """The watch on a pseudo-terminal of this size, as Colab's `!` runs it (0x0) or a terminal does."""
     parent, child = pty.openpty()
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     env = {k: v for k, v in p.env.items() if k not in ("COLAB_RELEASE_TAG", "JPY_PARENT_PID", "COLUMNS", "LINES")}
-    proc = subprocess.Popen(argv, stdin=child, stdout=child, stderr=child, cwd=p.root, env={**env, "TERM": "xterm"})
+    proc = subprocess.Popen(argv, stdin=child, stdout=child, stderr=child, cwd=p.root,
+                            env={**env, "TERM": "xterm", **extra})  # fmt: skip
     os.close(child)
     return proc, parent
 
@@ -160,17 +161,23 @@ def test_interrupting_the_watch_leaves_the_daemon_running(make_project, tmp_path
         assert p.stage_state("voice", "cut") == "running"
         assert not list((p.work / "status-requests").glob("*")), "no request or answer left behind"
 
-    # auto: a pseudo-terminal of no size (Colab's `!`) gets carriage returns; a real terminal gets rich's view
-    for (rows, cols), colab in (((0, 0), True), ((30, 140), False)):
-        proc, fd = _on_pty([*watch_argv("--every", "0.2"), "--config", str(p.config)], p, rows, cols)
+    # auto: a pseudo-terminal of no size (Colab's `!`) or Jupyter's `!` (pexpect: 80 columns) gets carriage
+    # returns, lines whole (the output area wraps them); a real terminal gets rich's view
+    jupyter = {"JPY_PARENT_PID": str(os.getpid())}
+    for (rows, cols), colab, extra in (((0, 0), True, {}), ((24, 80), True, jupyter), ((30, 140), False, {})):
+        proc, fd = _on_pty([*watch_argv("--every", "0.2"), "--config", str(p.config)], p, rows, cols, **extra)
         seen = _drain(fd, proc, b"items")
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 130
-        seen += _drain(fd, proc, b"\0", timeout=0.5)
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:  # read on: a full pty would block its writes
+            seen += _drain(fd, proc, b"\0", timeout=0.2)
+        seen += _drain(fd, proc, b"\0", timeout=0.2)
         os.close(fd)
+        assert proc.wait(timeout=1) == 130
         assert b"items" in seen
         if colab:
             assert b"\r" in seen and b"\x1b[" not in seen.replace(b"\x1b[?25", b""), seen[-600:]
+            assert b"stopping this watch never stops the supervisor" in seen, "not cut to the pty's width"
         else:
             assert b"\x1b[" in seen and b"\xe2\x94\x81" in seen, seen[-600:]  # cursor moves; rich's bar (━)
     assert psutil.pid_exists(daemon)

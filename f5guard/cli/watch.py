@@ -21,7 +21,6 @@ import os
 import shutil
 import signal
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from types import FrameType
@@ -46,10 +45,15 @@ EVERY_HELP = f"Seconds between redraws (cr, live: {REFRESH_S:g}) or progress lin
 _SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}  # the shell's 128 + signal number
 
 
+def in_notebook(env: Mapping[str, str]) -> bool:
+    """A Colab runtime (its cells and its terminal) or a Jupyter kernel's child."""
+    return bool(env.get("COLAB_RELEASE_TAG") or env.get("JPY_PARENT_PID"))
+
+
 def pick_mode(env: Mapping[str, str], isatty: bool, columns: int) -> str:
     """``cr`` in a notebook (Colab's ``!`` and Jupyter's run on a pseudo-terminal whose frontend knows no cursor
     movement) and on a terminal of no size; ``live`` on a real terminal; ``lines`` into a pipe or a file."""
-    if env.get("COLAB_RELEASE_TAG") or env.get("JPY_PARENT_PID"):
+    if in_notebook(env):
         return "cr"
     if isatty:
         return "live" if columns > 0 else "cr"
@@ -157,7 +161,9 @@ class Live:
 
 
 def make_drawer(mode: str, every: float | None, out: TextIO = sys.stdout) -> Drawer:
-    columns = shutil.get_terminal_size((0, 0)).columns if out.isatty() else 0
+    # Jupyter's `!` runs on a pty of 80 columns (pexpect) while its output area wraps long lines itself and a
+    # carriage return rewinds the whole line: nothing is cut there. Colab's pty has no size at all.
+    columns = shutil.get_terminal_size((0, 0)).columns if out.isatty() and "JPY_PARENT_PID" not in os.environ else 0
     if mode == "auto":
         mode = pick_mode(os.environ, out.isatty(), columns)
     if mode == "live":
@@ -169,11 +175,19 @@ def make_drawer(mode: str, every: float | None, out: TextIO = sys.stdout) -> Dra
 
 class Interrupted:
     """SIGINT/SIGTERM/SIGHUP end the watch between two reports: a flag, never an exception in mid-request
-    (a request file abandoned half way would leave the daemon's answer behind)."""
+    (a request file abandoned half way would leave the daemon's answer behind). A plain int, not a
+    threading.Event: the handler runs on the main thread, which may be inside that Event's own lock."""
 
     def __init__(self) -> None:
-        self.event, self.code = threading.Event(), 0
+        self.code = 0
         self.saved: dict[int, Any] = {}
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True as soon as a signal asked to end (sleep resumes after a handler)."""
+        end = time.monotonic() + seconds
+        while not self.code and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
+        return bool(self.code)
 
     def __enter__(self) -> Interrupted:
         for sig in _SIGNALS:
@@ -182,7 +196,6 @@ class Interrupted:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.code = self.code or _SIGNALS.get(signal.Signals(signum), 130)
-        self.event.set()
 
     def __exit__(self, *_: object) -> None:
         for sig, handler in self.saved.items():
@@ -220,12 +233,12 @@ def command(run: str | None, config_path: str | None, mode: str, every: float | 
                 if result is None or text != result.message:  # the last line says it
                     drawer.event(text)
             views = [run_view(report, r) for r in watched(report, names)]
-            if result is not None or stop.event.is_set():
+            if result is not None or stop.code:
                 drawer.close(views)
                 break
             drawer.show(views)
             before = report
-            stop.event.wait(interval)
+            stop.wait(interval)
             report = snapshot(handle) or _gone(handle, report)
     if stop.code:
         return stop.code
