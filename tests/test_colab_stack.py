@@ -1,11 +1,14 @@
 """Colab's 2026 stack: Python 3.12 with torch 2.11, torchaudio 2.11 and torchcodec 0.11 preinstalled, and uv.
 On a fresh Python 3.12 venv holding that trio, the notebook's install cell (``uv tool install``) gives a working
-``f5guard``, and the setup stage the daemon runs installs f5-tts into that Python around Colab's torch: the trio
-is kept as it was (no CUDA wheels downloaded again, the torchaudio/torchcodec pairing untouched).
+``f5guard``, and the setup stage the daemon runs installs f5-tts into that Python around Colab's torch: torch and
+torchaudio are kept as they are (no CUDA wheels downloaded again), torchcodec stays paired with them.
 
-The stand-in for Colab's ``+cu128`` wheels: PyPI's torch 2.11.0 (a CUDA 13 build, which runs on the CPU here);
-the CPU-only ``+cpu`` wheels are published only on PyTorch's own index, which this machine cannot reach.
-Duration: about 4-8 minutes with a warm uv/pip cache (most of it pip installing f5-tts's dependencies).
+The stand-in for Colab's ``+cu128`` wheels is PyPI's torch 2.11.0 (a CUDA 13 build, which runs on the CPU here):
+the CPU-only ``+cpu`` wheels are published only on PyTorch's own index, which this machine cannot reach. PyPI's
+torchcodec 0.11.0 is built against CUDA 13's NPP (``libnppicc.so.13``), absent here, so it does not load: like a
+torchcodec whose libraries a VM lacks, setup replaces it with its pair 0.11.1 (a CPU build) alone, ``--no-deps``,
+and a second check keeps the working trio untouched.
+Duration: about 6 minutes with warm uv/pip caches (5 of them pip installing f5-tts's dependencies).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "docs" / "f5guard_colab.ipynb"
 COLAB = {"torch": "2.11.0", "torchaudio": "2.11.0", "torchcodec": "0.11.0"}  # googlecolab/backend-info, 2026
+PAIRED = {**COLAB, "torchcodec": "0.11.1"}  # what loads here (see above)
 _OFFLINE = ("Failed to fetch", "dns error", "No matching distribution", "Could not find a version")
 
 
@@ -86,6 +90,7 @@ def test_the_install_cell_and_setup_keep_colabs_torch_on_python_3_12(tmp_path: P
     assert argv[:3] == ["uv", "tool", "install"] and argv[-1] == "<PACKAGE>", argv
     tools, bin_dir = tmp_path / "uv-tools", tmp_path / "bin"
     path = os.pathsep.join((str(colab / "bin"), str(bin_dir), os.environ["PATH"]))  # Colab's python3 first
+    cache = {"XDG_CACHE_HOME": str(tmp_path / "cache")}  # setup's machine stamp: never this machine's own
     env = {"UV_TOOL_DIR": str(tools), "UV_TOOL_BIN_DIR": str(bin_dir), "UV_PYTHON": str(python), "PATH": path}
     tool = _run([uv, *argv[1:-1], str(_checkout(tmp_path))], tmp_path, timeout=900, **env)
     assert tool.returncode == 0, tool.stderr
@@ -109,29 +114,41 @@ def test_the_install_cell_and_setup_keep_colabs_torch_on_python_3_12(tmp_path: P
         type = "setup"
         need = ["torch", "torchaudio", "f5_tts"]
         """))  # fmt: skip
-    dry = _run([f5guard, "start", "--dry-run", "--config", str(config)], root, PATH=path)
+    dry = _run([f5guard, "start", "--dry-run", "--config", str(config)], root, PATH=path, **cache)
     assert f"python: {colab / 'bin' / 'python3'} (auto: the first python3 on PATH with torch" in dry.stdout, dry.stdout
     try:
-        started = _run([f5guard, "start", "--config", str(config)], root, PATH=path)
+        started = _run([f5guard, "start", "--config", str(config)], root, PATH=path, **cache)
         assert started.returncode == 0, started.stdout + started.stderr
         deadline, state = time.monotonic() + 1500, None
         while time.monotonic() < deadline:
-            status = _run([f5guard, "status", "--json", "--config", str(config)], root, PATH=path)
+            status = _run([f5guard, "status", "--json", "--config", str(config)], root, PATH=path, **cache)
             state = json.loads(status.stdout)["runs"][0]["state"]
             if state not in ("running", "pending"):
                 break
             time.sleep(2)
     finally:
-        _run([f5guard, "stop", "--config", str(config), "--timeout", "60"], root, PATH=path)
+        _run([f5guard, "stop", "--config", str(config), "--timeout", "60"], root, PATH=path, **cache)
     log = (root / "work" / "logs" / "voice" / "setup.log").read_text(errors="replace")
     assert state == "done", f"{state}\n{log[-4000:]}"
     report = json.loads((root / "work" / "setup" / "voice.json").read_text())
     assert report["python"]["executable"] == str(colab / "bin" / "python3")
     assert report["torch"]["decision"] == "kept", report["torch"]
     assert "torch 2.11.0 works (the pin is" in log and "kept, the rest matched to it" in log
-    commands = [c["command"] for c in report["installed"]]
-    assert any("f5-tts==1.1.22" in c and "torch==2.11.0" in c and "torchcodec==0.11.0" in c for c in commands), commands
-    assert not any(c[-1].startswith(("torch==", "torchaudio==")) or "--no-deps" in c for c in commands), commands
-    assert _versions(python, tmp_path) == COLAB, "the trio is exactly as Colab had it"
-    assert {m: p["version"] for m, p in report["packages"].items() if m in COLAB} == COLAB
+    commands = [c["command"][c["command"].index("--no-input") + 1 :] for c in report["installed"]]
+    assert ["--no-deps", "torchcodec==0.11.1"] in commands, commands  # the broken torchcodec: its pair, alone
+    f5 = next(c for c in commands if "f5-tts==1.1.22" in c)
+    assert {"torch==2.11.0", "torchaudio==2.11.0", "torchcodec==0.11.1"} <= set(f5), f5  # held: nothing replaced
+    assert len(commands) == 2, commands
+    assert _versions(python, tmp_path) == PAIRED, "torch and torchaudio exactly as Colab had them"
+    assert {m: p["version"] for m, p in report["packages"].items() if m in COLAB} == PAIRED
     assert report["packages"]["f5_tts"]["version"] == "1.1.22" and report["torchaudio_load"]["ok"]
+
+    # Checked again (as on the next VM, without the machine stamp): the working trio is kept, nothing installed.
+    again = tmp_path / "again.json"
+    link = str(root / "work" / ".f5guard" / "pythonpath")
+    recheck = _run([str(colab / "bin" / "python3"), "-m", "f5guard.recipe.setup", "--out", str(again), "--need",
+                    "torch,torchaudio,f5_tts", "--recheck"], root, timeout=600, PYTHONPATH=link, **cache)  # fmt: skip
+    assert recheck.returncode == 0, recheck.stdout[-3000:] + recheck.stderr
+    second = json.loads(again.read_text())
+    assert second["installed"] == [] and second["torch"]["decision"] == "kept", second["torch"]
+    assert _versions(python, tmp_path) == PAIRED
