@@ -87,7 +87,8 @@ def _forked() -> None:
 def _note(folder: str, role: str) -> None:
     try:
         with open("/proc/self/cmdline", "rb") as handle:
-            cmdline = [part.decode(errors="replace") for part in handle.read().split(b"\0") if part]
+            # as psutil reads it (the daemon compares the two): NUL-separated, the trailing NUL dropped
+            cmdline = [os.fsdecode(part) for part in handle.read().rstrip(b"\0").split(b"\0")]
     except OSError:
         cmdline = [sys.executable, *sys.argv]
     doc = {"pid": os.getpid(), "ppid": os.getppid(), "role": role, "cmdline": cmdline}
