@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,7 +134,7 @@ def test_a_stopped_trainer_and_its_dataloader_worker_give_one_labelled_block_eac
     os.kill(trainer.pid, signal.SIGSTOP)
 
     log = _log(tmp_path / "train.log")
-    assert dump_stacks(trainer.pid, stage_dir, log) == 2
+    assert dump_stacks(trainer.pid, stage_dir, log, py_spy="") == 2
     log.close()
     blocks = _blocks((tmp_path / "train.log").read_text())
     assert set(blocks) == {trainer.pid, worker}
@@ -159,7 +160,7 @@ def test_a_launcher_and_two_ranks_give_one_labelled_block_each(tmp_path: Path, s
 
     log = _log(tmp_path / "train.log")
     log.feed(b"Epoch 1/1: 40%| | 4/10 [00:01<00:02]\n")  # the stage's own output around the dump
-    assert dump_stacks(launcher.pid, stage_dir, log) == 4
+    assert dump_stacks(launcher.pid, stage_dir, log, py_spy="") == 4
     log.close()
     text = (tmp_path / "train.log").read_text()
     assert "Epoch 1/1: 40%" in text.splitlines()[0]
@@ -167,7 +168,7 @@ def test_a_launcher_and_two_ranks_give_one_labelled_block_each(tmp_path: Path, s
     helper = next(pid for pid, (head, _) in blocks.items() if head.endswith("· sleep 600"))
     assert set(blocks) == {launcher.pid, helper, *ranks.values()}
     assert blocks[helper][0].startswith("not an f5guard trainer process")
-    assert blocks[helper][1][0].startswith("no stacks: it did not register") or "py-spy" in blocks[helper][0]
+    assert blocks[helper][1][0].startswith("no stacks: it did not register")
     for role, pid in [("launcher of 2 ranks", launcher.pid), *ranks.items()]:
         head, body = blocks[pid]
         assert head.startswith(f"{role} · "), head
@@ -176,3 +177,29 @@ def test_a_launcher_and_two_ranks_give_one_labelled_block_each(tmp_path: Path, s
             "rank_waits" not in x for x in body if role.startswith("launcher")
         ), body
     assert blocks[ranks["rank 1 of 2"]][0].endswith("was stopped (SIGSTOP)")
+
+
+def test_py_spy_reads_the_running_processes_and_faulthandler_the_stopped_one(tmp_path: Path, started) -> None:  # type: ignore[no-untyped-def]
+    """Where py-spy is installed it dumps each running process from outside; it cannot suspend a stopped one,
+    whose block then comes from its faulthandler file."""
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if py_spy is None:
+        pytest.skip("py-spy is not installed (the test extra has it)")
+    script, stage_dir = tmp_path / "hung_group.py", tmp_path / "train"
+    script.write_text(GROUP)
+    launcher = _start(script, stage_dir)
+    started.append(launcher)
+    notes = _registered(stage_dir, 3)
+    ranks = {d["role"]: pid for pid, d in notes.items() if d["role"].startswith("rank")}
+    time.sleep(0.3)
+    os.kill(ranks["rank 1 of 2"], signal.SIGSTOP)
+    log = _log(tmp_path / "train.log")
+    assert dump_stacks(launcher.pid, stage_dir, log, py_spy=py_spy) == 4
+    log.close()
+    blocks = _blocks((tmp_path / "train.log").read_text())
+    head, body = blocks[ranks["rank 0 of 2"]]
+    assert head.startswith("rank 0 of 2 · ") and head.endswith("· py-spy"), head
+    assert any("rank_waits_in_a_collective" in x for x in body), body
+    assert blocks[launcher.pid][0].endswith("· py-spy")
+    head, body = blocks[ranks["rank 1 of 2"]]
+    assert head.endswith("was stopped (SIGSTOP)") and any("rank_waits_in_a_collective" in x for x in body), head

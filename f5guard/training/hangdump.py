@@ -43,8 +43,11 @@ class _Pending:
     changed: float = 0.0
 
 
-def dump_stacks(leader_pid: int, stage_dir: Path, log: BlockLog, wait_s: float = WAIT_S) -> int:
-    """Dump every live process of the group ``leader_pid`` leads into ``log``; returns how many blocks."""
+def dump_stacks(
+    leader_pid: int, stage_dir: Path, log: BlockLog, *, wait_s: float = WAIT_S, py_spy: str | None = None
+) -> int:
+    """Dump every live process of the group ``leader_pid`` leads into ``log``; returns how many blocks.
+    ``py_spy``: its path (default: found on PATH; "" to do without it)."""
     try:
         leader = psutil.Process(leader_pid)
         procs = [leader, *leader.children(recursive=True)]
@@ -52,7 +55,7 @@ def dump_stacks(leader_pid: int, stage_dir: Path, log: BlockLog, wait_s: float =
         return 0
     folder = stackdump.stack_dir(stage_dir)
     registry = stackdump.read_registry(folder)
-    py_spy = shutil.which("py-spy")
+    py_spy = shutil.which("py-spy") if py_spy is None else py_spy or None
     pending: list[_Pending] = []
     blocks = 0
     for proc in procs:
@@ -115,6 +118,8 @@ def _collect(pending: list[_Pending], log: BlockLog, wait_s: float) -> int:
 
 
 def _py_spy(py_spy: str, pid: int, label: str, log: BlockLog) -> bool:
+    """py-spy's dump of one process; False where it cannot (it fails on a stopped process: "Failed to
+    suspend process"), and faulthandler's file answers instead."""
     try:
         out = subprocess.run([py_spy, "dump", "--pid", str(pid)], capture_output=True, text=True,
                              timeout=PY_SPY_TIMEOUT_S, check=False)  # fmt: skip
