@@ -15,11 +15,15 @@ MODULES = [
     "f5guard.cli.run",
     "f5guard.cli.init",
     "f5guard.cli.speak",
+    "f5guard.cli.watch",
     "f5guard.daemon.process",
     "f5guard.daemon.supervisor",
     "f5guard.status.report",
     "f5guard.status.render",
     "f5guard.status.answer",
+    "f5guard.status.watchview",
+    "f5guard.status.watchlive",
+    "f5guard.training.hangdump",
 ]
 
 
@@ -39,6 +43,17 @@ def test_status_imports_no_structlog_or_watchdog() -> None:
     code = (
         "import sys\nfrom f5guard.cli import status\nfrom f5guard.status import render, report\n"
         "print(','.join(m for m in ('structlog', 'watchdog', 'filelock', 'psutil') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
+
+
+def test_watch_in_a_notebook_imports_no_rich() -> None:
+    """`!f5guard watch` draws plain lines (cr, lines): rich is imported only for a terminal's live view."""
+    code = (
+        "import sys\nfrom f5guard.cli import watch\n"
+        "watch.make_drawer('cr', None)\nwatch.make_drawer('lines', None)\n"
+        "print(','.join(m for m in ('rich', 'torch') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""

@@ -59,9 +59,16 @@ def test_notebook_is_valid_and_parameterised() -> None:
     assert set(assigned) == PARAMETERS
     assert assigned["INSTALL"] is True and assigned["HOME"].startswith("/content/drive/")
     assert nb.metadata.kernelspec.language == "python"
-    for code in (c for c in nb.cells if c.cell_type == "code"):
-        compile(code.source, "cell", "exec")  # plain Python (no `!` magic): the cells also run outside IPython
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    codes = [c for c in nb.cells if c.cell_type == "code"]
+    for code in codes:
+        # plain Python (`sh` shows a failing command's reason), but for the last cell's `!`, run by the notebook
+        source = TransformerManager().transform_cell(code.source) if code is codes[-1] else code.source
+        compile(source, "cell", "exec")
         assert not code.get("outputs"), "the notebook is committed without outputs"
+    # the last cell keeps running until training is done: a running cell keeps Colab from recycling the runtime
+    assert codes[-1].source == "!f5guard watch" and nb.cells[-1] is codes[-1]
     sources = "\n".join(c.source for c in nb.cells)
     for what in ("google.colab", '"init"', '"start"', '"status"', '"tail"', '"plot"', '"speak"', "Audio(", "Image("):
         assert what in sources, what
@@ -173,6 +180,8 @@ def test_notebook_runs_offline_on_cpu(make_project, tmp_path: Path, monkeypatch:
     colab = fake_colab(tmp_path / "colab", tmp_path / "mounts.txt")
     paths = (root, str(colab), os.environ.get("PYTHONPATH", ""))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(x for x in paths if x))
+    # `!f5guard watch` finds the command on PATH, as `uv tool install` puts it on Colab's (INSTALL is False here)
+    monkeypatch.setenv("PATH", os.pathsep.join((str(Path(sys.executable).parent), os.environ["PATH"])))
     cwd = tmp_path / "content"
     cwd.mkdir()
     client = nbclient.NotebookClient(
@@ -201,6 +210,8 @@ def test_notebook_runs_offline_on_cpu(make_project, tmp_path: Path, monkeypatch:
     for text in ("newest_sample()\nif", '"speak"'):
         cell = cell_with(nb, text)
         assert any("<audio" in str(o.get("data", {}).get("text/html", "")) for o in cell.outputs), outputs(cell)
+    watched = outputs(nb.cells[-1])
+    assert "watching Giọng đọc" in watched and watched.rstrip().endswith("run Giọng đọc done"), watched[-3000:]
     played = outputs(cell_with(nb, "newest_sample()\nif")).splitlines()[0]  # the newest when the cell ran
     assert played in {str(p) for p in (home / "runs" / "Giọng đọc" / "samples").glob("u*.wav")}, played
     assert (p.work / "speak" / "Giọng đọc.wav").stat().st_size > 44, "speak wrote the wav the notebook played"

@@ -38,6 +38,21 @@ def test_colab_torch_is_kept_and_the_rest_matched_to_it() -> None:
     ]
 
 
+def test_colab_2026_torch_2_11_keeps_its_torchaudio_and_torchcodec() -> None:
+    """Colab's 2026 trio (torch/torchaudio 2.11.0+cu128, torchcodec 0.11.0): nothing of it is reinstalled, not even
+    torchcodec to the table's 0.11.1; f5-tts alone, with the trio named as it is (test_colab_stack.py: for real)."""
+    needs = parse_needs("torch,torchaudio,f5_tts", dict(PINS))
+    colab = seen({"torch": "2.11.0+cu128", "torchaudio": "2.11.0+cu128", "torchcodec": "0.11.0"})
+    p = plan(needs, PINS, colab, FILELOCK)
+    assert p.torch == KEEP and [i.module for i in p.bad] == ["f5_tts"]
+    assert p.commands == [
+        [*PIP, "f5-tts==1.1.22", "torch==2.11.0+cu128", "torchaudio==2.11.0", "torchcodec==0.11.0"],
+        [*PIP, "filelock>=4.2.1"],
+    ]
+    fresh = plan(needs, PINS, seen({"torch": "2.11.0+cu128", "torchaudio": "2.11.0+cu128"}), {})
+    assert fresh.commands[0] == [*PIP, "--no-deps", "torchcodec==0.11.1"], "a missing one: its pair, alone"
+
+
 def test_kept_torch_gets_torchaudio_of_its_own_version() -> None:
     """A torchaudio of another release, or a broken one, is matched to torch, never torch to it."""
     needs = parse_needs("torch,torchaudio", dict(PINS))

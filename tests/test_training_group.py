@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -139,4 +140,10 @@ def test_hung_rank_restarts_the_group(make_project, tiny_dataset) -> None:  # ty
     assert len(starts) == 2 and starts[1]["start_update"] >= 4
     assert exits(p)[-1]["reason"] == "finished" and exits(p)[-1]["update"] == epochs * UPDATES_PER_EPOCH
     assert run["stages"][0]["restarts"] == 1
-    assert "no training progress" in (p.work / "logs" / "voice" / "train.log").read_text()
+    log = (p.work / "logs" / "voice" / "train.log").read_text()
+    assert "no training progress" in log
+    # one labelled block per process of the hung group, the stopped rank's too (test_hang_dumps.py: the format)
+    roles = [r.strip() for r in re.findall(r"===== stacks of pid \d+ · ([^·]+) ·", log)]
+    assert {"launcher of 2 ranks", "rank 0 of 2", "rank 1 of 2"} <= set(roles), roles
+    assert any(r.startswith("DataLoader worker of rank") for r in roles), roles
+    assert re.search(r"===== stacks of pid \d+ · rank 1 of 2 · .* · was stopped \(SIGSTOP\) =====", log)

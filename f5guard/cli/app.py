@@ -16,6 +16,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "start": ("f5guard.cli.start", "Start the supervisor in the background (or --dry-run: show the plan)."),
     "status": ("f5guard.cli.status", "Where everything stands: daemon, runs, stages."),
     "tail": ("f5guard.cli.tail", "Show (and -f follow) the daemon and stage logs."),
+    "watch": ("f5guard.cli.watch", "Follow the runs live until done; keeps a notebook cell (and Colab) busy."),
     "stop": ("f5guard.cli.stop", "Stop the supervisor gracefully; children checkpoint and exit."),
     "reset": ("f5guard.cli.reset", "Invalidate a stage and everything after it, so they run again."),
     "run": ("f5guard.cli.run", "Run the supervisor attached (systemd, debugging)."),

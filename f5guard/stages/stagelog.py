@@ -60,6 +60,12 @@ class StageLog:
         """A line from f5guard itself (attempt started, exited), marked so it stands out."""
         self._emit(f"[f5guard] {text}")
 
+    def block(self, lines: list[str]) -> None:
+        """Lines from f5guard written in one piece (a process's stack dump): no output of the stage between."""
+        with self._lock:
+            for text in lines:
+                self._emit_locked(f"[f5guard] {text}")
+
     def feed(self, chunk: bytes) -> None:
         """Consume raw output; complete lines are written, a partial one waits for its end."""
         with self._lock:

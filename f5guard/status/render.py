@@ -15,6 +15,7 @@ from rich.text import Text
 
 from f5guard.state import SampleNote, SetupNote
 from f5guard.status.report import StageReport, StatusReport, TrainingReport
+from f5guard.status.units import human_bytes, human_duration
 
 STATE_STYLE = {
     "done": "green",
@@ -43,21 +44,6 @@ def make_console(columns: int | None = None, *, file: TextIO | None = None, colo
         force_terminal=color,
         no_color=None if color is None else not color,
     )
-
-
-def human_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, sec = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{sec:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h{minutes:02d}m"
-    return f"{hours // 24}d{hours % 24:02d}h"
 
 
 def _daemon_line(report: StatusReport) -> Text:
@@ -90,16 +76,6 @@ def _daemon_line(report: StatusReport) -> Text:
         line.append(f"\n  the supervisor (pid {last['pid']}) {verb} at {when}: {last['reason']}",
                     style="bold red" if last["crashed"] else "")  # fmt: skip
     return line
-
-
-def human_bytes(size: float | None) -> str:
-    if size is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
 
 
 def _training_detail(t: TrainingReport) -> str:

@@ -102,6 +102,7 @@ class StageReport(_StageReportBase, total=False):
 
 
 class TrainingReport(TypedDict):
+    stage: str  # the run's train stage (watch draws its bar from these figures)
     update: int | None
     total_updates: int | None
     loss: float | None
@@ -293,6 +294,7 @@ def _training(run: RunConfig, home: HomeLayout, record: TrainingRecord | None, n
             newest = durable[-1]
             durable_update, synced_at, size, path = newest.update, newest.synced_at, newest.size, str(newest.path)
     return TrainingReport(
+        stage=next(s.name for s in run.stages if s.kind == "train"),
         update=t.update,
         total_updates=t.total_updates,
         loss=t.loss,

@@ -20,7 +20,7 @@ from typing import Any
 from f5guard.checkpoints.resume import place_pretrained, prepare_resume
 from f5guard.errors import F5guardError
 from f5guard.pdeathsig import follow_supervisor
-from f5guard.trainer import group
+from f5guard.trainer import group, stackdump
 from f5guard.trainer.hooks import GracefulStop, StopRequest, TrainerHooks
 from f5guard.trainer.progress import ProgressWriter
 from f5guard.trainer.spec import SpecError, TrainSpec
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopRequest()
     _install_signal_handlers(stop)  # first: a stop during the slow imports must not be lost
     follow_supervisor()  # SIGTERM (a graceful stop) if the daemon that started us dies
+    stackdump.register(stackdump.role_here())  # before the slow imports: a hang there is dumped too
     try:
         spec = TrainSpec.from_json(args.spec)
     except SpecError as err:
@@ -145,6 +146,7 @@ class _Run:
         return 0
 
     def _launch(self, placement: group.Placement, plan_fields: dict[str, Any]) -> int:
+        stackdump.name_role(f"launcher of {placement.processes} ranks")
         if self.stop.reason is not None:  # asked to stop before any rank started: nothing to save
             self.progress.emit("exit", reason=self.stop.reason, update=None, processes=placement.processes)
             return 0

@@ -13,6 +13,8 @@ import multiprocessing
 import signal
 from typing import Any
 
+from f5guard.trainer import stackdump
+
 
 def shield_workers() -> bool:
     """Make forked DataLoader workers ignore SIGTERM and SIGINT; True if applied.
@@ -33,6 +35,7 @@ def shield_workers() -> bool:
         original(*args)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stackdump.name_role(f"DataLoader worker of {stackdump.parent_role()}")  # its hang dump's label
 
     set_worker_signal_handlers.f5guard_shield = True  # type: ignore[attr-defined]
     signal_handling._set_worker_signal_handlers = set_worker_signal_handlers  # type: ignore[attr-defined]

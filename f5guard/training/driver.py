@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +27,7 @@ from f5guard.trainer.spec import TrainSpec
 from f5guard.training import oom
 from f5guard.training.diagnose import Failure, classify_failure
 from f5guard.training.exporter import EmaExporter
+from f5guard.training.hangdump import dump_stacks
 from f5guard.training.kind import TrainOptions
 from f5guard.training.progress import EventReader, Progress, TqdmParser
 from f5guard.training.sampler import SampleJob, Sampler
@@ -317,25 +316,9 @@ class TrainDriver(StageDriver):
         attempt = runner.attempt
         if attempt is None:
             return
-        py_spy = shutil.which("py-spy")
-        if py_spy:
-            try:
-                out = subprocess.run(
-                    # --subprocesses: the ranks of a group (trainer/group.py) are the launcher's children
-                    [py_spy, "dump", "--pid", str(attempt.pid), "--subprocesses"],
-                    capture_output=True,
-                    text=True,
-                    timeout=30,
-                    check=False,
-                )
-            except (OSError, subprocess.SubprocessError) as err:
-                runner.stage_log.note(f"py-spy failed ({err}); falling back to faulthandler")
-            else:
-                for line in (out.stdout + out.stderr).splitlines():
-                    runner.stage_log.note(f"py-spy: {line}")
-                return
-        # PYTHONFAULTHANDLER=1 is in the trainer's env: SIGABRT makes it print every thread's stack.
-        attempt.signal(signal.SIGABRT)
+        dump_stacks(attempt.pid, Path(self.options(runner).progress_path).parent, runner.stage_log)
+        # Hung: no graceful stop can finish. It ends at once, as the SIGABRT that used to dump its stacks did.
+        attempt.signal(signal.SIGKILL)
         attempt.wait(STACK_DUMP_WAIT_S)
 
     # -- after an attempt ------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from f5guard.machine import cuda_gpu_visible
 from f5guard.schema import MAX_INT, MAX_SECONDS, Config, KindOptions, StageConfig, Table
 from f5guard.stages.kinds import StageBase, command_argv
 from f5guard.trainer.spec import SpecError, TrainSpec
+from f5guard.trainer.stackdump import stage_env
 
 # TrainSpec fields a stage may set directly, with their TOML types.
 _SPEC_PATHS = ("tokenizer_path", "pretrained")
@@ -131,7 +132,7 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
         export_log=str(stage_dir / "export.log"),
         **_sample_options(table, base, home, run, stage_dir),
     )
-    env = {**base.env, "PYTHONFAULTHANDLER": "1"}
+    env = {**base.env, "PYTHONFAULTHANDLER": "1", **stage_env(stage_dir)}  # stacks per process on a hang
     if mode == "command":
         if options.sample_every:
             table.fail("is only for mode = 'builtin' (samples need the run's preset, vocab and dataset)",
