@@ -163,6 +163,7 @@ class CloudNote(TypedDict):
 
     kind: str  # local | drive | writeback
     how: str  # why that kind (cloud/detect.py)
+    host: str  # the VM that wrote this note (a new runtime inherits the record of the one before it)
     confirmed_update: int | None  # the newest checkpoint in the cloud
     confirmed_at: float | None  # since when (its writer's clock), where known
     confirmed_estimated: bool  # an estimate from age and size, not the store's answer

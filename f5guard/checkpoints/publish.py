@@ -165,7 +165,7 @@ class Publisher:
             advice = "free space on Drive or set keep = 1"
         else:
             advice = "free space on Drive (files deleted through the mount sit in its trash until emptied)"
-        return f"home has {_size(free)} free, the checkpoint needs {_size(need)}: {kept}; {advice}"
+        return f"home has {size_words(free)} free, the checkpoint needs {size_words(need)}: {kept}; {advice}"
 
     def _copy_and_publish(self, candidate: CheckpointInfo,
                           stopping: Callable[[], bool]) -> tuple[Attempt, DurableCheckpoint | None]:  # fmt: skip
@@ -277,7 +277,7 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
     return all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
-def _size(n: float) -> str:
+def size_words(n: float) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"

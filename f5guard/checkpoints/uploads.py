@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from f5guard.checkpoints.durable import DurableCheckpoint, Log, record_in_cloud
 from f5guard.cloud.evidence import Evidence, Store, Where
+from f5guard.machine import hostname
 from f5guard.state import CloudNote
 
 
@@ -126,6 +127,7 @@ def describe(store: Store, standings: list[Standing], *, rate: float | None, mea
     return CloudNote(
         kind=store.kind,
         how=store.how,
+        host=hostname(),
         confirmed_update=confirmed.durable.update if confirmed else None,
         confirmed_at=at,
         confirmed_estimated=estimated,

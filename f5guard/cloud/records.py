@@ -56,11 +56,13 @@ def lost_line(lost: Record, have: int) -> str:
 
 def from_state(training: TrainingRecord, host: str) -> list[Record]:
     """A state copy's records: the newest checkpoint its writer saw in the cloud, and its newest durable one
-    when that one was still uploading. A copy written before the cloud note counts its durable one as in."""
+    when that one was still uploading. A copy written before the cloud note counts its durable one as in.
+    ``host`` wrote the copy; the note names the VM that saw the upload (a new runtime inherits the record)."""
     cloud = training.cloud
     durable = None if training.durable_update is None else int(training.durable_update)
     if not isinstance(cloud, dict):
         return [] if durable is None else [Record(durable, True, host, "state")]
+    host = str(cloud.get("host") or host)
     confirmed = cloud.get("confirmed_update")
     found = [] if confirmed is None else [Record(int(confirmed), True, host, "state")]
     if durable is not None and (confirmed is None or durable > int(confirmed)):

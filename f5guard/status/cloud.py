@@ -9,6 +9,7 @@ from f5guard.checkpoints.uploads import describe, look
 from f5guard.cloud.detect import open_store
 from f5guard.cloud.evidence import Store
 from f5guard.layout import HomeLayout
+from f5guard.machine import hostname
 from f5guard.schema import Config, RunConfig
 from f5guard.state import CloudNote
 
@@ -27,7 +28,8 @@ def cloud_note(config: Config, run: RunConfig, recorded: CloudNote | None, *, su
         rate, measured = recorded.get("rate_bytes_per_s"), True
     else:
         rate, measured = store.presumed_bytes_per_s, False
-    held_back = recorded.get("held_back") if recorded is not None and supervised else None
+    mine = recorded is not None and supervised and recorded.get("host") == hostname()  # not an inherited note
+    held_back = recorded.get("held_back") if recorded is not None and mine else None
     note = describe(store, standings, rate=rate, measured=measured, held_back=held_back)
     note["lost"] = recorded.get("lost") if recorded is not None else None
     return note
