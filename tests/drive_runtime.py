@@ -29,6 +29,7 @@ import functools
 import hashlib
 import json
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -37,6 +38,7 @@ import textwrap
 import threading
 import time
 import uuid
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +116,23 @@ while True:
         save(last, update)
         print(f"Saved last checkpoint at update {update}", flush=True)
 '''
+
+
+def write_checkpoint(path: Path, update: int, size: int = 4096) -> Path:
+    """An F5-TTS-shaped checkpoint without torch, as the trainer stand-in writes it (``TRAINER``'s ``save``)."""
+    doc = {
+        "model_state_dict": {"w": os.urandom(8).hex()},
+        "optimizer_state_dict": {"state": {}, "param_groups": []},
+        "ema_model_state_dict": {"step": update},
+        "scheduler_state_dict": {"last_epoch": update},
+        "update": update,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps(doc, protocol=2))
+        archive.writestr("archive/version", b"3\n")
+        archive.writestr("archive/data/pad", bytes(max(0, size - 512)))
+    return path
 
 
 @functools.cache
