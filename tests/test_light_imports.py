@@ -15,6 +15,7 @@ MODULES = [
     "f5guard.cli.run",
     "f5guard.cli.init",
     "f5guard.cli.speak",
+    "f5guard.cli.doctor",
     "f5guard.daemon.process",
     "f5guard.daemon.supervisor",
     "f5guard.status.report",
