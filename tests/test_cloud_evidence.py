@@ -123,6 +123,8 @@ def test_status_words_tell_cloud_from_uploading() -> None:
         "on Drive, uploading: u4000 (12 min so far, ~2.1 MB/s, ~30 min left)",
         "u4500 waits on this VM until that upload is done (one upload at a time)",
     ]
+    stalled = {**note, "uploading_since": now - 3 * 3600}
+    assert "overdue: Drive may have stalled" in lines(stalled, now)[1]  # type: ignore[arg-type]
     assert final_line(note, 4000, 4000, now).startswith(
         "the final checkpoint u4000 is on Drive, still uploading: u4000 (12 min so far"
     )

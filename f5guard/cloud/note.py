@@ -10,6 +10,8 @@ import time
 
 from f5guard.state import CloudNote
 
+OVERDUE_S = 600.0  # beyond twice the expected time plus this, an upload is called overdue
+
 
 def clock(at: float) -> str:
     return time.strftime("%H:%M", time.localtime(at))
@@ -40,8 +42,11 @@ def uploading_words(note: CloudNote, now: float) -> str:
     parts = [] if since is None else [f"{minutes(max(0.0, now - since))} so far"]
     if rate:
         parts.append(f"~{rate / 1e6:.1f} MB/s{'' if note['rate_measured'] else ' presumed'}")
-        if size and since is not None and (left := size / rate - (now - since)) > 0:
+        expected = size / rate if size else None
+        if expected is not None and since is not None and (left := expected - (now - since)) > 0:
             parts.append(f"~{minutes(left)} left")
+        elif expected is not None and since is not None and now - since > 2 * expected + OVERDUE_S:
+            parts.append("overdue: Drive may have stalled (colabtools#2869); `f5guard doctor` times an upload")
     return f"u{note['uploading_update']}" + (f" ({', '.join(parts)})" if parts else "")
 
 
