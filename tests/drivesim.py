@@ -315,7 +315,11 @@ class DriveSim:
         with self._lock:
             newest: dict[str, _Version] = {}
             for t in self._queue + self._held:
-                if t.up and t.view == view and (t.version.path not in newest or t.version.key > newest[t.version.path].key):
+                if (
+                    t.up
+                    and t.view == view
+                    and (t.version.path not in newest or t.version.key > newest[t.version.path].key)
+                ):
                     newest[t.version.path] = t.version
         return sorted(p for p, v in newest.items() if v.data is not None and fnmatch.fnmatch(p, pattern))
 

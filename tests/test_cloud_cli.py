@@ -16,6 +16,7 @@ import pytest
 from f5guard.checkpoints.durable import list_durable
 from f5guard.checkpoints.sync import CheckpointSync
 from f5guard.cloud.detect import open_store
+from f5guard.cloud.survey import home_findings, upload_probe
 from tests.conftest import Project
 from tests.drive_runtime import write_checkpoint
 from tests.drivesim import ITEM_ID, Delays, DriveSim, stable_id, xattrs_work
@@ -48,14 +49,16 @@ def _finding(report: dict, topic: str) -> dict:  # type: ignore[type-arg]
 
 @needs_xattrs
 def test_doctor_on_a_plain_disk_and_on_a_folder_whose_files_carry_drivefs_attributes(tmp_path: Path) -> None:
-    """Kind local on this machine's disk; kind drive on a (simulated) DriveFS folder, whose 64 MiB probe is timed
-    until DriveFS says it is uploaded, then removed; the stack python reports torch and the precision."""
+    """Kind local on this machine's disk (what doctor reads there, in-process: the stack probe below costs a torch
+    import); kind drive on a (simulated) DriveFS folder, whose 64 MiB probe is timed until DriveFS says it is
+    uploaded, then removed; the stack python reports torch and the precision "auto" picks."""
     plain = tmp_path / "plain"
     plain.mkdir()
-    code, report = _doctor(tmp_path, "--home", str(plain), "--no-upload-probe")
-    assert code == 0 and not report["blocking"], report
-    assert _finding(report, "store")["value"].startswith("local: auto"), report
-    assert _finding(report, "precision")["value"].startswith("auto picks") or _finding(report, "torch")["value"]
+    local = open_store(plain, "auto", bytes_per_s=2e6, delay_s=600)
+    found = {f.topic: f for f in home_findings(plain, local, "auto")}
+    assert found["store"].value.startswith("local: auto") and found["drivefs attributes"].value == "no answer"
+    assert not any(f.blocking or f.advice for f in found.values()), found
+    assert "a local disk stores it at once" in upload_probe(plain, local, 2**20, 5).value
     fast = Delays(0.05, 0.1, bytes_per_s=100e6)
     with DriveSim(tmp_path / "drive", ["A"], upload=fast, poll_s=0.05, drivefs=["A"]) as sim:
         code, report = _doctor(tmp_path, "--home", str(sim.view("A")))
@@ -64,6 +67,8 @@ def test_doctor_on_a_plain_disk_and_on_a_folder_whose_files_carry_drivefs_attrib
         upload = _finding(report, "upload")["value"]
         assert "in the cloud after" in upload and "MB/s" in upload, report
         assert not list((sim.view("A") / ".f5guard").glob("doctor-probe-*")), "the probe is removed"
+        stack = _finding(report, "precision")["value"] if _finding(report, "torch")["value"] != "not installed" else ""
+        assert stack in ("", "auto picks fp32", "auto picks bf16", "auto picks fp16"), report
 
 
 @needs_xattrs
@@ -108,7 +113,9 @@ def test_status_and_stop_tell_whether_the_final_checkpoint_is_in_the_cloud(
 
 
 def test_start_refuses_when_home_cannot_hold_the_next_checkpoint_plus_the_one_kept(
-    make_project: Callable[..., Project], tmp_path: Path, tmpfs: Callable[[str, int], Path]  # noqa: F811
+    make_project: Callable[..., Project],
+    tmp_path: Path,
+    tmpfs: Callable[[str, int], Path],  # noqa: F811
 ) -> None:
     """6 MB checkpoints, a 16 MB home: one line with the sizes, exit 1, no daemon started."""
     ckpts = tmp_path / "ckpts"

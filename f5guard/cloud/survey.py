@@ -18,6 +18,7 @@ from f5guard.cloud.evidence import Store, Where
 
 PROBE_DIR = ".f5guard"  # under home: where f5guard keeps its own files
 CHUNK = 4 * 1024 * 1024
+ANSWER_WAIT_S = 10.0  # how long a new file may go without DriveFS's attributes before they count as absent
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,16 @@ def space_finding(home: Path, need: int, what: str) -> Finding:
     return Finding("space", f"{value}{f'; {what} need {need / 1e9:.1f} GB' if need else ''}")
 
 
+def _answers_soon(path: Path, sleep: Callable[[float], None]) -> bool:
+    """Whether DriveFS's attributes appear on a new file within ANSWER_WAIT_S (not necessarily at once)."""
+    deadline = time.monotonic() + ANSWER_WAIT_S
+    while drivefs.ask(path) is None:
+        if time.monotonic() >= deadline:
+            return False
+        sleep(0.1)
+    return True
+
+
 def upload_probe(home: Path, store: Store, size: int, timeout_s: float,
                  sleep: Callable[[float], None] = time.sleep) -> Finding:  # fmt: skip
     """Write ``size`` bytes under home, then time it until the store says it is in the cloud; removed after."""
@@ -87,7 +98,7 @@ def upload_probe(home: Path, store: Store, size: int, timeout_s: float,
         written = f"wrote {size / 2**20:.0f} MiB at {size / wrote_s / 1e6:.0f} MB/s"
         if store.kind == "local":
             return Finding("upload", f"{written}; a local disk stores it at once")
-        if store.kind == "writeback" or drivefs.ask(probe) is None:
+        if store.kind == "writeback" or not _answers_soon(probe, sleep):
             return Finding("upload", f"{written}; no upload evidence for the new file: cannot time the upload",
                            "in the cloud is estimated from age and [store] upload_mb_per_s")  # fmt: skip
         deadline = started + timeout_s
