@@ -1,27 +1,31 @@
-"""Two runtimes, each with its own lagging Drive view: the promises of SCENARIOS 4, 4b and 4c (issue 8).
+"""Two runtimes, each with its own lagging Drive view: the promises of SCENARIOS 4, 4b, 4c and 15 (issues 8, 15).
 
 Each runtime is a real f5guard daemon in its own simulated VM (``tests.drive_runtime``: own pid namespace,
 /proc, hostname and boot id where ``unshare`` works; own work dir and config) whose home is its own view of one
 simulated Drive (``tests.drivesim``): every change reaches the other view only after an upload and a download
 delay, large files later, files overtaking each other, the newest mtime winning per file, and a dead VM losing
-what it had not uploaded. Training is a torch-free stand-in (``mode = "command"``) that writes F5-TTS-shaped
+what it had not uploaded. The views carry DriveFS's upload attributes (``user.drive.uncommitted``, ``user.drive.id``)
+as Colab's mount does, so f5guard's ``[store] kind = "auto"`` judges home as ``drive``. Training is a torch-free stand-in (``mode = "command"``) that writes F5-TTS-shaped
 checkpoints; ``keep_durable = 1`` (the default) throughout.
 
 Scenarios: (a) both runtimes started at once, before either's view shows the other; (b) the owner frozen
-(SIGSTOP of its whole VM, its Drive client included), a ``--takeover``, then the owner resumed; (c) the owner's
-VM killed right after a retention delete reached the cloud; (d) ``--takeover`` of a live owner; and (e) a
+(SIGSTOP of its whole VM, its Drive client included), a ``--takeover``, then the owner resumed; (c) uploads
+slower than saves, and the owner's VM killed right after a retention delete reached the cloud while its newest
+checkpoint was still uploading (issue 15: the next owner trains within settle_s + a minute from the newest
+checkpoint in the cloud, without ``--accept-older``; the cloud never holds zero durable checkpoints once it had
+one; at most one checkpoint waits in the owner's view for upload); (d) ``--takeover`` of a live owner; and (e) a
 restart on the same VM after a kill -9 of the daemon, inside its pid namespace.
 
 What (a)-(d) assert (``_verdict``), over the whole scenario:
-- double training (seconds during which both trainers ticked) is at most ``DOUBLE_TRAINING_BOUND_S`` =
+- double training (seconds during which both trainers ticked) is at most ``Pace.double_training_bound_s`` =
   max(0, D - settle_s) + epoch_poll_s + 2 s, docs/reliability.md's bound plus 2 s for the loser to stop its
   trainer, with D the longest a small file (a claim) takes from one view to the other (two hops);
 - no final-named checkpoint in the cloud (``ckpt-e*-u*.pt``) ever has a manifest that describes other bytes
   (size or sha256), sampled every 0.25 s;
 - the highest durable update in the cloud (a .pt whose manifest matches it) never decreases, sampled likewise;
-- no trainer starts below the newest durable update the cloud had held ``RESUME_LAG_S`` before (the longest a
-  checkpoint takes to reach the other view), nor below the highest update a checkpoint manifest in its own view
-  named ``KNOWN_BEFORE_S`` before (it should have waited for that one), unless the user said
+- no trainer starts below the newest durable update the cloud had held ``Pace.resume_lag_s`` before (the longest
+  a checkpoint takes to reach the other view), nor below the highest update a checkpoint manifest in its own view
+  recorded in the cloud ``KNOWN_BEFORE_S`` before (it should have waited for that one), unless the user said
   ``--accept-older``: a runtime that gives up waiting for a checkpoint Drive never delivers is restarted so,
   as its message asks (``_training_or_accept_older``);
 - no file on home is written by both runtimes (deletes aside: a new owner's retention removes the old one's
@@ -37,7 +41,8 @@ Drive-like 5-15 s per hop plus 10 s for a 1 MB checkpoint, a 45 s lease, 40 s se
     F5GUARD_LONG_DRIVE=1 .venv/bin/python -m pytest tests/test_drive_lagging.py -v -s
 
 ``-s`` prints each scenario's figures as one JSON line (``drive-figures: {...}``); ``F5GUARD_DRIVE_REPORT=DIR``
-also writes them to ``DIR/<scenario>.json``.
+also writes them to ``DIR/<scenario>.json``. The figures of an f5guard that predates ``[store]`` (the "before" of
+docs/reliability.md): ``F5GUARD_DRIVE_BASELINE=1 PYTHONPATH=<its checkout>:. python -m pytest ...``.
 """
 
 from __future__ import annotations
