@@ -107,7 +107,11 @@ def _final_lines(config: Config) -> list[tuple[str, str]]:
         assert run is not None
         newest = scan_dir(Path(options.checkpoint_dir)).newest()
         final = newest.update if newest is not None and newest.kind != "pretrained" else None
-        durables = list_durable(Path(options.home_checkpoints))
+        try:
+            durables = list_durable(Path(options.home_checkpoints))
+        except OSError as err:
+            lines.append((name, f"home does not answer ({err.strerror or err}): cannot tell what reached the cloud"))
+            continue
         on_home = durables[-1].update if durables else None
         record = doc.runs.get(name)
         recorded = record.training.cloud if record is not None and record.training is not None else None
@@ -125,14 +129,18 @@ def _wait_upload(config: Config, seconds: float) -> int:
     said = 0.0
     while True:
         pending = []
-        for _name, options in _trains(config):
+        for name, options in _trains(config):
             home = Path(options.home_checkpoints)
-            durables = list_durable(home)
-            if uploads.refresh(durables):
+            try:
                 durables = list_durable(home)
-                uploads.refresh(durables)
+                if uploads.refresh(durables):
+                    durables = list_durable(home)
+                    uploads.refresh(durables)
+            except OSError:  # a Drive hiccup: look again at the next poll
+                pending.append(name)
+                continue
             if durables and not uploads.recorded(durables[-1]):
-                pending.append(_name)
+                pending.append(name)
         now = time.monotonic()
         if not pending or now >= deadline or now - said >= SAY_EVERY_S:
             for run, line in _final_lines(config):

@@ -65,6 +65,7 @@ class Store(Protocol):
 
 
 def _stat(path: Path) -> os.stat_result | None:
+    """None when the file is not there; other errors (a mount that does not answer) are the caller's."""
     try:
         return os.stat(path)
     except FileNotFoundError:

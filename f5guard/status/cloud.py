@@ -23,7 +23,12 @@ def home_store(config: Config) -> Store:
 def cloud_note(config: Config, run: RunConfig, recorded: CloudNote | None, *, supervised: bool) -> CloudNote:
     """``run``'s checkpoints against the cloud now; ``recorded`` is what its daemon last wrote (None: none)."""
     store = home_store(config)
-    standings = look(store, list_durable(HomeLayout(config.home).checkpoints(run.name)))
+    try:
+        standings = look(store, list_durable(HomeLayout(config.home).checkpoints(run.name)))
+    except OSError:  # home does not answer now (Errno 107): what the daemon last knew (status shows the problem)
+        if recorded is not None:
+            return recorded
+        standings = []
     if recorded is not None and recorded.get("rate_measured"):
         rate, measured = recorded.get("rate_bytes_per_s"), True
     else:
