@@ -44,7 +44,7 @@ def uploading_words(note: CloudNote, now: float) -> str:
         parts.append(f"~{rate / 1e6:.1f} MB/s{'' if note['rate_measured'] else ' presumed'}")
         expected = size / rate if size else None
         if expected is not None and since is not None and (left := expected - (now - since)) > 0:
-            parts.append(f"~{minutes(left)} left")
+            parts.append(f"{'' if left < 60 else '~'}{minutes(left)} left")
         elif expected is not None and since is not None and now - since > 2 * expected + OVERDUE_S:
             parts.append("overdue: Drive may have stalled (colabtools#2869); `f5guard doctor` times an upload")
     return f"u{note['uploading_update']}" + (f" ({', '.join(parts)})" if parts else "")
