@@ -10,6 +10,7 @@ from typing import Any
 from f5guard.errors import ConfigError
 from f5guard.recipe.kinds import RECIPE_KINDS
 from f5guard.schema import (
+    STORE_KINDS,
     Config,
     LeaseSettings,
     LogSettings,
@@ -18,6 +19,7 @@ from f5guard.schema import (
     Scope,
     StackPython,
     StageConfig,
+    StoreSettings,
     Table,
     check_argument,
     check_path,
@@ -87,6 +89,7 @@ def parse_config(data: dict[str, Any], path: Path, *, find_python: bool = True) 
         top.fail("must differ from home: work is the fast runtime-local copy, home the persistent one", "work")
     python = _python(top, config_dir, work, find_python)
     lease = _lease(top.sub("lease"))
+    store = _store(top.sub("store"))
     logs = _logs(top.sub("logs"))
     restart_default = _restart(top.sub("restart"), RestartPolicy())
     stop_grace = top.number("stop_grace_s", DEFAULT_STOP_GRACE_S, positive=True)
@@ -100,7 +103,8 @@ def parse_config(data: dict[str, Any], path: Path, *, find_python: bool = True) 
     top.done()
     if not runs:
         top.fail("no runs defined: add a [[runs]] table with at least one [[runs.stages]]", "runs")
-    return Config(path=path, home=home, work=work, lease=lease, logs=logs, runs=tuple(runs), python=python)
+    return Config(path=path, home=home, work=work, lease=lease, logs=logs, runs=tuple(runs), python=python,
+                  store=store)  # fmt: skip
 
 
 def _python(top: Table, config_dir: Path, work: Path, find: bool) -> StackPython:
@@ -142,6 +146,20 @@ def _lease(t: Table) -> LeaseSettings:
         t.fail(f"must be shorter than duration_s ({lease.duration_s:g})", "heartbeat_s")
     t.done()
     return lease
+
+
+def _store(t: Table) -> StoreSettings:
+    d = StoreSettings()
+    kind = t.text("kind", d.kind)
+    if kind not in STORE_KINDS:
+        t.fail(f"must be one of {', '.join(STORE_KINDS)}, got {shorten(kind)!r}", "kind")
+    store = StoreSettings(
+        kind=kind,  # type: ignore[arg-type]  # checked against STORE_KINDS above
+        upload_mb_per_s=t.number("upload_mb_per_s", d.upload_mb_per_s, positive=True, maximum=1e6),
+        poll_s=t.number("poll_s", d.poll_s, positive=True),
+    )
+    t.done()
+    return store
 
 
 def _logs(t: Table) -> LogSettings:

@@ -58,3 +58,7 @@ class DaemonError(F5guardError, RuntimeError):
 
 class TrainingBehind(F5guardError, RuntimeError):
     """Home records a durable checkpoint newer than any this runtime can see, and it did not arrive in time."""
+
+
+class NoRoom(F5guardError, OSError):
+    """Home cannot hold what training will put there (the next checkpoint plus the one kept while it uploads)."""

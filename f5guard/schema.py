@@ -58,6 +58,25 @@ class LeaseSettings:
         return self.heartbeat_s or self.duration_s / 3
 
 
+StoreKind = Literal["auto", "local", "drive", "writeback"]
+STORE_KINDS: Final = ("auto", "local", "drive", "writeback")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """What home is: a checkpoint is *in the cloud* only on the store's evidence (f5guard/cloud/, the
+    ``[store]`` table). "auto" picks drive (DriveFS's attributes answer), writeback (a FUSE or network mount
+    without them: an estimate) or local (a plain disk, which is the store itself)."""
+
+    kind: StoreKind = "auto"
+    upload_mb_per_s: float = 2.0  # writeback's estimate (and drive's before one upload was measured); 1 MB = 1e6 B
+    poll_s: float = 5.0  # how often the upload state of this VM's checkpoints is read (one getxattr per file)
+
+    @property
+    def upload_bytes_per_s(self) -> float:
+        return self.upload_mb_per_s * 1e6
+
+
 @dataclass(frozen=True)
 class LogSettings:
     """Size-based rotation keeps a week-long run from filling the disk (a 30 GB pm2.log is the anti-goal)."""
@@ -128,6 +147,7 @@ class Config:
     logs: LogSettings
     runs: tuple[RunConfig, ...]
     python: StackPython = StackPython(sys.executable, "the daemon's own Python")
+    store: StoreSettings = StoreSettings()
 
     def run(self, name: str) -> RunConfig | None:
         return next((r for r in self.runs if r.name == name), None)

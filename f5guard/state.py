@@ -146,6 +146,36 @@ class BatchOverride(TypedDict):
     config_accum: int
 
 
+class LostNote(TypedDict):
+    """A checkpoint a runtime that is gone recorded while it was still uploading: it never left that VM."""
+
+    update: int
+    writer: str  # its host
+    resumed_from: int  # the newest that reached the cloud, where this runtime resumed instead
+    line: str  # what the stage log said (cloud/records.py lost_line)
+
+
+class CloudNote(TypedDict):
+    """Home's checkpoints against the cloud (f5guard/cloud/): the newest in it, the one uploading, the rate.
+
+    ``durable_*`` on the record say what is on home (on Drive: in this VM's cache); this says what reached the
+    cloud, on the store's evidence (``kind`` drive), on an estimate (writeback) or at once (local)."""
+
+    kind: str  # local | drive | writeback
+    how: str  # why that kind (cloud/detect.py)
+    host: str  # the VM that wrote this note (a new runtime inherits the record of the one before it)
+    confirmed_update: int | None  # the newest checkpoint in the cloud
+    confirmed_at: float | None  # since when (its writer's clock), where known
+    confirmed_estimated: bool  # an estimate from age and size, not the store's answer
+    uploading_update: int | None  # the newest checkpoint on home still uploading
+    uploading_since: float | None
+    uploading_bytes: int | None
+    rate_bytes_per_s: float | None  # measured on the last upload that finished, else the configured estimate
+    rate_measured: bool
+    held_back: int | None  # a newer local checkpoint this VM keeps until the upload is done (pacing)
+    lost: LostNote | None
+
+
 @dataclass
 class TrainingRecord:
     """The train stage's figures as status shows them, also after the daemon is gone (fresh VM)."""
@@ -174,6 +204,7 @@ class TrainingRecord:
     setup: SetupNote | None = None  # the built-in trainer's device, precision and batch (latest start)
     batch_override: BatchOverride | None = None  # set after a CUDA OOM (training/oom.py)
     processes: int | None = None  # ranks of the current training (num_processes), when the trainer said
+    cloud: CloudNote | None = None  # what of home reached the cloud (f5guard/cloud/, checkpoints/uploads.py)
 
 
 class DaemonNote(TypedDict, total=False):
@@ -325,18 +356,20 @@ class StateStore:
             return LoadedState(StateDoc(), None, tuple(problems))
         return LoadedState(best[1], best[2], tuple(problems))
 
-    def durable_updates(self, run: str, superseded: SupersedeNote | None = None) -> list[int]:
-        """The durable update every readable copy (any epoch, any runtime) records for ``run``: a runtime must
-        never resume below the highest of them (docs/reliability.md). Only copies of the same training count:
-        once a vocab change set the checkpoints aside (``superseded``), older records describe the old one."""
-        updates: list[int] = []
+    def trainings(self, run: str, superseded: SupersedeNote | None = None) -> list[tuple[TrainingRecord, str]]:
+        """``run``'s training record in every readable copy (any epoch, any runtime), with the host that wrote
+        it: what each says is durable and in the cloud (cloud/records.py judges it: never backwards). Only
+        copies of the same training count: once a vocab change set the checkpoints aside (``superseded``),
+        older records describe the old one."""
+        found: list[tuple[TrainingRecord, str]] = []
         for path in [self.work_path, *self.home_copies()]:
             with contextlib.suppress(OSError, ValueError, StateError):
-                record = doc_from_json(json.loads(path.read_bytes())).runs.get(run)
+                doc = doc_from_json(json.loads(path.read_bytes()))
+                record = doc.runs.get(run)
                 training = record.training if record is not None else None
-                if training is not None and training.durable_update is not None and training.superseded == superseded:
-                    updates.append(int(training.durable_update))
-        return updates
+                if training is not None and training.superseded == superseded:
+                    found.append((training, str(doc.daemon.get("host", ""))))
+        return found
 
     def save(self, doc: StateDoc, *, mirror: bool = False) -> None:
         """Write the work copy (every change), and the home copy too when ``mirror``."""

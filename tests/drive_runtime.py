@@ -29,6 +29,7 @@ import functools
 import hashlib
 import json
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -37,6 +38,7 @@ import textwrap
 import threading
 import time
 import uuid
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +118,23 @@ while True:
 '''
 
 
+def write_checkpoint(path: Path, update: int, size: int = 4096) -> Path:
+    """An F5-TTS-shaped checkpoint without torch, as the trainer stand-in writes it (``TRAINER``'s ``save``)."""
+    doc = {
+        "model_state_dict": {"w": os.urandom(8).hex()},
+        "optimizer_state_dict": {"state": {}, "param_groups": []},
+        "ema_model_state_dict": {"step": update},
+        "scheduler_state_dict": {"last_epoch": update},
+        "update": update,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps(doc, protocol=2))
+        archive.writestr("archive/version", b"3\n")
+        archive.writestr("archive/data/pad", bytes(max(0, size - 512)))
+    return path
+
+
 @functools.cache
 def namespaces_work() -> bool:
     """True when ``unshare --pid --fork --mount-proc --uts`` can make a VM here (root, no seccomp veto);
@@ -187,7 +206,8 @@ class Runtime:
         self.env = {**env, "F5GUARD_BOOT_ID": self.boot_id, _VM_TAG: f"{self.root}"}
 
     # -- set up ----------------------------------------------------------------------------------------------
-    def write_config(self, lease: Lease, training: Training) -> None:
+    def write_config(self, lease: Lease, training: Training, store: dict[str, Any] | None = None) -> None:
+        """``store``: the ``[store]`` table (docs/config.md), omitted when None (an f5guard that predates it)."""
         trainer = self.root.parent / "trainer.py"
         if not trainer.exists():
             trainer.write_text(TRAINER)
@@ -209,7 +229,10 @@ class Runtime:
             stop_grace_s = 2
             command = {json.dumps(argv)}
             """
-        self.config.write_text(textwrap.dedent(body).replace("{lease}", lease.toml()))
+        tables = lease.toml()
+        if store:
+            tables += "[store]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in store.items())
+        self.config.write_text(textwrap.dedent(body).replace("{lease}", tables))
 
     def boot(self) -> None:
         """Start the VM: a pid namespace with its own /proc and hostname, whose pid 1 reaps orphans."""
@@ -249,6 +272,13 @@ class Runtime:
             return dict(json.loads(proc.stdout))
         except ValueError:
             return {}
+
+    def training(self) -> dict[str, Any]:
+        """The run's ``training`` entry in ``status --json`` ({} when status cannot tell)."""
+        for run in self.status().get("runs", []):
+            if run.get("name") == RUN:
+                return dict(run.get("training") or {})
+        return {}
 
     def train_stage(self) -> dict[str, Any]:
         """The train stage's entry in ``status --json`` ({} when status cannot tell)."""
@@ -386,7 +416,8 @@ class CloudWatch:
         self.sim = sim
         self.every_s = every_s
         self.samples: list[Sample] = []
-        self.named: dict[str, list[tuple[float, int | None]]] = {v: [] for v in sim.views}
+        self.named: dict[str, list[tuple[float, int | None, int | None]]] = {v: [] for v in sim.views}
+        self.waiting: dict[str, list[tuple[float, int]]] = {v: [] for v in sim.views}  # checkpoints not uploaded
         self._hashes: dict[tuple[str, int, int, int, str], str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cloudwatch", daemon=True)
@@ -404,7 +435,8 @@ class CloudWatch:
             with contextlib.suppress(OSError), self.sim.hold():
                 self.samples.append(self.sample())
                 for view, timeline in self.named.items():
-                    timeline.append((time.time(), _highest_named(self.sim.view(view))))
+                    timeline.append((time.time(), *_highest_named(self.sim.view(view))))
+                    self.waiting[view].append((time.time(), len(self.sim.uploading(view, "*ckpt-*.pt"))))
 
     def sample(self) -> Sample:
         durable, mismatched, orphans = [], [], []
@@ -464,23 +496,41 @@ class CloudWatch:
         values = [s.highest for s in self.samples if s.t <= t and s.highest is not None]
         return max(values) if values else None
 
+    def most_waiting(self, view: str, until: float = float("inf")) -> int:
+        """The most final-named checkpoints ``view`` held at once that had not reached the cloud, up to ``until``:
+        what its VM would have lost dying then, and what its Drive cache had to hold."""
+        return max((n for t, n in self.waiting[view] if t <= until), default=0)
+
     def highest_ever(self) -> int | None:
         return self.newest_before(float("inf"))
 
-    def named_in_view(self, view: str, t: float) -> int | None:
+    def named_in_view(self, view: str, t: float, *, uploading_too: bool = False) -> int | None:
         """The highest update a checkpoint manifest in ``view`` named at the last sample up to ``t`` (what a
-        runtime there could know of, whether or not the checkpoint itself had arrived)."""
-        before = [n for ts, n in self.named[view] if ts <= t]
-        return before[-1] if before else None
+        runtime there could know of, whether or not the checkpoint itself had arrived): only manifests that
+        record it in the cloud (or predate that record), unless ``uploading_too``."""
+        before = [(n, any_) for ts, n, any_ in self.named[view] if ts <= t]
+        if not before:
+            return None
+        return before[-1][1] if uploading_too else before[-1][0]
 
 
 _MANIFEST = re.compile(r"^ckpt-e\d+-u(\d+)(?:-[0-9a-f]+)?\.json$")  # durable.py's names, with or without a runtime tag
 
 
-def _highest_named(root: Path) -> int | None:
+def _highest_named(root: Path) -> tuple[int | None, int | None]:
+    """(highest update a manifest records in the cloud, highest any manifest names): a manifest whose ``cloud``
+    note says "uploading" names a checkpoint its VM had not uploaded yet; one without the note predates it."""
     best: int | None = None
-    for _dirpath, _dirs, files in os.walk(root):
+    any_: int | None = None
+    for dirpath, _dirs, files in os.walk(root):
         for name in files:
             if match := _MANIFEST.match(name):
-                best = int(match[1]) if best is None else max(best, int(match[1]))
-    return best
+                update = int(match[1])
+                any_ = update if any_ is None else max(any_, update)
+                try:
+                    state = (json.loads((Path(dirpath) / name).read_text()).get("cloud") or {}).get("state")
+                except (OSError, ValueError, AttributeError):
+                    state = None
+                if state != "uploading":
+                    best = update if best is None else max(best, update)
+    return best, any_

@@ -10,14 +10,20 @@ What it models (shared/DRIVE_FACTS.md, "Model of Drive"):
   it): a version that arrives after a newer one is dropped, and a view never loses a newer local write to an
   older download;
 - a killed view (its VM died) loses every change it had not uploaded yet, and receives nothing more;
-- a paused view (a frozen VM, its Drive client included) neither uploads nor downloads until resumed.
+- a paused view (a frozen VM, its Drive client included) neither uploads nor downloads until resumed;
+- DriveFS's upload state, on the views named in ``drivefs``: real ``user.*`` extended attributes, read by name
+  as on Colab (f5guard/cloud/drivefs.py): a local write gets ``user.drive.uncommitted`` = "1" and
+  ``user.drive.id`` = "local-N" when the view notices it, then "0" and a stable id when its upload lands (if the
+  file is still that version); a download arrives with "0" and the stable id; the view's root has an id. A view
+  not named there carries no attributes (a mount without evidence).
 
 The replicator writes each file atomically at its destination (a temp in a staging folder on the same
 filesystem, the source's mtime set on it, then a rename): a reader never sees a half-copied file from it.
 Not modelled: empty directories (made as needed, never replicated or removed), symlinks, Drive's duplicate
 names (``name (1).ext``), quota and transport errors. Stdlib only; one polling thread (``poll_s``).
 
-    sim = DriveSim(tmp_path / "drive", ["A", "B"], upload=Delays(0.5, 2), download=Delays(0.5, 2))
+    sim = DriveSim(tmp_path / "drive", ["A", "B"], upload=Delays(0.5, 2), download=Delays(0.5, 2),
+                   drivefs=["A", "B"])
     with sim:                        # start() ... stop()
         (sim.view("A") / "x").write_text("hi")
         sim.wait_event(lambda e: e.kind == "downloaded" and e.view == "B" and e.path == "x")
@@ -28,17 +34,38 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import hashlib
 import heapq
 import itertools
 import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 Key = tuple[int, str, int]  # (mtime_ns, origin view, sequence): the total order "last writer wins" uses
+UNCOMMITTED, ITEM_ID = "user.drive.uncommitted", "user.drive.id"  # DriveFS's, as f5guard/cloud/drivefs.py reads
+
+
+def xattrs_work(folder: Path) -> bool:
+    """Whether ``folder``'s file system keeps ``user.*`` extended attributes (ext4, tmpfs, xfs do)."""
+    probe = folder / f".xattr-probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        os.setxattr(probe, UNCOMMITTED, b"1")
+        return os.getxattr(probe, UNCOMMITTED) == b"1"
+    except (OSError, AttributeError):
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+
+
+def stable_id(rel: str) -> str:
+    """The cloud's id of an item: the same in every view, never ``local-``."""
+    return "sim-" + hashlib.sha1(rel.encode(), usedforsecurity=False).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -119,13 +146,14 @@ class _View:
     known: dict[str, _Local] = field(default_factory=dict)
     alive: bool = True
     paused: bool = False
+    drivefs: bool = False  # its files carry DriveFS's upload attributes
 
 
 class DriveSim:
     """Replicates between views and a cloud folder from one polling thread; see the module docstring."""
 
     def __init__(self, root: Path, views: list[str], *, upload: Delays, download: Delays | None = None,
-                 poll_s: float = 0.15, seed: int | None = None) -> None:  # fmt: skip
+                 poll_s: float = 0.15, seed: int | None = None, drivefs: Iterable[str] = ()) -> None:  # fmt: skip
         self.root = Path(root)
         self.cloud = self.root / "cloud"
         self.upload = upload
@@ -147,8 +175,11 @@ class DriveSim:
         self._stage = self.root / ".stage"  # temps, on the views' filesystem so that rename is atomic
         for d in (self.cloud, self._stage):
             d.mkdir(parents=True, exist_ok=True)
+        with_attributes = set(drivefs)
+        if with_attributes and not xattrs_work(self._stage):
+            raise OSError(f"{self.root}: this file system keeps no user.* extended attributes (DriveFS's)")
         for name in views:
-            self.add_view(name)
+            self.add_view(name, drivefs=name in with_attributes)
 
     # -- public ----------------------------------------------------------------------------------------------
     def view(self, name: str) -> Path:
@@ -177,14 +208,17 @@ class DriveSim:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
-    def add_view(self, name: str) -> Path:
-        """A VM that mounts the Drive: it gets every file the cloud holds, each after a download delay."""
+    def add_view(self, name: str, *, drivefs: bool = False) -> Path:
+        """A VM that mounts the Drive: it gets every file the cloud holds, each after a download delay; its files
+        carry DriveFS's upload attributes when ``drivefs``."""
         with self._lock:
             if name in self._views:
                 raise ValueError(f"view {name} exists")
             root = self.root / "views" / name
             root.mkdir(parents=True, exist_ok=True)
-            self._views[name] = _View(name, root)
+            if drivefs:
+                os.setxattr(root, ITEM_ID, stable_id("").encode())
+            self._views[name] = _View(name, root, drivefs=drivefs)
             now = time.monotonic()
             for version in self._cloud.values():
                 if version.data is not None:
@@ -275,6 +309,20 @@ class DriveSim:
         with self._lock:
             return len(self._queue) + len(self._held)
 
+    def uploading(self, view: str, pattern: str = "*") -> list[str]:
+        """Files ``view`` wrote that have not reached the cloud yet (fnmatch ``pattern``; deletes aside): what
+        that VM would lose if it died now, and what its Drive cache must hold meanwhile."""
+        with self._lock:
+            newest: dict[str, _Version] = {}
+            for t in self._queue + self._held:
+                if (
+                    t.up
+                    and t.view == view
+                    and (t.version.path not in newest or t.version.key > newest[t.version.path].key)
+                ):
+                    newest[t.version.path] = t.version
+        return sorted(p for p, v in newest.items() if v.data is not None and fnmatch.fnmatch(p, pattern))
+
     def wait_quiescent(self, timeout: float = 60.0, settle_s: float | None = None) -> None:
         """Until nothing is in flight and no view changed for ``settle_s`` (default: three polls)."""
         settle = 3 * self.poll_s if settle_s is None else settle_s
@@ -346,6 +394,8 @@ class DriveSim:
             return  # being written: look again at the next pass
         key = (st.st_mtime_ns, view.name, next(self._seq))
         view.known[rel] = _Local(key, stat)
+        if view.drivefs:  # DriveFS has the new version in its cache, not in the cloud
+            _mark(path, stat, uncommitted=True, item=f"local-{key[2]}")
         self._queue_upload(view, _Version(rel, key, data))
         self._emit("changed", view.name, rel, "write", origin=view.name, mtime_ns=key[0], size=len(data))
 
@@ -376,6 +426,10 @@ class DriveSim:
             return
         self._cloud[version.path] = version
         self._apply(self.cloud / version.path, version)
+        writer = self._views.get(origin)
+        mine = writer.known.get(version.path) if writer is not None else None
+        if writer is not None and writer.drivefs and mine is not None and mine.key == version.key and mine.stat:
+            _mark(writer.root / version.path, mine.stat, uncommitted=False, item=stable_id(version.path))
         self._emit("uploaded", "cloud", version.path, version.op, origin=origin, mtime_ns=version.key[0],
                    size=version.size)  # fmt: skip
         now = time.monotonic()
@@ -391,13 +445,14 @@ class DriveSim:
             self._emit("stale", view.name, version.path, version.op, origin=version.key[1],
                        mtime_ns=version.key[0], size=version.size)  # fmt: skip
             return
-        stat = self._apply(view.root / version.path, version)
+        stat = self._apply(view.root / version.path, version, committed=view.drivefs)
         view.known[version.path] = _Local(version.key, stat)
         self._emit("downloaded", view.name, version.path, version.op, origin=version.key[1],
                    mtime_ns=version.key[0], size=version.size)  # fmt: skip
 
-    def _apply(self, target: Path, version: _Version) -> tuple[int, int, int] | None:
-        """Write (temp, mtime, rename) or delete ``target``; the stat of what is there now."""
+    def _apply(self, target: Path, version: _Version, *, committed: bool = False) -> tuple[int, int, int] | None:
+        """Write (temp, mtime, rename) or delete ``target``; the stat of what is there now. ``committed``: the
+        file arrives with DriveFS's "in the cloud" attributes (set on the temp: no later change to its ctime)."""
         if version.data is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(target)
@@ -405,10 +460,32 @@ class DriveSim:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._stage / f"tmp-{next(self._seq)}"
         tmp.write_bytes(version.data)
+        if committed:
+            os.setxattr(tmp, UNCOMMITTED, b"0")
+            os.setxattr(tmp, ITEM_ID, stable_id(version.path).encode())
         os.utime(tmp, ns=(version.key[0], version.key[0]))
         st = os.stat(tmp)
         os.replace(tmp, target)
         return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _mark(path: Path, stat: tuple[int, int, int], *, uncommitted: bool, item: str) -> None:
+    """Set DriveFS's attributes on ``path`` if it is still the version ``stat`` describes (else leave it: a
+    newer local write has its own)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        st = os.fstat(fd)
+        if (st.st_mtime_ns, st.st_size, st.st_ino) != stat:
+            return
+        os.setxattr(fd, UNCOMMITTED, b"1" if uncommitted else b"0")
+        os.setxattr(fd, ITEM_ID, item.encode())
+    except OSError:
+        return
+    finally:
+        os.close(fd)
 
 
 def _read_stable(path: Path, st: os.stat_result) -> bytes | None:
@@ -425,4 +502,4 @@ def _read_stable(path: Path, st: os.stat_result) -> bytes | None:
     return data if len(same) == 1 and len(data) == st.st_size else None
 
 
-__all__ = ["Delays", "DriveSim", "Event"]
+__all__ = ["ITEM_ID", "UNCOMMITTED", "Delays", "DriveSim", "Event", "stable_id", "xattrs_work"]

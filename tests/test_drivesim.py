@@ -224,3 +224,35 @@ def test_listeners_run_before_anything_else_moves(tmp_path: Path) -> None:
         assert [e.path for e in sim.events("lost")] == ["new"]
         assert os.listdir(sim.cloud) == []
         assert calls
+
+
+def test_drivefs_attributes_on_the_writers_view_follow_its_upload(tmp_path: Path) -> None:
+    """DriveFS's upload state, as f5guard reads it (cloud/evidence.py): A's new file is uploading (uncommitted 1,
+    a local- id) until its upload lands, then in the cloud (0, a stable id); B's download arrives in the cloud;
+    C, a mount without the attributes, gives no answer (f5guard then estimates); ``uploading`` lists what A
+    would lose if it died."""
+    from f5guard.cloud import drivefs
+    from f5guard.cloud.evidence import DriveStore, Where, WritebackStore
+
+    slow = Delays(0.05, 0.1, bytes_per_s=400_000)  # 400 kB: about a second
+    store = DriveStore("test", WritebackStore("test", delay_s=3600, bytes_per_s=1))
+    with DriveSim(tmp_path, ["A", "B", "C"], upload=slow, seed=3, poll_s=POLL_S, drivefs=["A", "B"]) as sim:
+        assert drivefs.answers(sim.view("A")) and not drivefs.answers(sim.view("C"))
+        src = sim.view("A") / "ckpt.pt"
+        _put(src, b"x" * 400_000)
+        sim.wait_event(_changed("A", "ckpt.pt"), timeout=5)
+        seen = drivefs.ask(src)
+        assert seen is not None and seen.uploading and seen.item_id.startswith("local-")
+        assert store.look(src).where is Where.UPLOADING
+        assert sim.uploading("A", "*.pt") == ["ckpt.pt"]
+        sim.wait_event(_uploaded("ckpt.pt"), timeout=10)
+        done = drivefs.ask(src)
+        assert done is not None and done.in_cloud and not done.item_id.startswith("local-")
+        assert store.look(src).in_cloud and not store.look(src).estimated
+        assert sim.uploading("A") == []
+        sim.wait_event(_downloaded("B", "ckpt.pt"), timeout=10)
+        sim.wait_event(_downloaded("C", "ckpt.pt"), timeout=10)
+        assert drivefs.ask(sim.view("B") / "ckpt.pt") == done, "the same item, committed, in every view"
+        assert drivefs.ask(sim.view("C") / "ckpt.pt") is None
+        fallback = store.look(sim.view("C") / "ckpt.pt")
+        assert fallback.estimated and fallback.where is Where.UPLOADING, "no answer: an estimate, not a yes"

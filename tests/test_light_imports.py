@@ -16,6 +16,7 @@ MODULES = [
     "f5guard.cli.init",
     "f5guard.cli.speak",
     "f5guard.cli.watch",
+    "f5guard.cli.doctor",
     "f5guard.daemon.process",
     "f5guard.daemon.supervisor",
     "f5guard.status.report",

@@ -5,9 +5,12 @@ The runtime tag makes every name one runtime's own: two runtimes that share an e
 showed either to the other) never write the same file. Progress ranks by update, whatever the epoch: epochs
 fence writers, they do not rank progress (a takeover that restarted from an older point is not "newer").
 
-A file with a valid manifest is *durable*; anything else on home (a half upload, a temp) is not. This module
-owns the names and the manifest format on home; ``publish`` decides when to write them. Torch-free:
-checkpoints are judged by ``f5guard.checkpoints.inspect``.
+A file with a valid manifest is *durable* on home; anything else on home (a half upload, a temp) is not. On a
+Drive mount durable is not yet *in the cloud*: the manifest's ``cloud`` note says what its writer's store
+answered (``uploading``, then ``confirmed`` or ``estimated``, rewritten by ``uploads`` on the VM that holds the
+file), and other runtimes trust a record only that far (f5guard/cloud/records.py). This module owns the names
+and the manifest format on home; ``publish`` decides when to write them. Torch-free: checkpoints are judged by
+``f5guard.checkpoints.inspect``.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ import os
 import re
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from f5guard.checkpoints.copying import CopyMismatch, ReadError, algorithm_of, copy_fd
 from f5guard.checkpoints.inspect import LAST_NAME, CheckpointInvalid, inspect_checkpoint
 from f5guard.checkpoints.resume import temp_copy_path
+from f5guard.cloud.records import IN_CLOUD_STATES, Record
 from f5guard.errors import F5guardError
 from f5guard.fsutil import atomic_write_json, fsync_dir, read_json
 
@@ -62,6 +66,16 @@ class DurableCheckpoint:
     digest: str  # "<algorithm>:<hex>" of the file's bytes (copying.Digest); "sha256:..." from older manifests
     synced_at: float
     source_name: str
+    cloud: str | None = None  # "uploading" | "confirmed" | "estimated"; None: written before the cloud note
+    cloud_at: float | None = None  # when its writer saw it reach the cloud (its own clock)
+    upload_s: float | None = None  # how long that upload took, as its writer saw it
+    boot_id: str = ""  # the VM that wrote it: only that VM's cache holds its upload, only it confirms it
+    host: str = ""
+
+    @property
+    def in_cloud_recorded(self) -> bool:
+        """The manifest says the checkpoint reached the cloud (or predates the note: counted as before)."""
+        return self.cloud is None or self.cloud in IN_CLOUD_STATES
 
     @property
     def rank(self) -> tuple[int, int, str]:
@@ -78,7 +92,7 @@ def read_manifest(manifest: Path) -> DurableCheckpoint | None:
         durable = DurableCheckpoint(path, manifest, update=int(doc["update"]), epoch=int(doc["epoch"]),
                                     size=int(doc["size"]), digest=_digest_of(doc),
                                     synced_at=float(doc["synced_at"]),
-                                    source_name=str(doc["source_name"]))  # fmt: skip
+                                    source_name=str(doc["source_name"]), **_cloud_of(doc))  # fmt: skip
         size = path.stat().st_size
     except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable, half-uploaded (Drive) or file missing: not durable, whatever the reason
@@ -89,6 +103,17 @@ def read_manifest(manifest: Path) -> DurableCheckpoint | None:
     return durable
 
 
+def _cloud_of(doc: Any) -> dict[str, Any]:
+    """The manifest's cloud note and writer as DurableCheckpoint fields; absent in manifests written before."""
+    note = doc.get("cloud")
+    fields: dict[str, Any] = {"boot_id": str(doc.get("boot_id", "")), "host": str(doc.get("host", ""))}
+    if isinstance(note, dict) and isinstance(note.get("state"), str):
+        fields["cloud"] = note["state"]
+        fields["cloud_at"] = float(note["at"]) if isinstance(note.get("at"), (int, float)) else None
+        fields["upload_s"] = float(note["upload_s"]) if isinstance(note.get("upload_s"), (int, float)) else None
+    return fields
+
+
 def _digest_of(doc: Any) -> str:
     """The manifest's digest; format 1 manifests (before crc32) record a bare sha256."""
     if "digest" in doc:
@@ -97,11 +122,25 @@ def _digest_of(doc: Any) -> str:
 
 
 def write_manifest(durable: DurableCheckpoint) -> None:
-    """Write the manifest that makes ``durable.path`` durable: only once that file is verified and renamed."""
-    atomic_write_json(durable.manifest, {
+    """Write the manifest that makes ``durable.path`` durable: only once that file is verified and renamed; again
+    (``record_in_cloud``) once the store says it reached the cloud."""
+    doc: dict[str, Any] = {
         "format": MANIFEST_FORMAT, "file": durable.path.name, "update": durable.update,
         "epoch": durable.epoch, "size": durable.size, "digest": durable.digest, "synced_at": durable.synced_at,
-        "source_name": durable.source_name, "host": socket.gethostname()})  # fmt: skip
+        "source_name": durable.source_name, "host": durable.host or socket.gethostname(),
+        "boot_id": durable.boot_id}  # fmt: skip
+    if durable.cloud is not None:
+        doc["cloud"] = {"state": durable.cloud, "at": durable.cloud_at, "upload_s": durable.upload_s}
+    atomic_write_json(durable.manifest, doc)
+
+
+def record_in_cloud(durable: DurableCheckpoint, *, estimated: bool, at: float) -> DurableCheckpoint:
+    """Rewrite ``durable``'s manifest to say its checkpoint reached the cloud at ``at``: the record other
+    runtimes wait for. Only the VM whose cache held the upload calls this (its own file, its own boot id)."""
+    done = replace(durable, cloud="estimated" if estimated else "confirmed", cloud_at=at,
+                   upload_s=max(0.0, at - durable.synced_at))  # fmt: skip
+    write_manifest(done)
+    return done
 
 
 def list_durable(home_ckpt_dir: Path) -> list[DurableCheckpoint]:
@@ -114,14 +153,27 @@ def list_durable(home_ckpt_dir: Path) -> list[DurableCheckpoint]:
     return sorted((d for d in found if d is not None), key=lambda d: d.rank)
 
 
-def recorded_updates(home_ckpt_dir: Path) -> list[int]:
-    """The update of every manifest in this view of home, whether its file has arrived yet or not: a manifest
-    is written only after its checkpoint verified, so each one proves that much progress was made durable."""
+def records(home_ckpt_dir: Path) -> list[Record]:
+    """Every manifest in this view of home as a record, whether its file has arrived yet or not: a manifest is
+    written only after its checkpoint verified, so each one proves that much progress was made durable; its
+    cloud note says whether its writer saw that checkpoint reach the cloud. An unreadable one counts as in."""
     try:
         names = os.listdir(home_ckpt_dir)
     except OSError:
         return []
-    return [int(m[2]) for n in names if (m := NAME.match(n)) and n.endswith(".json")]
+    found = []
+    for name in names:
+        match = NAME.match(name)
+        if match is None or not name.endswith(".json"):
+            continue
+        try:
+            doc = read_json(home_ckpt_dir / name)
+            cloud = _cloud_of(doc)
+        except (OSError, ValueError, TypeError, AttributeError):
+            cloud = {"host": ""}
+        state = cloud.get("cloud")
+        found.append(Record(int(match[2]), state is None or state in IN_CLOUD_STATES, cloud["host"], "manifest"))
+    return found
 
 
 def highest_durable_epoch(home_ckpt_dir: Path) -> int:

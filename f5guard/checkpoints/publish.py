@@ -5,8 +5,10 @@ Home (Drive) is slow, eventually consistent and can vanish mid-write, so every c
 is digested while copied, each chunk read back from home and compared with the source's, fsynced, read again
 as a checkpoint on home, renamed to a versioned name that is never rewritten,
 and only then gets its manifest (names and manifest: ``durable.py``). Older durable checkpoints are deleted
-only after their successor is durable, and never one that holds more training progress than its successor.
-The lease is checked before every write to home (and every FENCE_EVERY_S during a copy).
+only once a successor is *in the cloud* on the store's evidence (``uploads.py``; on a plain disk, once it has
+been durable ``retention_delay_s``), never the newest one in the cloud, and never one that holds more training
+progress than its successor. The lease is checked before every write to home (and every FENCE_EVERY_S during a
+copy).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from f5guard.checkpoints.durable import (
     write_manifest,
 )
 from f5guard.checkpoints.inspect import CheckpointInfo, CheckpointInvalid, inspect_checkpoint
+from f5guard.checkpoints.uploads import Uploads
+from f5guard.cloud.evidence import LocalStore, Store
+from f5guard.machine import boot_id, hostname
 
 SPACE_MARGIN = 8 * 1024 * 1024  # the manifest plus filesystem slack on top of the checkpoint itself
 FENCE_EVERY_S = 2.0  # how often a long copy re-checks the lease
@@ -42,6 +47,7 @@ class Outcome(Enum):
     """How one look at the local dir ended; the sync picks its next wait from it."""
 
     NOTHING = "nothing"  # no local checkpoint, or home already holds the newest
+    UPLOADING = "uploading"  # a newer local checkpoint waits until the previous one is in the cloud (pacing)
     DONE = "done"
     TORN = "torn"
     NO_SPACE = "no_space"
@@ -71,7 +77,7 @@ class Publisher:
 
     def __init__(self, home: Path, *, epoch: int, keep: int, fence: Callable[[], None] | None, log: Log,
                  tag: str = "", retention_delay_s: float = 0.0,
-                 may_delete: Callable[[], bool] = lambda: True) -> None:  # fmt: skip
+                 may_delete: Callable[[], bool] = lambda: True, store: Store | None = None) -> None:  # fmt: skip
         if keep < 1:
             raise ValueError(f"keep must be at least 1 (home must hold a checkpoint), got {keep}")
         self.home, self.epoch, self.keep = home, epoch, keep
@@ -81,6 +87,7 @@ class Publisher:
         self._fence_fn = fence
         self._log = log
         self._delay_s = float(os.environ.get(CHUNK_DELAY_ENV) or 0)
+        self.uploads = Uploads(store or LocalStore("a local disk"), boot_id=boot_id(), fence=self.fence, log=log)
 
     def fence(self) -> None:
         """Raise Fenced unless the lease check passes; an OSError (home unreachable for now) passes through."""
@@ -109,14 +116,19 @@ class Publisher:
         """Home already holds this much progress (e.g. the checkpoint restored from), whoever wrote it."""
         return any(d.update >= info.update for d in durables)
 
-    def trim_due(self, durables: list[DurableCheckpoint]) -> None:
-        """Retention: a checkpoint goes once a successor has been durable for ``retention_delay_s``. Drive
-        uploads files independently, and a small delete can reach the cloud before a 5 GB upload does, so
-        deleting the previous one as soon as its successor exists here could leave the cloud with none."""
-        now = time.time()
-        matured = [d for d in durables if now - d.synced_at >= self.retention_delay_s]
+    def trim_due(self, durables: list[DurableCheckpoint]) -> bool:
+        """Retention: a checkpoint goes once a successor is in the cloud with its record (``uploads``): Drive
+        uploads files independently, and a small delete reaches the cloud long before a 5 GB upload does, so
+        deleting the previous one on the local cache's word could leave the cloud with none. On a plain disk
+        (the store itself) a successor must have been durable ``retention_delay_s``. True when it deleted."""
+        if self.uploads.store.kind == "local":
+            now = time.time()
+            matured = [d for d in durables if now - d.synced_at >= self.retention_delay_s]
+        else:
+            matured = [d for d in durables if self.uploads.recorded(d)]
         if matured and self._may_delete():
-            self._trim(durables, max(matured, key=lambda d: d.rank))
+            return self._trim(durables, max(matured, key=lambda d: d.rank))
+        return False
 
     def publish(self, candidate: CheckpointInfo, durables: list[DurableCheckpoint], *,
                 stopping: Callable[[], bool], on_copy: Callable[[CheckpointInfo], None],
@@ -153,7 +165,7 @@ class Publisher:
             advice = "free space on Drive or set keep = 1"
         else:
             advice = "free space on Drive (files deleted through the mount sit in its trash until emptied)"
-        return f"home has {_size(free)} free, the checkpoint needs {_size(need)}: {kept}; {advice}"
+        return f"home has {size_words(free)} free, the checkpoint needs {size_words(need)}: {kept}; {advice}"
 
     def _copy_and_publish(self, candidate: CheckpointInfo,
                           stopping: Callable[[], bool]) -> tuple[Attempt, DurableCheckpoint | None]:  # fmt: skip
@@ -167,8 +179,12 @@ class Publisher:
             if copied is None:
                 return Attempt(Outcome.TORN), None
             size, digest = copied
+            now = time.time()
+            stored = self.uploads.store.kind == "local"  # a plain disk is the store: in once fsynced
             durable = DurableCheckpoint(final, final.with_suffix(".json"), candidate.update, self.epoch, size,
-                                        digest, time.time(), candidate.name)  # fmt: skip
+                                        digest, now, candidate.name, cloud="confirmed" if stored else "uploading",
+                                        cloud_at=now if stored else None, upload_s=0.0 if stored else None,
+                                        boot_id=self.uploads.boot_id, host=hostname())  # fmt: skip
             self.fence()
             # From the rename on, a crash leaves a complete file without manifest (not durable, trimmed later):
             # nothing between the two, so that window stays as short as one small write. Both names are ours.
@@ -226,22 +242,26 @@ class Publisher:
         return size, digest
 
     # -- retention -------------------------------------------------------------------------------------------
-    def _trim(self, durables: list[DurableCheckpoint], newest: DurableCheckpoint) -> None:
+    def _trim(self, durables: list[DurableCheckpoint], newest: DurableCheckpoint) -> bool:
         """Delete what ``keep`` does not cover among those older than ``newest`` (file first, then manifest).
 
         Never one with more progress than ``newest``: after a takeover that restarted from an older point,
         the old epoch's further-trained checkpoint stays until this run has passed it.
         """
         older = [d for d in durables if d.rank < newest.rank]
-        for d in older[: max(0, len(older) - (self.keep - 1))]:
+        doomed = older[: max(0, len(older) - (self.keep - 1))]
+        for d in doomed:
             self._delete(d.path, d.manifest)
         known = {p.name for d in durables for p in (d.path, d.manifest)}
+        halves = 0
         for name in os.listdir(self.home):  # half pairs: a file whose manifest never came, or the reverse
             match = NAME.match(name)
             if match is None or name in known:
                 continue
             if int(match[2]) < newest.update:  # never one that may hold as much progress (still arriving)
                 self._delete(self.home / name)
+                halves += 1
+        return bool(doomed) or halves > 0
 
     def _delete(self, *paths: Path) -> None:
         self.fence()
@@ -257,7 +277,7 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
     return all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
-def _size(n: float) -> str:
+def size_words(n: float) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"

@@ -2,7 +2,10 @@
 
 The worker decides *when*: it wakes on watcher events, the trainer's requests and a periodic rescan, picks
 the newest valid local checkpoint, retries with backoff, and keeps the status. *How* a checkpoint becomes
-durable on home (copy, verify, rename, manifest, retention) is ``publish.py``.
+durable on home (copy, verify, rename, manifest, retention) is ``publish.py``; whether it reached the cloud
+is ``uploads.py``. Pacing: while this VM's previous checkpoint is still uploading, no new one is pushed into
+the mount (the trainer keeps saving locally; the newest local one goes once the upload is done), except the
+final one at a graceful stop or the end of training, when home has room for it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from f5guard.checkpoints.durable import DurableCheckpoint, Log, list_durable, no
 from f5guard.checkpoints.inspect import CheckpointInfo, scan_dir
 from f5guard.checkpoints.publish import Attempt, Fenced, Outcome, Publisher
 from f5guard.checkpoints.watch import Watcher, watch_dir
+from f5guard.cloud.evidence import Store
+from f5guard.state import CloudNote
 
 RESCAN_S = 60.0  # look now and then even without events (a missed event, a FUSE dir)
 FIRST_RETRY_S = 1.0  # after a failed copy; doubles up to retry_max_s
@@ -37,6 +42,7 @@ class SyncStatus:
     last_sync_s: float | None  # duration of the last successful sync
     bytes_per_s: float | None
     fenced: bool = False  # the lease check failed: this sync writes nothing more
+    cloud: CloudNote | None = None  # what reached the cloud (uploads.py); None before the first look
 
 
 class CheckpointSync:
@@ -45,13 +51,16 @@ class CheckpointSync:
     def __init__(self, local_dir: Path, home_ckpt_dir: Path, *, epoch: int, keep: int = 1,
                  fence: Callable[[], None] | None = None, polling: bool = False, retry_max_s: float = 300.0,
                  log: Log | None = None, tag: str = "", retention_delay_s: float = 0.0,
-                 may_delete: Callable[[], bool] = lambda: True) -> None:  # fmt: skip
+                 may_delete: Callable[[], bool] = lambda: True, store: Store | None = None,
+                 poll_s: float = 5.0) -> None:  # fmt: skip
         self.local_dir, self.home = Path(local_dir), Path(home_ckpt_dir)
+        self._poll_s = poll_s  # how often an upload in flight is looked at
         self._polling = polling
         self._retry_max_s = retry_max_s
         self._log: Log = log or no_log
         self._publisher = Publisher(self.home, epoch=epoch, keep=keep, fence=fence, log=self._log, tag=tag,
-                                    retention_delay_s=retention_delay_s, may_delete=may_delete)  # fmt: skip
+                                    retention_delay_s=retention_delay_s, may_delete=may_delete,
+                                    store=store)  # fmt: skip
         self._cond = threading.Condition()  # guards the fields below; flush waits on it
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -70,6 +79,10 @@ class CheckpointSync:
         self._last_sync_s: float | None = None
         self._bytes_per_s: float | None = None
         self._fenced = False
+        self._cloud: CloudNote | None = None
+        self._held_back: int | None = None  # the local update waiting for an upload (pacing)
+        self._final = False  # a flush: the final checkpoint goes even while another uploads
+        self._lingering = False  # training is over: only watch the uploads until the cloud has them
 
     # -- public ----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -98,6 +111,7 @@ class CheckpointSync:
         target = self._candidate()
         if target is None:
             return True
+        self._final = True  # the final checkpoint is what the next runtime resumes from: no pacing for it
         thread = self._thread
         if thread is not None and thread.is_alive():
             self._wait_for_worker(target, thread, deadline)
@@ -107,8 +121,18 @@ class CheckpointSync:
                 if self._publisher.covered(target, self._durables) or remaining <= 0:
                     break
                 time.sleep(min(0.5, remaining))
+        self._final = False
         with self._cond:
             return self._publisher.covered(target, self._durables)
+
+    def linger(self) -> None:
+        """Training is over but the daemon stays: stop watching the local dir, keep recording this VM's uploads
+        until the cloud has them all (their manifests say so for the next runtime), then end the worker."""
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        self._lingering = True
+        self._wake.set()
 
     def stop(self) -> None:
         """Stop watching and syncing; a copy in flight is abandoned and its temp removed."""
@@ -125,7 +149,7 @@ class CheckpointSync:
         with self._cond:
             newest = self._durables[-1] if self._durables else None
             return SyncStatus(newest, self._syncing, self._last_error, self._warning, self._attempts,
-                              self._last_sync_s, self._bytes_per_s, self._fenced)  # fmt: skip
+                              self._last_sync_s, self._bytes_per_s, self._fenced, self._cloud)  # fmt: skip
 
     # -- the worker ------------------------------------------------------------------------------------------
     def _wait_for_worker(self, target: CheckpointInfo, thread: threading.Thread, deadline: float) -> None:
@@ -157,12 +181,17 @@ class CheckpointSync:
             outcome = self._pass(in_worker=True)
             if outcome is Outcome.FENCED:
                 break
+            uploading = self._publisher.uploads.pending()
+            if self._lingering and not uploading and outcome is not Outcome.FAILED:
+                break  # every upload of this VM is in the cloud with its record: nothing left to watch
             if outcome is Outcome.FAILED:
                 delay, backoff = min(backoff, self._retry_max_s), min(backoff * 2, self._retry_max_s)
                 continue
             backoff = FIRST_RETRY_S
             retry = {Outcome.TORN: TORN_RETRY_S, Outcome.NO_SPACE: NO_SPACE_RETRY_S}.get(outcome)
             delay = None if retry is None else min(retry, self._retry_max_s)
+            if uploading:  # an upload in flight: look at it again soon
+                delay = self._poll_s if delay is None else min(delay, self._poll_s)
         with self._cond:
             self._cond.notify_all()
 
@@ -218,15 +247,20 @@ class CheckpointSync:
         return max(training, key=lambda c: (c.update, c.kind == "numbered", c.name), default=None)
 
     def _sync_newest(self, in_worker: bool) -> Outcome:
-        candidate = self._candidate()
-        durables = list_durable(self.home)
-        with self._cond:
-            self._durables = durables
+        candidate = None if self._lingering else self._candidate()
+        durables = self._look_at_home()
         if candidate is None or self._publisher.covered(candidate, durables):
             with self._cond:
                 self._attempts = self._torn_in_row = 0
-            self._publisher.trim_due(durables)  # a retention held back until the newest had time to upload
+            self._hold_back(None)
             return Outcome.NOTHING
+        busy = self._publisher.uploads.busy()
+        if busy is not None and not self._final:
+            if self._held_back != candidate.update:
+                self._log("sync.held_back", file=candidate.name, update=candidate.update, uploading=busy.update)
+            self._hold_back(candidate.update)
+            return Outcome.UPLOADING
+        self._hold_back(None)
         try:
             attempt = self._publisher.publish(candidate, durables,
                                               stopping=lambda: in_worker and self._stopping.is_set(),
@@ -236,12 +270,31 @@ class CheckpointSync:
                 self._syncing = None
         return self._settle(candidate, attempt)
 
+    def _look_at_home(self) -> list[DurableCheckpoint]:
+        """List home, record what reached the cloud, apply the retention that allows (before any new push: the
+        mount then holds the one kept and the one uploading, no more), and refresh the status."""
+        uploads = self._publisher.uploads
+        durables = list_durable(self.home)
+        if uploads.refresh(durables):
+            durables = list_durable(self.home)
+        if self._publisher.trim_due(durables):
+            durables = list_durable(self.home)
+            uploads.refresh(durables)
+        with self._cond:
+            self._durables = durables
+            self._cloud = uploads.note(self._held_back)
+        return durables
+
+    def _hold_back(self, update: int | None) -> None:
+        with self._cond:
+            self._held_back = update
+            if self._cloud is not None:
+                self._cloud = {**self._cloud, "held_back": update}
+
     def _settle(self, candidate: CheckpointInfo, attempt: Attempt) -> Outcome:
         """Fold how one try ended into the status; the outcome then picks the worker's next wait."""
         if attempt.outcome is Outcome.DONE:
-            durables = list_durable(self.home)
-            with self._cond:
-                self._durables = durables
+            self._look_at_home()
         elif attempt.outcome is Outcome.NO_SPACE:
             with self._cond:
                 self._warning = attempt.message

@@ -23,6 +23,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "plot": ("f5guard.cli.plot", "A PNG of loss and learning rate by update, restarts and checkpoints marked."),
     "speak": ("f5guard.cli.speak", "Say a sentence in a run's voice with its newest checkpoint (a WAV)."),
     "demo": ("f5guard.cli.demo", "A real tiny F5-TTS training under f5guard, with a crash and the resume."),
+    "doctor": ("f5guard.cli.doctor", "Check home (is it in the cloud?), space, uploads and the training stack."),
 }
 
 

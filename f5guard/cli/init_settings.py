@@ -20,7 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-TABLES = ("lease", "restart", "logs")  # the top-level tables; any other section names a stage
+TABLES = ("lease", "restart", "logs", "store")  # the top-level tables; any other section names a stage
 _STAGE_HEADER = "[[runs.stages]]"
 _NAME_LINE = re.compile(r'^name\s*=\s*"((?:[^"\\]|\\.)*)"')
 

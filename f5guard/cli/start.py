@@ -5,18 +5,20 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import click
 
 from f5guard import pidfile, requests
+from f5guard.checkpoints.room import room_problem
 from f5guard.cli.common import Context, config_option, open_config
 from f5guard.daemon.launcher import spawn_daemon
-from f5guard.errors import DaemonError
+from f5guard.errors import DaemonError, NoRoom
 from f5guard.machine import boot_id
 from f5guard.requests import pending
 from f5guard.stages.plan import plan_run
 from f5guard.state import RunStatus, StageStatus, StateStore
-from f5guard.training.kind import check_gpu_keys
+from f5guard.training.kind import TrainOptions, check_gpu_keys
 
 _FAILED_STAGES = (StageStatus.FATAL, StageStatus.FAILED)
 
@@ -43,6 +45,7 @@ def command(config_path: str | None, takeover: bool, accept_older: bool, dry_run
         click.echo(f"f5guard is already running here (pid {info.pid}); see `f5guard status`.")
         _retry_failed_runs(ctx, info.pid)
         return 0
+    _check_room(ctx)
     previous = pidfile.read_exit(ctx.work.exit_note)
     if previous is not None and (previous.crashed or previous.code not in (0,)):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(previous.at))
@@ -77,6 +80,17 @@ def command(config_path: str | None, takeover: bool, accept_older: bool, dry_run
         err.exit_code = int(last.get("exit_code", 1))
         raise err
     raise DaemonError(_died_message(ctx, result.pid, result.exited))
+
+
+def _check_room(ctx: Context) -> None:
+    """Refuse in one line when home cannot hold a train stage's next checkpoint plus the one kept meanwhile."""
+    for run in ctx.config.runs:
+        for stage in run.stages:
+            options = stage.options
+            if isinstance(options, TrainOptions):
+                problem = room_problem(Path(options.home_checkpoints), Path(options.checkpoint_dir))
+                if problem is not None:
+                    raise NoRoom(f"run {run.name!r}: {problem}")
 
 
 def _died_message(ctx: Context, pid: int, exited: int | None) -> str:

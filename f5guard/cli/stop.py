@@ -1,20 +1,34 @@
-"""``f5guard stop``: ask the daemon to stop (SIGTERM), wait for it to finish, report how it went."""
+"""``f5guard stop``: ask the daemon to stop (SIGTERM), wait for it to finish, report how it went, and say
+whether each run's final checkpoint reached the cloud (``--wait-upload``: wait, bounded, until it has)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import time
+from pathlib import Path
 
 import click
 
 from f5guard import pidfile
+from f5guard.checkpoints.durable import list_durable, no_log
+from f5guard.checkpoints.inspect import scan_dir
+from f5guard.checkpoints.uploads import Uploads
 from f5guard.cli.common import config_option, find_daemon
+from f5guard.cloud import note as cloudnote
 from f5guard.config import DEFAULT_STOP_GRACE_S
 from f5guard.errors import DaemonError
+from f5guard.layout import HomeLayout, WorkLayout
+from f5guard.machine import boot_id
+from f5guard.schema import Config
+from f5guard.state import StateStore
+from f5guard.status.cloud import cloud_note, home_store
+from f5guard.training.kind import TrainOptions
 
 EXTRA_WAIT_S = 30.0
 TRAIN_FLUSH_S = 900.0  # as long as the daemon itself waits for the final sync (training.FLUSH_TIMEOUT_S)
+WAIT_UPLOAD_S = 3600.0  # `--wait-upload` without a value: a 5.4 GB checkpoint at ~2 MB/s takes ~45 min
+SAY_EVERY_S = 60.0
 
 
 @click.command("stop")
@@ -25,20 +39,41 @@ TRAIN_FLUSH_S = 900.0  # as long as the daemon itself waits for the final sync (
     default=None,
     help="Seconds to wait (default: the longest stage grace period + 30).",
 )
-def command(config_path: str | None, timeout: float | None) -> int:
+@click.option(
+    "--wait-upload",
+    "wait_upload",
+    type=click.FloatRange(min=0, min_open=True),
+    is_flag=False,
+    flag_value=WAIT_UPLOAD_S,
+    default=None,
+    metavar="[SECONDS]",
+    help=f"Then wait (default {WAIT_UPLOAD_S:.0f} s) until the final checkpoint is in the cloud; exit 1 if not.",
+)
+def command(config_path: str | None, timeout: float | None, wait_upload: float | None) -> int:
     """Stop the supervisor: children get SIGTERM (a trainer checkpoints), then the lease is released."""
-    handle = find_daemon(config_path)
+    handle = find_daemon(config_path, find_python=False)
     work, info = handle.work, handle.info
     if handle.note:
         click.echo(f"note: {handle.note}")
     if info is None:
         click.echo("no f5guard daemon runs here; nothing to stop.")
+    else:
+        _stop(handle.config, work, info, timeout)
+    if handle.config is None:
         return 0
+    if wait_upload is None:
+        for run, line in _final_lines(handle.config):
+            click.echo(f"run {run}: {line}")
+        return 0
+    return _wait_upload(handle.config, wait_upload)
+
+
+def _stop(config: Config | None, work: WorkLayout, info: pidfile.DaemonInfo, timeout: float | None) -> None:
     if info.pid <= 0:
         raise DaemonError(f"a daemon holds {work.lock} but its pidfile {work.pidfile} is unreadable")
-    stages = [s for r in handle.config.runs for s in r.stages] if handle.config else []
+    stages = [s for r in config.runs for s in r.stages] if config else []
     grace = max((s.stop_grace_s for s in stages), default=DEFAULT_STOP_GRACE_S)
-    if handle.config is None or any(s.kind == "train" for s in stages):
+    if config is None or any(s.kind == "train" for s in stages):
         grace += TRAIN_FLUSH_S  # the last checkpoint is copied to home and verified before the daemon exits
     wait_s = timeout if timeout is not None else grace + EXTRA_WAIT_S
     started = time.monotonic()
@@ -46,7 +81,7 @@ def command(config_path: str | None, timeout: float | None) -> int:
         os.kill(info.pid, signal.SIGTERM)
     except ProcessLookupError:
         click.echo("the daemon had already exited.")
-        return 0
+        return
     click.echo(f"stopping f5guard (pid {info.pid}); a trainer checkpoints and its checkpoint is synced first...")
     # The lock goes first, then the process finishes exiting: wait for both, so nothing is left when we return.
     while pidfile.lock_is_held(work.lock) or pidfile.pid_alive(info.pid):
@@ -57,4 +92,64 @@ def command(config_path: str | None, timeout: float | None) -> int:
             )
         time.sleep(0.1)
     click.echo(f"stopped in {time.monotonic() - started:.1f}s.")
-    return 0
+
+
+def _trains(config: Config) -> list[tuple[str, TrainOptions]]:
+    return [(run.name, s.options) for run in config.runs for s in run.stages if isinstance(s.options, TrainOptions)]
+
+
+def _final_lines(config: Config) -> list[tuple[str, str]]:
+    """Per run with a train stage: whether its final checkpoint (the newest one on this VM) is in the cloud."""
+    doc = StateStore(WorkLayout(config.work).state, HomeLayout(config.home).lease_dir).load().doc
+    lines = []
+    for name, options in _trains(config):
+        run = config.run(name)
+        assert run is not None
+        newest = scan_dir(Path(options.checkpoint_dir)).newest()
+        final = newest.update if newest is not None and newest.kind != "pretrained" else None
+        try:
+            durables = list_durable(Path(options.home_checkpoints))
+        except OSError as err:
+            lines.append((name, f"home does not answer ({err.strerror or err}): cannot tell what reached the cloud"))
+            continue
+        on_home = durables[-1].update if durables else None
+        record = doc.runs.get(name)
+        recorded = record.training.cloud if record is not None and record.training is not None else None
+        note = cloud_note(config, run, recorded, supervised=False)
+        lines.append((name, cloudnote.final_line(note, final if final is not None else on_home, on_home, time.time())))
+    return lines
+
+
+def _wait_upload(config: Config, seconds: float) -> int:
+    """Wait until every run's newest checkpoint on home is in the cloud with its record (this VM confirms its
+    own, as its daemon would have: the next runtime then waits for it rather than resuming below it)."""
+    store = home_store(config)
+    uploads = Uploads(store, boot_id=boot_id(), fence=lambda: None, log=no_log)
+    deadline = time.monotonic() + seconds
+    said = 0.0
+    while True:
+        pending = []
+        for name, options in _trains(config):
+            home = Path(options.home_checkpoints)
+            try:
+                durables = list_durable(home)
+                if uploads.refresh(durables):
+                    durables = list_durable(home)
+                    uploads.refresh(durables)
+            except OSError:  # a Drive hiccup: look again at the next poll
+                pending.append(name)
+                continue
+            if durables and not uploads.recorded(durables[-1]):
+                pending.append(name)
+        now = time.monotonic()
+        if not pending or now >= deadline or now - said >= SAY_EVERY_S:
+            for run, line in _final_lines(config):
+                click.echo(f"run {run}: {line}")
+            said = now
+        if not pending:
+            return 0
+        if now >= deadline:
+            click.echo(f"still uploading after {seconds:.0f} s: {', '.join(pending)}; `f5guard stop --wait-upload` "
+                       "again to keep waiting")  # fmt: skip
+            return 1
+        time.sleep(min(config.store.poll_s, max(0.0, deadline - now)))

@@ -187,6 +187,7 @@ class Daemon:
             gate=lease.training_gate,
             may_delete=lease.may_delete,
             lease=self.config.lease,
+            store=self.config.store,
             accept_older=self.accept_older,
             runtime_tag=lease.me.tag,
         )

@@ -9,7 +9,7 @@ from typing import Any
 
 from f5guard.layout import HomeLayout, WorkLayout
 from f5guard.redact import Redactor
-from f5guard.schema import LeaseSettings, LogSettings
+from f5guard.schema import LeaseSettings, LogSettings, StoreSettings
 
 
 @dataclass
@@ -27,5 +27,6 @@ class RunContext:
     gate: Callable[[], str | None] = lambda: None  # why training must not start yet (lease/hold.py), or None
     may_delete: Callable[[], bool] = lambda: True  # False for a while after this runtime was frozen
     lease: LeaseSettings = field(default_factory=LeaseSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)  # what home is ([store]: f5guard/cloud/)
     runtime_tag: str = ""  # names this runtime's files on home (lease/claims.py: RuntimeId.tag)
     accept_older: bool = False  # `start --accept-older`: resume below a durable update state names

@@ -67,7 +67,7 @@ def probe(python: str) -> Probe | None:
     return result
 
 
-def _ask(python: str, code: str) -> str | None:
+def _ask(python: str, code: str, env: dict[str, str] | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
     """What ``code`` run by ``python`` prints after the marker; None when it does not run or answer (an
     interpreter that fails is one without the stack). Anything else it prints is ignored."""
     try:
@@ -76,12 +76,16 @@ def _ask(python: str, code: str) -> str | None:
             check=False,
             capture_output=True,
             text=True,
-            timeout=PROBE_TIMEOUT_S,
+            timeout=timeout_s,
             stdin=subprocess.DEVNULL,
+            env=env,
         )
     except (OSError, subprocess.SubprocessError):
         return None
     return next((line[len(_MARK) :] for line in proc.stdout.splitlines() if line.startswith(_MARK)), None)
+
+
+ask = _ask  # `f5guard doctor` asks the stack python what torch and the GPU say
 
 
 _LOCATE = (

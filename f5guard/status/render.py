@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from f5guard.cloud import note as cloudnote
 from f5guard.state import SampleNote, SetupNote
 from f5guard.status.report import StageReport, StatusReport, TrainingReport
 from f5guard.status.units import human_bytes, human_duration
@@ -96,7 +97,10 @@ def _training_detail(t: TrainingReport) -> str:
 
 def _training_lines(t: TrainingReport) -> list[str]:
     lines: list[str] = []
-    if t.get("durable_update") is not None:
+    cloud = t.get("cloud")
+    if cloud and cloud["kind"] != "local" and (t.get("durable_update") is not None or cloud["lost"]):
+        lines.extend(escape(line) for line in cloudnote.lines(cloud, time.time()))
+    elif t.get("durable_update") is not None:
         lines.append(
             f"checkpoint safe on home: update {t['durable_update']}, "
             f"{human_duration(t.get('durable_age_s'))} ago, {human_bytes(t.get('durable_size'))}"
@@ -104,6 +108,8 @@ def _training_lines(t: TrainingReport) -> list[str]:
         )
     else:
         lines.append("no checkpoint on home yet")
+    if cloud and cloud["kind"] == "local":
+        lines.extend(escape(line) for line in cloudnote.lines(cloud, time.time()))  # a checkpoint lost with a VM
     setup, override = t.get("setup"), t.get("batch_override")
     if setup:
         lines.append(_setup_line(setup))

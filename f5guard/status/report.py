@@ -17,6 +17,7 @@ from f5guard.lease.info import claims_now
 from f5guard.schema import Config, RunConfig
 from f5guard.state import (
     BatchOverride,
+    CloudNote,
     DaemonNote,
     ExportNote,
     QuarantineNote,
@@ -32,6 +33,7 @@ from f5guard.state import (
     SupersedeNote,
     TrainingRecord,
 )
+from f5guard.status.cloud import cloud_note
 
 
 class DaemonReport(TypedDict):
@@ -127,6 +129,7 @@ class TrainingReport(TypedDict):
     setup: SetupNote | None  # the built-in trainer's device, precision and batch
     batch_override: BatchOverride | None  # a smaller batch set after a CUDA OOM
     processes: int | None
+    cloud: CloudNote  # what of home reached the cloud, on the store's evidence now (status/cloud.py)
 
 
 class RunReport(TypedDict):
@@ -187,7 +190,7 @@ def build_report(config: Config, now: float | None = None) -> StatusReport:
                 _stage(stage.name, record.stages.get(stage.name) if record else None, now, supervised=info is not None)
                 for stage in run.stages
             ],
-            training=_training(run, home, record.training if record else None, now),
+            training=_training(config, run, record.training if record else None, now, supervised=info is not None),
         )
         for run in config.runs
         for record in [doc.runs.get(run.name)]
@@ -282,10 +285,12 @@ def _stage(name: str, srec: StageRecord | None, now: float, *, supervised: bool)
     return entry
 
 
-def _training(run: RunConfig, home: HomeLayout, record: TrainingRecord | None, now: float) -> TrainingReport | None:
+def _training(config: Config, run: RunConfig, record: TrainingRecord | None, now: float, *,
+              supervised: bool) -> TrainingReport | None:  # fmt: skip
     """The train stage's figures; the durable checkpoint is read from home when state knows none (fresh VM)."""
     if not any(s.kind == "train" for s in run.stages):
         return None
+    home = HomeLayout(config.home)
     t = record or TrainingRecord()
     durable_update, synced_at, size, path = t.durable_update, t.durable_synced_at, t.durable_size, t.durable_path
     if durable_update is None:
@@ -319,6 +324,7 @@ def _training(run: RunConfig, home: HomeLayout, record: TrainingRecord | None, n
         setup=t.setup,
         batch_override=t.batch_override,
         processes=t.processes,
+        cloud=cloud_note(config, run, t.cloud, supervised=supervised),
     )
 
 

@@ -17,11 +17,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from f5guard import checkpoints, sdnotify
-from f5guard.checkpoints.durable import RestoreFailed, list_durable, recorded_updates, restore
+from f5guard.checkpoints.durable import RestoreFailed, list_durable, records, restore
 from f5guard.checkpoints.sync import CheckpointSync
+from f5guard.cloud import note as cloudnote
+from f5guard.cloud.detect import open_store
+from f5guard.cloud.records import Record, from_state, judge, lost_line
 from f5guard.errors import TrainingBehind
 from f5guard.stages.driver import StageDriver, StageRunnerView
-from f5guard.state import BatchOverride, QuarantineNote, RestoreNote, StateStore, SupersedeNote, TrainingRecord
+from f5guard.state import (
+    BatchOverride,
+    LostNote,
+    QuarantineNote,
+    RestoreNote,
+    StateStore,
+    SupersedeNote,
+    TrainingRecord,
+)
 from f5guard.trainer.batches import longest_clip_frames
 from f5guard.trainer.spec import TrainSpec
 from f5guard.training import oom
@@ -65,6 +76,7 @@ class TrainDriver(StageDriver):
         self._durable_before = -1  # the durable update when the previous restart was decided
         self._attempt_spec: TrainSpec | None = None  # the spec written for the current attempt
         self._halved = False  # the last failure was an OOM answered with a smaller batch (a change, not a loop)
+        self._lost: LostNote | None = None  # a checkpoint a gone runtime never uploaded (resumed below it)
 
     # -- helpers ---------------------------------------------------------------------------------------------
     @staticmethod
@@ -140,6 +152,13 @@ class TrainDriver(StageDriver):
                 tag=runner.ctx.runtime_tag,
                 retention_delay_s=runner.ctx.lease.retention_delay_s,
                 may_delete=runner.ctx.may_delete,
+                store=open_store(
+                    home,
+                    runner.ctx.store.kind,
+                    bytes_per_s=runner.ctx.store.upload_bytes_per_s,
+                    delay_s=runner.ctx.lease.retention_delay_s,
+                ),
+                poll_s=runner.ctx.store.poll_s,
             )
             self.sync.start()
         self.sync.request()
@@ -166,18 +185,30 @@ class TrainDriver(StageDriver):
         return None
 
     def _behind_home(self, runner: StageRunnerView, local: Path, home: Path) -> float | None:
-        """Never backwards: when state or a manifest on home records a durable update newer than any checkpoint
-        here, that checkpoint is still on its way through Drive. Wait for it (status says so) rather than train
-        from an older one, up to ``arrival_timeout_s``; then stop and let the user choose (`--accept-older`)."""
+        """Never backwards: when a state copy or a manifest on home records a checkpoint in the cloud newer than
+        any here, it is on its way through Drive. Wait for it (status says so) rather than train from an older
+        one, up to ``arrival_timeout_s``; then stop and let the user choose (`--accept-older`). A record of one
+        still uploading when its runtime stopped never left that VM: resume at once, and say so in one line."""
         store = StateStore(runner.ctx.work.state, runner.ctx.home.lease_dir)
         superseded = self.training(runner).superseded
-        known = max([*store.durable_updates(runner.run.name, superseded), *recorded_updates(home)], default=-1)
+        found: list[Record] = [
+            r for t, host in store.trainings(runner.run.name, superseded) for r in from_state(t, host)
+        ]
+        found.extend(records(home))
         newest = checkpoints.scan_dir(local).newest()
         have = newest.update if newest and newest.kind != "pretrained" else 0
         training = self.training(runner)
-        if known <= have or runner.ctx.accept_older:
+        verdict = judge(found, have)
+        if verdict.wait_for is None or runner.ctx.accept_older:
             self._behind_since = None
+            if verdict.lost is not None and (self._lost is None or self._lost["update"] != verdict.lost.update):
+                line = lost_line(verdict.lost, have)
+                self._lost = LostNote(update=verdict.lost.update, writer=verdict.lost.writer, resumed_from=have,
+                                      line=line)  # fmt: skip
+                self._note(runner, line)
+                runner.mark_dirty()
             return None
+        known = verdict.wait_for.update
         now = time.monotonic()
         self._behind_since = self._behind_since or now
         waited = now - self._behind_since
@@ -188,8 +219,9 @@ class TrainDriver(StageDriver):
                 f"(newest here: update {have}); wait and `f5guard start` again, or "
                 f"`f5guard stop && f5guard start --accept-older` to resume from update {have}"
             )
+        writer = f" ({verdict.wait_for.writer} saw it reach the cloud)" if verdict.wait_for.writer else ""
         text = (
-            f"waiting for checkpoint u{known} to arrive from Drive (newest here: u{have}; "
+            f"waiting for checkpoint u{known} to arrive from Drive{writer} (newest here: u{have}; "
             f"{timeout - waited:.0f} s left, then `--accept-older` decides)"
         )
         if training.waiting != text:
@@ -307,6 +339,10 @@ class TrainDriver(StageDriver):
                 training.durable_size = durable.size
                 training.durable_path = str(durable.path)
             training.sync_warning, training.sync_error = status.warning, status.last_error
+            if status.cloud is not None:
+                training.cloud = {**status.cloud, "lost": self._lost}
+        elif self._lost is not None and training.cloud is not None:
+            training.cloud = {**training.cloud, "lost": self._lost}
         if self.exporter is not None:
             training.export = self.exporter.public()
         if self.sampler is not None:
@@ -329,6 +365,8 @@ class TrainDriver(StageDriver):
         if (exit.ok or runner.stopping) and sync is not None and not _wait_alive(sync.flush, FLUSH_TIMEOUT_S):
             runner.log.warning("the final checkpoint is not on home yet", status=str(sync.status()))
         finished = exit.ok and not runner.stopping  # a stop also exits 0: that is not the end of training
+        if (exit.ok or runner.stopping) and sync is not None:
+            self._say_final(runner, sync, "training finished" if finished else "stopping")
         if finished and self.exporter is not None and sync is not None:
             exporter, durable = self.exporter, sync.status().durable
             if not _wait_alive(lambda timeout: exporter.finish(durable, timeout), FINAL_EXPORT_TIMEOUT_S):
@@ -416,6 +454,14 @@ class TrainDriver(StageDriver):
         self._halved = True
         return ""
 
+    def _say_final(self, runner: StageRunnerView, sync: CheckpointSync, when: str) -> None:
+        """Whether the final checkpoint reached the cloud, in the stage log (status shows it live after)."""
+        newest = checkpoints.scan_dir(Path(self.options(runner).checkpoint_dir)).newest()
+        final = newest.update if newest is not None and newest.kind != "pretrained" else None
+        status = sync.status()
+        on_home = status.durable.update if status.durable is not None else None
+        self._note(runner, f"{when}: {cloudnote.final_line(status.cloud, final, on_home, time.time())}")
+
     def close(self, runner: StageRunnerView) -> None:
         if self.exporter is not None:
             self.exporter.stop()
@@ -423,7 +469,10 @@ class TrainDriver(StageDriver):
             self.sampler.stop()
         if self.sync is not None:
             self._fold(runner)
-            self.sync.stop()
+            if runner.stopping:
+                self.sync.stop()
+            else:  # the daemon stays: its uploads go on, and their records must say when they reach the cloud
+                self.sync.linger()
             self.sync = None
 
 
