@@ -215,3 +215,23 @@ def test_with_no_daemon_it_says_so_and_exits_1(make_project) -> None:  # type: i
 def test_the_drawing_is_picked_for_where_the_output_goes(env: dict[str, str], isatty: bool, columns: int,
                                                           mode: str) -> None:  # fmt: skip
     assert pick_mode(env, isatty, columns) == mode
+
+
+def test_the_checkpoint_line_tells_the_cloud_from_the_drive_cache() -> None:
+    """On Drive, the watch's checkpoint line says what reached the cloud and what still uploads (the durability
+    note of status), not just "on home"; a report without the note keeps the plain line."""
+    from f5guard.status.watchview import _cloud
+
+    now = time.time()
+    note = {
+        "kind": "drive", "how": "DriveFS answers", "host": "vm-a", "confirmed_update": 3000,
+        "confirmed_at": now - 600, "confirmed_estimated": False, "uploading_update": 4000,
+        "uploading_since": now - 720, "uploading_bytes": 5_400_000_000, "rate_bytes_per_s": 2.1e6,
+        "rate_measured": True, "held_back": None, "lost": None,
+    }  # fmt: skip
+    line = _cloud(note)
+    assert line is not None
+    assert "newest in the cloud: u3000 (confirmed" in line
+    assert "on Drive, uploading: u4000 (12 min so far, ~2.1 MB/s" in line
+    assert _cloud({**note, "kind": "local"}) is None
+    assert _cloud({"something": "else"}) is None

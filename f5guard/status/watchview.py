@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from f5guard.cloud.note import lines as cloud_lines
 from f5guard.status.report import RunReport, StageReport, StatusReport, TrainingReport
 from f5guard.status.units import human_bytes, human_duration
 
@@ -118,12 +119,13 @@ def _checkpoint(t: TrainingReport | None) -> str | None:
 
 
 def _cloud(note: Any) -> str | None:
-    """Whatever the report says about the upload to the cloud (the durability note), shown as it says it."""
-    if not isinstance(note, dict):
+    """What reached the cloud and what still uploads (cloud/note.py's words); nothing on a plain disk."""
+    if not isinstance(note, dict) or "kind" not in note:
         return None
-    parts = [f"{key.replace('_', ' ')} {value}" for key, value in note.items()
-             if value is not None and value is not False and isinstance(value, (str, int, float))]  # fmt: skip
-    return " · ".join(parts[:4]) or None
+    try:
+        return " · ".join(cloud_lines(note, time.time())) or None  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError):
+        return None  # a report from another version: the checkpoint line still stands
 
 
 def _restarts(run: RunReport, stage: StageReport | None) -> str | None:
