@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from f5guard.cli.common import config_option, find_daemon
 from f5guard.errors import DaemonError
 from f5guard.status.quick import ask_daemon
-from f5guard.status.report import build_report, exit_code
+from f5guard.status.report import build_report, exit_code, to_json
 
 
 @click.command("status")
@@ -29,7 +27,7 @@ def command(config_path: str | None, as_json: bool) -> int:
         raise DaemonError(f"{handle.note}; but that daemon did not answer (see `f5guard tail`)")
     report = build_report(handle.config)
     if as_json:
-        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        click.echo(to_json(report), nl=False)
     else:
         from f5guard.status.render import make_console, render_status
 

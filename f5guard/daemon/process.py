@@ -214,7 +214,15 @@ class Daemon:
         next_lease = next_mirror = next_watchdog = next_config = 0.0
         config_watch = ConfigWatch(self.config)
         exit_code = 0
-        while not self.stop_requested:
+        stopping = False
+        while not (stopping and supervisor.idle):
+            if self.stop_requested and not stopping:
+                stopping = True  # the loop goes on (status answers) until every stage stopped and synced
+                self.log.info("daemon stopping", reason=self.stop_requested)
+                self.exit_reason = f"stopped ({self.stop_requested})"
+                self._write_pidfile("stopping", epoch=doc.epoch)
+                sdnotify.notify("STOPPING=1")
+                supervisor.request_stop()
             now = time.monotonic()
             if now >= next_lease:
                 next_lease = now + self.config.lease.epoch_poll_s
@@ -244,11 +252,6 @@ class Daemon:
             if not changed:
                 self.wake.wait(timeout)
             self.wake.clear()
-        self.log.info("daemon stopping", reason=self.stop_requested)
-        self.exit_reason = f"stopped ({self.stop_requested})"
-        self._write_pidfile("stopping", epoch=doc.epoch)
-        sdnotify.notify("STOPPING=1")
-        supervisor.stop()
         self._save(doc, home=True)
         self._mirror(doc)
         self.lease.release()

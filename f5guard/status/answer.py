@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import sys
 from pathlib import Path
@@ -37,18 +36,14 @@ def answer_requests(config: Config) -> int:
         return 0
     if not requests:
         return 0
-    from f5guard.status.report import build_report, exit_code
+    from f5guard.status.report import build_report, exit_code, to_json
 
     report = build_report(config)
     code = exit_code(report)
     for request in requests:
         try:
             kind, width, color = request.read_text(encoding="utf-8").split()[:3]
-            body = (
-                json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-                if kind == "json"
-                else _render(report, int(width), color == "1")
-            )
+            body = to_json(report) if kind == "json" else _render(report, int(width), color == "1")
             atomic_write_bytes(request.with_suffix(".out"), f"{code}\n{body}".encode())
         except (OSError, ValueError):
             continue

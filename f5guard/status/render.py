@@ -13,8 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from f5guard.state import SampleNote, SetupNote
+from f5guard.state import SampleNote
 from f5guard.status.report import StageReport, StatusReport, TrainingReport
+from f5guard.trainevents import SetupNote
 
 STATE_STYLE = {
     "done": "green",
@@ -182,15 +183,15 @@ def _sample_lines(sample: SampleNote | None) -> list[str]:
 
 def _setup_line(setup: SetupNote) -> str:
     """e.g. "precision bf16 on NVIDIA A100 (auto) · batch 38400 frames (auto for 79.1 GiB) x grad_accum 1"."""
-    chosen = "auto" if setup["precision_requested"] == "auto" else "set"
-    unit = "frames" if setup["batch_size_type"] == "frame" else "samples"
-    memory = f" for {setup['gpu_memory_gib']:g} GiB" if setup["batch_auto"] and setup["gpu_memory_gib"] else ""
-    batch = f"batch {setup['batch_size_per_gpu']} {unit}{f' (auto{memory})' if setup['batch_auto'] else ''}"
-    adam = " · 8-bit Adam" if setup["bnb_optimizer"] else ""
-    precision = "fp32" if setup["precision"] == "no" else setup["precision"]  # accelerate's "no": no mixed precision
+    chosen = "auto" if setup.precision_requested == "auto" else "set"
+    unit = "frames" if setup.batch_size_type == "frame" else "samples"
+    memory = f" for {setup.gpu_memory_gib:g} GiB" if setup.batch_auto and setup.gpu_memory_gib else ""
+    batch = f"batch {setup.batch_size_per_gpu} {unit}{f' (auto{memory})' if setup.batch_auto else ''}"
+    adam = " · 8-bit Adam" if setup.bnb_optimizer else ""
+    precision = "fp32" if setup.precision == "no" else setup.precision  # accelerate's "no": no mixed precision
     return (
-        f"precision {precision} on {setup['device']} ({chosen}) · {batch} x grad_accum "
-        f"{setup['grad_accumulation_steps']}{adam}"
+        f"precision {precision} on {setup.device} ({chosen}) · {batch} x grad_accum "
+        f"{setup.grad_accumulation_steps}{adam}"
     )
 
 

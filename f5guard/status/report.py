@@ -6,8 +6,10 @@ running — the after-reconnect case — and never imports torch.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from f5guard import pidfile
 from f5guard.checkpoints.durable import list_durable
@@ -24,7 +26,6 @@ from f5guard.state import (
     RunRecord,
     RunStatus,
     SampleNote,
-    SetupNote,
     StageRecord,
     StageStatus,
     StateDoc,
@@ -32,6 +33,7 @@ from f5guard.state import (
     SupersedeNote,
     TrainingRecord,
 )
+from f5guard.trainevents import SetupNote
 
 
 class DaemonReport(TypedDict):
@@ -102,24 +104,23 @@ class StageReport(_StageReportBase, total=False):
 
 
 class TrainingReport(TypedDict):
+    """The run's TrainingRecord as status shows it (restarts and exits are the train stage's StageReport)."""
+
     update: int | None
     total_updates: int | None
     loss: float | None
     updates_per_s: float | None
-    eta_s: float | None
+    eta_s: float | None  # from the update, the total and the rate
     epoch: int | None
     durable_update: int | None
     durable_age_s: float | None
     durable_size: int | None
     durable_path: str | None
-    restarts: int
-    last_exit: str | None
     sync_warning: str | None
     sync_error: str | None
     waiting: str | None
     superseded: SupersedeNote | None
     quarantined: list[QuarantineNote]
-    last_failure: str | None
     restored: RestoreNote | None
     export: ExportNote | None
     sample: SampleNote | None  # the newest audio sample (sample_every)
@@ -297,20 +298,17 @@ def _training(run: RunConfig, home: HomeLayout, record: TrainingRecord | None, n
         total_updates=t.total_updates,
         loss=t.loss,
         updates_per_s=t.updates_per_s,
-        eta_s=t.eta_s,
+        eta_s=_eta(t),
         epoch=t.epoch,
         durable_update=durable_update,
         durable_age_s=round(now - synced_at, 1) if isinstance(synced_at, (int, float)) else None,
         durable_size=size,
         durable_path=path,
-        restarts=t.restarts,
-        last_exit=t.last_exit,
         sync_warning=t.sync_warning,
         sync_error=t.sync_error,
         waiting=t.waiting,
         superseded=t.superseded,
         quarantined=list(t.quarantined),
-        last_failure=t.last_failure,
         restored=t.restored,
         export=t.export,
         sample=t.sample if t.sample is not None else _sample_on_home(run, home),
@@ -318,6 +316,12 @@ def _training(run: RunConfig, home: HomeLayout, record: TrainingRecord | None, n
         batch_override=t.batch_override,
         processes=t.processes,
     )
+
+
+def _eta(t: TrainingRecord) -> float | None:
+    if t.update is None or not t.total_updates or not t.updates_per_s:
+        return None
+    return round(max(0.0, (t.total_updates - t.update) / t.updates_per_s), 1)
 
 
 def _sample_on_home(run: RunConfig, home: HomeLayout) -> SampleNote | None:
@@ -330,6 +334,17 @@ def _sample_on_home(run: RunConfig, home: HomeLayout) -> SampleNote | None:
     if found is None:
         return None
     return SampleNote(update=found.update, path=str(found.path), seconds=found.seconds, running=None, error=None)
+
+
+def to_json(report: StatusReport) -> str:
+    """``status --json``: the report with its typed notes (dataclasses) as JSON objects."""
+    return json.dumps(report, indent=2, ensure_ascii=False, default=_plain) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def exit_code(report: StatusReport) -> int:
