@@ -13,7 +13,7 @@ from tests.drive_runtime import TRAINER
 # The stand-in's checkpoint writer, then: save update 2, print its bar and "Saved", hang; SIGTERM exits 0.
 HANGER = (
     TRAINER[: TRAINER.index("last = os.path.join")]
-    + '''
+    + """
 import signal
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 last = os.path.join(ckpts, "model_last.pt")
@@ -22,7 +22,7 @@ print("Epoch 1/1:  0%|  | 2/100 [00:01<00:10, 2.00update/s, loss=0.5, update=2]"
 print("Saved last checkpoint at update 2", flush=True)
 while True:
     time.sleep(60)
-'''
+"""
 )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from f5guard.config import load_config
+from f5guard.control.protocol import Ready
 from f5guard.daemon.launcher import spawn_daemon
 from f5guard.errors import DaemonError
 from f5guard.layout import WorkLayout
@@ -97,7 +98,7 @@ class Demo:
 
     def start(self) -> None:
         result = spawn_daemon(self.config_path, WorkLayout(self.config.work).daemon_stdio, takeover=False)
-        if result.last.get("phase") != "ready":
+        if not isinstance(result.last, Ready):
             raise DaemonError(f"the demo supervisor did not start: {result.last or 'no word from it'}")
         self.say(f"{self.clock()} started the supervisor (pid {result.pid}); it runs detached, like on Colab")
 

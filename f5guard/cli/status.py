@@ -18,7 +18,7 @@ def command(config_path: str | None, as_json: bool) -> int:
     handle = find_daemon(config_path, find_python=False)  # status runs no stage: instant without a daemon too
     if handle.note is not None and handle.info is not None:
         # The config changed under the running daemon: it answers with the config it runs with.
-        answer = ask_daemon(str(handle.work.root), handle.info.pid, as_json)
+        answer = ask_daemon(str(handle.work.root), as_json)
         if answer is not None:
             click.echo(answer[1], nl=False)
             click.secho(f"note: {handle.note}", fg="yellow", err=as_json)

@@ -1,4 +1,5 @@
-"""``f5guard stop``: ask the daemon to stop (SIGTERM), wait for it to finish, report how it went."""
+"""``f5guard stop``: ask the daemon to stop (a stop request; SIGTERM to one not serving yet), wait for it to
+finish, report how it went."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import click
 from f5guard import pidfile
 from f5guard.cli.common import config_option, find_daemon
 from f5guard.config import DEFAULT_STOP_GRACE_S
+from f5guard.control.client import ask
+from f5guard.control.protocol import Done, StopRequest
 from f5guard.errors import DaemonError
 
 EXTRA_WAIT_S = 30.0
+ANSWER_TIMEOUT_S = 5.0
 TRAIN_FLUSH_S = 900.0  # as long as the daemon itself waits for the final sync (training.FLUSH_TIMEOUT_S)
 
 
@@ -42,11 +46,13 @@ def command(config_path: str | None, timeout: float | None) -> int:
         grace += TRAIN_FLUSH_S  # the last checkpoint is copied to home and verified before the daemon exits
     wait_s = timeout if timeout is not None else grace + EXTRA_WAIT_S
     started = time.monotonic()
-    try:
-        os.kill(info.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        click.echo("the daemon had already exited.")
-        return 0
+    answer = ask(work.root, StopRequest(), timeout_s=ANSWER_TIMEOUT_S)
+    if not isinstance(answer, Done):  # still waiting for the lease (not serving yet), or too busy to answer
+        try:
+            os.kill(info.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            click.echo("the daemon had already exited.")
+            return 0
     click.echo(f"stopping f5guard (pid {info.pid}); a trainer checkpoints and its checkpoint is synced first...")
     # The lock goes first, then the process finishes exiting: wait for both, so nothing is left when we return.
     while pidfile.lock_is_held(work.lock) or pidfile.pid_alive(info.pid):

@@ -21,7 +21,9 @@ from filelock import FileLock, Timeout
 from f5guard import __version__, pidfile, requests, sdnotify
 from f5guard.checkpoints.durable import highest_durable_epoch
 from f5guard.config import load_config
-from f5guard.daemon import logs
+from f5guard.control.protocol import AlreadyRunning, Ready, StartFailed, WaitingLease
+from f5guard.control.server import ControlServer
+from f5guard.daemon import handlers, logs
 from f5guard.daemon.configwatch import ConfigWatch
 from f5guard.daemon.launcher import ReadyChannel
 from f5guard.daemon.mirror import mirror_file, mirror_tree
@@ -36,7 +38,7 @@ from f5guard.schema import Config
 from f5guard.stages.attempt import kill_leftover_group
 from f5guard.stages.context import RunContext
 from f5guard.state import DaemonNote, StageStatus, StateDoc, StateStore
-from f5guard.status.answer import answer_requests, note_work_dir
+from f5guard.status.answer import note_work_dir
 from f5guard.training.kind import TrainOptions
 
 TICK_S = 0.5
@@ -63,8 +65,10 @@ class Daemon:
         self.ready = ReadyChannel()
         self.wake = threading.Event()
         self.stop_requested: str | None = None
-        self.requests_waiting = True
-        self.status_waiting = False
+        self.requests_waiting = True  # resets queued in files while no daemon ran (requests.py)
+        self.control = ControlServer(self.work.root, self.wake.set)
+        self.info: pidfile.DaemonInfo | None = None  # what the pidfile says, kept to answer status from memory
+        self.problems: tuple[str, ...] = ()  # state copies that could not be read at start
         self.boot = boot_id()
         self.started_at = time.time()
         self.log = logs.get_logger()  # rebound once logging is configured (after the work lock is ours)
@@ -87,7 +91,7 @@ class Daemon:
             work_lock.acquire()
         except Timeout:
             other = pidfile.read(self.work.pidfile)
-            self.ready.send("already-running", pid=other.pid if other else None)
+            self.ready.send(AlreadyRunning(other.pid if other else None))
             self.ready.close()
             if self.foreground:  # no start pipe to tell: systemd's journal must not see a silent clean exit
                 print(f"f5guard: a daemon (pid {other.pid if other else '?'}) already runs in {self.work.root}",
@@ -103,6 +107,7 @@ class Daemon:
             self.log.exception("daemon crashed", error=reason)
             raise
         finally:
+            self.control.close()
             pidfile.write_exit(
                 self.work.exit_note, pidfile.ExitNote(time.time(), os.getpid(), reason, code, crashed=crashed)
             )
@@ -149,6 +154,7 @@ class Daemon:
         except F5guardError as err:
             self.lease.release()
             return self._startup_failed(err)
+        self.problems = loaded.problems
         for problem in loaded.problems:
             self.log.warning("state copy skipped", problem=problem)
         doc = loaded.doc
@@ -163,11 +169,15 @@ class Daemon:
         )
         self._reap_leftovers(doc)
         supervisor = Supervisor(self.config, doc, self._run_context(redactor, epoch, self.lease))
+        try:
+            self.control.start()
+        except OSError as err:  # a work dir that cannot hold a socket: status reads files, stop signals
+            self.log.warning("cannot listen for clients", path=str(self.control.path), error=str(err))
         self._write_pidfile("ready", epoch=epoch)
         note_work_dir(self.config)
         self.log.info("daemon ready", epoch=epoch, state_from=str(loaded.source) if loaded.source else None)
         self.log.info("stack python", python=self.config.python.path, how=self.config.python.how)
-        self.ready.send("ready", pid=os.getpid(), epoch=epoch, log=str(self.work.daemon_log))
+        self.ready.send(Ready(os.getpid(), epoch, str(self.work.daemon_log)))
         self.ready.close()
         sdnotify.notify(f"READY=1\nSTATUS=supervising {len(self.config.runs)} run(s), epoch {epoch}")
         return self._serve(supervisor, doc)
@@ -194,7 +204,7 @@ class Daemon:
     def _startup_failed(self, err: F5guardError) -> int:
         self.exit_reason = f"failed to start: {err.message}"
         self.log.error("daemon failed to start", error=err.message)
-        self.ready.send("failed", error=err.message, exit_code=err.exit_code)
+        self.ready.send(StartFailed(err.message, err.exit_code))
         self.ready.close()
         print(f"f5guard: {err.message}", file=sys.stderr)
         return err.exit_code
@@ -203,7 +213,7 @@ class Daemon:
         wait = self.config.lease.duration_s + self.config.lease.takeover_slack_s
         self.log.warning("waiting for the home lease", holder=holder.describe(), wait_s=wait, takeover=self.takeover)
         self._write_pidfile("waiting-lease")
-        self.ready.send("waiting-lease", holder=holder.describe(), wait_s=wait, takeover=self.takeover)
+        self.ready.send(WaitingLease(holder.describe(), wait, self.takeover))
 
     # -- the control loop ---------------------------------------------------------------------------------
     def _serve(self, supervisor: Supervisor, doc: StateDoc) -> int:
@@ -231,11 +241,12 @@ class Daemon:
                     return lost
             if now >= next_config:
                 next_config = now + CONFIG_POLL_S
+                self.requests_waiting = True  # a reset queued by a client that found no daemon answering
                 if config_watch.poll():
                     doc.daemon["config_note"] = config_watch.note
                     self.log.warning("config file changed", note=config_watch.note)
                     self._save(doc)
-            self._answer_clients(supervisor)
+            self._answer_clients(supervisor, doc)
             changed = supervisor.step(now)
             if changed:
                 self._save(doc)
@@ -275,14 +286,22 @@ class Daemon:
             return err.exit_code
         return None
 
-    def _answer_clients(self, supervisor: Supervisor) -> None:
-        """Requests the CLI left in files: resets (SIGUSR1) and status fast-path questions (SIGUSR2)."""
+    def _answer_clients(self, supervisor: Supervisor, doc: StateDoc) -> None:
+        """Requests on the control socket (one handler each: daemon/handlers.py), and resets queued in files."""
         if self.requests_waiting:
             self.requests_waiting = False
             self._apply_requests(supervisor)
-        if self.status_waiting:
-            self.status_waiting = False
-            answer_requests(self.config)
+        pending = self.control.pending()
+        if not pending:
+            return
+        assert self.info is not None
+        live = handlers.Live(self.config, doc, supervisor, self.info, self.work.state, self.problems, self._stop)
+        for request in pending:
+            request.answer(handlers.handle(request.request, live))
+
+    def _stop(self, reason: str) -> None:
+        self.stop_requested = reason
+        self.wake.set()
 
     def _home_trouble(self, doc: StateDoc, problem: str | None) -> None:
         """Say once when home stops answering and once when it is back; status shows it meanwhile."""
@@ -356,19 +375,17 @@ class Daemon:
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _write_pidfile(self, phase: str, epoch: int = 0) -> None:
-        pidfile.write(
-            self.work.pidfile,
-            pidfile.DaemonInfo(
-                pid=os.getpid(),
-                host=hostname(),
-                started_at=self.started_at,
-                boot_id=self.boot,
-                config=str(self.config.path),
-                version=__version__,
-                epoch=epoch,
-                phase=phase,
-            ),
+        self.info = pidfile.DaemonInfo(
+            pid=os.getpid(),
+            host=hostname(),
+            started_at=self.started_at,
+            boot_id=self.boot,
+            config=str(self.config.path),
+            version=__version__,
+            epoch=epoch,
+            phase=phase,
         )
+        pidfile.write(self.work.pidfile, self.info)
 
     def _install_signals(self) -> None:
         def stop(signum: int, _frame: FrameType | None) -> None:
@@ -377,26 +394,18 @@ class Daemon:
             if not self.serving:
                 raise _StopBeforeReady
 
-        def poke(_signum: int, _frame: FrameType | None) -> None:
-            self.requests_waiting = True
-            self.wake.set()
-
-        def asked(_signum: int, _frame: FrameType | None) -> None:
-            self.status_waiting = True
-            self.wake.set()
-
-        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGTERM, stop)  # systemd's stop, and `f5guard stop` before the daemon serves
         signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGUSR1, poke)
-        signal.signal(signal.SIGUSR2, asked)  # the `f5guard status` fast path
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop training
+        for poke in (signal.SIGUSR1, signal.SIGUSR2):  # an older client's poke (before the socket) must not kill us
+            signal.signal(poke, signal.SIG_IGN)
 
 
 def run_daemon(config_path: Path, *, takeover: bool, foreground: bool, accept_older: bool = False) -> int:
     try:
         config = load_config(config_path)
     except F5guardError as err:
-        ReadyChannel().send("failed", error=err.message, exit_code=err.exit_code)
+        ReadyChannel().send(StartFailed(err.message, err.exit_code))
         print(f"f5guard: {err.message}", file=sys.stderr)
         return err.exit_code
     return Daemon(config, takeover=takeover, foreground=foreground, accept_older=accept_older).main()

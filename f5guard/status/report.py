@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from pathlib import Path
 from typing import Any, TypedDict
 
 from f5guard import pidfile
@@ -158,14 +159,22 @@ class StatusReport(TypedDict):
 
 
 def build_report(config: Config, now: float | None = None) -> StatusReport:
-    now = time.time() if now is None else now
+    """The report from files (no daemon here, or one that does not answer): pidfile, flock, state copies."""
     work, home = WorkLayout(config.work), HomeLayout(config.home)
     info = pidfile.running_daemon(work.lock, work.pidfile)
+    loaded = StateStore(work.state, home.lease_dir).load()
+    return assemble(config, loaded.doc, info, loaded.source, loaded.problems, now)
+
+
+def assemble(config: Config, doc: StateDoc, info: pidfile.DaemonInfo | None, source: Path | None,
+             problems: tuple[str, ...], now: float | None = None) -> StatusReport:  # fmt: skip
+    """The report from a state document: one read from files, or the live daemon's own (status answered from
+    its memory); ``info`` is the daemon running here, if one does."""
+    now = time.time() if now is None else now
+    work, home = WorkLayout(config.work), HomeLayout(config.home)
     sightings = claims_now(home, config.lease.duration_s)
     live = [s for s in sightings if s.live]
     owner = live[-1] if live else None
-    loaded = StateStore(work.state, home.lease_dir).load()
-    doc = loaded.doc
     lease = None
     if owner is not None:
         runtime = owner.claim.runtime
@@ -213,11 +222,11 @@ def build_report(config: Config, now: float | None = None) -> StatusReport:
         home=str(config.home),
         work=str(config.work),
         state=StateReport(
-            source=str(loaded.source) if loaded.source else None,
+            source=str(source) if source else None,
             written_at=doc.written_at or None,
             generation=doc.generation,
             epoch=doc.epoch,
-            problems=list(loaded.problems),
+            problems=list(problems),
         ),
         runs=runs,
     )
