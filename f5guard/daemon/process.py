@@ -363,15 +363,20 @@ class Daemon:
             requests.done(path)
 
     def _reap_leftovers(self, doc: StateDoc) -> None:
-        """Stages that were running when the last daemon died: kill what is left of them, mark interrupted."""
+        """Stages that were running when the last daemon died: kill what is left of them, mark interrupted.
+
+        Only on the boot that started them: after a reboot (a work dir that survived it) the recorded process
+        group id names nothing of ours, and may name someone else's group."""
         for run_name, run in doc.runs.items():
             for stage_name, record in run.stages.items():
                 if record.state is not StageStatus.RUNNING:
                     continue
-                if record.pid and kill_leftover_group(record.pid, record.pid_started):
+                if record.pid and record.boot_id != self.boot:
+                    self.log.info("a leftover of another boot is not ours to kill", run=run_name, stage=stage_name,
+                                  pgid=record.pid, boot_id=record.boot_id)  # fmt: skip
+                elif record.pid and kill_leftover_group(record.pid, record.pid_started):
                     self.log.warning("killed a leftover process group", run=run_name, stage=stage_name, pgid=record.pid)
-                record.state, record.pid, record.pid_started = StageStatus.INTERRUPTED, None, None
-                record.reason = "its supervisor stopped or died while it ran"
+                record.move(StageStatus.INTERRUPTED, "its supervisor stopped or died while it ran")
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _write_pidfile(self, phase: str, epoch: int = 0) -> None:
