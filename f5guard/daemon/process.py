@@ -26,7 +26,7 @@ from f5guard.control.server import ControlServer
 from f5guard.daemon import handlers, logs
 from f5guard.daemon.configwatch import ConfigWatch
 from f5guard.daemon.launcher import ReadyChannel
-from f5guard.daemon.mirror import mirror_file, mirror_tree
+from f5guard.daemon.mirror import AppendMirror, Mirrorer, mirror_tree
 from f5guard.daemon.supervisor import Supervisor
 from f5guard.errors import DaemonError, F5guardError, HomeUnreachable, LeaseLost
 from f5guard.layout import HomeLayout, WorkLayout
@@ -39,11 +39,11 @@ from f5guard.stages.attempt import kill_leftover_group
 from f5guard.stages.context import RunContext
 from f5guard.state import DaemonNote, StageStatus, StateDoc, StateStore
 from f5guard.status.answer import note_work_dir
-from f5guard.training.kind import TrainOptions
 
 TICK_S = 0.5
 STATE_MIRROR_S = 10.0
 CONFIG_POLL_S = 5.0  # how often the daemon looks whether its config file was edited
+MIRROR_CLOSE_S = 60.0  # at exit, the last copy of the logs to home may take this long (Drive)
 
 
 class _StopBeforeReady(Exception):
@@ -67,6 +67,8 @@ class Daemon:
         self.stop_requested: str | None = None
         self.requests_waiting = True  # resets queued in files while no daemon ran (requests.py)
         self.control = ControlServer(self.work.root, self.wake.set)
+        self.mirror: Mirrorer | None = None  # copies logs and progress to home on its own thread (once serving)
+        self._appended: dict[tuple[str, str], AppendMirror] = {}
         self.info: pidfile.DaemonInfo | None = None  # what the pidfile says, kept to answer status from memory
         self.problems: tuple[str, ...] = ()  # state copies that could not be read at start
         self.boot = boot_id()
@@ -220,6 +222,8 @@ class Daemon:
         assert self.lease is not None
         self._save(doc, home=True)
         self.store.prune_home(doc.epoch)
+        epoch = doc.epoch
+        self.mirror = Mirrorer(lambda: self._mirror_files(epoch))
         watchdog = sdnotify.watchdog_interval_s()
         next_lease = next_mirror = next_watchdog = next_config = 0.0
         config_watch = ConfigWatch(self.config)
@@ -228,11 +232,7 @@ class Daemon:
         while not (stopping and supervisor.idle):
             if self.stop_requested and not stopping:
                 stopping = True  # the loop goes on (status answers) until every stage stopped and synced
-                self.log.info("daemon stopping", reason=self.stop_requested)
-                self.exit_reason = f"stopped ({self.stop_requested})"
-                self._write_pidfile("stopping", epoch=doc.epoch)
-                sdnotify.notify("STOPPING=1")
-                supervisor.request_stop()
+                self._begin_stop(supervisor, doc)
             now = time.monotonic()
             if now >= next_lease:
                 next_lease = now + self.config.lease.epoch_poll_s
@@ -264,10 +264,22 @@ class Daemon:
                 self.wake.wait(timeout)
             self.wake.clear()
         self._save(doc, home=True)
-        self._mirror(doc)
+        self._mirror_state(doc, force=True)
+        self._close_mirror()
         self.lease.release()
         self.log.info("daemon stopped")
         return exit_code
+
+    def _begin_stop(self, supervisor: Supervisor, doc: StateDoc) -> None:
+        self.log.info("daemon stopping", reason=self.stop_requested)
+        self.exit_reason = f"stopped ({self.stop_requested})"
+        self._write_pidfile("stopping", epoch=doc.epoch)
+        sdnotify.notify("STOPPING=1")
+        supervisor.request_stop()
+
+    def _close_mirror(self) -> None:
+        if self.mirror is not None and not self.mirror.close(MIRROR_CLOSE_S):
+            self.log.warning("the last copy of the logs to home did not finish in time", timeout_s=MIRROR_CLOSE_S)
 
     def _check_lease(self, supervisor: Supervisor, doc: StateDoc) -> int | None:
         """None while the lease is ours; the exit code after stopping everything when it was lost."""
@@ -282,6 +294,7 @@ class Daemon:
             self.exit_reason = f"lease lost: {err.message}"
             supervisor.stop()
             self.store.save(doc, mirror=False)
+            self._close_mirror()
             self.lease.release()
             return err.exit_code
         return None
@@ -340,13 +353,22 @@ class Daemon:
 
     def _mirror(self, doc: StateDoc) -> None:
         self._mirror_state(doc, force=False)
+        if self.mirror is not None:
+            self.mirror.request()
+
+    def _mirror_files(self, epoch: int) -> None:
+        """On the mirror thread: the logs, and what the stage kinds append (`f5guard plot` reads the trainer's
+        progress copies, also on a fresh VM), each only as far as it grew."""
         try:
-            mirror_tree(self.work.logs, self.home.runtime_logs(doc.epoch, self.store.runtime))
-            for run in self.config.runs:  # `f5guard plot` reads these, also on a fresh VM
+            mirror_tree(self.work.logs, self.home.runtime_logs(epoch, self.store.runtime))
+            for run in self.config.runs:
                 for stage in run.stages:
-                    if isinstance(stage.options, TrainOptions) and stage.options.mode == "builtin":
-                        copy = self.home.progress_copy(run.name, doc.epoch, self.store.runtime)
-                        mirror_file(Path(stage.options.progress_path), copy)
+                    for local, folder in stage.options.home_copies() if stage.options is not None else ():
+                        key = (local, folder)
+                        if key not in self._appended:
+                            stem = f"e{epoch:04d}-{self.store.runtime}"
+                            self._appended[key] = AppendMirror(Path(local), Path(folder), stem)
+                        self._appended[key].step()
         except OSError as err:
             self.log.warning("cannot mirror logs to home", error=str(err))
 
