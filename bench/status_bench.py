@@ -43,9 +43,9 @@ command = ["sleep", "3600"]
 """
 
 
-def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+def timed(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> float:
     t0 = time.perf_counter()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, env=env)
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, env=env, cwd=cwd)
     return time.perf_counter() - t0
 
 
@@ -54,8 +54,9 @@ class Tree:
 
     def __init__(self, tree: Path, root: Path) -> None:
         self.tree = tree
+        self.root = root  # the working directory too: `python -m` would import f5guard from a checkout it runs in
         self.env = {**os.environ, "PYTHONPATH": str(tree), "XDG_CACHE_HOME": str(root / "cache")}
-        (root / "home").mkdir(parents=True)
+        (root / "home").mkdir(parents=True)  # makes root too
         self.config = root / "f5guard.toml"
         self.config.write_text(f'home = "{root}/home"\nwork = "{root}/work"\n' + PIPELINE)
         self.f5 = [str(BIN / "f5guard")]
@@ -64,7 +65,8 @@ class Tree:
         self.status_json: list[float] = []
 
     def run(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*self.f5, *args, *self.cfg], capture_output=True, text=True, env=self.env, check=check)
+        return subprocess.run([*self.f5, *args, *self.cfg], capture_output=True, text=True, env=self.env, check=check,
+                              cwd=self.root)  # fmt: skip
 
     def start(self) -> int:
         self.run("start", check=True)
@@ -77,8 +79,8 @@ class Tree:
         raise SystemExit(f"{self.tree}: the pipeline did not reach its long-running stage in 30 s")
 
     def time_once(self) -> None:
-        self.status.append(timed([*self.f5, "status", *self.cfg], self.env))
-        self.status_json.append(timed([*self.f5, "status", "--json", *self.cfg], self.env))
+        self.status.append(timed([*self.f5, "status", *self.cfg], self.env, self.root))
+        self.status_json.append(timed([*self.f5, "status", "--json", *self.cfg], self.env, self.root))
 
 
 def idle(pid: int) -> dict[str, float]:

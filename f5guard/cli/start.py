@@ -100,7 +100,8 @@ def _dry_run(ctx: Context) -> int:
         start = names.index(request.stage) if request.stage in names else 0
         for name in names[start:]:
             record = doc.stage(run.name, name)
-            record.fingerprint, record.state = None, StageStatus.PENDING
+            record.fingerprint = None
+            record.move(StageStatus.PENDING, "reset requested")
     from f5guard.recipe.network import network_need
     from f5guard.stages.fingerprint import skipped
 
