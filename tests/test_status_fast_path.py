@@ -200,3 +200,16 @@ def test_a_foreign_request_is_refused_and_the_daemon_goes_on(make_project) -> No
     refused, _ = decode(reply, ANSWERS)
     assert isinstance(refused, Refused) and refused.code == 2 and "not a request" in refused.text
     assert p.cli("status").returncode == 0
+
+
+def test_the_daemon_answers_from_its_memory_not_from_the_file_it_wrote(make_project) -> None:  # type: ignore[no-untyped-def]
+    """Defect (issue 18): to answer status the daemon re-read the state.json it had just written. With every
+    copy of the file gone (a cleaned work dir, a Drive that lost the home copy) it still knows what runs."""
+    p: Project = make_project(BODY)
+    p.cli("start", check=True)
+    p.wait_for(lambda: p.stage_state("r", "serve") == "running", what="serving")
+    for copy in [p.work / "state.json", *(p.home / ".f5guard").glob("state-*.json")]:
+        copy.unlink()
+    report = json.loads(p.cli("status", "--json", check=True).stdout)
+    assert report["runs"][0]["stages"][0]["state"] == "running"
+    assert report["state"]["generation"] > 0 and report["state"]["source"] == str(p.work / "state.json")
