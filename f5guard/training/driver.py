@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 FLUSH_TIMEOUT_S = 900.0  # a 5 GB checkpoint onto Drive; the wrap-up waits this long at a graceful stop
 FINAL_EXPORT_TIMEOUT_S = 600.0  # the inference copy of the finished training (reads ~5 GB, writes ~0.7 GB)
 FINAL_SAMPLE_TIMEOUT_S = 600.0  # the audio sample of the finished training (Base on a CPU: minutes)
-STATE_EVERY_S = 2.0  # how often progress is folded into the state document
+STATE_EVERY_S = 2.0  # how often the training record is saved while training (its figures change every update)
 STACK_DUMP_WAIT_S = 3.0
 RESTORE_RETRY_S = 30.0
 GATE_RETRY_S = 1.0  # the settle period ends on its own clock: look again soon
