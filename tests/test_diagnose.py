@@ -58,6 +58,18 @@ def test_the_trainers_own_words_come_before_the_log() -> None:
     assert classify_failure(ExitInfo(0), [], stopped).label == "stopped by sigterm from outside f5guard"
 
 
+def test_a_trainer_that_said_nothing_is_named_by_how_it_ended() -> None:
+    """A kill -9: the exit names it (status: "last: killed by SIGKILL"); its last output only tells two such
+    failures apart and is quoted in the advice."""
+    killed = classify_failure(ExitInfo(-9), ["[f5guard] attempt 1: ...", "Epoch 1/8: update=12"])
+    assert killed.label == "killed by SIGKILL"
+    assert killed.diagnosis(12) == (
+        "killed by SIGKILL at update 12 twice: its last output was 'Epoch 1/8: update=12'; "
+        "see `f5guard tail --stage` for its output"
+    )
+    assert classify_failure(ExitInfo(-9), ["Epoch 1/8: update=13"]).key != killed.key
+
+
 def test_tqdm_line_parsing() -> None:
     parser = TqdmParser()
     parser.feed("Epoch 3/200:  66%|######6   | 38909/58577 [2:49:08<1:36:29, 3.40update/s, loss=0.603, update=155717]")

@@ -214,10 +214,10 @@ def name_failure(facts: ExitFacts) -> Failure:
     if said is not None:  # a rank failed and its output named nothing known: the launcher's words
         return _said_error(said, said.detail or said.reason.value)
     line = next((x.strip() for x in reversed(facts.lines) if x.strip() and not x.startswith("[f5guard]")), None)
-    if line is not None:
+    if line is not None:  # how it ended is the name; its last words tell one such failure from another
         line = line[:200]
-        return Failure(f"exit:{described}:{line}", f"the trainer ended ({described}) saying {line!r}", TAIL_ADVICE)
-    return Failure(f"exit:{described}", f"the trainer {described}", TAIL_ADVICE)
+        return Failure(f"exit:{described}:{line}", described, f"its last output was {line!r}; {TAIL_ADVICE}")
+    return Failure(f"exit:{described}", described, TAIL_ADVICE)
 
 
 def _named(lines: list[str], known: tuple[Known, ...], exit: ExitInfo) -> Failure | None:
