@@ -43,7 +43,7 @@ from typing import Any
 
 import psutil
 
-from f5guard.trainer.progress import read_events
+from f5guard.jsonlines import read as read_events  # raw records: the bench reads keys of its own
 from f5guard.trainer.spec import TrainSpec
 
 HERE = Path(__file__).resolve().parent

@@ -30,11 +30,12 @@ from f5guard.schema import (
     placeholder_values,
     shorten,
 )
-from f5guard.stages.kinds import KindBuilder, StageBase, build_command
+from f5guard.stages.kinds import StageBase, StageKind, build_command
 from f5guard.stages.overlap import patterns_overlap
 from f5guard.stages.stackpython import AUTO, resolve
 from f5guard.stages.walk import refused
 from f5guard.training.kind import build_train
+from f5guard.training.plugin import train_driver
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,7 +49,11 @@ NAME_BYTES = 200  # run and stage names become folder names, with room for the s
 MAX_BACKUPS = 1000
 MAX_BACKOFF_FACTOR = 10.0  # 10 ** 10 s is already centuries: a larger factor is a typo
 # Every stage kind: the generic command, the recipe's, and training.
-KINDS: dict[str, KindBuilder] = {"command": build_command, **RECIPE_KINDS, "train": build_train}
+KINDS: dict[str, StageKind] = {
+    "command": StageKind(build_command),
+    **{name: StageKind(build) for name, build in RECIPE_KINDS.items()},
+    "train": StageKind(build_train, train_driver),
+}
 
 
 def find_config(explicit: str | os.PathLike[str] | None) -> Path:
@@ -240,9 +245,10 @@ def _stage(
 ) -> StageConfig:
     name = check_name(t, "name", "stage")
     kind = t.get("type", str, "command")
-    build = KINDS.get(kind)
-    if build is None:
+    entry = KINDS.get(kind)
+    if entry is None:
         t.fail(f"unknown stage type {kind!r} (known: {', '.join(sorted(KINDS))})", "type")
+    build = entry.build
     scope_text = t.get("scope", str, Scope.HOME.value)
     try:
         scope = Scope(scope_text)

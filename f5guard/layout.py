@@ -110,10 +110,7 @@ class HomeLayout:
         return self.run_dir(run) / "checkpoints"  # durable, versioned copies (checkpoints/durable.py names them)
 
     def progress_dir(self, run: str) -> Path:
-        return self.run_dir(run) / "progress"  # the trainer's progress, one file per epoch and runtime
-
-    def progress_copy(self, run: str, epoch: int, runtime: str) -> Path:
-        return self.progress_dir(run) / f"e{epoch:04d}-{runtime}.jsonl"
+        return self.run_dir(run) / "progress"  # the trainer's progress: segments per epoch and runtime (mirror.py)
 
     def export_dir(self, run: str) -> Path:
         return self.run_dir(run) / "export"  # the inference copy (EMA, fp16)

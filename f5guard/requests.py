@@ -1,7 +1,8 @@
-"""Requests from the CLI to the daemon, as files: the daemon stays the only writer of state.
+"""Resets queued in files for a daemon that is not answering: the daemon stays the only writer of state.
 
-``reset`` drops a request file and pokes the daemon with SIGUSR1; with no daemon running, the file waits and
-the next daemon applies it before planning (``start --dry-run`` shows its effect too).
+A live daemon gets a reset request on its socket (control/protocol.py). With no daemon running (or one too busy
+to answer), ``reset`` queues a file here: the next daemon applies it before planning, a running one within
+seconds (``start --dry-run`` shows its effect too).
 """
 
 from __future__ import annotations

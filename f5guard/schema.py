@@ -102,6 +102,10 @@ class KindOptions:
         """What of these settings a result depends on, as JSON (stages/fingerprint.py digests it)."""
         raise NotImplementedError
 
+    def home_copies(self) -> tuple[tuple[str, str], ...]:
+        """Append-only files of the stage that the daemon copies to home as they grow: (local file, home folder)."""
+        return ()
+
 
 @dataclass(frozen=True)
 class StageConfig:

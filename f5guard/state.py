@@ -19,6 +19,7 @@ from typing import Any, TypedDict
 
 from f5guard.errors import StateError
 from f5guard.fsutil import atomic_write_json
+from f5guard.trainevents import SetupNote, setup_from
 
 SCHEMA_VERSION = 1
 _HOME_NAME = re.compile(r"^state-e(\d+)(?:-(.+))?\.json$")  # no runtime part: written before claims existed
@@ -32,6 +33,9 @@ class StageStatus(str, enum.Enum):
     FAILED = "failed"
     FATAL = "fatal"  # a long-running stage that exhausted its restart budget or failed the same way twice
     INTERRUPTED = "interrupted"  # was running when its daemon died or stopped; reruns on the next start
+
+
+_ENDED = (StageStatus.DONE, StageStatus.FAILED, StageStatus.FATAL, StageStatus.INTERRUPTED)
 
 
 class RunStatus(str, enum.Enum):
@@ -60,13 +64,24 @@ class StageRecord:
     attempts: int = 0
     restarts: int = 0
     last_exit: str | None = None
-    last_failure: str | None = None  # the exit that caused the latest restart
+    last_failure: str | None = None  # what went wrong in the attempt that caused the latest restart (for people)
     pid: int | None = None  # leader of the running attempt's process group
     pid_started: float | None = None  # its create time: tells our leftover group from a reused pid
     restart_at: float | None = None  # wall clock of a pending restart (backoff): no attempt runs meanwhile
     items_done: int | None = None  # item-level progress for long per-item stages
     items_total: int | None = None
     items_eta_s: float | None = None
+
+    def move(self, state: StageStatus, reason: str | None, now: float | None = None) -> None:
+        """The one way a stage's state changes; starting and ending also set the times, ending clears the pid."""
+        now = time.time() if now is None else now
+        self.state, self.reason = state, reason
+        if state is StageStatus.RUNNING:
+            self.started_at, self.finished_at, self.duration_s = now, None, None
+        elif state in _ENDED:
+            self.finished_at = now
+            self.duration_s = round(now - (self.started_at or now), 3)
+            self.pid = self.pid_started = self.restart_at = None
 
 
 class QuarantineNote(TypedDict):
@@ -112,20 +127,6 @@ class SampleNote(TypedDict):
     seconds: float | None  # how long making it took
     running: int | None  # the update being sampled now
     error: str | None
-
-
-class SetupNote(TypedDict):
-    """How the built-in trainer set itself up for its device (its ``start`` event): what "auto" became."""
-
-    precision: str  # accelerate's mixed_precision in use: no, fp16, bf16
-    precision_requested: str  # the stage's mixed_precision (auto, or the same)
-    device: str  # the GPU's name, or "cpu"
-    gpu_memory_gib: float | None
-    batch_size_per_gpu: int
-    batch_size_type: str  # frame | sample
-    batch_auto: bool  # batch_size_per_gpu = "auto" chose it
-    grad_accumulation_steps: int
-    bnb_optimizer: bool
 
 
 class BatchOverride(TypedDict):
@@ -178,17 +179,16 @@ class CloudNote(TypedDict):
 
 @dataclass
 class TrainingRecord:
-    """The train stage's figures as status shows them, also after the daemon is gone (fresh VM)."""
+    """The train stage's figures as status shows them, also after the daemon is gone (fresh VM).
 
-    update: int | None = None
+    The trainer's events are folded straight into it (training/progress.py); restarts and exits are the
+    stage's (StageRecord), never copied here."""
+
+    update: int | None = None  # the last finished update the trainer reported
     total_updates: int | None = None
     loss: float | None = None
     updates_per_s: float | None = None
-    eta_s: float | None = None
     epoch: int | None = None
-    restarts: int = 0
-    last_exit: str | None = None
-    last_failure: str | None = None  # the label of the failure that caused the latest restart
     durable_update: int | None = None  # the newest checkpoint verified on home
     durable_synced_at: float | None = None
     durable_size: int | None = None
@@ -201,7 +201,7 @@ class TrainingRecord:
     quarantined: list[QuarantineNote] = field(default_factory=list)
     export: ExportNote | None = None
     sample: SampleNote | None = None
-    setup: SetupNote | None = None  # the built-in trainer's device, precision and batch (latest start)
+    setup: SetupNote | None = None  # the built-in trainer's device, precision and batch (its latest start event)
     batch_override: BatchOverride | None = None  # set after a CUDA OOM (training/oom.py)
     processes: int | None = None  # ranks of the current training (num_processes), when the trainer said
     cloud: CloudNote | None = None  # what of home reached the cloud (f5guard/cloud/, checkpoints/uploads.py)
@@ -284,7 +284,7 @@ def doc_from_json(data: Any) -> StateDoc:
                     **fields_,
                     "state": RunStatus(run["state"]),
                     "stages": stages,
-                    "training": None if training is None else TrainingRecord(**_pick(TrainingRecord, training)),
+                    "training": None if training is None else _training(training),
                 }
             )
         top = _pick(StateDoc, data)
@@ -294,6 +294,12 @@ def doc_from_json(data: Any) -> StateDoc:
     except (KeyError, TypeError, AttributeError, ValueError) as err:
         raise ValueError(f"malformed state document: {type(err).__name__}: {err}") from err
     return doc
+
+
+def _training(data: dict[str, Any]) -> TrainingRecord:
+    record = TrainingRecord(**_pick(TrainingRecord, data))
+    record.setup = setup_from(data.get("setup"))  # a typed note again (an older file: whatever it held)
+    return record
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ config keys, and what status says about them."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -16,13 +17,14 @@ import pytest
 from f5guard.config import load_config
 from f5guard.errors import ConfigError
 from f5guard.machine import cuda_gpu_visible
-from f5guard.state import BatchOverride, SetupNote, TrainingRecord
+from f5guard.state import BatchOverride, StateDoc, TrainingRecord, doc_from_json
 from f5guard.status.render import _training_lines, make_console
 from f5guard.trainer.batches import CPU_FRAMES, auto_frames, clip_frames, longest_clip_frames
 from f5guard.trainer.hardware import Hardware, check_bnb, resolve, resolve_precision
 from f5guard.trainer.spec import SpecError, TrainSpec
+from f5guard.trainevents import EventWriter, SetupNote, Start
 from f5guard.training import oom
-from f5guard.training.progress import EventReader, Progress
+from f5guard.training.progress import EventReader, fold
 
 CPU = Hardware(device="cpu", cuda=False)
 T4 = Hardware(device="Tesla T4", cuda=True, capability=(7, 5), memory_gib=14.7)
@@ -72,11 +74,9 @@ def test_resolve_makes_every_auto_concrete(tmp_path: Path) -> None:
     auto = spec(tmp_path, model="base", batch_size_per_gpu="auto", mixed_precision="auto")
     resolved, setup = resolve(auto, A100_80)
     assert resolved.mixed_precision == "bf16" and resolved.batch_size_per_gpu == auto_frames("base", 79.3, "bf16")
-    assert (
-        setup["batch_auto"] is True and setup["device"] == "NVIDIA A100-SXM4-80GB" and setup["gpu_memory_gib"] == 79.3
-    )
+    assert setup.batch_auto is True and setup.device == "NVIDIA A100-SXM4-80GB" and setup.gpu_memory_gib == 79.3
     fixed, setup = resolve(spec(tmp_path, batch_size_per_gpu=1000, mixed_precision="fp16"), T4)
-    assert (fixed.batch_size_per_gpu, fixed.mixed_precision, setup["batch_auto"]) == (1000, "fp16", False)
+    assert (fixed.batch_size_per_gpu, fixed.mixed_precision, setup.batch_auto) == (1000, "fp16", False)
 
 
 def test_spec_validates_the_new_fields(tmp_path: Path) -> None:
@@ -193,14 +193,20 @@ SETUP = SetupNote(
 
 
 def test_start_event_setup_folds_into_the_record(tmp_path: Path) -> None:
+    """The trainer's start event reaches the record typed (no dict parsed on the way), and survives state.json."""
     path = tmp_path / "progress.jsonl"
     reader = EventReader(path)
-    path.write_text(json.dumps({"event": "start", "start_update": 0, "setup": {**SETUP, "autocast": True}}) + "\n")
-    progress = Progress()
-    reader.poll(progress)
+    writer = EventWriter(path)
+    writer.emit(Start(start_update=0, setup=SETUP))
+    writer.close()
     record = TrainingRecord()
-    progress.fold_into(record)
+    for event in reader.poll():
+        fold(record, event)
     assert record.setup == SETUP
+    doc = StateDoc()
+    doc.run("r").training = record
+    again = doc_from_json(json.loads(json.dumps(doc.to_json())))
+    assert again.runs["r"].training is not None and again.runs["r"].training.setup == SETUP
 
 
 def _status_text(record: TrainingRecord) -> str:
@@ -225,8 +231,8 @@ def test_status_says_precision_device_and_what_f5guard_changed() -> None:
     assert "precision bf16 on NVIDIA A100-SXM4-80GB (auto)" in text
     assert "batch 32300 frames (auto for 79.3 GiB) x grad_accum 1" in text
     assert "batch 3200 -> 1600 frames x grad_accum 2 after CUDA out of memory at update 12" in text
-    cpu = SetupNote(**{**SETUP, "precision": "no", "device": "cpu", "batch_auto": False, "batch_size_per_gpu": 4,
-                       "batch_size_type": "sample"})  # fmt: skip
+    cpu = dataclasses.replace(SETUP, precision="no", device="cpu", batch_auto=False, batch_size_per_gpu=4,
+                              batch_size_type="sample")  # fmt: skip
     assert "precision fp32 on cpu (auto) · batch 4 samples x grad_accum 1" in _status_text(TrainingRecord(setup=cpu))
 
 

@@ -1,5 +1,6 @@
 """Restart policy: immediate first restart, capped exponential backoff, reset after stable uptime, a budget per
-window, then FATAL with the reason; failures of ordinary stages stop the run with their last lines."""
+window, then FATAL with the reason; failures of ordinary stages stop the run with their last lines. The rules are
+one pure function (stages/verdict.py); the daemon tests below prove the runner applies them."""
 
 from __future__ import annotations
 
@@ -10,29 +11,50 @@ import signal
 import time
 
 from f5guard.schema import RestartPolicy
-from f5guard.stages.exits import classify
-from f5guard.stages.restart import RestartTracker
+from f5guard.stages.exits import ExitInfo, classify
+from f5guard.stages.verdict import ExitFacts, Fatal, History, Restart, Verdict, judge
 from tests.conftest import Project
 
 
+def crash(now: float, uptime_s: float = 1.0, durable: int | None = None) -> ExitFacts:
+    """A long-running stage that exited 3 at ``now``."""
+    return ExitFacts(exit=ExitInfo(3), uptime_s=uptime_s, now=now, long_running=True, durable=durable)
+
+
+def judged(policy: RestartPolicy, *facts: ExitFacts) -> list[Verdict]:
+    history, verdicts = History(), []
+    for fact in facts:
+        verdict, history = judge(fact, history, policy)
+        verdicts.append(verdict)
+    return verdicts
+
+
+def delays(verdicts: list[Verdict]) -> list[float]:
+    return [v.delay_s if isinstance(v, Restart) else -1.0 for v in verdicts]
+
+
 def test_backoff_sequence_and_cap() -> None:
-    tracker = RestartTracker(RestartPolicy(backoff_initial_s=1, backoff_factor=2, backoff_max_s=5, budget=100))
-    delays = [tracker.on_failure(uptime_s=1, now=float(i)).delay_s for i in range(6)]
-    assert delays == [0, 1, 2, 4, 5, 5]
+    policy = RestartPolicy(backoff_initial_s=1, backoff_factor=2, backoff_max_s=5, budget=100)
+    assert delays(judged(policy, *(crash(float(i)) for i in range(6)))) == [0, 1, 2, 4, 5, 5]
 
 
 def test_stable_uptime_resets_backoff() -> None:
-    tracker = RestartTracker(RestartPolicy(backoff_initial_s=1, stable_after_s=60, budget=100))
-    assert [tracker.on_failure(1, t).delay_s for t in (0, 1, 2)] == [0, 1, 2]
-    assert tracker.on_failure(uptime_s=61, now=100).delay_s == 0
+    policy = RestartPolicy(backoff_initial_s=1, stable_after_s=60, budget=100)
+    verdicts = judged(policy, crash(0), crash(1), crash(2), crash(100, uptime_s=61))
+    assert delays(verdicts) == [0, 1, 2, 0]
 
 
 def test_budget_per_window_then_fatal() -> None:
-    tracker = RestartTracker(RestartPolicy(budget=3, window_s=10, backoff_initial_s=0))
-    assert all(tracker.on_failure(0, t).restart for t in (0, 1, 2))
-    verdict = tracker.on_failure(0, 3)
-    assert not verdict.restart and "restart budget exhausted: 3 restarts in the last 10s" in verdict.reason
-    assert tracker.on_failure(0, 20).restart, "old restarts leave the window"
+    policy = RestartPolicy(budget=3, window_s=10, backoff_initial_s=0)
+    verdicts = judged(policy, crash(0), crash(1), crash(2), crash(3))
+    assert all(isinstance(v, Restart) for v in verdicts[:3])
+    assert isinstance(verdicts[3], Fatal)
+    assert (
+        verdicts[3].reason == "exit code 3; restart budget exhausted: 3 restarts in the last 10s (restart.budget = 3)"
+    )
+    assert isinstance(judged(policy, crash(0), crash(1), crash(2), crash(20))[3], Restart), (
+        "old restarts leave the window"
+    )
 
 
 def test_exit_classification() -> None:
@@ -134,14 +156,12 @@ command = ["sh", "-c", "date +%s.%N >> {work}/starts; exec sleep 600"]
 
 def test_restarts_that_made_progress_are_not_budgeted() -> None:
     """Colab's OOM killer every ten minutes, each attempt leaving a newer checkpoint: never FATAL for that."""
-    tracker = RestartTracker(RestartPolicy(budget=2, window_s=3600))
-    for i in range(20):
-        verdict = tracker.on_failure(1.0, float(i), progressed=True)
-        assert verdict.restart and verdict.delay_s == 0.0
-    assert tracker.on_failure(1.0, 30.0).restart
-    assert tracker.on_failure(1.0, 31.0).restart
-    stuck = tracker.on_failure(1.0, 32.0)
-    assert not stuck.restart and "budget exhausted" in stuck.reason
+    policy = RestartPolicy(budget=2, window_s=3600)
+    progressing = [crash(float(i), durable=i) for i in range(20)]
+    verdicts = judged(policy, *progressing, crash(30.0, durable=19), crash(31.0, durable=19), crash(32.0, durable=19))
+    assert all(isinstance(v, Restart) and v.delay_s == 0.0 for v in verdicts[:20])
+    assert isinstance(verdicts[20], Restart) and isinstance(verdicts[21], Restart)
+    assert isinstance(verdicts[22], Fatal) and "budget exhausted" in verdicts[22].reason
 
 
 def test_backoff_shows_as_restarting_and_start_retries_a_fatal_run(make_project) -> None:  # type: ignore[no-untyped-def]

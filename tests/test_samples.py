@@ -90,7 +90,8 @@ def test_home_unreachable_is_a_warning_not_a_crash(tmp_path: Path) -> None:
     assert sampler.error is not None and "sample.error" in events
     assert sampler.public()["error"] == sampler.error and sampler.public()["update"] is None
     lines = _sample_lines(sampler.public())
-    assert len(lines) == 1 and lines[0].startswith("[yellow]audio sample failed:[/]")
+    assert len(lines) == 1 and lines[0].plain.startswith("audio sample failed: ")
+    assert [(lines[0].plain[s.start : s.end], s.style) for s in lines[0].spans] == [("audio sample failed:", "yellow")]
     sampler.poll(_durable(8), busy=True)
     assert events.count("sample.error") == 1, "nothing starts while an export runs"
 
@@ -105,7 +106,8 @@ def test_a_failed_sample_is_a_warning_once(tmp_path: Path, tiny_dataset: Path) -
     job = SampleJob("tiny", tiny_dataset / "vocab.txt", tiny_dataset, "Xin chào.", "")
     sampler = Sampler(tmp_path / "samples", 8, job, tmp_path / "s.log", log=lambda e, **_k: events.append(e))
     sampler.poll(durable)
-    assert sampler.public()["running"] == 8 and _sample_lines(sampler.public()) == ["speaking a sample with update 8…"]
+    assert sampler.public()["running"] == 8
+    assert [line.plain for line in _sample_lines(sampler.public())] == ["speaking a sample with update 8…"]
     assert sampler.wait(300)
     assert sampler.error is not None and sampler.error.startswith(
         f"update 8: f5guard.trainer.sample: could not read {source.name}"

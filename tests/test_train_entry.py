@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from f5guard.checkpoints.inspect import inspect_checkpoint
-from f5guard.trainer.progress import ProgressWriter, read_events
 from f5guard.trainer.spec import SpecError, TrainSpec
+from f5guard.trainevents import EventWriter, Start, Update, read_events
 from tests.f5_fixtures import TrainRun, train_env
 
 StartTraining = Callable[..., TrainRun]
@@ -104,7 +104,7 @@ def test_sigterm_saves_the_last_finished_update(start_training: StartTraining, t
     assert run.wait(timeout=60) == 0, run.tail()
     events = run.events()
     stopped = _of(events, "exit")[-1]
-    assert stopped["reason"] == "sigterm"
+    assert (stopped["reason"], stopped["detail"]) == ("stopped", "sigterm")
     last_update = max(e["update"] for e in _of(events, "update"))
     assert stopped["update"] == last_update
     assert _of(events, "checkpoint")[-1] == {
@@ -237,8 +237,8 @@ def test_missing_dataset_is_reported_in_progress(tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
     assert "missing raw.arrow" in result.stderr
     (event,) = [json.loads(line) for line in progress.read_text().splitlines()]
-    assert event["event"] == "exit"
-    assert "missing raw.arrow" in event["reason"]
+    assert (event["event"], event["reason"]) == ("exit", "error")
+    assert "missing raw.arrow" in event["detail"]
 
 
 @pytest.mark.train
@@ -297,8 +297,8 @@ def test_spec_errors_are_one_line_naming_the_field(tmp_path: Path) -> None:
 
 def test_light_modules_do_not_import_torch() -> None:
     """The daemon imports the spec, progress reader and hooks module: torch must stay out."""
-    modules = ", ".join(f"f5guard.trainer.{m}" for m in ("spec", "progress", "presets", "hooks", "group", "__main__"))
-    script = f"import sys, f5guard.trainer, {modules}; assert 'torch' not in sys.modules, 'torch'"
+    modules = ", ".join(f"f5guard.trainer.{m}" for m in ("spec", "presets", "hooks", "group", "__main__"))
+    script = f"import sys, f5guard.trainer, f5guard.trainevents, {modules}; assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
 
 
@@ -306,11 +306,11 @@ def test_progress_survives_a_torn_line(tmp_path: Path) -> None:
     """A line cut by SIGKILL is skipped; the next writer starts on a fresh line; a partial tail waits."""
     path = tmp_path / "progress.jsonl"
     path.write_text('{"event": "update", "update": 1}\n{"event": "upd')
-    writer = ProgressWriter(path)
-    writer.emit("start", start_update=1)
+    writer = EventWriter(path)
+    writer.emit(Start(start_update=1))
     writer.close()
     events, offset = read_events(path)
-    assert [e["event"] for e in events] == ["update", "start"]
+    assert events == [Update(update=1), Start(start_update=1)]
     with path.open("a") as handle:
         handle.write('{"event": "exit"')
     more, offset2 = read_events(path, offset)

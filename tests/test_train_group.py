@@ -14,6 +14,7 @@ from f5guard.errors import ConfigError
 from f5guard.pdeathsig import PARENT_ENV
 from f5guard.trainer import group
 from f5guard.trainer.spec import SpecError, TrainSpec
+from f5guard.trainevents import Start, decode
 from f5guard.training.kind import TrainOptions
 
 
@@ -89,12 +90,12 @@ def test_resolve_auto_here_asks_torch() -> None:
 
 def test_rank_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    plan = {"actions": ["a"], "quarantined": []}
+    plan = Start(start_update=0, actions=("a",))
     cpu = group.rank_env(1, group.Placement(processes=2, gpus=0), 29555, plan, threads=None)
     assert (cpu["RANK"], cpu["LOCAL_RANK"], cpu["WORLD_SIZE"], cpu["MASTER_PORT"]) == ("1", "1", "2", "29555")
     assert cpu["MASTER_ADDR"] == "127.0.0.1" and cpu["ACCELERATE_USE_CPU"] == "true"
     assert cpu[PARENT_ENV] == str(os.getpid()), "each rank dies with its launcher"
-    assert json.loads(cpu[group.GROUP_ENV]) == plan and int(cpu["OMP_NUM_THREADS"]) >= 1
+    assert decode(json.loads(cpu[group.GROUP_ENV])) == plan and int(cpu["OMP_NUM_THREADS"]) >= 1
     gpu = group.rank_env(0, group.Placement(processes=2, gpus=2), 29555, plan, threads=4)
     assert "ACCELERATE_USE_CPU" not in gpu and "OMP_NUM_THREADS" not in gpu
 
@@ -102,6 +103,7 @@ def test_rank_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_member_reads_the_launchers_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(group.GROUP_ENV, raising=False)
     assert group.member() is None
-    for key, value in group.rank_env(1, group.Placement(2, 0), 1, {"actions": []}, None).items():
+    plan = Start(start_update=0, actions=("placed pretrained",))
+    for key, value in group.rank_env(1, group.Placement(2, 0), 1, plan, None).items():
         monkeypatch.setenv(key, value)
-    assert group.member() == group.Member(rank=1, world=2, plan={"actions": []})
+    assert group.member() == group.Member(rank=1, world=2, plan=plan), "the launcher's start event, typed"

@@ -86,4 +86,4 @@ def test_gpu_only_settings_without_cuda_exit_2(
     said = [line for line in log.splitlines() if line.startswith("f5guard.trainer:")]
     assert len(said) == 1 and message in said[0], log[-3000:]
     assert "Traceback" not in log
-    assert message in _of(run.events(), "exit")[-1]["reason"]
+    assert message in _of(run.events(), "exit")[-1]["detail"]

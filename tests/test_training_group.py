@@ -57,7 +57,7 @@ def test_two_ranks_train_report_once_and_stop_losing_nothing(make_project, tiny_
     p.cli("stop", check=True)
     assert not wait_dead([launcher, *group.values()], timeout=60), "every rank exits with the launcher"
     stop = exits(p)[-1]
-    assert stop["reason"] == "sigterm" and stop["pid"] == group[0].pid
+    assert (stop["reason"], stop["detail"]) == ("stopped", "sigterm") and stop["pid"] == group[0].pid
     saved = inspect_checkpoint(p.work / "runs" / "voice" / "ckpts" / "model_last.pt").update
     assert saved == stop["update"] == last_update(p), "0 updates lost"
     manifests = sorted(home_ckpts(p).glob("ckpt-*.json"))
@@ -85,7 +85,8 @@ def test_killed_rank_restarts_the_group_from_the_newest_checkpoint(make_project,
     first = [e for e in events(p) if e["pid"] == group[0].pid]
     saved_before = max(e["update"] for e in first if e["event"] == "checkpoint")
     down = next(e for e in exits(p) if e["pid"] == launcher.pid)
-    assert down["reason"].startswith(f"error: rank 1 (pid {group[1].pid}) was killed by SIGKILL"), down
+    assert down["reason"] == "rank_failed", down
+    assert down["detail"].startswith(f"rank 1 (pid {group[1].pid}) was killed by SIGKILL"), down
     starts = [e for e in events(p) if e["event"] == "start"]
     assert len(starts) == 2 and starts[1]["processes"] == 2
     assert starts[1]["start_update"] == saved_before, "resumed from the newest checkpoint written"
@@ -96,7 +97,7 @@ def test_killed_rank_restarts_the_group_from_the_newest_checkpoint(make_project,
     finished = exits(p)[-1]
     assert finished["reason"] == "finished" and finished["update"] == epochs * UPDATES_PER_EPOCH
     assert run["stages"][0]["restarts"] == 1
-    assert run["training"]["last_exit"] == "killed by SIGKILL"
+    assert "killed by SIGKILL" in run["stages"][0]["last_failure"]
     assert run["training"]["durable_update"] == epochs * UPDATES_PER_EPOCH
 
 
@@ -117,7 +118,8 @@ def test_a_stop_seen_by_one_rank_stops_all_at_one_update(start_training, signall
     events_ = read()
     stop = [e for e in events_ if e["event"] == "exit"][-1]
     assert stop["pid"] == group[0].pid
-    assert stop["reason"] == ("sigterm" if signalled == 0 else "a stop seen by another rank")
+    assert stop["reason"] == "stopped"
+    assert stop["detail"] == ("sigterm" if signalled == 0 else "a stop seen by another rank")
     updates = [e["update"] for e in events_ if e["event"] in ("update", "checkpoint")]
     saved = inspect_checkpoint(Path(run.spec_path).parent / "ckpts" / "model_last.pt").update
     assert saved == stop["update"] == max(updates), "0 updates lost"

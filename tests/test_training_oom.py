@@ -64,7 +64,7 @@ def test_oom_halves_the_batch_keeps_it_across_a_daemon_restart_and_finishes(  # 
     assert (first["setup"]["batch_size_per_gpu"], first["setup"]["grad_accumulation_steps"]) == (400, 1)
     assert (second["setup"]["batch_size_per_gpu"], second["setup"]["grad_accumulation_steps"]) == (200, 2)
     oom_exit = next(e for e in events(p) if e["event"] == "exit")
-    assert "OutOfMemoryError: CUDA out of memory" in oom_exit["reason"]
+    assert oom_exit["reason"] == "cuda_oom" and "OutOfMemoryError: CUDA out of memory" in oom_exit["detail"]
     assert second["start_update"] == 2, "resumed from the checkpoint before the OOM"
     spec = json.loads((p.work / "runs" / "voice" / "train" / "spec.json").read_text())
     assert (spec["batch_size_per_gpu"], spec["grad_accumulation_steps"]) == (200, 2), "the spec the attempt ran"

@@ -92,8 +92,8 @@ def test_kill9_trainer_resumes_with_identical_state(make_project, tiny_dataset: 
     assert stage["state"] == "done" and stage["restarts"] == 1
     t = run["training"]
     assert t["update"] == 32 and t["total_updates"] == 32
-    assert t["durable_update"] == 32 and t["durable_age_s"] is not None and t["restarts"] == 1
-    assert t["last_exit"] == "killed by SIGKILL"
+    assert t["durable_update"] == 32 and t["durable_age_s"] is not None
+    assert "killed by SIGKILL" in stage["last_failure"]
 
     # The loss curve, from the progress copies on home: also on a fresh VM with an empty work dir.
     p.cli("stop", check=True)
@@ -115,7 +115,7 @@ def test_graceful_stop_loses_no_update_and_fresh_runtime_restores(make_project, 
     p.wait_for(lambda: last_update(p) >= 7, timeout=120, what="update 7")
     p.cli("stop", check=True)
     stop = [e for e in events(p) if e["event"] == "exit"][-1]
-    assert stop["reason"] == "sigterm"
+    assert (stop["reason"], stop["detail"]) == ("stopped", "sigterm")
     stopped_at = stop["update"]
     export_dir = p.home / "runs" / "voice" / "export"
     assert not export_dir.exists(), "a stop exits 0 too, but it is not the end of training: no final copy"
@@ -207,7 +207,7 @@ def test_trainer_outlives_a_killed_daemon_and_checkpoints(make_project, tiny_dat
     kill9(p.daemon_pid() or 0)
     assert not wait_dead([trainer], timeout=60), "the trainer stops with its daemon (PDEATHSIG)"
     exit_event = [e for e in events(p) if e["event"] == "exit"][-1]
-    assert exit_event["reason"] == "sigterm", exit_event
+    assert (exit_event["reason"], exit_event["detail"]) == ("stopped", "sigterm"), exit_event
     from f5guard.checkpoints.inspect import inspect_checkpoint
 
     saved = inspect_checkpoint(p.work / "runs" / "voice" / "ckpts" / "model_last.pt").update

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from f5guard.config import load_config
+from f5guard.control.protocol import Ready
 from f5guard.daemon.launcher import spawn_daemon
 from f5guard.errors import DaemonError
 from f5guard.layout import WorkLayout
@@ -97,7 +98,7 @@ class Demo:
 
     def start(self) -> None:
         result = spawn_daemon(self.config_path, WorkLayout(self.config.work).daemon_stdio, takeover=False)
-        if result.last.get("phase") != "ready":
+        if not isinstance(result.last, Ready):
             raise DaemonError(f"the demo supervisor did not start: {result.last or 'no word from it'}")
         self.say(f"{self.clock()} started the supervisor (pid {result.pid}); it runs detached, like on Colab")
 
@@ -169,7 +170,7 @@ class Demo:
         back = time.monotonic() - killed_at
         report = self.wait(
             "the resumed trainer",
-            lambda r: (self.train(r)[1].get("restarts") or 0) >= 1 and self._resumed_update() is not None,
+            lambda r: self.train(r)[0]["restarts"] >= 1 and self._resumed_update() is not None,
             timeout=60,
         )
         self.say(
@@ -185,13 +186,13 @@ class Demo:
         return state
 
     def _resumed_update(self) -> int | None:
-        from f5guard.trainer.progress import read_events
+        from f5guard.trainevents import Start, read_events
 
         options = self.config.runs[0].stages[1].options
         assert isinstance(options, TrainOptions)
         events, _ = read_events(options.progress_path)
-        starts = [e for e in events if e["event"] == "start"]
-        return starts[-1].get("start_update") if len(starts) >= 2 else None
+        starts = [e for e in events if isinstance(e, Start)]
+        return starts[-1].start_update if len(starts) >= 2 else None
 
     def finish(self) -> StatusReport:
         report = self.wait("the end of training", lambda r: r["runs"][0]["state"] == "done", timeout=240)

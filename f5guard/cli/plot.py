@@ -5,7 +5,6 @@ fresh VM too. matplotlib is imported by this command only."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -14,7 +13,7 @@ from f5guard.cli.common import config_option, open_config
 from f5guard.errors import F5guardError, UsageError
 from f5guard.layout import HomeLayout
 from f5guard.schema import Config, RunConfig
-from f5guard.trainer.progress import read_events
+from f5guard.trainevents import Stamped, Start, Update, read_stamped
 from f5guard.training.kind import TrainOptions
 
 SMOOTHING = 0.9  # exponential moving average of the loss, like TensorBoard's default slider
@@ -29,13 +28,13 @@ def command(config_path: str | None, run: str | None, out: str | None) -> int:
     ctx = open_config(config_path, find_python=False)
     target = _pick_run(ctx.config, run)
     events = progress_events(ctx.config, target)
-    updates = [e for e in events if e.get("event") == "update" and isinstance(e.get("update"), int)]
+    updates = [s.event for s in events if isinstance(s.event, Update)]
     if not updates:
         raise F5guardError(f"no training progress recorded for run {target.name!r} yet (nothing on home or here)")
     durable = sorted({d.update for d in list_durable(ctx.home.checkpoints(target.name))})
     path = Path(out) if out else Path.cwd() / f"{target.name}-training.png"
     draw(target.name, events, durable, path)
-    last = max(int(e["update"]) for e in updates)
+    last = max(u.update for u in updates)
     click.echo(f"wrote {path} (up to update {last}, {len(_restarts(events))} restart(s), {len(durable)} durable)")
     return 0
 
@@ -54,33 +53,33 @@ def _pick_run(config: Config, name: str | None) -> RunConfig:
     return run
 
 
-def progress_events(config: Config, run: RunConfig) -> list[dict[str, Any]]:
+def progress_events(config: Config, run: RunConfig) -> list[Stamped]:
     """Every progress event of ``run``: the copies on home (every runtime and epoch) and the local file, once
     each, in time order."""
     files = sorted(HomeLayout(config.home).progress_dir(run.name).glob("*.jsonl"))
     files += [Path(s.options.progress_path) for s in run.stages if isinstance(s.options, TrainOptions)]
-    seen: set[tuple[Any, ...]] = set()
-    events: list[dict[str, Any]] = []
+    seen: set[tuple[int, float, str]] = set()
+    events: list[Stamped] = []
     for path in files:
         try:
-            found, _ = read_events(path)
+            found, _ = read_stamped(path)
         except OSError:
             continue
-        for event in found:
-            key = (event.get("pid"), event.get("t"), event.get("event"), event.get("update"))
+        for stamped in found:
+            key = (stamped.pid, stamped.t, repr(stamped.event))
             if key not in seen:
                 seen.add(key)
-                events.append(event)
-    return sorted(events, key=lambda e: float(e.get("t") or 0))
+                events.append(stamped)
+    return sorted(events, key=lambda s: s.t)
 
 
-def _restarts(events: list[dict[str, Any]]) -> list[int]:
+def _restarts(events: list[Stamped]) -> list[int]:
     """The update each later attempt resumed at (the first start is not a restart)."""
-    starts = [e for e in events if e.get("event") == "start" and isinstance(e.get("start_update"), int)]
-    return [int(e["start_update"]) for e in starts[1:]]
+    starts = [s.event.start_update for s in events if isinstance(s.event, Start)]
+    return starts[1:]
 
 
-def draw(run: str, events: list[dict[str, Any]], durable: list[int], path: Path) -> None:
+def draw(run: str, events: list[Stamped], durable: list[int], path: Path) -> None:
     try:
         import matplotlib
         import matplotlib.ticker
@@ -89,9 +88,9 @@ def draw(run: str, events: list[dict[str, Any]], durable: list[int], path: Path)
         import matplotlib.pyplot as plt
     except ImportError as err:
         raise F5guardError(f"`f5guard plot` needs matplotlib ({err}); the [train] extra installs it") from err
-    points = sorted((int(e["update"]), e.get("loss"), e.get("lr")) for e in events if e.get("event") == "update")
-    steps = [u for u, loss, _ in points if isinstance(loss, (int, float))]
-    losses = [float(loss) for _, loss, _ in points if isinstance(loss, (int, float))]
+    points = sorted((s.event.update, s.event.loss, s.event.lr) for s in events if isinstance(s.event, Update))
+    steps = [u for u, loss, _ in points if loss is not None]
+    losses = [loss for _, loss, _ in points if loss is not None]
     smooth: list[float] = []
     running = 0.0
     for k, value in enumerate(losses, start=1):  # debiased (as TensorBoard): the first points are not pinned
@@ -109,7 +108,7 @@ def draw(run: str, events: list[dict[str, Any]], durable: list[int], path: Path)
     ax.set_xlabel("update")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # updates are whole numbers
     ax.set_ylabel("loss")
-    lrs = [(u, float(lr)) for u, _, lr in points if isinstance(lr, (int, float))]
+    lrs = [(u, lr) for u, _, lr in points if lr is not None]
     if lrs:
         twin = ax.twinx()
         twin.plot([u for u, _ in lrs], [lr for _, lr in lrs], color="tab:orange", linewidth=1.2, label="learning rate")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -12,6 +10,8 @@ import click
 from f5guard import pidfile, requests
 from f5guard.checkpoints.room import room_problem
 from f5guard.cli.common import Context, config_option, open_config
+from f5guard.control.client import ask
+from f5guard.control.protocol import AlreadyRunning, Done, Ready, RetryRequest, StartFailed, WaitingLease
 from f5guard.daemon.launcher import spawn_daemon
 from f5guard.errors import DaemonError, NoRoom
 from f5guard.machine import boot_id
@@ -23,6 +23,7 @@ from f5guard.training.kind import TrainOptions, check_gpu_keys
 _FAILED_STAGES = (StageStatus.FATAL, StageStatus.FAILED)
 
 STDIO_TAIL = 15
+ANSWER_TIMEOUT_S = 10.0  # a busy control loop answers within a pass
 
 
 @click.command("start")
@@ -43,7 +44,7 @@ def command(config_path: str | None, takeover: bool, accept_older: bool, dry_run
     info = pidfile.running_daemon(ctx.work.lock, ctx.work.pidfile)
     if info is not None:
         click.echo(f"f5guard is already running here (pid {info.pid}); see `f5guard status`.")
-        _retry_failed_runs(ctx, info.pid)
+        _retry_failed_runs(ctx)
         return 0
     _check_room(ctx)
     previous = pidfile.read_exit(ctx.work.exit_note)
@@ -52,32 +53,31 @@ def command(config_path: str | None, takeover: bool, accept_older: bool, dry_run
         click.secho(f"the previous supervisor (pid {previous.pid}) ended at {when}: {previous.reason}", fg="yellow")
     result = spawn_daemon(ctx.config.path, ctx.work.daemon_stdio, takeover=takeover, accept_older=accept_older)
     last = result.last
-    phase = last.get("phase")
-    if phase == "ready":
-        click.echo(f"f5guard started: pid {last['pid']}, epoch {last['epoch']}.")
+    if isinstance(last, Ready):
+        click.echo(f"f5guard started: pid {last.pid}, epoch {last.epoch}.")
         click.echo(f"  logs   {ctx.work.logs}  (mirrored to {ctx.home.logs})")
         click.echo("  watch  f5guard status · f5guard tail -f · f5guard stop")
         return 0
-    if phase == "waiting-lease":
-        if last.get("takeover"):
+    if isinstance(last, WaitingLease):
+        if last.takeover:
             click.echo(
-                f"f5guard started (pid {result.pid}) and is taking over home from {last['holder']}: that "
-                f"supervisor stops when it sees the new epoch, or is overruled after {last['wait_s']:.0f}s. "
+                f"f5guard started (pid {result.pid}) and is taking over home from {last.holder}: that "
+                f"supervisor stops when it sees the new epoch, or is overruled after {last.wait_s:.0f}s. "
                 "`f5guard status` shows progress."
             )
         else:
             click.echo(
-                f"f5guard started (pid {result.pid}) and waits up to {last['wait_s']:.0f}s for the home "
-                f"lease: {last['holder']} has stopped renewing it. It takes over once that holder is "
+                f"f5guard started (pid {result.pid}) and waits up to {last.wait_s:.0f}s for the home "
+                f"lease: {last.holder} has stopped renewing it. It takes over once that holder is "
                 "confirmed gone; `f5guard status` shows progress."
             )
         return 0
-    if phase == "already-running":
-        click.echo(f"f5guard is already running here (pid {last.get('pid')}); see `f5guard status`.")
+    if isinstance(last, AlreadyRunning):
+        click.echo(f"f5guard is already running here (pid {last.pid}); see `f5guard status`.")
         return 0
-    if phase == "failed":
-        err = DaemonError(str(last.get("error")))
-        err.exit_code = int(last.get("exit_code", 1))
+    if isinstance(last, StartFailed):
+        err = DaemonError(last.error)
+        err.exit_code = last.exit_code
         raise err
     raise DaemonError(_died_message(ctx, result.pid, result.exited))
 
@@ -114,7 +114,8 @@ def _dry_run(ctx: Context) -> int:
         start = names.index(request.stage) if request.stage in names else 0
         for name in names[start:]:
             record = doc.stage(run.name, name)
-            record.fingerprint, record.state = None, StageStatus.PENDING
+            record.fingerprint = None
+            record.move(StageStatus.PENDING, "reset requested")
     from f5guard.recipe.network import network_need
     from f5guard.stages.fingerprint import skipped
 
@@ -135,11 +136,16 @@ def _dry_run(ctx: Context) -> int:
     return 0
 
 
-def _retry_failed_runs(ctx: Context, daemon_pid: int) -> None:
+def _retry_failed_runs(ctx: Context) -> None:
     """Like supervisorctl's ``start`` of a FATAL program: runs that ended FATAL or FAILED start again from
-    their failed stage (earlier stages stay done; training resumes from its newest checkpoint)."""
+    their failed stage (earlier stages stay done; training resumes from its newest checkpoint). The daemon
+    decides from its own state; one that does not answer finds the same resets queued within seconds."""
+    answer = ask(ctx.work.root, RetryRequest(), timeout_s=ANSWER_TIMEOUT_S)
+    if isinstance(answer, Done):
+        if answer.text:
+            click.echo(answer.text)
+        return
     doc = StateStore(ctx.work.state, ctx.home.lease_dir).load().doc
-    retried = 0
     for run in ctx.config.runs:
         record = doc.runs.get(run.name)
         if record is None or record.state not in (RunStatus.FATAL, RunStatus.FAILED):
@@ -149,6 +155,3 @@ def _retry_failed_runs(ctx: Context, daemon_pid: int) -> None:
         )
         requests.submit(ctx.work.requests, requests.ResetRequest(run=run.name, stage=failed, created_at=time.time()))
         click.echo(f"retrying run {run.name!r} from stage {failed!r}: it was {record.state.value} ({record.reason})")
-        retried += 1
-    if retried:
-        os.kill(daemon_pid, signal.SIGUSR1)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from f5guard.cli.common import config_option, find_daemon
 from f5guard.errors import DaemonError
 from f5guard.status.quick import ask_daemon
-from f5guard.status.report import build_report, exit_code
+from f5guard.status.report import build_report, exit_code, to_json
 
 
 @click.command("status")
@@ -20,7 +18,7 @@ def command(config_path: str | None, as_json: bool) -> int:
     handle = find_daemon(config_path, find_python=False)  # status runs no stage: instant without a daemon too
     if handle.note is not None and handle.info is not None:
         # The config changed under the running daemon: it answers with the config it runs with.
-        answer = ask_daemon(str(handle.work.root), handle.info.pid, as_json)
+        answer = ask_daemon(str(handle.work.root), as_json)
         if answer is not None:
             click.echo(answer[1], nl=False)
             click.secho(f"note: {handle.note}", fg="yellow", err=as_json)
@@ -29,7 +27,7 @@ def command(config_path: str | None, as_json: bool) -> int:
         raise DaemonError(f"{handle.note}; but that daemon did not answer (see `f5guard tail`)")
     report = build_report(handle.config)
     if as_json:
-        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        click.echo(to_json(report), nl=False)
     else:
         from f5guard.status.render import make_console, render_status
 

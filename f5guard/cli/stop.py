@@ -1,5 +1,6 @@
-"""``f5guard stop``: ask the daemon to stop (SIGTERM), wait for it to finish, report how it went, and say
-whether each run's final checkpoint reached the cloud (``--wait-upload``: wait, bounded, until it has)."""
+"""``f5guard stop``: ask the daemon to stop (a stop request; SIGTERM to one not serving yet), wait for it to
+finish, report how it went, and say whether each run's final checkpoint reached the cloud (``--wait-upload``:
+wait, bounded, until it has)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from f5guard.checkpoints.uploads import Uploads
 from f5guard.cli.common import config_option, find_daemon
 from f5guard.cloud import note as cloudnote
 from f5guard.config import DEFAULT_STOP_GRACE_S
+from f5guard.control.client import ask
+from f5guard.control.protocol import Done, StopRequest
 from f5guard.errors import DaemonError
 from f5guard.layout import HomeLayout, WorkLayout
 from f5guard.machine import boot_id
@@ -26,6 +29,7 @@ from f5guard.status.cloud import cloud_note, home_store
 from f5guard.training.kind import TrainOptions
 
 EXTRA_WAIT_S = 30.0
+ANSWER_TIMEOUT_S = 5.0
 TRAIN_FLUSH_S = 900.0  # as long as the daemon itself waits for the final sync (training.FLUSH_TIMEOUT_S)
 WAIT_UPLOAD_S = 3600.0  # `--wait-upload` without a value: a 5.4 GB checkpoint at ~2 MB/s takes ~45 min
 SAY_EVERY_S = 60.0
@@ -77,11 +81,13 @@ def _stop(config: Config | None, work: WorkLayout, info: pidfile.DaemonInfo, tim
         grace += TRAIN_FLUSH_S  # the last checkpoint is copied to home and verified before the daemon exits
     wait_s = timeout if timeout is not None else grace + EXTRA_WAIT_S
     started = time.monotonic()
-    try:
-        os.kill(info.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        click.echo("the daemon had already exited.")
-        return
+    answer = ask(work.root, StopRequest(), timeout_s=ANSWER_TIMEOUT_S)
+    if not isinstance(answer, Done):  # still waiting for the lease (not serving yet), or too busy to answer
+        try:
+            os.kill(info.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            click.echo("the daemon had already exited.")
+            return
     click.echo(f"stopping f5guard (pid {info.pid}); a trainer checkpoints and its checkpoint is synced first...")
     # The lock goes first, then the process finishes exiting: wait for both, so nothing is left when we return.
     while pidfile.lock_is_held(work.lock) or pidfile.pid_alive(info.pid):

@@ -1,21 +1,29 @@
 """Client side of ``start``: spawn the daemon in its own session and wait for its word on a pipe.
 
-The daemon reports through an inherited pipe ("waiting-lease", "ready", "failed: <why>",
-"already-running"), then closes it: ``start`` never returns on a silent failure, and the notebook cell holds
-no pipe of the daemon open afterwards. Stdlib only.
+The daemon reports through an inherited pipe, in the protocol's messages (control/protocol.py: waiting for the
+lease, ready, failed and why, already running), then closes it: ``start`` never returns on a silent failure,
+and the notebook cell holds no pipe of the daemon open afterwards. Stdlib only.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from f5guard.control.protocol import (
+    FINAL_REPORTS,
+    START_REPORTS,
+    ProtocolError,
+    StartFailed,
+    StartReport,
+    WaitingLease,
+    decode,
+)
 
 READY_FD_ENV = "F5GUARD_READY_FD"
 
@@ -23,15 +31,12 @@ READY_FD_ENV = "F5GUARD_READY_FD"
 @dataclass(frozen=True)
 class LaunchResult:
     pid: int
-    messages: list[dict[str, Any]]
+    messages: list[StartReport]
     exited: int | None  # the daemon's exit status when it died before reporting ready
 
     @property
-    def last(self) -> dict[str, Any]:
-        return self.messages[-1] if self.messages else {}
-
-
-FINAL_PHASES = ("ready", "failed", "already-running")
+    def last(self) -> StartReport | None:
+        return self.messages[-1] if self.messages else None
 
 
 def spawn_daemon(
@@ -78,7 +83,7 @@ def spawn_daemon(
 
 
 def _read_reports(pid: int, read_fd: int, timeout_s: float, lease_wait_s: float) -> LaunchResult:
-    messages: list[dict[str, Any]] = []
+    messages: list[StartReport] = []
     buffer = b""
     deadline = time.monotonic() + timeout_s
     waiting = False
@@ -91,21 +96,22 @@ def _read_reports(pid: int, read_fd: int, timeout_s: float, lease_wait_s: float)
             if not chunk:
                 break  # the daemon closed the pipe: it reported what it had to say, or died
             buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
+            while b"\n" in buffer:
                 try:
-                    messages.append(json.loads(line))
-                except ValueError:
+                    message, buffer = decode(buffer, START_REPORTS)
+                except ProtocolError:  # not ours (a stray write to the fd): skip the line
+                    buffer = buffer.split(b"\n", 1)[1]
                     continue
-            phase = messages[-1].get("phase") if messages else None
-            if phase in FINAL_PHASES:
+                messages.append(message)  # type: ignore[arg-type] # decode(.., START_REPORTS) made one
+            last = messages[-1] if messages else None
+            if isinstance(last, FINAL_REPORTS):
                 break
-            if phase == "waiting-lease" and not waiting:
+            if isinstance(last, WaitingLease) and not waiting:
                 waiting, deadline = True, min(deadline, time.monotonic() + lease_wait_s)
     finally:
         os.close(read_fd)
     exited: int | None = None
-    if not messages or messages[-1].get("phase") == "failed":
+    if not messages or isinstance(messages[-1], StartFailed):
         exited = _reap(pid, wait_s=2.0)
     return LaunchResult(pid=pid, messages=messages, exited=exited)
 
@@ -130,11 +136,11 @@ class ReadyChannel:
         if self._fd is not None:
             os.set_inheritable(self._fd, False)  # children (stages) must not keep the cell's pipe open
 
-    def send(self, phase: str, **fields: Any) -> None:
+    def send(self, report: StartReport) -> None:
         if self._fd is None:
             return
         try:
-            os.write(self._fd, json.dumps({"phase": phase, **fields}).encode() + b"\n")
+            os.write(self._fd, report.encode())
         except OSError:
             self.close()
 

@@ -21,10 +21,12 @@ from filelock import FileLock, Timeout
 from f5guard import __version__, pidfile, requests, sdnotify
 from f5guard.checkpoints.durable import highest_durable_epoch
 from f5guard.config import load_config
-from f5guard.daemon import logs
+from f5guard.control.protocol import AlreadyRunning, Ready, StartFailed, WaitingLease
+from f5guard.control.server import ControlServer
+from f5guard.daemon import handlers, logs
 from f5guard.daemon.configwatch import ConfigWatch
 from f5guard.daemon.launcher import ReadyChannel
-from f5guard.daemon.mirror import mirror_file, mirror_tree
+from f5guard.daemon.mirror import AppendMirror, Mirrorer, mirror_tree
 from f5guard.daemon.supervisor import Supervisor
 from f5guard.errors import DaemonError, F5guardError, HomeUnreachable, LeaseLost
 from f5guard.layout import HomeLayout, WorkLayout
@@ -36,12 +38,12 @@ from f5guard.schema import Config
 from f5guard.stages.attempt import kill_leftover_group
 from f5guard.stages.context import RunContext
 from f5guard.state import DaemonNote, StageStatus, StateDoc, StateStore
-from f5guard.status.answer import answer_requests, note_work_dir
-from f5guard.training.kind import TrainOptions
+from f5guard.status.answer import note_work_dir
 
 TICK_S = 0.5
 STATE_MIRROR_S = 10.0
 CONFIG_POLL_S = 5.0  # how often the daemon looks whether its config file was edited
+MIRROR_CLOSE_S = 60.0  # at exit, the last copy of the logs to home may take this long (Drive)
 
 
 class _StopBeforeReady(Exception):
@@ -63,8 +65,12 @@ class Daemon:
         self.ready = ReadyChannel()
         self.wake = threading.Event()
         self.stop_requested: str | None = None
-        self.requests_waiting = True
-        self.status_waiting = False
+        self.requests_waiting = True  # resets queued in files while no daemon ran (requests.py)
+        self.control = ControlServer(self.work.root, self.wake.set)
+        self.mirror: Mirrorer | None = None  # copies logs and progress to home on its own thread (once serving)
+        self._appended: dict[tuple[str, str], AppendMirror] = {}
+        self.info: pidfile.DaemonInfo | None = None  # what the pidfile says, kept to answer status from memory
+        self.problems: tuple[str, ...] = ()  # state copies that could not be read at start
         self.boot = boot_id()
         self.started_at = time.time()
         self.log = logs.get_logger()  # rebound once logging is configured (after the work lock is ours)
@@ -87,7 +93,7 @@ class Daemon:
             work_lock.acquire()
         except Timeout:
             other = pidfile.read(self.work.pidfile)
-            self.ready.send("already-running", pid=other.pid if other else None)
+            self.ready.send(AlreadyRunning(other.pid if other else None))
             self.ready.close()
             if self.foreground:  # no start pipe to tell: systemd's journal must not see a silent clean exit
                 print(f"f5guard: a daemon (pid {other.pid if other else '?'}) already runs in {self.work.root}",
@@ -103,6 +109,7 @@ class Daemon:
             self.log.exception("daemon crashed", error=reason)
             raise
         finally:
+            self.control.close()
             pidfile.write_exit(
                 self.work.exit_note, pidfile.ExitNote(time.time(), os.getpid(), reason, code, crashed=crashed)
             )
@@ -149,6 +156,7 @@ class Daemon:
         except F5guardError as err:
             self.lease.release()
             return self._startup_failed(err)
+        self.problems = loaded.problems
         for problem in loaded.problems:
             self.log.warning("state copy skipped", problem=problem)
         doc = loaded.doc
@@ -163,11 +171,15 @@ class Daemon:
         )
         self._reap_leftovers(doc)
         supervisor = Supervisor(self.config, doc, self._run_context(redactor, epoch, self.lease))
+        try:
+            self.control.start()
+        except OSError as err:  # a work dir that cannot hold a socket: status reads files, stop signals
+            self.log.warning("cannot listen for clients", path=str(self.control.path), error=str(err))
         self._write_pidfile("ready", epoch=epoch)
         note_work_dir(self.config)
         self.log.info("daemon ready", epoch=epoch, state_from=str(loaded.source) if loaded.source else None)
         self.log.info("stack python", python=self.config.python.path, how=self.config.python.how)
-        self.ready.send("ready", pid=os.getpid(), epoch=epoch, log=str(self.work.daemon_log))
+        self.ready.send(Ready(os.getpid(), epoch, str(self.work.daemon_log)))
         self.ready.close()
         sdnotify.notify(f"READY=1\nSTATUS=supervising {len(self.config.runs)} run(s), epoch {epoch}")
         return self._serve(supervisor, doc)
@@ -195,7 +207,7 @@ class Daemon:
     def _startup_failed(self, err: F5guardError) -> int:
         self.exit_reason = f"failed to start: {err.message}"
         self.log.error("daemon failed to start", error=err.message)
-        self.ready.send("failed", error=err.message, exit_code=err.exit_code)
+        self.ready.send(StartFailed(err.message, err.exit_code))
         self.ready.close()
         print(f"f5guard: {err.message}", file=sys.stderr)
         return err.exit_code
@@ -204,18 +216,24 @@ class Daemon:
         wait = self.config.lease.duration_s + self.config.lease.takeover_slack_s
         self.log.warning("waiting for the home lease", holder=holder.describe(), wait_s=wait, takeover=self.takeover)
         self._write_pidfile("waiting-lease")
-        self.ready.send("waiting-lease", holder=holder.describe(), wait_s=wait, takeover=self.takeover)
+        self.ready.send(WaitingLease(holder.describe(), wait, self.takeover))
 
     # -- the control loop ---------------------------------------------------------------------------------
     def _serve(self, supervisor: Supervisor, doc: StateDoc) -> int:
         assert self.lease is not None
         self._save(doc, home=True)
         self.store.prune_home(doc.epoch)
+        epoch = doc.epoch
+        self.mirror = Mirrorer(lambda: self._mirror_files(epoch))
         watchdog = sdnotify.watchdog_interval_s()
         next_lease = next_mirror = next_watchdog = next_config = 0.0
         config_watch = ConfigWatch(self.config)
         exit_code = 0
-        while not self.stop_requested:
+        stopping = False
+        while not (stopping and supervisor.idle):
+            if self.stop_requested and not stopping:
+                stopping = True  # the loop goes on (status answers) until every stage stopped and synced
+                self._begin_stop(supervisor, doc)
             now = time.monotonic()
             if now >= next_lease:
                 next_lease = now + self.config.lease.epoch_poll_s
@@ -224,11 +242,12 @@ class Daemon:
                     return lost
             if now >= next_config:
                 next_config = now + CONFIG_POLL_S
+                self.requests_waiting = True  # a reset queued by a client that found no daemon answering
                 if config_watch.poll():
                     doc.daemon["config_note"] = config_watch.note
                     self.log.warning("config file changed", note=config_watch.note)
                     self._save(doc)
-            self._answer_clients(supervisor)
+            self._answer_clients(supervisor, doc)
             changed = supervisor.step(now)
             if changed:
                 self._save(doc)
@@ -245,16 +264,23 @@ class Daemon:
             if not changed:
                 self.wake.wait(timeout)
             self.wake.clear()
+        self._save(doc, home=True)
+        self._mirror_state(doc, force=True)
+        self._close_mirror()
+        self.lease.release()
+        self.log.info("daemon stopped")
+        return exit_code
+
+    def _begin_stop(self, supervisor: Supervisor, doc: StateDoc) -> None:
         self.log.info("daemon stopping", reason=self.stop_requested)
         self.exit_reason = f"stopped ({self.stop_requested})"
         self._write_pidfile("stopping", epoch=doc.epoch)
         sdnotify.notify("STOPPING=1")
-        supervisor.stop()
-        self._save(doc, home=True)
-        self._mirror(doc)
-        self.lease.release()
-        self.log.info("daemon stopped")
-        return exit_code
+        supervisor.request_stop()
+
+    def _close_mirror(self) -> None:
+        if self.mirror is not None and not self.mirror.close(MIRROR_CLOSE_S):
+            self.log.warning("the last copy of the logs to home did not finish in time", timeout_s=MIRROR_CLOSE_S)
 
     def _check_lease(self, supervisor: Supervisor, doc: StateDoc) -> int | None:
         """None while the lease is ours; the exit code after stopping everything when it was lost."""
@@ -269,18 +295,27 @@ class Daemon:
             self.exit_reason = f"lease lost: {err.message}"
             supervisor.stop()
             self.store.save(doc, mirror=False)
+            self._close_mirror()
             self.lease.release()
             return err.exit_code
         return None
 
-    def _answer_clients(self, supervisor: Supervisor) -> None:
-        """Requests the CLI left in files: resets (SIGUSR1) and status fast-path questions (SIGUSR2)."""
+    def _answer_clients(self, supervisor: Supervisor, doc: StateDoc) -> None:
+        """Requests on the control socket (one handler each: daemon/handlers.py), and resets queued in files."""
         if self.requests_waiting:
             self.requests_waiting = False
             self._apply_requests(supervisor)
-        if self.status_waiting:
-            self.status_waiting = False
-            answer_requests(self.config)
+        pending = self.control.pending()
+        if not pending:
+            return
+        assert self.info is not None
+        live = handlers.Live(self.config, doc, supervisor, self.info, self.work.state, self.problems, self._stop)
+        for request in pending:
+            request.answer(handlers.handle(request.request, live))
+
+    def _stop(self, reason: str) -> None:
+        self.stop_requested = reason
+        self.wake.set()
 
     def _home_trouble(self, doc: StateDoc, problem: str | None) -> None:
         """Say once when home stops answering and once when it is back; status shows it meanwhile."""
@@ -319,13 +354,22 @@ class Daemon:
 
     def _mirror(self, doc: StateDoc) -> None:
         self._mirror_state(doc, force=False)
+        if self.mirror is not None:
+            self.mirror.request()
+
+    def _mirror_files(self, epoch: int) -> None:
+        """On the mirror thread: the logs, and what the stage kinds append (`f5guard plot` reads the trainer's
+        progress copies, also on a fresh VM), each only as far as it grew."""
         try:
-            mirror_tree(self.work.logs, self.home.runtime_logs(doc.epoch, self.store.runtime))
-            for run in self.config.runs:  # `f5guard plot` reads these, also on a fresh VM
+            mirror_tree(self.work.logs, self.home.runtime_logs(epoch, self.store.runtime))
+            for run in self.config.runs:
                 for stage in run.stages:
-                    if isinstance(stage.options, TrainOptions) and stage.options.mode == "builtin":
-                        copy = self.home.progress_copy(run.name, doc.epoch, self.store.runtime)
-                        mirror_file(Path(stage.options.progress_path), copy)
+                    for local, folder in stage.options.home_copies() if stage.options is not None else ():
+                        key = (local, folder)
+                        if key not in self._appended:
+                            stem = f"e{epoch:04d}-{self.store.runtime}"
+                            self._appended[key] = AppendMirror(Path(local), Path(folder), stem)
+                        self._appended[key].step()
         except OSError as err:
             self.log.warning("cannot mirror logs to home", error=str(err))
 
@@ -342,31 +386,34 @@ class Daemon:
             requests.done(path)
 
     def _reap_leftovers(self, doc: StateDoc) -> None:
-        """Stages that were running when the last daemon died: kill what is left of them, mark interrupted."""
+        """Stages that were running when the last daemon died: kill what is left of them, mark interrupted.
+
+        Only on the boot that started them: after a reboot (a work dir that survived it) the recorded process
+        group id names nothing of ours, and may name someone else's group."""
         for run_name, run in doc.runs.items():
             for stage_name, record in run.stages.items():
                 if record.state is not StageStatus.RUNNING:
                     continue
-                if record.pid and kill_leftover_group(record.pid, record.pid_started):
+                if record.pid and record.boot_id != self.boot:
+                    self.log.info("a leftover of another boot is not ours to kill", run=run_name, stage=stage_name,
+                                  pgid=record.pid, boot_id=record.boot_id)  # fmt: skip
+                elif record.pid and kill_leftover_group(record.pid, record.pid_started):
                     self.log.warning("killed a leftover process group", run=run_name, stage=stage_name, pgid=record.pid)
-                record.state, record.pid, record.pid_started = StageStatus.INTERRUPTED, None, None
-                record.reason = "its supervisor stopped or died while it ran"
+                record.move(StageStatus.INTERRUPTED, "its supervisor stopped or died while it ran")
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _write_pidfile(self, phase: str, epoch: int = 0) -> None:
-        pidfile.write(
-            self.work.pidfile,
-            pidfile.DaemonInfo(
-                pid=os.getpid(),
-                host=hostname(),
-                started_at=self.started_at,
-                boot_id=self.boot,
-                config=str(self.config.path),
-                version=__version__,
-                epoch=epoch,
-                phase=phase,
-            ),
+        self.info = pidfile.DaemonInfo(
+            pid=os.getpid(),
+            host=hostname(),
+            started_at=self.started_at,
+            boot_id=self.boot,
+            config=str(self.config.path),
+            version=__version__,
+            epoch=epoch,
+            phase=phase,
         )
+        pidfile.write(self.work.pidfile, self.info)
 
     def _install_signals(self) -> None:
         def stop(signum: int, _frame: FrameType | None) -> None:
@@ -375,26 +422,18 @@ class Daemon:
             if not self.serving:
                 raise _StopBeforeReady
 
-        def poke(_signum: int, _frame: FrameType | None) -> None:
-            self.requests_waiting = True
-            self.wake.set()
-
-        def asked(_signum: int, _frame: FrameType | None) -> None:
-            self.status_waiting = True
-            self.wake.set()
-
-        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGTERM, stop)  # systemd's stop, and `f5guard stop` before the daemon serves
         signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGUSR1, poke)
-        signal.signal(signal.SIGUSR2, asked)  # the `f5guard status` fast path
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop training
+        for poke in (signal.SIGUSR1, signal.SIGUSR2):  # an older client's poke (before the socket) must not kill us
+            signal.signal(poke, signal.SIG_IGN)
 
 
 def run_daemon(config_path: Path, *, takeover: bool, foreground: bool, accept_older: bool = False) -> int:
     try:
         config = load_config(config_path)
     except F5guardError as err:
-        ReadyChannel().send("failed", error=err.message, exit_code=err.exit_code)
+        ReadyChannel().send(StartFailed(err.message, err.exit_code))
         print(f"f5guard: {err.message}", file=sys.stderr)
         return err.exit_code
     return Daemon(config, takeover=takeover, foreground=foreground, accept_older=accept_older).main()

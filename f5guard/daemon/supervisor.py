@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 
-from f5guard.schema import Config, RunConfig, Scope
+from f5guard.config import KINDS
+from f5guard.schema import Config, RunConfig, Scope, StageConfig
 from f5guard.stages.context import RunContext
 from f5guard.stages.driver import StageDriver
 from f5guard.stages.plan import decide
@@ -18,14 +19,10 @@ from f5guard.state import RunRecord, RunStatus, StageStatus, StateDoc
 _FINAL_RUN = (RunStatus.DONE, RunStatus.FAILED, RunStatus.FATAL)
 
 
-def make_driver(kind: str) -> StageDriver:
-    """The driver for a stage kind. The training room is imported on first use: a daemon with no train stage
-    never loads the checkpoint watcher and sync machinery (its idle RSS stays small)."""
-    if kind == "train":
-        from f5guard.training.driver import TrainDriver
-
-        return TrainDriver()
-    return StageDriver()
+def make_driver(stage: StageConfig) -> StageDriver:
+    """The driver the stage's kind plugs in (config.KINDS); the generic one for a kind the table lacks."""
+    kind = KINDS.get(stage.kind)
+    return kind.driver() if kind is not None and kind.driver is not None else StageDriver()
 
 
 class RunSupervisor:
@@ -38,6 +35,8 @@ class RunSupervisor:
         self.index = 0
         self.upstream: str | None = None  # first home stage that (re)ran in this pass: later stages follow it
         self.current: StageRunner | None = None
+        self.stopping = False
+        self.reset_from: tuple[str | None] | None = None  # a reset waiting for the running stage to stop
         self.log = ctx.log.bind(run=run.name)
 
     @property
@@ -48,6 +47,11 @@ class RunSupervisor:
     def finished(self) -> bool:
         return self.record.state in _FINAL_RUN
 
+    @property
+    def idle(self) -> bool:
+        """Nothing of this run is running or stopping."""
+        return self.current is None
+
     def begin(self) -> None:
         """Start a fresh pass over the run (daemon start, or after a reset)."""
         self.index, self.upstream, self.current = 0, None, None
@@ -55,21 +59,29 @@ class RunSupervisor:
 
     def step(self, now: float) -> bool:
         changed = False
-        if self.record.state is RunStatus.PENDING:
+        if self.record.state is RunStatus.PENDING and not self.stopping:
             self.record.state, changed = RunStatus.RUNNING, True
         if self.current is not None:
             changed |= self.current.poll(now)
             if not self.current.finished:
                 return changed
-            state = self.current.record.state
+            current, self.current = self.current, None
+            if self.stopping:
+                self._stopped()
+                return True
+            if self.reset_from is not None:
+                (stage_name,), self.reset_from = self.reset_from, None
+                self._apply_reset(stage_name)
+                return True
+            state = current.record.state
             if state is StageStatus.DONE:
                 self.index += 1
-                self.current = None
             else:
                 self.record.state = RunStatus.FATAL if state is StageStatus.FATAL else RunStatus.FAILED
-                self.record.reason = f"stage {self.current.stage.name!r} {state.value}: {self.current.record.reason}"
-                self.current = None
+                self.record.reason = f"stage {current.stage.name!r} {state.value}: {current.record.reason}"
                 return True
+        if self.stopping:
+            return changed
         while self.current is None and self.index < len(self.run.stages):
             stage = self.run.stages[self.index]
             record = self.doc.stage(self.run.name, stage.name)
@@ -79,14 +91,14 @@ class RunSupervisor:
                 self._cannot_plan(stage.name, err)
                 return True
             if not decision.run:
-                record.state, record.reason = StageStatus.SKIPPED, decision.why
+                record.move(StageStatus.SKIPPED, decision.why)
                 self.log.info("stage skipped", stage=stage.name, why=decision.why)
                 self.index += 1
                 changed = True
                 continue
             if stage.scope is Scope.HOME and self.upstream is None:
                 self.upstream = stage.name
-            self.current = StageRunner(self.run, decision, record, self.ctx, self.record, make_driver(stage.kind))
+            self.current = StageRunner(self.run, decision, record, self.ctx, self.record, make_driver(stage))
             self.current.start()
             return True
         if self.current is None and self.record.state is RunStatus.RUNNING:
@@ -97,29 +109,52 @@ class RunSupervisor:
 
     def _cannot_plan(self, stage: str, err: Exception) -> None:
         record = self.doc.stage(self.run.name, stage)
-        record.state = StageStatus.FAILED
-        record.reason = f"could not decide whether it must run: {type(err).__name__}: {' '.join(str(err).split())}"
+        record.move(
+            StageStatus.FAILED,
+            f"could not decide whether it must run: {type(err).__name__}: {' '.join(str(err).split())}",
+        )
         self.record.state, self.record.reason = RunStatus.FAILED, f"stage {stage!r} failed: {record.reason}"
         self.log.exception("stage could not be planned", stage=stage, error=record.reason)
 
-    def stop(self, grace_s: float | None = None) -> None:
+    def request_stop(self) -> None:
+        """Stop for good without waiting: the running stage is asked to stop; ``idle`` tells when it has."""
+        self.stopping = True
         if self.current is not None:
-            self.current.stop(grace_s)
-            self.current = None
+            self.current.request_stop()
+        else:
+            self._stopped()
+
+    def _stopped(self) -> None:
         if self.record.state in (RunStatus.RUNNING, RunStatus.PENDING):
             self.record.state, self.record.reason = RunStatus.STOPPED, "supervisor stopped"
 
+    def stop(self, grace_s: float | None = None) -> None:
+        """Stop for good and wait (a lost lease: the daemon exits right after)."""
+        self.stopping = True
+        if self.current is not None:
+            self.current.stop(grace_s)
+            self.current = None
+        self._stopped()
+
     def reset(self, stage_name: str | None) -> None:
-        """Invalidate ``stage_name`` (or the whole run) and every stage after it, then begin again."""
+        """Invalidate ``stage_name`` (or the whole run) and every stage after it, then begin again; a running
+        stage among them is asked to stop first, and the reset applies once it has (no wait here)."""
         names = [s.name for s in self.run.stages]
         start = names.index(stage_name) if stage_name else 0
         if self.current is not None and names.index(self.current.stage.name) >= start:
-            self.current.stop()
-            self.current = None
+            self.reset_from = (stage_name,)
+            self.current.request_stop()
+            self.log.info("run reset requested; stopping the running stage first", from_stage=names[start])
+            return
+        self._apply_reset(stage_name)
+
+    def _apply_reset(self, stage_name: str | None) -> None:
+        names = [s.name for s in self.run.stages]
+        start = names.index(stage_name) if stage_name else 0
         for name in names[start:]:
             record = self.doc.stage(self.run.name, name)
             record.fingerprint, record.outputs = None, {}
-            record.state, record.reason = StageStatus.PENDING, "reset by user"
+            record.move(StageStatus.PENDING, "reset by user")
         if self.current is None:
             self.begin()
         self.log.info("run reset", from_stage=names[start])
@@ -141,16 +176,25 @@ class Supervisor:
         now = time.monotonic() if now is None else now
         changed = False
         for sup in self.runs:
-            if sup.finished:
+            if sup.finished and sup.idle:
                 continue
             changed |= sup.step(now)
-            if not sup.finished:
+            if not (sup.finished and sup.idle) and not sup.stopping:
                 break  # one run at a time: the next waits for this one
         return changed
+
+    @property
+    def idle(self) -> bool:
+        """Nothing runs or is stopping (after ``request_stop``: the daemon may exit)."""
+        return all(sup.idle for sup in self.runs)
 
     def next_wakeup(self) -> float | None:
         times = [sup.current.next_wakeup() for sup in self.runs if sup.current is not None]
         return min((t for t in times if t is not None), default=None)
+
+    def request_stop(self) -> None:
+        for sup in self.runs:
+            sup.request_stop()
 
     def stop(self, grace_s: float | None = None) -> None:
         for sup in self.runs:

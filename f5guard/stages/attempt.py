@@ -22,6 +22,8 @@ from f5guard.pdeathsig import PARENT_ENV, die_with_parent
 from f5guard.stages.exits import ExitInfo, classify, oom_kill_count
 from f5guard.stages.stagelog import StageLog
 
+PUMP_DRAIN_S = 5.0  # how long an ended attempt's output may still flow before its exit is reported
+
 
 class Attempt:
     """A running (or finished) child process group."""
@@ -63,7 +65,8 @@ class Attempt:
         self.pid = self.proc.pid
         self.pgid = self.pid  # start_new_session: the child leads its own session and group
         self.create_time = _create_time(self.pid)
-        threading.Thread(target=self._pump, name=f"pump-{self.pid}", daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, name=f"pump-{self.pid}", daemon=True)
+        self._pump_thread.start()
         threading.Thread(target=self._wait, name=f"wait-{self.pid}", daemon=True).start()
 
     @property
@@ -81,6 +84,7 @@ class Attempt:
         with contextlib.suppress(OSError):
             while chunk := os.read(fd, 65536):
                 self.log.feed(chunk)
+        self.log.end_of_output()  # a last line without its newline (a traceback cut short) counts too
         stdout.close()
 
     def _wait(self) -> None:
@@ -89,6 +93,10 @@ class Attempt:
         self.exit = classify(returncode, self._oom_before, oom_kill_count(), stopped=self._stop_requested)
         # Stragglers (dataloader workers) of a dead leader die with it; they would hold GPU memory and the pipe.
         _signal_group(self.pgid, signal.SIGKILL)
+        # The exit is judged on the last lines: the pump must have read everything first (a CUDA OOM's
+        # traceback is the last thing a trainer writes). A descendant that escaped the group may hold the pipe
+        # open: then only for a while.
+        self._pump_thread.join(PUMP_DRAIN_S)
         self._done.set()
         self._on_exit(self)
 

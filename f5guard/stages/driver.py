@@ -1,7 +1,11 @@
-"""Per-kind behaviour around a stage's attempts: the generic kind needs none, the trainer a lot.
+"""Per-kind behaviour around a stage's attempts (a stage kind's plug-in): the generic kind needs none, the
+trainer a lot.
 
 A driver may prepare before each attempt (restore a checkpoint), look at a running attempt on every control
-pass (progress, hangs, sync), and judge a failure (same crash at the same update twice -> FATAL).
+pass (progress, hangs, sync), add what only it knows to the facts of an ended attempt (the trainer's exit
+event, the durable update), wrap up after the verdict (the final sync, export and sample: polled, never waited
+for on the control thread) and apply a verdict that changes the next attempt (a smaller batch). The judgment
+itself is one function for every kind (stages/verdict.py).
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from f5guard.itemprogress import read_latest
 from f5guard.schema import RunConfig, StageConfig
 from f5guard.stages.attempt import Attempt
 from f5guard.stages.context import RunContext
-from f5guard.stages.exits import ExitInfo
 from f5guard.stages.stagelog import StageLog
+from f5guard.stages.verdict import ChangePrecision, ExitFacts, HalveBatch, Verdict
 from f5guard.state import RunRecord, StageRecord
 
 
@@ -70,16 +74,29 @@ class StageDriver:
         record.items_eta_s = round((total - done) / rate, 1) if rate else None
         runner.mark_dirty()
 
-    def progressed(self, runner: StageRunnerView) -> bool:
-        """Did the attempt that just ended leave progress that survives it? Such restarts are not budgeted."""
-        return False
-
-    def fatal_reason(self, runner: StageRunnerView, exit: ExitInfo) -> str | None:
-        """Called after a failed attempt of a long-running stage; a reason stops restarting (FATAL)."""
+    def durable_update(self, runner: StageRunnerView) -> int | None:
+        """The newest update of the stage's work that survives this machine (None: the kind keeps none)."""
         return None
 
-    def after_exit(self, runner: StageRunnerView, exit: ExitInfo) -> None:
-        """Called after every attempt, whatever its outcome."""
+    def facts(self, runner: StageRunnerView, facts: ExitFacts) -> ExitFacts:
+        """What the kind knows about an ended attempt, added to the runner's generic facts."""
+        return facts
+
+    def before_kill(self, runner: StageRunnerView, attempt: Attempt) -> None:
+        """Runs on the thread that kills a hung attempt, before it is stopped (e.g. dump its stacks)."""
+
+    def wrap_up(self, runner: StageRunnerView, verdict: Verdict) -> str | None:
+        """Begin what must happen before the verdict takes effect; a description while it runs (status shows
+        it), None when there is nothing to wait for. Never blocks: ``wrapped`` is polled."""
+        return None
+
+    def wrapped(self, runner: StageRunnerView) -> bool:
+        """Polled on the control thread after ``wrap_up``: True once the wrap-up ended (or gave up)."""
+        return True
+
+    def apply(self, runner: StageRunnerView, verdict: HalveBatch | ChangePrecision) -> bool:
+        """Change what the next attempt runs with; False when this kind cannot (the runner then fails)."""
+        return False
 
     def on_line(self, runner: StageRunnerView, line: str) -> None:
         """Every output line and tqdm redraw, on the pump thread: keep it quick and thread-safe."""

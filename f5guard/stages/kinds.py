@@ -1,7 +1,8 @@
-"""Stage kinds: each turns its TOML table into a StageConfig (``command`` is the generic one).
+"""Stage kinds: each turns its TOML table into a StageConfig (``command`` is the generic one), and names the driver
+that supervises its attempts (a plug-in: the daemon never names a kind).
 
 The other kinds (``train``, the recipe stages) live in their rooms and build on StageBase; ``config.KINDS`` lists
-them all. The daemon only ever sees StageConfig.
+them all. The daemon only ever sees StageConfig and the kind's driver.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from f5guard.schema import (
     RestartPolicy,
@@ -24,6 +25,9 @@ from f5guard.schema import (
     path_kind,
 )
 from f5guard.stages.overlap import patterns_overlap
+
+if TYPE_CHECKING:  # the driver machinery (psutil, threads) stays out of what reads a config (`status`)
+    from f5guard.stages.driver import StageDriver
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,15 @@ class StageBase:
 
 
 KindBuilder = Callable[[Table, StageBase], StageConfig]
+
+
+@dataclass(frozen=True)
+class StageKind:
+    """One entry of the table of stage kinds: how its TOML becomes a StageConfig, and its attempts' driver (a
+    factory, so a kind's room is imported only when a stage of that kind runs)."""
+
+    build: KindBuilder
+    driver: Callable[[], StageDriver] | None = None  # None: the generic StageDriver
 
 
 def build_command(table: Table, base: StageBase) -> StageConfig:

@@ -1,11 +1,15 @@
 """Runs one stage: its attempts, restarts of a long-running stage, and the outcome in its state record.
 
 Circus's levels, typed: the supervisor owns runs, a run owns stage runners, a stage runner owns attempts. All
-record changes happen on the control thread; attempt threads only wake it.
+record changes happen on the control thread; attempt threads only wake it. Nothing here waits: killing a hung
+attempt, stopping one and the kind's wrap-up (a final sync) run on threads or in other processes, and each
+control pass looks whether they are done. After an attempt ends, one function judges what happens next
+(stages/verdict.py); this runner applies its verdict.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -18,9 +22,21 @@ from f5guard.stages.driver import StageDriver
 from f5guard.stages.exits import ExitInfo
 from f5guard.stages.fingerprint import check_outputs, record_outputs
 from f5guard.stages.plan import Decision
-from f5guard.stages.restart import RestartTracker
 from f5guard.stages.stackpython import ensure_pythonpath, stack_env
 from f5guard.stages.stagelog import StageLog
+from f5guard.stages.verdict import (
+    ChangePrecision,
+    ExitFacts,
+    Failed,
+    Fatal,
+    Finished,
+    HalveBatch,
+    History,
+    Restart,
+    Stopped,
+    Verdict,
+    judge,
+)
 from f5guard.state import RunRecord, StageRecord, StageStatus
 
 FAILURE_LINES = 12
@@ -46,10 +62,12 @@ class StageRunner:
         self.record = record
         self.ctx = ctx
         self.driver = driver
-        self.tracker = RestartTracker(self.stage.restart)
+        self.history = History()
         self.attempt: Attempt | None = None
         self.restart_at: float | None = None
         self.stopping = False
+        self.killing: str | None = None  # why f5guard is killing the running attempt (a hang)
+        self.ending: Verdict | None = None  # judged; the kind's wrap-up runs before it takes effect
         self.log = ctx.log.bind(run=run.name, stage=self.stage.name)
         self.stage_log = StageLog(
             ctx.work.stage_log(run.name, self.stage.name),
@@ -92,13 +110,15 @@ class StageRunner:
 
     def start(self) -> None:
         r = self.record
-        r.state, r.fingerprint, r.reason = StageStatus.RUNNING, None, self.decision.why
-        r.started_at, r.finished_at, r.duration_s = time.time(), None, None
+        r.move(StageStatus.RUNNING, self.decision.why)
+        r.fingerprint = None
         r.restarts, r.last_exit, r.last_failure, r.last_lines = 0, None, None, []
         r.boot_id = self.ctx.boot_id
         r.items_done = r.items_total = r.items_eta_s = None
         self.items_path.unlink(missing_ok=True)  # this run's items only
         self.log.info("stage starting", why=self.decision.why)
+        durable = self.driver.durable_update(self)
+        self.history = History(durable_seen=durable if durable is not None else -1)
         self._spawn()
 
     def _spawn(self) -> None:
@@ -137,44 +157,107 @@ class StageRunner:
         """Advance on the control thread; True when the record changed."""
         if self.finished:
             return False
-        if self.attempt is not None and self.attempt.running:
-            reason = self.driver.poll(self, now)
-            dirty, self._dirty = self._dirty, False
-            if reason is not None:
-                self.log.warning("killing attempt", reason=reason)
-                self.stage_log.note(f"killing attempt: {reason}")
-                attempt = self.attempt
-                attempt.stop(self.stage.stop_grace_s, leader_only=self.stage.long_running)
-                self._after_exit(attempt.exit or ExitInfo(-9), attempt.uptime_s, override=reason)
-                return True
-            return dirty
-        if self.attempt is not None and self.attempt.exit is not None:
-            self._after_exit(self.attempt.exit, self.attempt.uptime_s)
+        if self.ending is not None:
+            if not self.driver.wrapped(self):
+                return self._take_dirty()
+            verdict, self.ending = self.ending, None
+            self._apply(verdict)
             return True
-        if self.restart_at is not None and now >= self.restart_at:
+        attempt = self.attempt
+        if attempt is not None and attempt.running:
+            reason = self.driver.poll(self, now) if self.killing is None else None
+            if reason is not None and not self.stopping:
+                self._kill(attempt, reason)
+            return self._take_dirty()
+        if attempt is not None and attempt.exit is not None:
+            self._ended(attempt, attempt.exit)
+            return True
+        if self.restart_at is not None and now >= self.restart_at and not self.stopping:
             self._spawn()
             return True
         return False
 
+    def _take_dirty(self) -> bool:
+        dirty, self._dirty = self._dirty, False
+        return dirty
+
     def next_wakeup(self) -> float | None:
         return self.restart_at
 
-    def _after_exit(self, exit: ExitInfo, uptime_s: float, override: str | None = None) -> None:
+    def _kill(self, attempt: Attempt, reason: str) -> None:
+        """Kill a hung attempt from a thread of its own (stack dumps and the grace period take seconds); its
+        exit is reaped like any other, and the judgment knows why it ended."""
+        self.killing = reason
+        self.log.warning("killing attempt", reason=reason)
+        self.stage_log.note(f"killing attempt: {reason}")
+
+        def kill() -> None:
+            try:
+                self.driver.before_kill(self, attempt)
+            finally:
+                attempt.stop(self.stage.stop_grace_s, leader_only=self.stage.long_running)
+                self.ctx.wake.set()
+
+        threading.Thread(target=kill, name=f"kill-{attempt.pid}", daemon=True).start()
+
+    def _ended(self, attempt: Attempt, exit: ExitInfo) -> None:
+        """Judge the ended attempt, then let the kind wrap up (polled) before the verdict takes effect."""
         self.attempt = None
         r = self.record
         r.pid = r.pid_started = None
-        r.last_exit = override or exit.describe()
+        r.last_exit = self.killing or exit.describe()
         self.driver.follow_items(self, time.monotonic())  # the last report lands just before the exit
-        self.driver.after_exit(self, exit)
         self.stage_log.note(f"attempt {r.attempts} ended: {r.last_exit}")
-        if self.stopping:
-            self._finish(StageStatus.INTERRUPTED, "stopped before it finished")
-        elif exit.ok and override is None:
+        facts = ExitFacts(
+            exit=exit,
+            uptime_s=attempt.uptime_s,
+            now=time.monotonic(),
+            long_running=self.stage.long_running,
+            stopping=self.stopping,
+            killed_for=self.killing,
+            lines=tuple(self.stage_log.last_lines),
+        )
+        self.killing = None
+        verdict, self.history = judge(self.driver.facts(self, facts), self.history, self.stage.restart)
+        doing = self.driver.wrap_up(self, verdict)
+        if doing is None:
+            self._apply(verdict)
+            return
+        self.ending = verdict
+        r.reason = doing  # status: "finishing: ..." while the stage is still running
+        self.log.info("wrapping up", doing=doing, verdict=type(verdict).__name__)
+
+    def _apply(self, verdict: Verdict) -> None:
+        r = self.record
+        if isinstance(verdict, Finished):
             self._succeed()
-        elif not self.stage.long_running:
-            self._fail(StageStatus.FAILED, r.last_exit)
+        elif isinstance(verdict, Stopped):
+            self._finish(StageStatus.INTERRUPTED, "stopped before it finished")
+        elif isinstance(verdict, Failed):
+            self._fail(StageStatus.FAILED, verdict.reason)
+        elif isinstance(verdict, Fatal):
+            self._fail(StageStatus.FATAL, verdict.reason)
+        elif isinstance(verdict, (HalveBatch, ChangePrecision)):
+            if not self.driver.apply(self, verdict):
+                self._fail(StageStatus.FATAL, f"{verdict.reason}; this stage kind cannot change its batch or precision")
+                return
+            self._restart(Restart(0.0, f"restart with what changed after {verdict.reason}", verdict.failure))
         else:
-            self._maybe_restart(exit, uptime_s, r.last_exit)
+            self._restart(verdict)
+        r.reason = r.reason if r.state is not StageStatus.RUNNING else self.decision.why
+
+    def _restart(self, verdict: Restart) -> None:
+        self.record.restarts += 1
+        self.record.last_failure = verdict.failure.label
+        self.log.warning("attempt failed; restarting", exit=self.record.last_exit, failure=verdict.failure.label,
+                         restart=verdict.reason)  # fmt: skip
+        self.stage_log.note(f"restarting: {verdict.reason}")
+        if verdict.delay_s <= 0:
+            self._spawn()  # in this very pass: state is saved after the new trainer already runs
+            return
+        self.restart_at = time.monotonic() + verdict.delay_s
+        self.record.restart_at = time.time() + verdict.delay_s  # status: "restarting in N s", not "running"
+        self.ctx.wake.set()
 
     def _succeed(self) -> None:
         problems = check_outputs(self.stage.outputs, {})
@@ -188,45 +271,41 @@ class StageRunner:
         self._finish(StageStatus.DONE, None)
         self.log.info("stage done", duration_s=r.duration_s)
 
-    def _maybe_restart(self, exit: ExitInfo, uptime_s: float, described: str) -> None:
-        fatal = self.driver.fatal_reason(self, exit)
-        if fatal is not None:
-            self._fail(StageStatus.FATAL, fatal)
-            return
-        verdict = self.tracker.on_failure(uptime_s, time.monotonic(), progressed=self.driver.progressed(self))
-        if not verdict.restart:
-            self._fail(StageStatus.FATAL, f"{described}; {verdict.reason}")
-            return
-        self.record.restarts += 1
-        self.record.last_failure = described
-        self.log.warning("attempt failed; restarting", exit=described, restart=verdict.reason)
-        self.stage_log.note(f"restarting: {verdict.reason}")
-        if verdict.delay_s <= 0:
-            self._spawn()  # in this very pass: state is saved after the new trainer already runs
-            return
-        self.restart_at = time.monotonic() + verdict.delay_s
-        self.record.restart_at = time.time() + verdict.delay_s  # status: "restarting in N s", not "running"
-        self.ctx.wake.set()
-
     def _fail(self, state: StageStatus, reason: str) -> None:
         self.record.last_lines = list(self.stage_log.last_lines)[-FAILURE_LINES:]
         self._finish(state, reason)
         self.log.error(f"stage {state.value}", reason=reason, last_lines=self.record.last_lines)
 
     def _finish(self, state: StageStatus, reason: str | None) -> None:
-        r = self.record
-        r.state, r.reason, r.pid = state, reason, None
-        r.finished_at = time.time()
-        r.duration_s = round(r.finished_at - (r.started_at or r.finished_at), 3)
+        self.record.move(state, reason)
         self.driver.close(self)
         self.stage_log.close()
 
-    def stop(self, grace_s: float | None = None) -> None:
-        """Stop for good (daemon stop, reset, lost lease): INTERRUPTED, reruns on the next pass."""
+    def request_stop(self, grace_s: float | None = None) -> None:
+        """Stop for good (daemon stop, reset): SIGTERM now, SIGKILL after the grace period, from a thread; the
+        control loop reaps the exit, the kind wraps up (a final sync), and the stage ends INTERRUPTED."""
+        if self.stopping or self.finished:
+            return
         self.stopping = True
-        if self.attempt is not None:
-            attempt = self.attempt
-            attempt.stop(self.stage.stop_grace_s if grace_s is None else grace_s, leader_only=self.stage.long_running)
-            self._after_exit(attempt.exit or ExitInfo(-9, stopped=True), attempt.uptime_s)
-        elif not self.finished:
-            self._finish(StageStatus.INTERRUPTED, "stopped before it finished")
+        self.restart_at = self.record.restart_at = None
+        attempt = self.attempt
+        if attempt is None:
+            if self.ending is None:
+                self._finish(StageStatus.INTERRUPTED, "stopped before it finished")
+            return
+        grace = self.stage.stop_grace_s if grace_s is None else grace_s
+
+        def stop() -> None:
+            attempt.stop(grace, leader_only=self.stage.long_running)
+            self.ctx.wake.set()
+
+        threading.Thread(target=stop, name=f"stop-{attempt.pid}", daemon=True).start()
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Stop for good and wait for it (a lost lease: the daemon exits right after)."""
+        self.request_stop(grace_s)
+        while not self.finished:
+            self.poll(time.monotonic())
+            if not self.finished:
+                self.ctx.wake.wait(0.1)
+                self.ctx.wake.clear()

@@ -79,12 +79,16 @@ class StageLog:
                 for raw in redraws:
                     self._redraw_locked(raw.decode("utf-8", "replace"))
 
-    def close(self) -> None:
+    def end_of_output(self) -> None:
+        """The writer is gone: its unfinished last line is a line, and a held redraw is written."""
         with self._lock:
             if self._pending:
                 self._line_locked(self._pending)
                 self._pending = b""
             self._flush_redraw_locked()
+
+    def close(self) -> None:
+        self.end_of_output()
         self._handler.close()
 
     def _line_locked(self, raw: bytes) -> None:

@@ -1,19 +1,18 @@
-"""The daemon's side of the ``status`` fast path: answer request files with the same report and renderer the
-full CLI uses, and keep the config → work-dir note the client looks up."""
+"""The daemon's side of the ``status`` fast path: render the report (built from the daemon's memory) with the same
+renderer the full CLI uses, and keep the config → work-dir note the client looks up."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from f5guard.control.protocol import StatusAnswer, StatusRequest
 from f5guard.fsutil import atomic_write_bytes
 from f5guard.schema import Config
-from f5guard.status.quick import REQUEST_DIR, cache_entry
+from f5guard.status.quick import cache_entry
 
 if TYPE_CHECKING:
     from f5guard.status.report import StatusReport
@@ -28,34 +27,12 @@ def note_work_dir(config: Config) -> None:
         )
 
 
-def answer_requests(config: Config) -> int:
-    """Answer every pending request; returns how many were answered."""
-    folder = config.work / REQUEST_DIR
-    try:
-        requests = sorted(p for p in folder.iterdir() if p.suffix == ".req")
-    except OSError:
-        return 0
-    if not requests:
-        return 0
-    from f5guard.status.report import build_report, exit_code
+def answer_status(report: StatusReport, request: StatusRequest) -> StatusAnswer:
+    """The report rendered for the client's terminal (its width and colours), or as JSON, with its exit code."""
+    from f5guard.status.report import exit_code, to_json
 
-    report = build_report(config)
-    code = exit_code(report)
-    for request in requests:
-        try:
-            kind, width, color = request.read_text(encoding="utf-8").split()[:3]
-            body = (
-                json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-                if kind == "json"
-                else _render(report, int(width), color == "1")
-            )
-            atomic_write_bytes(request.with_suffix(".out"), f"{code}\n{body}".encode())
-        except (OSError, ValueError):
-            continue
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(request)
-    return len(requests)
+    body = to_json(report) if request.as_json else _render(report, request.columns, request.color)
+    return StatusAnswer(exit_code(report), body)
 
 
 def _render(report: StatusReport, columns: int, color: bool) -> str:

@@ -1,37 +1,22 @@
-"""The fast path of ``f5guard status``: when a daemon runs here, it renders the answer itself.
+"""The fast path of ``f5guard status``: when a daemon runs here, it answers from its memory and renders itself.
 
 The client imports nothing but the standard library's smallest modules (no click, no config schema, no rich,
 not even json, contextlib or signal, whose enum costs a few ms): it finds the work dir in a cache the daemon
-keeps, checks the daemon's flock, drops a request file, pokes the daemon with SIGUSR2 and prints the rendered
-answer. Anything unusual (no daemon, an edited
-config, an unknown flag, no answer within a second) returns None and the full CLI takes over, so both paths
-print the same thing: the daemon uses the same report and renderer.
+keeps, sends a status request on the daemon's socket (control/client.py) and prints the rendered answer.
+Anything unusual (no daemon, an edited config, an unknown flag, no answer within a second) returns None and the
+full CLI takes over, so both paths print the same thing: the daemon uses the same report and renderer.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
-import time
+
+from f5guard.control.client import ask
+from f5guard.control.protocol import StatusAnswer, StatusRequest
 
 CONFIG_ENV = "F5GUARD_CONFIG"
 CONFIG_NAME = "f5guard.toml"
-REQUEST_DIR = "status-requests"
-ANSWER_TIMEOUT_S = 1.0
-# SIGUSR2's number on Linux everywhere f5guard runs (x86, ARM, RISC-V, POWER, s390: signal(7)); the daemon
-# installs its handler as signal.SIGUSR2, and tests check both agree.
-_SIGUSR2_LINUX = 12
-_OTHER_NUMBERING = ("alpha", "mips", "parisc", "sparc")
-
-
-def sigusr2() -> int:
-    """SIGUSR2's number without importing ``signal`` where Linux's numbering is known."""
-    if sys.platform == "linux" and not os.uname().machine.startswith(_OTHER_NUMBERING):
-        return _SIGUSR2_LINUX
-    import signal
-
-    return int(signal.SIGUSR2)
 
 
 def cache_dir() -> str:
@@ -82,31 +67,6 @@ def _work_dir(config: str) -> str | None:
     return noted[1] if noted and noted[0] == f"{st.st_mtime_ns} {st.st_size}" else None
 
 
-def _daemon_pid(work: str) -> int | None:
-    """The pid of the daemon holding ``work``'s flock, or None (not running: the full CLI says so)."""
-    try:
-        fd = os.open(os.path.join(work, "daemon.lock"), os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        pass  # held: a daemon runs
-    except OSError:
-        return None
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-    try:
-        with open(os.path.join(work, "daemon.pid.json"), encoding="utf-8") as handle:
-            text = handle.read()
-        return int(text.split('"pid":', 1)[1].split(",", 1)[0].split("}", 1)[0])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def _columns() -> int:
     """What shutil.get_terminal_size would say (COLUMNS, then the terminal), 0 when unknown: the renderer
     then picks the same width as the full CLI."""
@@ -125,10 +85,9 @@ def try_quick_status(args: list[str]) -> int | None:
     config = config or os.environ.get(CONFIG_ENV) or CONFIG_NAME
     config = os.path.realpath(os.path.expanduser(config))
     work = _work_dir(config)
-    pid = _daemon_pid(work) if work else None
-    if work is None or pid is None:
+    if work is None:
         return None
-    answer = ask_daemon(work, pid, as_json)
+    answer = ask_daemon(work, as_json)
     if answer is None:
         return None
     code, body = answer
@@ -137,33 +96,8 @@ def try_quick_status(args: list[str]) -> int | None:
     return code
 
 
-def ask_daemon(work: str, pid: int, as_json: bool) -> tuple[int, str] | None:
-    """The exit code and the rendered status the daemon of ``work`` answers, or None if it does not."""
-    folder = os.path.join(work, REQUEST_DIR)
-    me = f"{os.getpid()}-{time.monotonic_ns()}"
-    request, answer = os.path.join(folder, f"{me}.req"), os.path.join(folder, f"{me}.out")
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with open(request + ".tmp", "w", encoding="utf-8") as handle:
-            handle.write(f"{'json' if as_json else 'text'} {_columns()} {int(sys.stdout.isatty())}\n")
-        os.replace(request + ".tmp", request)
-        os.kill(pid, sigusr2())
-    except OSError:
-        return None
-    deadline = time.monotonic() + ANSWER_TIMEOUT_S
-    while not os.path.exists(answer):
-        if time.monotonic() > deadline:
-            for leftover in (request, answer):
-                try:  # noqa: SIM105 - contextlib is an import this path does without
-                    os.unlink(leftover)
-                except OSError:
-                    pass
-            return None
-        time.sleep(0.002)
-    try:
-        with open(answer, encoding="utf-8") as handle:
-            head, _, body = handle.read().partition("\n")
-        os.unlink(answer)
-        return int(head), body
-    except (OSError, ValueError):
-        return None
+def ask_daemon(work: str, as_json: bool) -> tuple[int, str] | None:
+    """The exit code and the status the daemon of ``work`` renders for this terminal, or None if it does not
+    answer (not running, not serving yet, busy): `status` and `watch` then build the report from files."""
+    answer = ask(work, StatusRequest(as_json=as_json, columns=_columns(), color=sys.stdout.isatty()))
+    return (answer.code, answer.body) if isinstance(answer, StatusAnswer) else None

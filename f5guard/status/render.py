@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from f5guard.cloud import note as cloudnote
-from f5guard.state import SampleNote, SetupNote
+from f5guard.state import SampleNote
 from f5guard.status.report import StageReport, StatusReport, TrainingReport
 from f5guard.status.units import human_bytes, human_duration
+from f5guard.trainevents import SetupNote
 
 STATE_STYLE = {
     "done": "green",
@@ -95,84 +95,88 @@ def _training_detail(t: TrainingReport) -> str:
     return " · ".join(parts)
 
 
-def _training_lines(t: TrainingReport) -> list[str]:
-    lines: list[str] = []
+def _warn(label: str, rest: str) -> Text:
+    """A yellow label and literal text: paths and messages are never markup (a folder named "[red]x[/]", an
+    error quoting "[/]" must neither break the view nor forge a line of it)."""
+    return Text.assemble((label, "yellow"), rest)
+
+
+def _training_lines(t: TrainingReport) -> list[Text]:
+    lines: list[Text] = []
     cloud = t.get("cloud")
     if cloud and cloud["kind"] != "local" and (t.get("durable_update") is not None or cloud["lost"]):
-        lines.extend(escape(line) for line in cloudnote.lines(cloud, time.time()))
+        lines.extend(Text(line) for line in cloudnote.lines(cloud, time.time()))
     elif t.get("durable_update") is not None:
-        lines.append(
+        lines.append(Text(
             f"checkpoint safe on home: update {t['durable_update']}, "
             f"{human_duration(t.get('durable_age_s'))} ago, {human_bytes(t.get('durable_size'))}"
             f" ({Path(str(t.get('durable_path'))).name})"
-        )
+        ))  # fmt: skip
     else:
-        lines.append("no checkpoint on home yet")
+        lines.append(Text("no checkpoint on home yet"))
     if cloud and cloud["kind"] == "local":
-        lines.extend(escape(line) for line in cloudnote.lines(cloud, time.time()))  # a checkpoint lost with a VM
+        lines.extend(Text(line) for line in cloudnote.lines(cloud, time.time()))  # a checkpoint lost with a VM
     setup, override = t.get("setup"), t.get("batch_override")
     if setup:
-        lines.append(_setup_line(setup))
+        lines.append(Text(_setup_line(setup)))
     if override:
-        lines.append(
-            f"[yellow]batch {override['from_batch']} -> {override['batch_size_per_gpu']} "
-            f"{'frames' if override['batch_size_type'] == 'frame' else 'samples'} x grad_accum "
-            f"{override['grad_accumulation_steps']}[/] after {override['reason']} "
-            "(set by f5guard, same effective batch)"
-        )
+        lines.append(Text.assemble(
+            (f"batch {override['from_batch']} -> {override['batch_size_per_gpu']} "
+             f"{'frames' if override['batch_size_type'] == 'frame' else 'samples'} x grad_accum "
+             f"{override['grad_accumulation_steps']}", "yellow"),
+            f" after {override['reason']} (set by f5guard, same effective batch)",
+        ))  # fmt: skip
     superseded, restored = t["superseded"], t["restored"]
     if superseded:
-        lines.append(
-            f"[yellow]new vocab[/] ({superseded['old_vocab']} -> {superseded['vocab']} tokens): earlier checkpoints "
-            f"kept in {superseded['moved_to']}"
-        )
+        lines.append(_warn("new vocab", f" ({superseded['old_vocab']} -> {superseded['vocab']} tokens): earlier "
+                                        f"checkpoints kept in {superseded['moved_to']}"))  # fmt: skip
     if restored:
-        lines.append(f"restored from home at update {restored['update']}")
+        lines.append(Text(f"restored from home at update {restored['update']}"))
     export = t["export"]
     if export and export["update"] is not None:
-        lines.append(
+        lines.append(Text(
             f"inference copy on home (EMA, fp16): update {export['update']}, {human_bytes(export['size'])}"
             f" ({Path(str(export['path'])).name})"
-        )
+        ))  # fmt: skip
     if export and export["error"]:
-        lines.append(f"[yellow]inference copy failed:[/] {export['error']}")
+        lines.append(_warn("inference copy failed:", f" {export['error']}"))
     lines.extend(_sample_lines(t.get("sample")))
     for q in t["quarantined"]:
-        lines.append(f"[yellow]quarantined[/] {q['name']} → {q['moved_to']}: {q['reason']}")
+        lines.append(_warn("quarantined", f" {q['name']} → {q['moved_to']}: {q['reason']}"))
     if t["waiting"]:
-        lines.append(f"[yellow]not training yet:[/] {t['waiting']}")
+        lines.append(_warn("not training yet:", f" {t['waiting']}"))
     for key in ("sync_warning", "sync_error"):
         if t.get(key):
-            lines.append(f"[yellow]{key.replace('_', ' ')}:[/] {t[key]}")
+            lines.append(_warn(f"{key.replace('_', ' ')}:", f" {t[key]}"))
     return lines
 
 
-def _sample_lines(sample: SampleNote | None) -> list[str]:
+def _sample_lines(sample: SampleNote | None) -> list[Text]:
     """The newest audio sample (sample_every), the one being made, and a failure."""
     if not sample:
         return []
-    lines: list[str] = []
+    lines: list[Text] = []
     if sample["update"] is not None:
         took = f", made in {human_duration(sample['seconds'])}" if sample["seconds"] is not None else ""
-        lines.append(f"newest audio sample: update {sample['update']}{took}: {escape(str(sample['path']))}")
+        lines.append(Text(f"newest audio sample: update {sample['update']}{took}: {sample['path']}"))
     if sample["running"] is not None:
-        lines.append(f"speaking a sample with update {sample['running']}…")
+        lines.append(Text(f"speaking a sample with update {sample['running']}…"))
     if sample["error"]:
-        lines.append(f"[yellow]audio sample failed:[/] {escape(sample['error'])}")
+        lines.append(_warn("audio sample failed:", f" {sample['error']}"))
     return lines
 
 
 def _setup_line(setup: SetupNote) -> str:
     """e.g. "precision bf16 on NVIDIA A100 (auto) · batch 38400 frames (auto for 79.1 GiB) x grad_accum 1"."""
-    chosen = "auto" if setup["precision_requested"] == "auto" else "set"
-    unit = "frames" if setup["batch_size_type"] == "frame" else "samples"
-    memory = f" for {setup['gpu_memory_gib']:g} GiB" if setup["batch_auto"] and setup["gpu_memory_gib"] else ""
-    batch = f"batch {setup['batch_size_per_gpu']} {unit}{f' (auto{memory})' if setup['batch_auto'] else ''}"
-    adam = " · 8-bit Adam" if setup["bnb_optimizer"] else ""
-    precision = "fp32" if setup["precision"] == "no" else setup["precision"]  # accelerate's "no": no mixed precision
+    chosen = "auto" if setup.precision_requested == "auto" else "set"
+    unit = "frames" if setup.batch_size_type == "frame" else "samples"
+    memory = f" for {setup.gpu_memory_gib:g} GiB" if setup.batch_auto and setup.gpu_memory_gib else ""
+    batch = f"batch {setup.batch_size_per_gpu} {unit}{f' (auto{memory})' if setup.batch_auto else ''}"
+    adam = " · 8-bit Adam" if setup.bnb_optimizer else ""
+    precision = "fp32" if setup.precision == "no" else setup.precision  # accelerate's "no": no mixed precision
     return (
-        f"precision {precision} on {setup['device']} ({chosen}) · {batch} x grad_accum "
-        f"{setup['grad_accumulation_steps']}{adam}"
+        f"precision {precision} on {setup.device} ({chosen}) · {batch} x grad_accum "
+        f"{setup.grad_accumulation_steps}{adam}"
     )
 
 
@@ -197,35 +201,30 @@ def _detail(stage: StageReport) -> str:
 
 
 def render_status(report: StatusReport, console: Console) -> None:
+    """Every value from the report is printed as literal text (rich's Text), never parsed as markup."""
     console.print(_daemon_line(report), soft_wrap=True)
-    console.print(f"  home  {report['home']}\n  work  {report['work']}", highlight=False)
+    console.print(Text(f"  home  {report['home']}\n  work  {report['work']}"))
     lease = report.get("lease")
     if lease and not report["daemon"]["running"]:
-        console.print(
+        console.print(Text(
             f"  home lease held by host {lease['host']} pid {lease['pid']}, heartbeat "
-            f"{human_duration(lease['heartbeat_age_s'])} ago",
-            highlight=False,
-        )
+            f"{human_duration(lease['heartbeat_age_s'])} ago"
+        ))  # fmt: skip
     live = [c for c in report["claims"] if c["live"]]
     if len(live) > 1:
         names = "; ".join(f"host {c['host']} pid {c['pid']} epoch {c['epoch']}" for c in live)
         console.print(
-            f"  [yellow]{len(live)} runtimes claim this home:[/] {names} — the lower in (epoch, runtime) stops "
-            "as soon as it sees the other (docs/reliability.md)",
-            highlight=False,
+            Text.assemble("  ", _warn(f"{len(live)} runtimes claim this home:", f" {names} — the lower in (epoch, "
+                                      "runtime) stops as soon as it sees the other (docs/reliability.md)")),
             soft_wrap=True,
-        )
+        )  # fmt: skip
     if report["daemon"]["config_note"]:
-        console.print(f"  [yellow]config:[/] {report['daemon']['config_note']}", highlight=False, soft_wrap=True)
+        console.print(Text.assemble("  ", _warn("config:", f" {report['daemon']['config_note']}")), soft_wrap=True)
     if report["daemon"].get("home_problem"):
-        console.print(
-            f"  [yellow]home problem:[/] {report['daemon']['home_problem']} — training continues "
-            "locally; home catches up when it answers",
-            highlight=False,
-            soft_wrap=True,
-        )
+        problem = f" {report['daemon']['home_problem']} — training continues locally; home catches up when it answers"
+        console.print(Text.assemble("  ", _warn("home problem:", problem)), soft_wrap=True)
     for problem in report["state"]["problems"]:
-        console.print(f"  [yellow]warning:[/] {problem}", highlight=False)
+        console.print(Text.assemble("  ", _warn("warning:", f" {problem}")))
     for run in report["runs"]:
         console.print()
         title = Text.assemble(
@@ -248,19 +247,19 @@ def render_status(report: StatusReport, console: Console) -> None:
             ):
                 detail = _training_detail(training)
             table.add_row(
-                stage["name"],
+                Text(stage["name"]),
                 Text(stage["state"], STATE_STYLE.get(stage["state"], "")),
                 human_duration(stage["duration_s"]),
-                detail,
+                Text(detail),
             )
         console.print(table)
         if training:
-            for line in _training_lines(training):
-                console.print(f"  {line}", soft_wrap=True)
+            for text in _training_lines(training):
+                console.print(Text.assemble("  ", text), soft_wrap=True)
         for stage in run["stages"]:
             if stage["last_lines"]:
-                console.print(f"  last lines of {stage['name']}:", style="dim")
+                console.print(Text(f"  last lines of {stage['name']}:", style="dim"))
                 for line in stage["last_lines"]:
-                    console.print(f"    {line}", highlight=False, markup=False, soft_wrap=True)
+                    console.print(Text(f"    {line}"), soft_wrap=True)
     if not report["daemon"]["running"]:
         console.print("\n  Start (or resume) it with: f5guard start", style="dim")

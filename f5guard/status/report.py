@@ -6,8 +6,11 @@ running — the after-reconnect case — and never imports torch.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
-from typing import TypedDict
+from pathlib import Path
+from typing import Any, TypedDict
 
 from f5guard import pidfile
 from f5guard.checkpoints.durable import list_durable
@@ -25,7 +28,6 @@ from f5guard.state import (
     RunRecord,
     RunStatus,
     SampleNote,
-    SetupNote,
     StageRecord,
     StageStatus,
     StateDoc,
@@ -34,6 +36,7 @@ from f5guard.state import (
     TrainingRecord,
 )
 from f5guard.status.cloud import cloud_note
+from f5guard.trainevents import SetupNote
 
 
 class DaemonReport(TypedDict):
@@ -104,25 +107,24 @@ class StageReport(_StageReportBase, total=False):
 
 
 class TrainingReport(TypedDict):
+    """The run's TrainingRecord as status shows it (restarts and exits are the train stage's StageReport)."""
+
     stage: str  # the run's train stage (watch draws its bar from these figures)
     update: int | None
     total_updates: int | None
     loss: float | None
     updates_per_s: float | None
-    eta_s: float | None
+    eta_s: float | None  # from the update, the total and the rate
     epoch: int | None
     durable_update: int | None
     durable_age_s: float | None
     durable_size: int | None
     durable_path: str | None
-    restarts: int
-    last_exit: str | None
     sync_warning: str | None
     sync_error: str | None
     waiting: str | None
     superseded: SupersedeNote | None
     quarantined: list[QuarantineNote]
-    last_failure: str | None
     restored: RestoreNote | None
     export: ExportNote | None
     sample: SampleNote | None  # the newest audio sample (sample_every)
@@ -161,14 +163,22 @@ class StatusReport(TypedDict):
 
 
 def build_report(config: Config, now: float | None = None) -> StatusReport:
-    now = time.time() if now is None else now
+    """The report from files (no daemon here, or one that does not answer): pidfile, flock, state copies."""
     work, home = WorkLayout(config.work), HomeLayout(config.home)
     info = pidfile.running_daemon(work.lock, work.pidfile)
+    loaded = StateStore(work.state, home.lease_dir).load()
+    return assemble(config, loaded.doc, info, loaded.source, loaded.problems, now)
+
+
+def assemble(config: Config, doc: StateDoc, info: pidfile.DaemonInfo | None, source: Path | None,
+             problems: tuple[str, ...], now: float | None = None) -> StatusReport:  # fmt: skip
+    """The report from a state document: one read from files, or the live daemon's own (status answered from
+    its memory); ``info`` is the daemon running here, if one does."""
+    now = time.time() if now is None else now
+    work, home = WorkLayout(config.work), HomeLayout(config.home)
     sightings = claims_now(home, config.lease.duration_s)
     live = [s for s in sightings if s.live]
     owner = live[-1] if live else None
-    loaded = StateStore(work.state, home.lease_dir).load()
-    doc = loaded.doc
     lease = None
     if owner is not None:
         runtime = owner.claim.runtime
@@ -216,11 +226,11 @@ def build_report(config: Config, now: float | None = None) -> StatusReport:
         home=str(config.home),
         work=str(config.work),
         state=StateReport(
-            source=str(loaded.source) if loaded.source else None,
+            source=str(source) if source else None,
             written_at=doc.written_at or None,
             generation=doc.generation,
             epoch=doc.epoch,
-            problems=list(loaded.problems),
+            problems=list(problems),
         ),
         runs=runs,
     )
@@ -304,20 +314,17 @@ def _training(config: Config, run: RunConfig, record: TrainingRecord | None, now
         total_updates=t.total_updates,
         loss=t.loss,
         updates_per_s=t.updates_per_s,
-        eta_s=t.eta_s,
+        eta_s=_eta(t),
         epoch=t.epoch,
         durable_update=durable_update,
         durable_age_s=round(now - synced_at, 1) if isinstance(synced_at, (int, float)) else None,
         durable_size=size,
         durable_path=path,
-        restarts=t.restarts,
-        last_exit=t.last_exit,
         sync_warning=t.sync_warning,
         sync_error=t.sync_error,
         waiting=t.waiting,
         superseded=t.superseded,
         quarantined=list(t.quarantined),
-        last_failure=t.last_failure,
         restored=t.restored,
         export=t.export,
         sample=t.sample if t.sample is not None else _sample_on_home(run, home),
@@ -326,6 +333,12 @@ def _training(config: Config, run: RunConfig, record: TrainingRecord | None, now
         processes=t.processes,
         cloud=cloud_note(config, run, t.cloud, supervised=supervised),
     )
+
+
+def _eta(t: TrainingRecord) -> float | None:
+    if t.update is None or not t.total_updates or not t.updates_per_s:
+        return None
+    return round(max(0.0, (t.total_updates - t.update) / t.updates_per_s), 1)
 
 
 def _sample_on_home(run: RunConfig, home: HomeLayout) -> SampleNote | None:
@@ -338,6 +351,17 @@ def _sample_on_home(run: RunConfig, home: HomeLayout) -> SampleNote | None:
     if found is None:
         return None
     return SampleNote(update=found.update, path=str(found.path), seconds=found.seconds, running=None, error=None)
+
+
+def to_json(report: StatusReport) -> str:
+    """``status --json``: the report with its typed notes (dataclasses) as JSON objects."""
+    return json.dumps(report, indent=2, ensure_ascii=False, default=_plain) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def exit_code(report: StatusReport) -> int:

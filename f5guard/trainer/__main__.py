@@ -10,6 +10,7 @@ fails takes the group down and this process ends like it (see group.die_like).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -22,8 +23,8 @@ from f5guard.errors import F5guardError
 from f5guard.pdeathsig import follow_supervisor
 from f5guard.trainer import group, stackdump
 from f5guard.trainer.hooks import GracefulStop, StopRequest, TrainerHooks
-from f5guard.trainer.progress import ProgressWriter
 from f5guard.trainer.spec import SpecError, TrainSpec
+from f5guard.trainevents import EventWriter, Exit, ExitReason, Quarantined, Start
 
 # Nothing at train time needs the network (logger off, no sample logging, local pretrained): make any
 # attempt fail fast instead of hanging on a Colab VM with a flaky connection.
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     rank = group.member()
     try:
-        progress = ProgressWriter(spec.progress_path, write=rank is None or rank.rank == 0)
+        progress = EventWriter(spec.progress_path, write=rank is None or rank.rank == 0)
     except OSError as err:
         print(
             f"f5guard.trainer: could not open progress file {spec.progress_path}: {err.strerror}",
@@ -63,11 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run.run()
     except F5guardError as err:
-        progress.emit("exit", reason=f"error: {err}", update=run.update)
+        progress.emit(Exit(ExitReason.ERROR, update=run.update, detail=err.message))
         print(f"f5guard.trainer: {err}", file=sys.stderr)
         return err.exit_code
     except Exception as err:  # noqa: BLE001 - any training failure: record it for the supervisor, exit 1
-        progress.emit("exit", reason=f"error: {type(err).__name__}: {_one_line(err)}", update=run.update)
+        progress.emit(Exit(_failure_reason(err), update=run.update, detail=f"{type(err).__name__}: {_one_line(err)}"))
         traceback.print_exc()
         return 1
     finally:
@@ -93,7 +94,7 @@ def _install_signal_handlers(stop: StopRequest) -> None:
 class _Run:
     """One training run; keeps the hooks so a failure can still report the last finished update."""
 
-    def __init__(self, spec: TrainSpec, progress: ProgressWriter, stop: StopRequest, spec_path: str,
+    def __init__(self, spec: TrainSpec, progress: EventWriter, stop: StopRequest, spec_path: str,
                  rank: group.Member | None = None) -> None:  # fmt: skip
         self.spec, self.progress, self.stop, self.spec_path, self.rank = spec, progress, stop, spec_path, rank
         self.hooks: TrainerHooks | None = None
@@ -109,12 +110,12 @@ class _Run:
         for key, value in OFFLINE_ENV.items():
             os.environ.setdefault(key, value)
         if self.rank is not None:  # the launcher prepared the checkpoint dir once, for every rank
-            plan_fields = self.rank.plan
+            plan = self.rank.plan
         else:
-            plan_fields = _prepare(spec)
+            plan = _prepare(spec)
             placement = group.resolve(spec.num_processes)
             if placement.processes > 1:
-                return self._launch(placement, plan_fields)
+                return self._launch(placement, plan)
 
         # torch + f5_tts: seconds of imports, after the spec and the checkpoint dir were checked
         from f5guard.trainer.build import build_dataset, build_trainer
@@ -125,45 +126,53 @@ class _Run:
         self.spec = spec
         trainer, n_params = build_trainer(spec)
         # what accelerate made of it: "autocast" is whether the forward really runs under torch.autocast
-        setup.update(precision=str(trainer.accelerator.mixed_precision), autocast=bool(trainer.accelerator.native_amp))
+        setup = dataclasses.replace(setup, precision=str(trainer.accelerator.mixed_precision),
+                                    autocast=bool(trainer.accelerator.native_amp))  # fmt: skip
         dataset = build_dataset(spec)
-        start_fields: dict[str, Any] = {
-            "model": spec.model, "params": n_params, "samples": len(dataset), **plan_fields,
-            "processes": self.rank.world if self.rank is not None else 1,
-            "setup": setup,
-        }  # fmt: skip
+        start = dataclasses.replace(
+            plan, model=spec.model, params=n_params, samples=len(dataset), setup=setup,
+            processes=self.rank.world if self.rank is not None else 1,
+        )  # fmt: skip
         verify = os.environ.get(VERIFY_ENV) == "1"
-        self.hooks = TrainerHooks(trainer, spec, progress, self.stop, start_fields=start_fields, verify_resume=verify)
+        self.hooks = TrainerHooks(trainer, spec, progress, self.stop, start=start, verify_resume=verify)
         self.hooks.install()
         self.trainer = trainer
         shield_workers()
         try:
             trainer.train(dataset, num_workers=spec.num_workers, resumable_with_seed=RESUMABLE_SEED)
         except GracefulStop as stopped:
-            progress.emit("exit", reason=stopped.reason, update=stopped.update)
+            progress.emit(Exit(ExitReason.STOPPED, update=stopped.update, detail=stopped.reason))
             return 0
-        progress.emit("exit", reason="finished", update=self.hooks.update)
+        progress.emit(Exit(ExitReason.FINISHED, update=self.hooks.update))
         return 0
 
-    def _launch(self, placement: group.Placement, plan_fields: dict[str, Any]) -> int:
+    def _launch(self, placement: group.Placement, plan: Start) -> int:
         stackdump.name_role(f"launcher of {placement.processes} ranks")
         if self.stop.reason is not None:  # asked to stop before any rank started: nothing to save
-            self.progress.emit("exit", reason=self.stop.reason, update=None, processes=placement.processes)
+            self.progress.emit(Exit(ExitReason.STOPPED, detail=self.stop.reason, processes=placement.processes))
             return 0
         argv = [sys.executable, "-m", "f5guard.trainer", "--spec", self.spec_path]
-        ranks = group.Group(argv, placement, plan_fields, self.spec.threads)
+        ranks = group.Group(argv, placement, plan, self.spec.threads)
         return ranks.wait(self.stop, self.progress)
 
 
-def _prepare(spec: TrainSpec) -> dict[str, Any]:
+def _prepare(spec: TrainSpec) -> Start:
     """Quarantine what cannot resume and place the pretrained model: the start event's actions and files."""
     plan = prepare_resume(spec.checkpoint_dir)
     actions = list(plan.actions)
     if plan.chosen is None and spec.pretrained is not None:
         placed = place_pretrained(spec.pretrained, spec.checkpoint_dir)
         actions.append(f"placed {spec.pretrained} as {placed.name}")
-    quarantined = [{"name": q.name, "moved_to": q.moved_to, "reason": q.reason} for q in plan.quarantined]
-    return {"actions": actions, "quarantined": quarantined}
+    quarantined = tuple(Quarantined(name=q.name, moved_to=q.moved_to, reason=q.reason) for q in plan.quarantined)
+    return Start(start_update=0, actions=tuple(actions), quarantined=quarantined)
+
+
+def _failure_reason(err: BaseException) -> ExitReason:
+    """CUDA out of memory is a reason of its own: the daemon answers it with a smaller batch."""
+    text = str(err)
+    if type(err).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text or "CUBLAS_STATUS_ALLOC_FAILED" in text:
+        return ExitReason.CUDA_OOM
+    return ExitReason.ERROR
 
 
 def _one_line(err: BaseException) -> str:

@@ -43,14 +43,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from f5guard.pdeathsig import PARENT_ENV
 from f5guard.trainer.hooks import StopRequest
-from f5guard.trainer.progress import ProgressWriter
 from f5guard.trainer.spec import Processes, SpecError
+from f5guard.trainevents import EventWriter, Exit, ExitReason, Start, decode, encode
 
-GROUP_ENV = "F5GUARD_GROUP_PLAN"  # set on every rank: the start-event fields the launcher computed (JSON)
+GROUP_ENV = "F5GUARD_GROUP_PLAN"  # set on every rank: the start event the launcher prepared (its JSON line)
 POLL_S = 0.1  # how soon a rank's death or a stop signal is acted on
 
 
@@ -68,7 +67,7 @@ class Member:
 
     rank: int
     world: int
-    plan: dict[str, Any]  # actions and quarantined files of the checkpoint dir, prepared once by the launcher
+    plan: Start  # actions and quarantined files of the checkpoint dir, prepared once by the launcher
 
 
 def member() -> Member | None:
@@ -76,7 +75,10 @@ def member() -> Member | None:
     text = os.environ.get(GROUP_ENV)
     if text is None:
         return None
-    return Member(rank=int(os.environ["RANK"]), world=int(os.environ["WORLD_SIZE"]), plan=json.loads(text))
+    plan = decode(json.loads(text))
+    if not isinstance(plan, Start):
+        raise SpecError(f"{GROUP_ENV} does not hold a start event: {text[:200]}")
+    return Member(rank=int(os.environ["RANK"]), world=int(os.environ["WORLD_SIZE"]), plan=plan)
 
 
 def resolve(requested: Processes, gpus: int | None = None) -> Placement:
@@ -113,14 +115,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def rank_env(rank: int, placement: Placement, port: int, plan: dict[str, Any], threads: int | None) -> dict[str, str]:
+def rank_env(rank: int, placement: Placement, port: int, plan: Start, threads: int | None) -> dict[str, str]:
     n = placement.processes
     env = dict(os.environ)
     env.update({
         "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(n), "LOCAL_WORLD_SIZE": str(n),
         "GROUP_RANK": "0", "ROLE_RANK": str(rank), "ROLE_WORLD_SIZE": str(n),
         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-        PARENT_ENV: str(os.getpid()), GROUP_ENV: json.dumps(plan),
+        PARENT_ENV: str(os.getpid()), GROUP_ENV: json.dumps(encode(plan)),
     })  # fmt: skip
     if placement.gpus == 0:
         env["ACCELERATE_USE_CPU"] = "true"  # else accelerate sees no GPU and trains each rank on its own
@@ -132,7 +134,7 @@ def rank_env(rank: int, placement: Placement, port: int, plan: dict[str, Any], t
 class Group:
     """N ranks started from ``argv``; ``wait`` supervises them until all are done or one failed."""
 
-    def __init__(self, argv: list[str], placement: Placement, plan: dict[str, Any], threads: int | None) -> None:
+    def __init__(self, argv: list[str], placement: Placement, plan: Start, threads: int | None) -> None:
         port = free_port()
         self.procs: list[subprocess.Popen[bytes]] = []
         try:
@@ -151,7 +153,7 @@ class Group:
         for proc in self.procs:
             proc.wait()
 
-    def wait(self, stop: StopRequest, progress: ProgressWriter) -> int:
+    def wait(self, stop: StopRequest, progress: EventWriter) -> int:
         """0 when every rank exited 0; else -signal or the exit code of the first rank that failed."""
         forwarded: str | None = None
         try:
@@ -166,9 +168,9 @@ class Group:
                     assert code is not None
                     self.kill()
                     how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
-                    reason = f"error: rank {failed} (pid {self.procs[failed].pid}) {how}; the other ranks were killed"
-                    progress.emit("exit", reason=reason, update=None, processes=len(self.procs))
-                    print(f"f5guard.trainer: {reason[len('error: ') :]}", file=sys.stderr, flush=True)
+                    detail = f"rank {failed} (pid {self.procs[failed].pid}) {how}; the other ranks were killed"
+                    progress.emit(Exit(ExitReason.RANK_FAILED, detail=detail, processes=len(self.procs)))
+                    print(f"f5guard.trainer: {detail}", file=sys.stderr, flush=True)
                     return code
                 if all(code == 0 for code in codes):
                     return 0

@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from dataclasses import dataclass
-from typing import Any
 
 from f5guard.trainer.batches import auto_frames, longest_clip_frames
 from f5guard.trainer.spec import AUTO, MixedPrecision, SpecError, TrainSpec
+from f5guard.trainevents import SetupNote
 
 BF16_MIN_CAPABILITY = 8  # Ampere (A100, L4, RTX 30xx) and newer compute bf16 natively; T4 (7.5) and V100 (7.0) do not
 
@@ -66,7 +66,7 @@ def check_bnb(spec: TrainSpec, hw: Hardware) -> None:
         raise SpecError("bnb_optimizer = true needs the bitsandbytes package: pip install bitsandbytes")
 
 
-def resolve(spec: TrainSpec, hw: Hardware) -> tuple[TrainSpec, dict[str, Any]]:
+def resolve(spec: TrainSpec, hw: Hardware) -> tuple[TrainSpec, SetupNote]:
     """The spec with every "auto" made concrete for ``hw``, and the ``setup`` fields of the start event."""
     check_bnb(spec, hw)
     precision = resolve_precision(spec.mixed_precision, hw)
@@ -76,15 +76,15 @@ def resolve(spec: TrainSpec, hw: Hardware) -> tuple[TrainSpec, dict[str, Any]]:
             spec.model, hw.memory_gib if hw.cuda else None, precision, longest_clip_frames(spec.dataset_dir)
         )
     resolved = dataclasses.replace(spec, mixed_precision=precision, batch_size_per_gpu=batch)
-    setup: dict[str, Any] = {
-        "precision": precision,
-        "precision_requested": spec.mixed_precision,
-        "device": hw.device,
-        "gpu_memory_gib": hw.memory_gib,
-        "batch_size_per_gpu": batch,
-        "batch_size_type": spec.batch_size_type,
-        "batch_auto": spec.batch_size_per_gpu == AUTO,
-        "grad_accumulation_steps": spec.grad_accumulation_steps,
-        "bnb_optimizer": spec.bnb_optimizer,
-    }
+    setup = SetupNote(
+        precision=precision,
+        precision_requested=spec.mixed_precision,
+        device=hw.device,
+        gpu_memory_gib=hw.memory_gib,
+        batch_size_per_gpu=int(batch),
+        batch_size_type=spec.batch_size_type,
+        batch_auto=spec.batch_size_per_gpu == AUTO,
+        grad_accumulation_steps=spec.grad_accumulation_steps,
+        bnb_optimizer=spec.bnb_optimizer,
+    )
     return resolved, setup

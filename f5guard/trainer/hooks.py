@@ -17,6 +17,7 @@ through the Trainer's save_checkpoint (its barrier needs every rank) and raise G
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -26,8 +27,8 @@ from typing import Any
 
 from f5guard.checkpoints.inspect import LAST_NAME
 from f5guard.checkpoints.resume import f5tts_pick
-from f5guard.trainer.progress import ProgressWriter
 from f5guard.trainer.spec import TrainSpec
+from f5guard.trainevents import Checkpoint, EventWriter, ResumeCheck, Start, Update, finite
 
 EVENT_INTERVAL_S = 0.5  # at most two update events a second; checkpoint updates are always reported
 TEST_OOM_ENV = "F5GUARD_TEST_OOM"  # "update=N,above=FRAMES": a CUDA OOM at update N while the batch is > FRAMES
@@ -56,13 +57,14 @@ class StopRequest:
 class TrainerHooks:
     """Owns the wrappers around one Trainer instance and the per-run counters they share."""
 
-    def __init__(self, trainer: Any, spec: TrainSpec, progress: ProgressWriter, stop: StopRequest, *,
-                 start_fields: dict[str, Any], verify_resume: bool = False) -> None:  # fmt: skip
+    def __init__(self, trainer: Any, spec: TrainSpec, progress: EventWriter, stop: StopRequest, *,
+                 start: Start, verify_resume: bool = False) -> None:  # fmt: skip
+        """``start``: what the entry knows before training (model, samples, setup); totals are added here."""
         self.trainer = trainer
         self.spec = spec
         self.progress = progress
         self.stop = stop
-        self.start_fields = start_fields
+        self.start_event = start
         self.verify_resume = verify_resume
         self.update: int | None = None  # the last finished update (None before load_checkpoint)
         self.total_updates: int | None = None
@@ -104,9 +106,10 @@ class TrainerHooks:
         if self.total_updates is not None:
             self.updates_per_epoch = max(1, self.total_updates // self.spec.epochs)
         self._reported = (start, time.monotonic())
-        self.progress.emit("start", start_update=start, total_updates=self.total_updates,
-                           updates_per_epoch=self.updates_per_epoch, epochs=self.spec.epochs,
-                           checkpoint=loaded, **self.start_fields)  # fmt: skip
+        self.progress.emit(dataclasses.replace(
+            self.start_event, start_update=start, total_updates=self.total_updates,
+            updates_per_epoch=self.updates_per_epoch, epochs=self.spec.epochs, checkpoint=loaded,
+        ))  # fmt: skip
         if self.verify_resume and loaded is not None and start > 0:
             from f5guard.trainer.verify import compare_with_checkpoint
 
@@ -117,7 +120,7 @@ class TrainerHooks:
                 parts = ("model_equal", "optimizer_equal", "scheduler_equal")
                 agreed = every_rank([bool(check[k]) for k in parts], self.trainer.accelerator.device)
                 check.update(zip(parts, agreed, strict=True), ranks=self.trainer.accelerator.num_processes)
-            self.progress.emit("resume_check", **check)
+            self.progress.emit(ResumeCheck(**check))
         if self.stop.reason is not None and not self.group:  # stop before any update: nothing new to save
             raise GracefulStop(self.stop.reason, start)
         return start
@@ -163,7 +166,7 @@ class TrainerHooks:
         if update == self.update and (self._reported is None or self._reported[0] != update):
             self._emit_update()  # the reader's latest update matches the checkpoint exactly
         size = path.stat().st_size if path.exists() else None
-        self.progress.emit("checkpoint", file=name, update=update, last=last, size=size)
+        self.progress.emit(Checkpoint(file=name, update=update, last=last, size=size))
 
     def _accumulate(self, *args: Any, **kwargs: Any) -> Any:
         """Group only: every rank enters here per batch; after a finished update it is a boundary."""
@@ -194,9 +197,9 @@ class TrainerHooks:
         if self._reported is not None and now > self._reported[1] and self.update > self._reported[0]:
             rate = round((self.update - self._reported[0]) / (now - self._reported[1]), 4)
         epoch = (self.update - 1) // self.updates_per_epoch + 1 if self.updates_per_epoch and self.update else None
-        extra = {} if self._loss is None or math.isfinite(self._loss) else {"loss_nonfinite": str(self._loss)}
-        self.progress.emit("update", update=self.update, loss=_finite(self._loss), lr=_finite(self._lr),
-                           updates_per_s=rate, epoch=epoch, **extra)  # fmt: skip
+        nonfinite = None if self._loss is None or math.isfinite(self._loss) else str(self._loss)
+        self.progress.emit(Update(update=self.update, loss=finite(self._loss), lr=finite(self._lr),
+                                  updates_per_s=rate, epoch=epoch, loss_nonfinite=nonfinite))  # fmt: skip
         self._reported = (self.update, now)
 
 
@@ -221,11 +224,6 @@ def _maybe_test_oom(plan: tuple[int, int], update: int, batch: int) -> None:
             f"CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 14.74 GiB of which "
             f"1.02 GiB is free. (injected by {TEST_OOM_ENV} at update {update}, batch {batch} > {above})"
         )
-
-
-def _finite(value: float | None) -> float | None:
-    """Strict JSON has no NaN: a diverged loss is None here and named in ``loss_nonfinite``."""
-    return None if value is None or not math.isfinite(value) else value
 
 
 def _group_total_updates(trainer: Any, epochs: int) -> int | None:

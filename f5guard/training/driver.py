@@ -1,6 +1,7 @@
 """The train stage's driver: restore and resume before each attempt, progress and hang detection while it
-runs, verified sync to home throughout, and FATAL on the same failure at the same update twice (except a CUDA
-OOM of the built-in trainer, answered with a smaller batch while one is possible: training/oom.py).
+runs, verified sync to home throughout; after an attempt, the facts only it knows for the one restart judgment
+(stages/verdict.py: the trainer's exit event, the durable update, a smaller batch after a CUDA OOM), and the
+wrap-up a stop or the end of training needs (the final sync, inference copy and sample), polled, never waited.
 
 Runs in the daemon: no torch. Checkpoints are judged by ``checkpoints.py`` (zip directory + pickled header).
 """
@@ -11,19 +12,21 @@ import contextlib
 import dataclasses
 import os
 import signal
+import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from f5guard import checkpoints, sdnotify
+from f5guard import checkpoints
 from f5guard.checkpoints.durable import RestoreFailed, list_durable, records, restore
 from f5guard.checkpoints.sync import CheckpointSync
 from f5guard.cloud import note as cloudnote
 from f5guard.cloud.detect import open_store
 from f5guard.cloud.records import Record, from_state, judge, lost_line
 from f5guard.errors import TrainingBehind
+from f5guard.stages.attempt import Attempt
 from f5guard.stages.driver import StageDriver, StageRunnerView
+from f5guard.stages.verdict import ChangePrecision, ExitFacts, Finished, HalveBatch, SmallerBatch, Stopped, Verdict
 from f5guard.state import (
     BatchOverride,
     LostNote,
@@ -35,27 +38,26 @@ from f5guard.state import (
 )
 from f5guard.trainer.batches import longest_clip_frames
 from f5guard.trainer.spec import TrainSpec
+from f5guard.trainevents import Checkpoint, Exit, Start
 from f5guard.training import oom
-from f5guard.training.diagnose import Failure, classify_failure
+from f5guard.training.diagnose import KNOWN
 from f5guard.training.exporter import EmaExporter
 from f5guard.training.hangdump import dump_stacks
 from f5guard.training.kind import TrainOptions
-from f5guard.training.progress import EventReader, Progress, TqdmParser
+from f5guard.training.progress import EventReader, TqdmParser, fold
 from f5guard.training.sampler import SampleJob, Sampler
 
 if TYPE_CHECKING:
     from f5guard.checkpoints.durable import DurableCheckpoint
-    from f5guard.stages.exits import ExitInfo
 
-FLUSH_TIMEOUT_S = 900.0  # a 5 GB checkpoint onto Drive; the daemon waits this long at a graceful stop
+FLUSH_TIMEOUT_S = 900.0  # a 5 GB checkpoint onto Drive; the wrap-up waits this long at a graceful stop
 FINAL_EXPORT_TIMEOUT_S = 600.0  # the inference copy of the finished training (reads ~5 GB, writes ~0.7 GB)
 FINAL_SAMPLE_TIMEOUT_S = 600.0  # the audio sample of the finished training (Base on a CPU: minutes)
-STATE_EVERY_S = 2.0  # how often progress is folded into the state document
+STATE_EVERY_S = 2.0  # how often the training record is saved while training (its figures change every update)
 STACK_DUMP_WAIT_S = 3.0
 RESTORE_RETRY_S = 30.0
 GATE_RETRY_S = 1.0  # the settle period ends on its own clock: look again soon
 BEHIND_RETRY_S = 10.0  # a checkpoint on its way through Drive: look for it again (restore runs each time)
-WAIT_SLICE_S = 10.0  # long waits on the control thread still tell systemd's watchdog the daemon is alive
 
 
 class TrainDriver(StageDriver):
@@ -63,20 +65,20 @@ class TrainDriver(StageDriver):
 
     def __init__(self) -> None:
         super().__init__()
-        self.progress = Progress()
         self.reader: EventReader | None = None
         self.tqdm = TqdmParser()
         self.sync: CheckpointSync | None = None
         self.exporter: EmaExporter | None = None
         self.sampler: Sampler | None = None
-        self.failures: list[tuple[str, int | None]] = []
         self.attempt_started = 0.0
+        self.last_event_mono: float | None = None  # the trainer's latest sign of life (hang detection)
+        self.started: Start | None = None  # this attempt's start event: what it really runs with
+        self.said: Exit | None = None  # this attempt's exit event
         self._last_fold = 0.0
         self._behind_since: float | None = None
-        self._durable_before = -1  # the durable update when the previous restart was decided
         self._attempt_spec: TrainSpec | None = None  # the spec written for the current attempt
-        self._halved = False  # the last failure was an OOM answered with a smaller batch (a change, not a loop)
         self._lost: LostNote | None = None  # a checkpoint a gone runtime never uploaded (resumed below it)
+        self._wrapping: threading.Thread | None = None  # the final sync (and export, sample) after the verdict
 
     # -- helpers ---------------------------------------------------------------------------------------------
     @staticmethod
@@ -134,11 +136,9 @@ class TrainDriver(StageDriver):
             self._attempt_spec = self._with_override(runner, opts.spec, training)
             self._attempt_spec.to_json(opts.spec_path)
             self.reader = EventReader(Path(opts.progress_path))
-            self.progress.setup = None  # this attempt's start event says what it runs with
-        self.progress.update = plan.start_update
-        if self._durable_before < 0:  # what home held before the first attempt: only more counts as progress
-            self._durable_before = max((d.update for d in list_durable(home)), default=-1)
-        self.progress.last_event_mono = time.monotonic()
+        self.started = self.said = None
+        training.update = plan.start_update
+        self.last_event_mono = time.monotonic()
         self.attempt_started = time.monotonic()
         if self.sync is None:
             self.sync = CheckpointSync(
@@ -293,9 +293,8 @@ class TrainDriver(StageDriver):
             self._fold(runner)
             runner.mark_dirty()
         hang_s = self.options(runner).hang_minutes * 60
-        last = self.progress.last_event_mono or self.attempt_started
+        last = self.last_event_mono or self.attempt_started
         if hang_s > 0 and now - last > hang_s:
-            self._dump_stacks(runner)
             minutes = hang_s / 60
             return f"no training progress for {minutes:g} min (hang_minutes): stacks dumped to the stage log"
         return None
@@ -305,31 +304,30 @@ class TrainDriver(StageDriver):
         busy = self.exporter is not None and self.exporter.public()["running"] is not None
         sampler.poll(durable, busy=busy, source=self._exported(durable))
 
-    def _final_sample(self, sampler: Sampler, durable: DurableCheckpoint | None, timeout: float) -> bool:
-        return sampler.finish(durable, timeout, self._exported(durable))
-
     def _exported(self, durable: DurableCheckpoint | None) -> Path | None:
         """The inference copy of ``durable``'s update when there is one: EMA only, the cheaper file to read."""
         last = self.exporter.last if self.exporter is not None else None
         return last.path if last is not None and durable is not None and last.update == durable.update else None
 
     def _read_progress(self, runner: StageRunnerView) -> None:
-        announced = False
-        if self.reader is not None:
-            for event in self.reader.poll(self.progress):
-                if event.get("event") == "checkpoint":
-                    announced = True
-        elif self.tqdm.take(self.progress):
-            announced = True
-        if announced and self.sync is not None:
-            self.sync.request()
+        """Fold the trainer's new events into the run's training record (what status shows)."""
+        events = self.reader.poll() if self.reader is not None else self.tqdm.take()
+        if not events:
+            return
+        training = self.training(runner)
+        self.last_event_mono = time.monotonic()
+        for event in events:
+            fold(training, event)
+            if isinstance(event, Start):
+                self.started = event
+            elif isinstance(event, Exit):
+                self.said = event
+            elif isinstance(event, Checkpoint) and self.sync is not None:
+                self.sync.request()
 
     def _fold(self, runner: StageRunnerView) -> None:
-        """Copy progress and sync status into the run's training record (what status shows)."""
+        """Copy the sync's and the side jobs' status into the run's training record (what status shows)."""
         training = self.training(runner)
-        self.progress.fold_into(training)
-        training.restarts = runner.record.restarts
-        training.last_exit = runner.record.last_failure or runner.record.last_exit
         if self.sync is not None:
             status = self.sync.status()
             durable = status.durable
@@ -348,56 +346,74 @@ class TrainDriver(StageDriver):
         if self.sampler is not None:
             training.sample = self.sampler.public()
 
-    def _dump_stacks(self, runner: StageRunnerView) -> None:
-        attempt = runner.attempt
-        if attempt is None:
-            return
+    def before_kill(self, runner: StageRunnerView, attempt: Attempt) -> None:
+        """On the kill thread: one labelled block of every thread's stack per process of the hung training
+        (training/hangdump.py) into the stage log; then it ends at once: no graceful stop can finish."""
         dump_stacks(attempt.pid, Path(self.options(runner).progress_path).parent, runner.stage_log)
-        # Hung: no graceful stop can finish. It ends at once, as the SIGABRT that used to dump its stacks did.
         attempt.signal(signal.SIGKILL)
         attempt.wait(STACK_DUMP_WAIT_S)
 
     # -- after an attempt ------------------------------------------------------------------------------------
-    def after_exit(self, runner: StageRunnerView, exit: ExitInfo) -> None:
+    def durable_update(self, runner: StageRunnerView) -> int | None:
+        if self.sync is not None:
+            durable = self.sync.status().durable
+            return durable.update if durable is not None else None
+        return max((d.update for d in list_durable(Path(self.options(runner).home_checkpoints))), default=None)
+
+    def facts(self, runner: StageRunnerView, facts: ExitFacts) -> ExitFacts:
+        """The trainer's own last words, the update it reached, home's durable update, and what a CUDA OOM would
+        change; the log's lines stay in the facts for a trainer that said nothing (the judgment decides)."""
         self._read_progress(runner)
-        # Graceful stop or the end of training: home must hold the very last checkpoint.
+        return dataclasses.replace(
+            facts,
+            said=self.said,
+            update=self.training(runner).update,
+            durable=self.durable_update(runner),
+            known=KNOWN,
+            smaller_batch=self._smaller_batch(runner),
+        )
+
+    def wrap_up(self, runner: StageRunnerView, verdict: Verdict) -> str | None:
+        """A stop or the end of training: home must hold the very last checkpoint; the end of training also
+        gets its final inference copy and audio sample. On a thread of its own: each can take many minutes."""
+        self._fold(runner)
         sync = self.sync
-        if (exit.ok or runner.stopping) and sync is not None and not _wait_alive(sync.flush, FLUSH_TIMEOUT_S):
-            runner.log.warning("the final checkpoint is not on home yet", status=str(sync.status()))
-        finished = exit.ok and not runner.stopping  # a stop also exits 0: that is not the end of training
-        if (exit.ok or runner.stopping) and sync is not None:
+        if sync is None or not isinstance(verdict, (Finished, Stopped)):
+            return None
+        finished = isinstance(verdict, Finished)
+        exporter = self.exporter if finished else None
+        sampler = self.sampler if finished else None
+
+        def wrap() -> None:
+            if not sync.flush(FLUSH_TIMEOUT_S):
+                runner.log.warning("the final checkpoint is not on home yet", status=str(sync.status()))
             self._say_final(runner, sync, "training finished" if finished else "stopping")
-        if finished and self.exporter is not None and sync is not None:
-            exporter, durable = self.exporter, sync.status().durable
-            if not _wait_alive(lambda timeout: exporter.finish(durable, timeout), FINAL_EXPORT_TIMEOUT_S):
+            durable = sync.status().durable
+            if exporter is not None and not exporter.finish(durable, FINAL_EXPORT_TIMEOUT_S):
                 runner.log.warning("the final inference copy was not finished in time; it is abandoned",
                                    timeout_s=FINAL_EXPORT_TIMEOUT_S)  # fmt: skip
-        if finished and self.sampler is not None and sync is not None:
-            sampler, durable = self.sampler, sync.status().durable
-            if not _wait_alive(lambda timeout: self._final_sample(sampler, durable, timeout), FINAL_SAMPLE_TIMEOUT_S):
+            if sampler is not None and not sampler.finish(durable, FINAL_SAMPLE_TIMEOUT_S, self._exported(durable)):
                 runner.log.warning("the final audio sample was not finished in time; it is abandoned",
                                    timeout_s=FINAL_SAMPLE_TIMEOUT_S)  # fmt: skip
+            runner.ctx.wake.set()
+
+        self._wrapping = threading.Thread(target=wrap, name="f5guard-wrap-up", daemon=True)
+        self._wrapping.start()
+        steps = ["the final checkpoint to home"]
+        steps += ["the inference copy"] if exporter is not None else []
+        steps += ["the audio sample"] if sampler is not None else []
+        return "finishing: " + ", ".join(steps)
+
+    def wrapped(self, runner: StageRunnerView) -> bool:
+        if self._wrapping is not None and self._wrapping.is_alive():
+            if time.monotonic() - self._last_fold >= STATE_EVERY_S:
+                self._last_fold = time.monotonic()
+                self._fold(runner)
+                runner.mark_dirty()
+            return False
+        self._wrapping = None
         self._fold(runner)
-
-    def progressed(self, runner: StageRunnerView) -> bool:
-        durable = self.sync.status().durable if self.sync is not None else None
-        now = durable.update if durable is not None else -1
-        before, self._durable_before = self._durable_before, now
-        return now > before or self._halved  # a smaller batch is a change: restart at once, outside the budget
-
-    def fatal_reason(self, runner: StageRunnerView, exit: ExitInfo) -> str | None:
-        failure: Failure = classify_failure(exit, list(runner.stage_log.last_lines))
-        self._halved = False
-        if failure.key == "cuda-oom":
-            answer = self._after_oom(runner, failure)
-            if answer is not None:
-                return answer or None  # "": restart with the smaller batch
-        key = (failure.key, self.progress.update)
-        if key in self.failures:
-            return failure.diagnosis(self.progress.update)
-        self.failures.append(key)
-        self.training(runner).last_failure = failure.label
-        return None
+        return True
 
     # -- CUDA out of memory: a smaller batch (training/oom.py) -------------------------------------------------
     def _with_override(self, runner: StageRunnerView, spec: TrainSpec, training: TrainingRecord) -> TrainSpec:
@@ -419,40 +435,43 @@ class TrainDriver(StageDriver):
             grad_accumulation_steps=override["grad_accumulation_steps"],
         )
 
-    def _after_oom(self, runner: StageRunnerView, failure: Failure) -> str | None:
-        """A CUDA OOM of the built-in trainer: "" after halving the batch for the next attempt, a FATAL reason
-        at the floor, None when the batch is unknown (then the usual same-failure-twice rule decides)."""
-        spec, setup = self._attempt_spec, self.progress.setup
+    def _smaller_batch(self, runner: StageRunnerView) -> SmallerBatch | str | None:
+        """What a CUDA OOM of this attempt would change: the halved batch, why there is none (at the floor), or
+        None when the batch is not f5guard's to change (command mode) or unknown ("auto" that never said)."""
+        spec, setup = self._attempt_spec, self.started.setup if self.started is not None else None
         if spec is None:
-            return None  # command mode: the batch is the user's command's
+            return None
         if setup is not None:
-            batch, accum = setup["batch_size_per_gpu"], setup["grad_accumulation_steps"]
+            batch, accum = setup.batch_size_per_gpu, setup.grad_accumulation_steps
         elif isinstance(spec.batch_size_per_gpu, int):
             batch, accum = spec.batch_size_per_gpu, spec.grad_accumulation_steps
         else:
-            return None  # "auto", and it died before saying what auto became
-        update = self.progress.update
-        where = f" at update {update}" if update is not None else " before the first update"
+            return None
         floor = oom.batch_floor(spec.batch_size_type, longest_clip_frames(spec.dataset_dir))
         decision = oom.halve(batch, accum, floor, spec.batch_size_type)
+        what = oom.unit(spec.batch_size_type)
         if isinstance(decision, oom.AtFloor):
-            what = oom.unit(spec.batch_size_type)
-            return f"{failure.label}{where} with batch {batch} {what} x grad_accum {accum}, and {decision.why}"
-        training = self.training(runner)
+            return f"with batch {batch} {what} x grad_accum {accum}, and {decision.why}"
+        return SmallerBatch(batch=decision.batch, accum=decision.accum, from_batch=batch, from_accum=accum, unit=what)
+
+    def apply(self, runner: StageRunnerView, verdict: HalveBatch | ChangePrecision) -> bool:
+        """A smaller batch for every later attempt of this run (kept in the record, so a restarted daemon too)."""
+        if not isinstance(verdict, HalveBatch) or self._attempt_spec is None:
+            return False  # a precision change is the NaN guard's (not built yet)
         config = self.options(runner).spec
         assert config is not None
-        reason = f"{failure.label}{where}"
-        training.batch_override = BatchOverride(
-            batch_size_per_gpu=decision.batch, grad_accumulation_steps=decision.accum, from_batch=batch,
-            from_accum=accum, batch_size_type=spec.batch_size_type, update=update, reason=reason, at=time.time(),
-            config_batch=config.batch_size_per_gpu, config_accum=config.grad_accumulation_steps,
+        half, spec = verdict.batch, self._attempt_spec
+        self.training(runner).batch_override = BatchOverride(
+            batch_size_per_gpu=half.batch, grad_accumulation_steps=half.accum, from_batch=half.from_batch,
+            from_accum=half.from_accum, batch_size_type=spec.batch_size_type, update=verdict.update,
+            reason=verdict.reason, at=time.time(), config_batch=config.batch_size_per_gpu,
+            config_accum=config.grad_accumulation_steps,
         )  # fmt: skip
-        training.last_failure = failure.label
-        self._note(runner, f"{oom.describe(batch, accum, decision, spec.batch_size_type)} after {reason} "
+        accum = f" x grad_accum {half.accum}" if half.accum != half.from_accum else ""
+        self._note(runner, f"batch {half.from_batch} -> {half.batch} {half.unit}{accum} after {verdict.reason} "
                            "(same effective batch; kept for this run)")  # fmt: skip
         runner.mark_dirty()
-        self._halved = True
-        return ""
+        return True
 
     def _say_final(self, runner: StageRunnerView, sync: CheckpointSync, when: str) -> None:
         """Whether the final checkpoint reached the cloud, in the stage log (status shows it live after)."""
@@ -474,21 +493,6 @@ class TrainDriver(StageDriver):
             else:  # the daemon stays: its uploads go on, and their records must say when they reach the cloud
                 self.sync.linger()
             self.sync = None
-
-
-def _wait_alive(wait: Callable[[float], bool], timeout_s: float) -> bool:
-    """Call ``wait(slice)`` until it returns True or ``timeout_s`` passes, pinging systemd's watchdog between
-    slices: the control loop (which normally pings it) is blocked meanwhile."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = deadline - time.monotonic()
-        piece = max(0.0, min(WAIT_SLICE_S, left))
-        started = time.monotonic()
-        if wait(piece):
-            return True
-        if left <= WAIT_SLICE_S or time.monotonic() - started < piece * 0.9:
-            return False  # out of time, or the wait gave up before its slice ended (a full home): a verdict
-        sdnotify.watchdog_ping()  # a no-op outside systemd
 
 
 def vocab_rows(vocab: Path) -> int | None:

@@ -54,12 +54,17 @@ class TrainOptions(KindOptions):
     vocoder: str = ""  # a local vocos dir; "": F5-TTS's download of charactr/vocos-mel-24khz
     sample_dir: str = ""  # {home}/runs/<run>/samples
     sample_log: str = ""
+    progress_home: str = ""  # {home}/runs/<run>/progress: the progress copies (`f5guard plot` on a fresh VM)
 
     def fingerprint(self) -> Mapping[str, object]:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "spec"}
+        skip = ("spec", "progress_home")  # where home keeps copies is not what the training depends on
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         if self.spec is not None:
             data["spec"] = self.spec.to_dict()
         return data
+
+    def home_copies(self) -> tuple[tuple[str, str], ...]:
+        return ((self.progress_path, self.progress_home),) if self.mode == "builtin" and self.progress_home else ()
 
 
 def _spec_fields() -> dict[str, type]:
@@ -130,6 +135,7 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
         home_checkpoints=str(home.checkpoints(run)),
         export_dir=str(home.export_dir(run)),
         export_log=str(stage_dir / "export.log"),
+        progress_home=str(home.progress_dir(run)),
         **_sample_options(table, base, home, run, stage_dir),
     )
     env = {**base.env, "PYTHONFAULTHANDLER": "1", **stage_env(stage_dir)}  # stacks per process on a hang
