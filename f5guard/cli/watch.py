@@ -65,7 +65,7 @@ def snapshot(handle: DaemonHandle) -> StatusReport | None:
     the config it runs with), else the report built from files. None: neither answers (no config parses)."""
     info = pidfile.running_daemon(handle.work.lock, handle.work.pidfile)
     if info is not None:
-        answer = ask_daemon(str(handle.work.root), info.pid, as_json=True)
+        answer = ask_daemon(str(handle.work.root), as_json=True)
         if answer is not None:
             report: StatusReport = json.loads(answer[1])
             return report

@@ -128,14 +128,11 @@ def _cloud(note: Any) -> str | None:
         return None  # a report from another version: the checkpoint line still stands
 
 
-def _restarts(run: RunReport, stage: StageReport | None) -> str | None:
-    training = run.get("training")
-    if training and stage is not None and stage["name"] == _training_stage(run) and training["restarts"]:
-        count, last = training["restarts"], training.get("last_failure") or training.get("last_exit")
-    elif stage is not None and stage["restarts"]:
-        count, last = stage["restarts"], stage.get("last_failure") or stage["last_exit"]
-    else:
+def _restarts(stage: StageReport | None) -> str | None:
+    """The stage's restarts (the train stage's too: restarts and exits live in the stage's record)."""
+    if stage is None or not stage["restarts"]:
         return None
+    count, last = stage["restarts"], stage.get("last_failure") or stage["last_exit"]
     return f"{count} restart{'s' if count != 1 else ''}" + (f" (last: {last})" if last else "")
 
 
@@ -181,7 +178,7 @@ def run_view(report: StatusReport, run: RunReport) -> RunView:
         where=where,
         bar=_bar(run, running) if running is not None else None,
         checkpoint=_checkpoint(run.get("training")),
-        restarts=_restarts(run, running),
+        restarts=_restarts(running),
         warning=found[0] if found else None,
     )
 
