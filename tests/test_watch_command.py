@@ -61,7 +61,7 @@ def _err(out: Path) -> str:
 
 def test_both_notebook_modes_follow_a_real_run_to_the_end(make_project, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     p: Project = make_project("")
-    p.config.write_text(p.config.read_text() + pipeline(p.root, items=8, item_s=0.25, updates=40, step_s=0.12))
+    p.config.write_text(p.config.read_text() + pipeline(p.root, items=8, item_s=0.4, updates=40, step_s=0.12))
     p.cli("start", check=True)
     lines_out, cr_out = tmp_path / "lines.out", tmp_path / "cr.out"
     lines = _watch(p, lines_out, "--mode", "lines", "--every", "0.5")

@@ -222,7 +222,8 @@ def command(run: str | None, config_path: str | None, mode: str, every: float | 
     if run is not None and not watched(report, names):
         raise UsageError(f"no run named {run!r} in {where} (runs: {', '.join(r['name'] for r in report['runs'])})")
     drawer = make_drawer(mode, every)
-    interval = every if every is not None and not isinstance(drawer, Lines) else REFRESH_S
+    # lines print every ``every`` s but look every REFRESH_S at most, so a stage shorter than a print still shows
+    interval = min(every, REFRESH_S) if every is not None else REFRESH_S
     with Interrupted() as stop:
         drawer.event(f"watching {', '.join(r['name'] for r in watched(report, names))} (supervisor pid "
                      f"{handle.info.pid}); stopping this watch never stops the supervisor")  # fmt: skip
