@@ -3,11 +3,52 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+_roots: set[Path] = set()  # folders this process must never create: a vanished home is Drive unmounted
+_roots_lock = threading.Lock()
+
+
+def keep_root(path: Path) -> None:
+    """From now on ``make_dirs`` never creates ``path`` (nor what lies above it): when it vanishes, writes
+    under it fail with ENOENT instead of quietly filling a local folder where Drive was mounted."""
+    with _roots_lock:
+        _roots.add(Path(os.path.abspath(path)))
+
+
+def missing_root(path: Path) -> Path | None:
+    """The kept root that ``path`` lies in, when that root is gone (not a folder now); else None."""
+    path = Path(os.path.abspath(path))
+    with _roots_lock:
+        roots = [r for r in _roots if path == r or r in path.parents]
+    return next((r for r in roots if not r.is_dir()), None)
+
+
+def make_dirs(path: Path) -> None:
+    """``mkdir -p`` that never recreates a kept root: below one, folders are made one level at a time from the
+    root down (no check-then-create race: a root that vanishes midway makes the next mkdir fail)."""
+    path = Path(os.path.abspath(path))
+    if path.is_dir():
+        return
+    with _roots_lock:
+        roots = [r for r in _roots if path == r or r in path.parents]
+    if not roots:
+        path.mkdir(parents=True, exist_ok=True)
+        return
+    root = max(roots, key=lambda r: len(r.parts))  # the innermost kept root
+    if not root.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "gone (unmounted or deleted); not recreated", str(root))
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        with contextlib.suppress(FileExistsError):
+            current.mkdir()
 
 
 def fsync_dir(path: Path) -> None:
@@ -26,7 +67,7 @@ def fsync_dir(path: Path) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write aside, fsync, rename over ``path``, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:

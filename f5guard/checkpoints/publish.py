@@ -32,6 +32,7 @@ from f5guard.checkpoints.durable import (
     write_manifest,
 )
 from f5guard.checkpoints.inspect import CheckpointInfo, CheckpointInvalid, inspect_checkpoint
+from f5guard.fsutil import make_dirs
 
 SPACE_MARGIN = 8 * 1024 * 1024  # the manifest plus filesystem slack on top of the checkpoint itself
 FENCE_EVERY_S = 2.0  # how often a long copy re-checks the lease
@@ -96,7 +97,7 @@ class Publisher:
     def prepare_home(self) -> list[DurableCheckpoint]:
         """Once: remove temps a killed sync left on home; trim to ``keep`` (e.g. after keep was lowered)."""
         self.fence()
-        self.home.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.home)
         for name in os.listdir(self.home):
             if TEMP.match(name):
                 with contextlib.suppress(FileNotFoundError):

@@ -18,6 +18,7 @@ from f5guard.checkpoints.durable import DurableCheckpoint, Log, list_durable, no
 from f5guard.checkpoints.inspect import CheckpointInfo, scan_dir
 from f5guard.checkpoints.publish import Attempt, Fenced, Outcome, Publisher
 from f5guard.checkpoints.watch import Watcher, watch_dir
+from f5guard.fsutil import make_dirs
 
 RESCAN_S = 60.0  # look now and then even without events (a missed event, a FUSE dir)
 FIRST_RETRY_S = 1.0  # after a failed copy; doubles up to retry_max_s
@@ -76,7 +77,7 @@ class CheckpointSync:
         """Start the watcher and the one worker thread (which first removes temps a killed sync left)."""
         if self._thread is not None:
             return
-        self.local_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.local_dir)
         self._watcher = watch_dir(self.local_dir, lambda _path: self.request(), polling=self._polling,
                                   on_note=self._note_fallback)  # fmt: skip
         self._log("sync.watch", kind=self._watcher.kind, path=str(self.local_dir))

@@ -18,7 +18,7 @@ from types import FrameType
 
 from filelock import FileLock, Timeout
 
-from f5guard import __version__, pidfile, requests, sdnotify
+from f5guard import __version__, lineage, pidfile, requests, sdnotify
 from f5guard.checkpoints.durable import highest_durable_epoch
 from f5guard.config import load_config
 from f5guard.daemon import logs
@@ -27,6 +27,7 @@ from f5guard.daemon.launcher import ReadyChannel
 from f5guard.daemon.mirror import mirror_file, mirror_tree
 from f5guard.daemon.supervisor import Supervisor
 from f5guard.errors import DaemonError, F5guardError, HomeUnreachable, LeaseLost
+from f5guard.fsutil import keep_root
 from f5guard.layout import HomeLayout, WorkLayout
 from f5guard.lease.claims import Claim
 from f5guard.lease.hold import HomeLease
@@ -42,6 +43,16 @@ from f5guard.training.kind import TrainOptions
 TICK_S = 0.5
 STATE_MIRROR_S = 10.0
 CONFIG_POLL_S = 5.0  # how often the daemon looks whether its config file was edited
+REAP_S = 2.0  # how often orphans re-parented to the daemon (lineage.py) are collected
+ADOPTED_GRACE_S = 3.0  # SIGTERM to SIGKILL for processes that left their stage's group, at stop
+# Signals whose default action ends a process without a word. SIGQUIT asks to stop (it means "quit"); the rest
+# carry no meaning for a supervisor (a stray `kill -ALRM`, a profiler's timer) and are noted, then ignored.
+# A Python handler, not SIG_IGN: an ignored signal would stay ignored in every stage the daemon starts.
+_STRAY_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in ("SIGALRM", "SIGVTALRM", "SIGPROF", "SIGIO", "SIGPWR", "SIGSTKFLT", "SIGXCPU", "SIGTRAP")
+    if hasattr(signal, name)
+) + tuple(range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
 
 
 class _StopBeforeReady(Exception):
@@ -72,6 +83,9 @@ class Daemon:
         self.serving = False
         self.exit_reason: str | None = None  # one line for the exit note: why this life ended
         self._write_problem: str | None = None  # the last home write failed (read-only, full): status says so
+        self._lock_id: tuple[int, int] | None = None  # the work dir's lock file we hold (pidfile.file_id)
+        self.supervisor: Supervisor | None = None
+        self.stray_signals: list[str] = []  # noted by the handler, logged by the control loop
         self.store = StateStore(self.work.state, self.home.lease_dir, mirror_interval_s=STATE_MIRROR_S)
 
     # -- life cycle -------------------------------------------------------------------------------------
@@ -94,22 +108,50 @@ class Daemon:
                       file=sys.stderr)  # fmt: skip
                 return 1
             return 0
+        self._lock_id = pidfile.file_id(self.work.lock)
+        keep_root(self.work.root)  # from now on a vanished work dir or home is noticed, never quietly recreated
+        keep_root(self.home.root)
+        lineage.become_subreaper()  # orphans of our stages come to us, not to PID 1 (lineage.py)
+        os.environ[lineage.MARKER_ENV] = lineage.marker()  # every process we start carries it
+        pidfile.reserve_exit_room(self.work.exit_note)
         code, reason, crashed = 1, "it failed to start", False
         try:
             code = self._main_locked()
             reason = self.exit_reason or ("stopped" if code == 0 else "it failed to start")
-        except Exception as err:
-            reason, crashed = f"crashed: {type(err).__name__}: {' '.join(str(err).split())}", True
-            self.log.exception("daemon crashed", error=reason)
+        except _StopBeforeReady:
+            code, reason = 0, "stopped before it was ready"
+        except BaseException as err:
+            what = f"{type(err).__name__}: {' '.join(str(err).split())}".rstrip(": ")
+            reason, crashed = f"crashed: {what}", True
+            with contextlib.suppress(Exception):
+                self.log.exception("daemon crashed", error=reason)
+            self._end_children(grace_s=5.0)
             raise
         finally:
-            pidfile.write_exit(
-                self.work.exit_note, pidfile.ExitNote(time.time(), os.getpid(), reason, code, crashed=crashed)
-            )
-            with contextlib.suppress(OSError):
-                self.work.pidfile.unlink()
+            self._end_children(grace_s=ADOPTED_GRACE_S, supervisor=False)
+            if self.owns_work():  # a successor in a recreated work dir keeps its pidfile and exit note
+                note = pidfile.ExitNote(time.time(), os.getpid(), reason, code, crashed=crashed)
+                if not pidfile.write_exit(self.work.exit_note, note):
+                    print(f"f5guard: cannot write {self.work.exit_note}; the daemon ended: {reason}", file=sys.stderr)
+                pidfile.remove_if_mine(self.work.pidfile, os.getpid(), self.started_at)
             work_lock.release()
         return code
+
+    def owns_work(self) -> bool:
+        """The lock file in the work dir is still the one we hold (nobody deleted or replaced the work dir)."""
+        return self._lock_id is not None and pidfile.file_id(self.work.lock) == self._lock_id
+
+    def _end_children(self, grace_s: float, *, supervisor: bool = True) -> None:
+        """Whatever is left of what this daemon started: the stages (after a crash), then the processes that
+        left their stage's group (re-parented to us, or carrying our marker). Never raises."""
+        if supervisor and self.supervisor is not None:
+            with contextlib.suppress(Exception):
+                self.supervisor.stop(grace_s)
+        with contextlib.suppress(Exception):
+            left = {p.pid: p for p in lineage.adopted() + lineage.marked(lineage.marker())}
+            if left:
+                self.log.warning("ending processes that left their stage", pids=sorted(left))
+                lineage.end(list(left.values()), grace_s)
 
     def _main_locked(self) -> int:
         logs.configure(self.work.daemon_log, self.config.logs, console=self.foreground)
@@ -163,6 +205,7 @@ class Daemon:
         )
         self._reap_leftovers(doc)
         supervisor = Supervisor(self.config, doc, self._run_context(redactor, epoch, self.lease))
+        self.supervisor = supervisor
         self._write_pidfile("ready", epoch=epoch)
         note_work_dir(self.config)
         self.log.info("daemon ready", epoch=epoch, state_from=str(loaded.source) if loaded.source else None)
@@ -211,11 +254,16 @@ class Daemon:
         self._save(doc, home=True)
         self.store.prune_home(doc.epoch)
         watchdog = sdnotify.watchdog_interval_s()
-        next_lease = next_mirror = next_watchdog = next_config = 0.0
+        next_lease = next_mirror = next_watchdog = next_config = next_reap = 0.0
         config_watch = ConfigWatch(self.config)
         exit_code = 0
         while not self.stop_requested:
             now = time.monotonic()
+            if not self.owns_work():
+                return self._work_lost(supervisor)
+            if now >= next_reap:
+                next_reap = now + REAP_S
+                self._housekeeping()
             if now >= next_lease:
                 next_lease = now + self.config.lease.epoch_poll_s
                 lost = self._check_lease(supervisor, doc)
@@ -255,6 +303,24 @@ class Daemon:
         self.log.info("daemon stopped")
         return exit_code
 
+    def _housekeeping(self) -> None:
+        """Collect orphans that died re-parented to us; say which stray signals were ignored."""
+        lineage.reap_adopted()
+        if self.stray_signals:
+            signals, self.stray_signals = self.stray_signals, []
+            self.log.warning("ignored signals: they do not stop f5guard (SIGTERM or `f5guard stop` does)",
+                             signals=signals)  # fmt: skip
+
+    def _work_lost(self, supervisor: Supervisor) -> int:
+        """Someone deleted (or replaced) the work dir: whatever runs there now is not ours to touch. Stop our
+        stages at once (a trainer's last save would land in a successor's folder), release home, exit."""
+        assert self.lease is not None
+        self.exit_reason = f"its work dir {self.work.root} was deleted or replaced while it ran"
+        self.log.error("work dir deleted or replaced; stopping every child and exiting", work=str(self.work.root))
+        supervisor.stop(grace_s=0.0)
+        self.lease.release()
+        return 1
+
     def _check_lease(self, supervisor: Supervisor, doc: StateDoc) -> int | None:
         """None while the lease is ours; the exit code after stopping everything when it was lost."""
         assert self.lease is not None
@@ -293,6 +359,8 @@ class Daemon:
         self._save(doc)
 
     def _save(self, doc: StateDoc, *, home: bool | None = None) -> None:
+        if not self.owns_work():
+            return  # the control loop stops us on its next pass; never write into a successor's work dir
         try:
             self.store.save(doc, mirror=False)
         except OSError as err:
@@ -350,9 +418,16 @@ class Daemon:
                     self.log.warning("killed a leftover process group", run=run_name, stage=stage_name, pgid=record.pid)
                 record.state, record.pid, record.pid_started = StageStatus.INTERRUPTED, None, None
                 record.reason = "its supervisor stopped or died while it ran"
+        # What a killed daemon of this work dir started and that left its stage's group (lineage.py).
+        left = lineage.orphans_of_dead_daemons(str(self.work.root))
+        if left:
+            self.log.warning("killing processes a dead daemon left", pids=[p.pid for p in left])
+            lineage.kill_now(left)
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _write_pidfile(self, phase: str, epoch: int = 0) -> None:
+        if not self.owns_work():
+            return
         pidfile.write(
             self.work.pidfile,
             pidfile.DaemonInfo(
@@ -382,11 +457,26 @@ class Daemon:
             self.status_waiting = True
             self.wake.set()
 
+        def stray(signum: int, _frame: FrameType | None) -> None:
+            self.stray_signals.append(_signal_name(signum))
+            self.wake.set()
+
+        for number in _STRAY_SIGNALS:
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(number, stray)
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGQUIT, stop)
         signal.signal(signal.SIGUSR1, poke)
         signal.signal(signal.SIGUSR2, asked)  # the `f5guard status` fast path
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop training
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # real-time signals between SIGRTMIN and SIGRTMAX have no names of their own
+        return f"SIGRTMIN+{number - signal.SIGRTMIN}"
 
 
 def run_daemon(config_path: Path, *, takeover: bool, foreground: bool, accept_older: bool = False) -> int:

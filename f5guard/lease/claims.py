@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from f5guard.fsutil import atomic_write_json, read_json
+from f5guard.fsutil import atomic_write_json, make_dirs, read_json
 from f5guard.layout import HomeLayout
 from f5guard.machine import boot_id, hostname, pid_namespace, process_start_ticks
 
@@ -88,7 +88,7 @@ def beat_path(layout: HomeLayout, runtime: RuntimeId) -> Path:
 
 
 def write_claim(layout: HomeLayout, claim: Claim) -> None:
-    layout.claims.mkdir(parents=True, exist_ok=True)
+    make_dirs(layout.claims)
     atomic_write_json(claim_path(layout, claim.runtime), asdict(claim))
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from filelock import SoftFileLease, Timeout
 
 from f5guard.errors import HomeUnreachable, LeaseHeld, LeaseLost
+from f5guard.fsutil import make_dirs
 from f5guard.layout import HomeLayout
 from f5guard.lease.claims import Claim, ClaimWatch, RuntimeId, Sighting, beat_path, claim_path, write_claim
 from f5guard.lease.info import highest_epoch_seen
@@ -63,7 +64,7 @@ class HomeLease:
         """Write our claim with an epoch above everything visible; returns it. Without ``takeover`` a live
         claim of another runtime refuses at once (LeaseHeld); with it, we announce ourselves and wait until the
         old owner released its claim or went silent for a whole lease duration on our own clock."""
-        self.layout.claims.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.layout.claims)
         self.peers = self.watch.look()
         live = self.live_peers()
         if live and not takeover:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from f5guard.fsutil import make_dirs
 from f5guard.redact import Redactor
 
 LAST_LINES = 30
@@ -42,7 +43,7 @@ class StageLog:
     def __init__(
         self, path: Path, *, max_bytes: int, backups: int, redactor: Redactor, on_line: LineHook | None = None
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         self.path = path
         self._handler = logging.handlers.RotatingFileHandler(
             path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"

@@ -22,6 +22,7 @@ from f5guard import checkpoints, sdnotify
 from f5guard.checkpoints.durable import RestoreFailed, list_durable, recorded_updates, restore
 from f5guard.checkpoints.sync import CheckpointSync
 from f5guard.errors import TrainingBehind
+from f5guard.fsutil import make_dirs
 from f5guard.stages.driver import StageDriver, StageRunnerView
 from f5guard.state import BatchOverride, QuarantineNote, RestoreNote, StateStore, SupersedeNote, TrainingRecord
 from f5guard.trainer.batches import longest_clip_frames
@@ -90,7 +91,7 @@ class TrainDriver(StageDriver):
         opts = self.options(runner)
         local = Path(opts.checkpoint_dir)
         home = Path(opts.home_checkpoints)
-        local.mkdir(parents=True, exist_ok=True)
+        make_dirs(local)
         training = self.training(runner)
         gate = runner.ctx.gate()
         if gate is not None:  # another runtime may be training this home: ownership first (lease/hold.py)
@@ -221,7 +222,7 @@ class TrainDriver(StageDriver):
         for folder, old_rows in stale:
             aside = folder.with_name(f"{folder.name}.superseded-{stamp}")
             os.replace(folder, aside)
-            folder.mkdir(parents=True, exist_ok=True)
+            make_dirs(folder)
             text = (
                 f"the dataset's vocab changed ({old_rows - 1} -> {rows - 1} tokens): the previous training's "
                 f"checkpoints cannot resume with it; kept in {aside}, training starts again"
