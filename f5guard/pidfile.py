@@ -52,6 +52,15 @@ def pid_alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+def frozen(pid: int) -> bool:
+    """Stopped by a signal (SIGSTOP, SIGTSTP) or a debugger: alive, but it does nothing until SIGCONT."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] in ("T", "t")
+
+
 def lock_is_held(lock_path: Path) -> bool:
     """True while a live daemon holds the work dir's flock (taking it briefly proves nobody does)."""
     try:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from f5guard.bounds import MAX_UPDATE, epoch_in_name, epoch_of, update_of
 from f5guard.checkpoints.copying import CopyMismatch, ReadError, algorithm_of, copy_fd
 from f5guard.checkpoints.inspect import LAST_NAME, CheckpointInvalid, inspect_checkpoint
 from f5guard.checkpoints.resume import temp_copy_path
@@ -84,6 +85,8 @@ def read_manifest(manifest: Path) -> DurableCheckpoint | None:
         return None  # unreadable, half-uploaded (Drive) or file missing: not durable, whatever the reason
     if match is None or (int(match[1]), int(match[2])) != (durable.epoch, durable.update):
         return None
+    if epoch_of(durable.epoch) is None or update_of(durable.update) is None:
+        return None  # a hostile or corrupt manifest: no evidence of progress (bounds.py)
     if size != durable.size or not _DIGEST.match(durable.digest):
         return None
     return durable
@@ -121,7 +124,13 @@ def recorded_updates(home_ckpt_dir: Path) -> list[int]:
         names = os.listdir(home_ckpt_dir)
     except OSError:
         return []
-    return [int(m[2]) for n in names if (m := NAME.match(n)) and n.endswith(".json")]
+    return [
+        u for n in names if (m := NAME.match(n)) and n.endswith(".json") and (u := _update_in_name(m[2])) is not None
+    ]
+
+
+def _update_in_name(digits: str) -> int | None:
+    return update_of(int(digits)) if len(digits) <= len(str(MAX_UPDATE)) else None
 
 
 def highest_durable_epoch(home_ckpt_dir: Path) -> int:
@@ -130,7 +139,7 @@ def highest_durable_epoch(home_ckpt_dir: Path) -> int:
         names = os.listdir(home_ckpt_dir)
     except OSError:
         return 0
-    return max((int(m[1]) for n in names if (m := NAME.match(n))), default=0)
+    return max((e for n in names if (m := NAME.match(n)) and (e := epoch_in_name(m[1])) is not None), default=0)
 
 
 def no_log(_event: str, **_fields: Any) -> None:

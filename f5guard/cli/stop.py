@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -14,6 +15,15 @@ from f5guard.config import DEFAULT_STOP_GRACE_S
 from f5guard.errors import DaemonError
 
 EXTRA_WAIT_S = 30.0
+
+
+def _finite(value: float | None) -> float | None:
+    """FloatRange lets NaN through (every comparison with it is false) and inf means never: both are typos."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds", param_hint="'--timeout'")
+    return value
+
+
 TRAIN_FLUSH_S = 900.0  # as long as the daemon itself waits for the final sync (training.FLUSH_TIMEOUT_S)
 
 
@@ -23,6 +33,7 @@ TRAIN_FLUSH_S = 900.0  # as long as the daemon itself waits for the final sync (
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
+    callback=lambda _ctx, _param, value: _finite(value),
     help="Seconds to wait (default: the longest stage grace period + 30).",
 )
 def command(config_path: str | None, timeout: float | None) -> int:
@@ -47,6 +58,9 @@ def command(config_path: str | None, timeout: float | None) -> int:
     except ProcessLookupError:
         click.echo("the daemon had already exited.")
         return 0
+    if pidfile.frozen(info.pid):  # SIGSTOPped: the SIGTERM waits until it runs again
+        click.echo(f"the daemon (pid {info.pid}) was stopped by a signal (SIGSTOP); continuing it so it can stop")
+        os.kill(info.pid, signal.SIGCONT)
     click.echo(f"stopping f5guard (pid {info.pid}); a trainer checkpoints and its checkpoint is synced first...")
     # The lock goes first, then the process finishes exiting: wait for both, so nothing is left when we return.
     while pidfile.lock_is_held(work.lock) or pidfile.pid_alive(info.pid):

@@ -27,7 +27,7 @@ from f5guard.daemon.launcher import ReadyChannel
 from f5guard.daemon.mirror import mirror_file, mirror_tree
 from f5guard.daemon.supervisor import Supervisor
 from f5guard.errors import DaemonError, F5guardError, HomeUnreachable, LeaseLost
-from f5guard.fsutil import keep_root
+from f5guard.fsutil import keep_root, missing_root
 from f5guard.layout import HomeLayout, WorkLayout
 from f5guard.lease.claims import Claim
 from f5guard.lease.hold import HomeLease
@@ -324,6 +324,9 @@ class Daemon:
     def _check_lease(self, supervisor: Supervisor, doc: StateDoc) -> int | None:
         """None while the lease is ours; the exit code after stopping everything when it was lost."""
         assert self.lease is not None
+        if self.home_gone():
+            self._home_trouble(doc, f"home is gone: {self.home.root} does not exist (Drive unmounted?)")
+            return None  # nothing is written there until it is back; the heartbeat resumes then
         try:
             self.lease.check()
             self._home_trouble(doc, self._write_problem)
@@ -347,8 +350,13 @@ class Daemon:
             self.status_waiting = False
             answer_requests(self.config)
 
+    def home_gone(self) -> bool:
+        """Home's folder is not there (Drive unmounted): it is never recreated on the local disk."""
+        return missing_root(self.home.root) is not None
+
     def _home_trouble(self, doc: StateDoc, problem: str | None) -> None:
-        """Say once when home stops answering and once when it is back; status shows it meanwhile."""
+        """Say once when home stops answering and once when it is back; status shows it meanwhile. Only the work
+        copy is saved here: mirroring to home could fail again and come back here (it once recursed to death)."""
         if doc.daemon.get("home_problem") == problem:
             return
         if problem:
@@ -356,20 +364,35 @@ class Daemon:
         else:
             self.log.info("home reachable again; lease renewed")
         doc.daemon["home_problem"] = problem
-        self._save(doc)
+        if self.owns_work():
+            try:
+                self.store.save(doc, mirror=False)
+            except OSError as err:
+                self.log.error("cannot write state", path=str(self.work.state), error=str(err))
 
     def _save(self, doc: StateDoc, *, home: bool | None = None) -> None:
         if not self.owns_work():
             return  # the control loop stops us on its next pass; never write into a successor's work dir
         try:
             self.store.save(doc, mirror=False)
-        except OSError as err:
-            self.log.error("cannot write state", path=str(self.work.state), error=str(err))
+        except OSError as err:  # a full work disk: say so where status reads (the home copy is newer now)
+            problem = f"cannot write {self.work.state}: {err.strerror or err}"
+            if doc.daemon.get("work_problem") != problem:
+                self.log.error("cannot write state", path=str(self.work.state), error=str(err))
+                doc.daemon["work_problem"] = problem
+                home = True
+        else:
+            if doc.daemon.get("work_problem"):
+                self.log.info("the work dir can be written again")
+                doc.daemon["work_problem"] = None
+                with contextlib.suppress(OSError):
+                    self.store.save(doc, mirror=False)
+                home = True
         self._mirror_state(doc, force=bool(home))
 
     def _mirror_state(self, doc: StateDoc, *, force: bool) -> None:
         assert self.lease is not None
-        if not (force or self.store.home_due()):
+        if not (force or self.store.home_due()) or self.home_gone():
             return
         try:
             self.lease.check()  # fencing: never overwrite a newer owner's view of home
@@ -381,11 +404,16 @@ class Daemon:
             self.wake.set()
         except OSError as err:  # Drive hiccups, a full or read-only home: training goes on, home catches up later
             self.log.warning("cannot write state to home", path=str(self.store.home_path(doc.epoch)), error=str(err))
-            self._write_problem = f"cannot write state to home: {err.strerror or err} ({err.filename or ''})"
+            # The final path, not err.filename: that is a temp name, new each time (one problem must read as one).
+            self._write_problem = (
+                f"cannot write state to home: {err.strerror or err} ({self.store.home_path(doc.epoch)})"
+            )
             self._home_trouble(doc, self._write_problem)
 
     def _mirror(self, doc: StateDoc) -> None:
         self._mirror_state(doc, force=False)
+        if self.home_gone():
+            return
         try:
             mirror_tree(self.work.logs, self.home.runtime_logs(doc.epoch, self.store.runtime))
             for run in self.config.runs:  # `f5guard plot` reads these, also on a fresh VM

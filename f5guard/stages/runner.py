@@ -220,6 +220,8 @@ class StageRunner:
         r.duration_s = round(r.finished_at - (r.started_at or r.finished_at), 3)
         self.driver.close(self)
         self.stage_log.close()
+        if self.stage_log.error:  # a full work disk: the log is incomplete, the daemon goes on
+            self.log.warning("stage log incomplete", error=self.stage_log.error)
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop for good (daemon stop, reset, lost lease): INTERRUPTED, reruns on the next pass."""

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from f5guard.state import SampleNote, SetupNote
 from f5guard.status.report import StageReport, StatusReport, TrainingReport
+from f5guard.textsafe import printable
 
 STATE_STYLE = {
     "done": "green",
@@ -62,6 +63,13 @@ def human_duration(seconds: float | None) -> str:
 
 def _daemon_line(report: StatusReport) -> Text:
     d = report["daemon"]
+    if d["running"] and d["phase"] == "frozen":
+        return Text.assemble(
+            ("● ", "bold yellow"),
+            ("f5guard frozen", "bold"),
+            f"  pid {d['pid']} · host {d['host']}: stopped by a signal (SIGSTOP), it does nothing until "
+            f"`kill -CONT {d['pid']}` (`f5guard stop` continues it and stops it)",
+        )
     if d["running"]:
         phase = "" if d["phase"] in (None, "ready") else f" ({d['phase']})"
         line = Text.assemble(
@@ -242,6 +250,13 @@ def render_status(report: StatusReport, console: Console) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    if report["daemon"].get("work_problem"):
+        console.print(
+            f"  [bold red]work dir problem:[/] {escape(str(report['daemon']['work_problem']))} — make room on the "
+            "work disk; the daemon keeps running",
+            highlight=False,
+            soft_wrap=True,
+        )
     for problem in report["state"]["problems"]:
         console.print(f"  [yellow]warning:[/] {problem}", highlight=False)
     for run in report["runs"]:
@@ -278,7 +293,12 @@ def render_status(report: StatusReport, console: Console) -> None:
         for stage in run["stages"]:
             if stage["last_lines"]:
                 console.print(f"  last lines of {stage['name']}:", style="dim")
-                for line in stage["last_lines"]:
-                    console.print(f"    {line}", highlight=False, markup=False, soft_wrap=True)
+                for line in stage["last_lines"]:  # printable(): a state written before logs were cleaned
+                    console.print(f"    {printable(line)}", highlight=False, markup=False, soft_wrap=True)
     if not report["daemon"]["running"]:
-        console.print("\n  Start (or resume) it with: f5guard start", style="dim")
+        lease = report.get("lease")
+        if lease:  # a live claim of another runtime (or of another work dir on this machine)
+            held = f"\n  Home is held by host {lease['host']} pid {lease['pid']}: `f5guard start` here is refused; "
+            console.print(held + "`f5guard start --takeover` takes it over (that supervisor stops)", style="dim")
+        else:
+            console.print("\n  Start (or resume) it with: f5guard start", style="dim")

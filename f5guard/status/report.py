@@ -6,7 +6,10 @@ running — the after-reconnect case — and never imports torch.
 
 from __future__ import annotations
 
+import os
+import stat
 import time
+from pathlib import Path
 from typing import TypedDict
 
 from f5guard import pidfile
@@ -44,6 +47,7 @@ class DaemonReport(TypedDict):
     heartbeat_age_s: float | None
     last_known: DaemonNote | None  # who wrote the state last (also when no daemon runs here)
     home_problem: str | None
+    work_problem: str | None  # the work dir cannot be written (a full disk)
     config_note: str | None  # the config file changed or broke under the running daemon
     last_exit: ExitReport | None  # how the previous daemon here ended (only when none runs now)
     idle_with_failures: bool  # the daemon runs, nothing is running, and a run failed
@@ -186,7 +190,7 @@ def build_report(config: Config, now: float | None = None) -> StatusReport:
                 _stage(stage.name, record.stages.get(stage.name) if record else None, now, supervised=info is not None)
                 for stage in run.stages
             ],
-            training=_training(run, home, record.training if record else None, now),
+            training=_training(run, home, record.training if record else None, now, supervised=info is not None),
         )
         for run in config.runs
         for record in [doc.runs.get(run.name)]
@@ -228,23 +232,39 @@ def _daemon(info: pidfile.DaemonInfo | None, owner: Sighting | None, doc: StateD
         running=info is not None,
         pid=info.pid if info else None,
         host=info.host if info else None,
-        phase=info.phase if info else None,
+        phase=("frozen" if info.pid > 0 and pidfile.frozen(info.pid) else info.phase) if info else None,
         uptime_s=round(now - info.started_at, 1) if info else None,
         epoch=(info.epoch or doc.epoch) if info else None,
         heartbeat_age_s=round(owner.heartbeat_age_s, 1) if owner and owner.heartbeat_age_s is not None else None,
         last_known=doc.daemon or None,
         home_problem=doc.daemon.get("home_problem") if info else None,
+        work_problem=doc.daemon.get("work_problem") if info else None,
         config_note=doc.daemon.get("config_note") if info else None,
-        last_exit=_last_exit(work) if info is None else None,
+        last_exit=_last_exit(work, doc) if info is None else None,
         idle_with_failures=idle_with_failures,
     )
 
 
-def _last_exit(work: WorkLayout) -> ExitReport | None:
+def _last_exit(work: WorkLayout, doc: StateDoc) -> ExitReport | None:
     note = pidfile.read_exit(work.exit_note)
+    stale = pidfile.read(work.pidfile)  # no lock holds it: a daemon that died before removing it
+    if stale is not None and (note is None or note.at < stale.started_at):
+        # That life left no note (SIGKILL, the OOM killer, the machine): never show an older life's reason as its.
+        seen = [stale.started_at, *_mtime(work.pidfile)]
+        if doc.daemon.get("pid") == stale.pid and isinstance(doc.written_at, (int, float)):
+            seen.append(doc.written_at)
+        reason = "it left no exit note: killed by SIGKILL or the OOM killer, or the machine went down"
+        return ExitReport(at=max(seen), pid=stale.pid, reason=reason, crashed=True)
     if note is None:
         return None
     return ExitReport(at=note.at, pid=note.pid, reason=note.reason, crashed=note.crashed)
+
+
+def _mtime(path: Path) -> list[float]:
+    try:
+        return [path.stat().st_mtime]
+    except OSError:
+        return []
 
 
 def _run_state(record: RunRecord | None, *, supervised: bool) -> str:
@@ -281,12 +301,20 @@ def _stage(name: str, srec: StageRecord | None, now: float, *, supervised: bool)
     return entry
 
 
-def _training(run: RunConfig, home: HomeLayout, record: TrainingRecord | None, now: float) -> TrainingReport | None:
-    """The train stage's figures; the durable checkpoint is read from home when state knows none (fresh VM)."""
+def _training(run: RunConfig, home: HomeLayout, record: TrainingRecord | None, now: float, *,
+              supervised: bool) -> TrainingReport | None:  # fmt: skip
+    """The train stage's figures; the durable checkpoint is read from home when state knows none (fresh VM), or
+    when the file state names is not there as state says (status says "safe" only of what it checked)."""
     if not any(s.kind == "train" for s in run.stages):
         return None
     t = record or TrainingRecord()
     durable_update, synced_at, size, path = t.durable_update, t.durable_synced_at, t.durable_size, t.durable_path
+    warning = t.sync_warning
+    if durable_update is not None and not _on_home(path, size):
+        warning = f"state names {Path(str(path)).name} (update {durable_update}) on home, but it is missing or " + (
+            "not what was synced" if size else "empty"
+        )
+        durable_update = synced_at = size = path = None
     if durable_update is None:
         durable = list_durable(home.checkpoints(run.name))
         if durable:
@@ -296,8 +324,9 @@ def _training(run: RunConfig, home: HomeLayout, record: TrainingRecord | None, n
         update=t.update,
         total_updates=t.total_updates,
         loss=t.loss,
-        updates_per_s=t.updates_per_s,
-        eta_s=t.eta_s,
+        # A speed and an ETA describe a trainer that runs: none while the daemon is gone or training waits.
+        updates_per_s=t.updates_per_s if supervised and not t.waiting else None,
+        eta_s=t.eta_s if supervised and not t.waiting else None,
         epoch=t.epoch,
         durable_update=durable_update,
         durable_age_s=round(now - synced_at, 1) if isinstance(synced_at, (int, float)) else None,
@@ -305,7 +334,7 @@ def _training(run: RunConfig, home: HomeLayout, record: TrainingRecord | None, n
         durable_path=path,
         restarts=t.restarts,
         last_exit=t.last_exit,
-        sync_warning=t.sync_warning,
+        sync_warning=warning,
         sync_error=t.sync_error,
         waiting=t.waiting,
         superseded=t.superseded,
@@ -318,6 +347,17 @@ def _training(run: RunConfig, home: HomeLayout, record: TrainingRecord | None, n
         batch_override=t.batch_override,
         processes=t.processes,
     )
+
+
+def _on_home(path: str | None, size: int | None) -> bool:
+    """The checkpoint file state names is a regular file on home, of the size that was synced (0 never is)."""
+    if not path:
+        return False
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size > 0 and (size is None or st.st_size == size)
 
 
 def _sample_on_home(run: RunConfig, home: HomeLayout) -> SampleNote | None:
