@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,7 +109,35 @@ def atomic_write_json(path: Path, document: Any) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def read_json(path: Path) -> Any:
-    """Read a JSON file; raises OSError or ValueError (json.JSONDecodeError) for the caller to word."""
-    with path.open("rb") as handle:
-        return json.loads(handle.read().decode("utf-8"))
+READ_MOST = 16 * 1024 * 1024  # a claim, manifest or request is a few hundred bytes; state a few hundred KB
+
+
+def read_regular(path: Path, most: int = READ_MOST) -> bytes:
+    """The bytes of a regular file of at most ``most`` bytes. A FIFO would block the reader forever, /dev/zero
+    never ends and a huge file fills memory: each is an OSError (EINVAL, EFBIG) for the caller to word."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO, socket or device"
+            raise OSError(errno.EINVAL, f"not a regular file ({kind})", str(path))
+        if st.st_size > most:
+            raise OSError(errno.EFBIG, f"{st.st_size} bytes, more than the {most} expected", str(path))
+        chunks, size = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > most:  # it grew while read
+                raise OSError(errno.EFBIG, f"more than the {most} bytes expected", str(path))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path, most: int = READ_MOST) -> Any:
+    """Read a JSON file; raises OSError or ValueError (json.JSONDecodeError, or nesting past the recursion
+    limit: a hostile file) for the caller to word."""
+    try:
+        return json.loads(read_regular(path, most).decode("utf-8"))
+    except RecursionError as err:
+        raise ValueError(f"{path}: nested too deeply to be a document of f5guard") from err

@@ -19,10 +19,11 @@ from typing import Any, TypedDict
 
 from f5guard.bounds import counted, epoch_in_name, epoch_of
 from f5guard.errors import StateError
-from f5guard.fsutil import atomic_write_json
+from f5guard.fsutil import atomic_write_json, read_regular
 from f5guard.jsontypes import checked_fields, conforms
 
 SCHEMA_VERSION = 1
+STATE_MOST = 64 * 1024 * 1024  # a state copy larger than this is not one f5guard wrote
 _HOME_NAME = re.compile(r"^state-e(\d+)(?:-(.+))?\.json$")  # no runtime part: written before claims existed
 
 
@@ -328,7 +329,7 @@ class StateStore:
         best: tuple[tuple[int, str, int], StateDoc, Path] | None = None
         for path in [self.work_path, *reversed(self.home_copies())]:
             try:
-                raw = path.read_bytes()
+                raw = read_regular(path, STATE_MOST)
             except FileNotFoundError:
                 continue
             except OSError as err:
@@ -357,7 +358,7 @@ class StateStore:
         updates: list[int] = []
         for path in [self.work_path, *self.home_copies()]:
             with contextlib.suppress(OSError, ValueError, StateError, RecursionError):
-                record = doc_from_json(json.loads(path.read_bytes())).runs.get(run)
+                record = doc_from_json(json.loads(read_regular(path, STATE_MOST))).runs.get(run)
                 training = record.training if record is not None else None
                 if training is not None and training.durable_update is not None and training.superseded == superseded:
                     updates.append(int(training.durable_update))

@@ -175,3 +175,15 @@ command = ["sh", "-c", "head -c 200000000 /dev/zero | tr '\\\\0' x; echo; echo d
     ]
     assert "done" in (p.work / "logs" / "r" / "spew.log").read_text()
     p.cli("stop", "--timeout", "30", check=True)
+
+
+def test_a_config_nested_thousands_deep_over_a_running_daemon(make_project) -> None:  # type: ignore[no-untyped-def]
+    """The config watcher reads the edited file: a RecursionError there ended the daemon and its training."""
+    p: Project = make_project(SERVE)
+    daemon = start_serving(p)
+    p.config.write_text(p.config.read_text() + "\nx = " + "[" * 5000 + "]" * 5000 + "\n")
+    p.wait_for(lambda: "the config is invalid now" in p.cli("status").stdout, timeout=30, what="the config note")
+    assert not is_dead(daemon), f"the daemon died: {p.status()['daemon']}"
+    status = p.cli("status")
+    assert "nested deeper" in status.stdout and "Traceback" not in status.stdout + status.stderr
+    p.cli("stop", "--timeout", "30", check=True)

@@ -48,9 +48,10 @@ def test_an_old_daemon_never_removes_its_successors_pidfile(make_project) -> Non
     assert new_pid and new_pid != old.pid, "the successor's pidfile was removed or replaced"
     report = p.status()
     assert report["daemon"]["running"] and report["daemon"]["pid"] == new_pid
-    assert not (p.work / "daemon.exit.json").exists() or json.loads((p.work / "daemon.exit.json").read_text())[
-        "pid"
-    ] != old.pid, "the old daemon wrote its exit note into its successor's work dir"
+    assert (
+        not (p.work / "daemon.exit.json").exists()
+        or json.loads((p.work / "daemon.exit.json").read_text())["pid"] != old.pid
+    ), "the old daemon wrote its exit note into its successor's work dir"
     assert "already running here (pid " + str(new_pid) in p.cli("start").stdout
     stop = p.cli("stop", "--timeout", "30")
     assert stop.returncode == 0 and "stopped in" in stop.stdout, stop.stdout + stop.stderr
