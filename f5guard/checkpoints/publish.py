@@ -128,6 +128,7 @@ class Publisher:
         ``on_copy`` is called once the copy begins, ``on_durable`` as soon as the checkpoint is durable (before
         older ones are deleted: status shows it then); ``stopping`` is polled during the copy.
         """
+        make_dirs(self.home)  # someone removed the folder: make it again (never home itself: fsutil.keep_root)
         free = shutil.disk_usage(self.home).free
         need = candidate.size + SPACE_MARGIN  # the old one stays until the new one is durable: room for both
         if free < need:

@@ -18,7 +18,7 @@ from f5guard.checkpoints.durable import DurableCheckpoint, Log, list_durable, no
 from f5guard.checkpoints.inspect import CheckpointInfo, scan_dir
 from f5guard.checkpoints.publish import Attempt, Fenced, Outcome, Publisher
 from f5guard.checkpoints.watch import Watcher, watch_dir
-from f5guard.fsutil import make_dirs
+from f5guard.fsutil import make_dirs, missing_root
 
 RESCAN_S = 60.0  # look now and then even without events (a missed event, a FUSE dir)
 FIRST_RETRY_S = 1.0  # after a failed copy; doubles up to retry_max_s
@@ -105,7 +105,7 @@ class CheckpointSync:
         else:
             while self._pass(in_worker=False) not in (Outcome.FENCED, Outcome.NO_SPACE):
                 remaining = deadline - time.monotonic()
-                if self._publisher.covered(target, self._durables) or remaining <= 0:
+                if self._publisher.covered(target, self._durables) or remaining <= 0 or missing_root(self.home):
                     break
                 time.sleep(min(0.5, remaining))
         with self._cond:
@@ -139,6 +139,8 @@ class CheckpointSync:
                 while not self._publisher.covered(target, self._durables) and not self._fenced and thread.is_alive():
                     if self._passes > passes and self._outcome is Outcome.NO_SPACE:
                         return  # waiting will not make room; the warning says what to do
+                    if self._passes > passes and missing_root(self.home) is not None:
+                        return  # home is gone (Drive unmounted): nothing reaches it before it is back
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return

@@ -311,8 +311,11 @@ def _training(run: RunConfig, home: HomeLayout, record: TrainingRecord | None, n
     durable_update, synced_at, size, path = t.durable_update, t.durable_synced_at, t.durable_size, t.durable_path
     warning = t.sync_warning
     if durable_update is not None and not _on_home(path, size):
-        warning = f"state names {Path(str(path)).name} (update {durable_update}) on home, but it is missing or " + (
-            "not what was synced" if size else "empty"
+        name = f"{Path(str(path)).name} (update {durable_update})"
+        warning = (
+            f"state names {name} on home, but it is missing, empty or not what was synced"
+            if home.root.is_dir()
+            else f"cannot check {name}: home {home.root} is not there (Drive unmounted?)"
         )
         durable_update = synced_at = size = path = None
     if durable_update is None:
