@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -21,6 +22,7 @@ from f5guard.training.kind import check_gpu_keys
 _FAILED_STAGES = (StageStatus.FATAL, StageStatus.FAILED)
 
 STDIO_TAIL = 15
+ACCEPT_OLDER_STOP_S = 60.0  # a daemon waiting for a checkpoint runs no trainer: it stops in a second
 
 
 @click.command("start")
@@ -39,6 +41,8 @@ def command(config_path: str | None, takeover: bool, accept_older: bool, dry_run
         return _dry_run(ctx)
     check_gpu_keys(ctx.config)
     info = pidfile.running_daemon(ctx.work.lock, ctx.work.pidfile)
+    if info is not None and accept_older:
+        info = _restart_accepting_older(ctx, info)
     if info is not None:
         click.echo(f"f5guard is already running here (pid {info.pid}); see `f5guard status`.")
         _retry_failed_runs(ctx, info.pid)
@@ -77,6 +81,31 @@ def command(config_path: str | None, takeover: bool, accept_older: bool, dry_run
         err.exit_code = int(last.get("exit_code", 1))
         raise err
     raise DaemonError(_died_message(ctx, result.pid, result.exited))
+
+
+def _restart_accepting_older(ctx: Context, info: pidfile.DaemonInfo) -> pidfile.DaemonInfo | None:
+    """``--accept-older`` is the answer to a daemon that waits for a checkpoint (or gave up waiting): stop it and
+    start one that accepts what is here. Never while a stage process runs (a trainer would lose its progress):
+    then the running daemon is returned, untouched."""
+    doc = StateStore(ctx.work.state, ctx.home.lease_dir).load().doc
+    busy = [f"{run}/{name}" for run, record in doc.runs.items() for name, stage in record.stages.items()
+            if stage.state is StageStatus.RUNNING and stage.pid]  # fmt: skip
+    if busy or info.pid <= 0:
+        click.echo(f"--accept-older changes nothing now: {busy[0] if busy else 'a stage'} is running (it is for a "
+                   "daemon that waits for a checkpoint).")  # fmt: skip
+        return info
+    click.echo(
+        f"restarting the daemon (pid {info.pid}) with --accept-older: it resumes from the newest checkpoint here"
+    )
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(info.pid, signal.SIGTERM)
+    deadline = time.monotonic() + ACCEPT_OLDER_STOP_S
+    while pidfile.lock_is_held(ctx.work.lock) or pidfile.pid_alive(info.pid):
+        if time.monotonic() > deadline:
+            raise DaemonError(f"the daemon (pid {info.pid}) did not stop within {ACCEPT_OLDER_STOP_S:.0f}s; "
+                              "`f5guard stop`, then `f5guard start --accept-older`")  # fmt: skip
+        time.sleep(0.1)
+    return None
 
 
 def _died_message(ctx: Context, pid: int, exited: int | None) -> str:
