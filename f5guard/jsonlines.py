@@ -53,7 +53,7 @@ def _records(data: bytes) -> list[Record]:
     for line in lines:
         try:
             record = json.loads(line.decode("utf-8"))
-        except ValueError:  # UnicodeDecodeError too; a torn line in the middle was ended by a later writer
+        except (ValueError, RecursionError):  # UnicodeDecodeError too; a torn line; a hostile nesting
             continue
         if isinstance(record, dict):
             records.append(record)

@@ -19,7 +19,7 @@ def test_a_multiline_secret_never_reaches_logs_or_state(make_project, tmp_path: 
     script.write_text(
         'echo "key: $SERVICE_PRIVATE_KEY"\n'
         'printf "%s\\n" "$GOOGLE_CREDENTIAL_JSON"\n'  # the JSON file's text: its key holds \\n escapes
-        'python3 -c "import json, os; print(json.dumps(os.environ[\'SERVICE_PRIVATE_KEY\']))"\n'
+        "python3 -c \"import json, os; print(json.dumps(os.environ['SERVICE_PRIVATE_KEY']))\"\n"
         "exit 3\n"
     )
     p: Project = make_project(f"""

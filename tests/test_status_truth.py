@@ -169,7 +169,7 @@ def test_a_state_copy_with_wrong_types_is_shown_without_them(project) -> None:  
 
 
 def test_the_footer_does_not_suggest_a_refused_start(project) -> None:  # type: ignore[no-untyped-def]
-    config, work, home = project
+    config, _work, home = project
     home.claims.mkdir(parents=True)
     runtime = {"host": "colab-other", "boot_id": "b" * 32, "pidns": "pid:[1]", "pid": 77, "pid_started": 5}
     claim = {"runtime": runtime, "epoch": 3, "work": "/content/work", "since": time.time(), "released": False}

@@ -4,11 +4,13 @@ fresh VM too. matplotlib is imported by this command only."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import click
 
+from f5guard.bounds import update_of
 from f5guard.checkpoints.durable import list_durable
 from f5guard.cli.common import config_option, open_config
 from f5guard.errors import F5guardError, UsageError
@@ -31,6 +33,11 @@ def command(config_path: str | None, run: str | None, out: str | None) -> int:
     events = progress_events(ctx.config, target)
     updates = [e for e in events if e.get("event") == "update" and isinstance(e.get("update"), int)]
     if not updates:
+        if all(s.options.mode == "command" for s in target.stages if isinstance(s.options, TrainOptions)):
+            raise UsageError(
+                f"run {target.name!r} trains with mode = 'command': f5guard follows its progress bar "
+                "(`f5guard status`) but keeps no loss curve to plot; mode = 'builtin' records one"
+            )
         raise F5guardError(f"no training progress recorded for run {target.name!r} yet (nothing on home or here)")
     durable = sorted({d.update for d in list_durable(ctx.home.checkpoints(target.name))})
     path = Path(out) if out else Path.cwd() / f"{target.name}-training.png"
@@ -66,12 +73,28 @@ def progress_events(config: Config, run: RunConfig) -> list[dict[str, Any]]:
             found, _ = read_events(path)
         except OSError:
             continue
-        for event in found:
+        for event in filter(_plottable, found):
             key = (event.get("pid"), event.get("t"), event.get("event"), event.get("update"))
             if key not in seen:
                 seen.add(key)
                 events.append(event)
     return sorted(events, key=lambda e: float(e.get("t") or 0))
+
+
+def _plottable(event: dict[str, Any]) -> bool:
+    """An event whose figures can be drawn: a finite time, an update that is a count, a finite loss and learning
+    rate (or none). A progress copy on home may be torn, old or edited: the rest of it is still plotted."""
+    if not isinstance(event.get("event"), str) or not _finite(event.get("t")):
+        return False
+    if event.get("event") == "update" and update_of(event.get("update")) is None:
+        return False
+    if event.get("event") == "start" and "start_update" in event and update_of(event["start_update"]) is None:
+        return False
+    return all(event.get(key) is None or _finite(event[key]) for key in ("loss", "lr"))
+
+
+def _finite(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
 
 
 def _restarts(events: list[dict[str, Any]]) -> list[int]:
@@ -89,7 +112,8 @@ def draw(run: str, events: list[dict[str, Any]], durable: list[int], path: Path)
         import matplotlib.pyplot as plt
     except ImportError as err:
         raise F5guardError(f"`f5guard plot` needs matplotlib ({err}); the [train] extra installs it") from err
-    points = sorted((int(e["update"]), e.get("loss"), e.get("lr")) for e in events if e.get("event") == "update")
+    points = sorted(((int(e["update"]), e.get("loss"), e.get("lr")) for e in events if e.get("event") == "update"),
+                    key=lambda point: point[0])  # fmt: skip
     steps = [u for u, loss, _ in points if isinstance(loss, (int, float))]
     losses = [float(loss) for _, loss, _ in points if isinstance(loss, (int, float))]
     smooth: list[float] = []
