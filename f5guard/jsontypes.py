@@ -8,6 +8,7 @@ import dataclasses
 import enum
 import functools
 import math
+import sys
 import types
 import typing
 from typing import Any, Union
@@ -26,7 +27,7 @@ def conforms(value: Any, hint: Any) -> bool:
     if hint in (bool, int, str):
         return type(value) is hint
     if hint is float:
-        return type(value) in (int, float) and math.isfinite(value)
+        return finite(value)
     if origin is list:
         return isinstance(value, list) and all(conforms(v, args[0]) for v in value)
     if origin is dict:
@@ -36,6 +37,14 @@ def conforms(value: Any, hint: Any) -> bool:
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return any(value == member.value and type(value) is type(member.value) for member in hint)
     return False
+
+
+def finite(value: Any) -> bool:
+    """A JSON number usable as a float: not NaN or infinite, not an integer too large for a float (an int of
+    400 digits is valid JSON; formatting it as a float raises OverflowError)."""
+    if type(value) is int:
+        return abs(value) <= sys.float_info.max
+    return type(value) is float and math.isfinite(value)
 
 
 def _typed_dict(value: Any, hint: Any) -> bool:

@@ -4,7 +4,6 @@ fresh VM too. matplotlib is imported by this command only."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from f5guard.bounds import update_of
 from f5guard.checkpoints.durable import list_durable
 from f5guard.cli.common import config_option, open_config
 from f5guard.errors import F5guardError, UsageError
+from f5guard.jsontypes import finite
 from f5guard.layout import HomeLayout
 from f5guard.schema import Config, RunConfig
 from f5guard.trainer.progress import read_events
@@ -84,17 +84,13 @@ def progress_events(config: Config, run: RunConfig) -> list[dict[str, Any]]:
 def _plottable(event: dict[str, Any]) -> bool:
     """An event whose figures can be drawn: a finite time, an update that is a count, a finite loss and learning
     rate (or none). A progress copy on home may be torn, old or edited: the rest of it is still plotted."""
-    if not isinstance(event.get("event"), str) or not _finite(event.get("t")):
+    if not isinstance(event.get("event"), str) or not finite(event.get("t")):
         return False
     if event.get("event") == "update" and update_of(event.get("update")) is None:
         return False
     if event.get("event") == "start" and "start_update" in event and update_of(event["start_update"]) is None:
         return False
-    return all(event.get(key) is None or _finite(event[key]) for key in ("loss", "lr"))
-
-
-def _finite(value: Any) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)
+    return all(event.get(key) is None or finite(event[key]) for key in ("loss", "lr"))
 
 
 def _restarts(events: list[dict[str, Any]]) -> list[int]:
