@@ -17,10 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
-from f5guard.bounds import counted, epoch_in_name, epoch_of
 from f5guard.errors import StateError
 from f5guard.fsutil import atomic_write_json, read_regular
-from f5guard.jsontypes import checked_fields, conforms
+from f5guard.readback import checked_fields, conforms, counted, epoch_in_name, epoch_of
 
 SCHEMA_VERSION = 1
 STATE_MOST = 64 * 1024 * 1024  # a state copy larger than this is not one f5guard wrote

@@ -27,7 +27,6 @@ from typing import Any
 import psutil
 import pytest
 
-from f5guard.bounds import MAX_EPOCH
 from f5guard.checkpoints.durable import durable_name, highest_durable_epoch, list_durable, recorded_updates
 from f5guard.cli.plot import progress_events
 from f5guard.config import load_config
@@ -35,6 +34,7 @@ from f5guard.errors import F5guardError
 from f5guard.layout import HomeLayout, WorkLayout
 from f5guard.lease.claims import ClaimWatch, RuntimeId
 from f5guard.lease.info import highest_epoch_seen
+from f5guard.readback import MAX_EPOCH
 from f5guard.state import (
     BatchOverride,
     ExportNote,

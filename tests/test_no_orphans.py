@@ -1,6 +1,6 @@
 """Invariant 5: stopping ends every process the daemon started, down to a grandchild that double-forked, called
 setsid and ignores SIGTERM (it left its stage's process group: killpg and a tree walk miss it). The daemon is a
-child subreaper (f5guard/lineage.py), so such an orphan is re-parented to it, not to PID 1; and every process
+child subreaper (f5guard/stages/lineage.py), so such an orphan is re-parented to it, not to PID 1; and every process
 carries the daemon's marker, so a daemon killed with SIGKILL leaves nothing the next start does not end."""
 
 from __future__ import annotations

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from f5guard.bounds import MAX_UPDATE, epoch_in_name, epoch_of, update_of
 from f5guard.checkpoints.copying import CopyMismatch, ReadError, algorithm_of, copy_fd
 from f5guard.checkpoints.inspect import LAST_NAME, CheckpointInvalid, inspect_checkpoint
 from f5guard.checkpoints.resume import temp_copy_path
 from f5guard.errors import F5guardError
 from f5guard.fsutil import atomic_write_json, fsync_dir, read_json
+from f5guard.readback import MAX_UPDATE, epoch_in_name, epoch_of, update_of
 
 Log = Callable[..., None]
 MANIFEST_FORMAT = 2  # 2: "digest" = "crc32:<hex>"; 1 (read still): "sha256" = "<hex>"
@@ -86,7 +86,7 @@ def read_manifest(manifest: Path) -> DurableCheckpoint | None:
     if match is None or (int(match[1]), int(match[2])) != (durable.epoch, durable.update):
         return None
     if epoch_of(durable.epoch) is None or update_of(durable.update) is None:
-        return None  # a hostile or corrupt manifest: no evidence of progress (bounds.py)
+        return None  # a hostile or corrupt manifest: no evidence of progress (readback.py)
     if size != durable.size or not _DIGEST.match(durable.digest):
         return None
     return durable

@@ -9,12 +9,11 @@ from typing import Any
 
 import click
 
-from f5guard.bounds import update_of
 from f5guard.checkpoints.durable import list_durable
 from f5guard.cli.common import config_option, open_config
 from f5guard.errors import F5guardError, UsageError
-from f5guard.jsontypes import finite
 from f5guard.layout import HomeLayout
+from f5guard.readback import finite, update_of
 from f5guard.schema import Config, RunConfig
 from f5guard.trainer.progress import read_events
 from f5guard.training.kind import TrainOptions

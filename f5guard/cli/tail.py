@@ -11,7 +11,7 @@ import click
 from f5guard.cli.common import config_option, find_daemon
 from f5guard.cli.follow import Entry, Follower, Source, find_sources, iter_new, merged_tail
 from f5guard.errors import UsageError
-from f5guard.textsafe import printable
+from f5guard.stages.textsafe import printable
 
 POLL_S = 0.25
 RESCAN_S = 2.0

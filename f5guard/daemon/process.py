@@ -18,7 +18,7 @@ from types import FrameType
 
 from filelock import FileLock, Timeout
 
-from f5guard import __version__, lineage, pidfile, requests, sdnotify
+from f5guard import __version__, pidfile, requests, sdnotify
 from f5guard.checkpoints.durable import highest_durable_epoch
 from f5guard.config import load_config
 from f5guard.daemon import logs
@@ -34,6 +34,7 @@ from f5guard.lease.hold import HomeLease
 from f5guard.machine import boot_id, hostname
 from f5guard.redact import Redactor
 from f5guard.schema import Config
+from f5guard.stages import lineage
 from f5guard.stages.attempt import kill_leftover_group
 from f5guard.stages.context import RunContext
 from f5guard.state import DaemonNote, StageStatus, StateDoc, StateStore

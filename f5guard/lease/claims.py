@@ -17,10 +17,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from f5guard.bounds import epoch_of
 from f5guard.fsutil import atomic_write_json, make_dirs, read_json
 from f5guard.layout import HomeLayout
 from f5guard.machine import boot_id, hostname, pid_namespace, process_start_ticks
+from f5guard.readback import epoch_of
 
 CLAIM_SUFFIX = ".json"
 BEAT_SUFFIX = ".beat"

@@ -8,10 +8,10 @@ from __future__ import annotations
 import contextlib
 import os
 
-from f5guard.bounds import epoch_of
 from f5guard.fsutil import read_json
 from f5guard.layout import HomeLayout
 from f5guard.lease.claims import CLAIM_SUFFIX, ClaimWatch, RuntimeId, Sighting, read_claim
+from f5guard.readback import epoch_of
 
 
 def legacy_epoch(layout: HomeLayout) -> int:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import psutil
 
-from f5guard import lineage
 from f5guard.fsutil import make_dirs
 from f5guard.pdeathsig import PARENT_ENV, die_with_parent
+from f5guard.stages import lineage
 from f5guard.stages.exits import ExitInfo, classify, oom_kill_count
 from f5guard.stages.stagelog import StageLog
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from f5guard.fsutil import make_dirs
 from f5guard.redact import Redactor
-from f5guard.textsafe import printable
+from f5guard.stages.textsafe import printable
 
 LAST_LINES = 30
 LINE_MOST = 64 * 1024  # bytes of one line that are logged; the rest is counted

@@ -13,9 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from f5guard.stages.textsafe import printable
 from f5guard.state import SampleNote, SetupNote
 from f5guard.status.report import StageReport, StatusReport, TrainingReport
-from f5guard.textsafe import printable
 
 STATE_STYLE = {
     "done": "green",

@@ -20,11 +20,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import ClassVar, Generic, Protocol, TypeVar
 
-from f5guard import lineage
 from f5guard.checkpoints.durable import DurableCheckpoint, Log
 from f5guard.fsutil import make_dirs
 from f5guard.pdeathsig import PARENT_ENV
 from f5guard.schema import StackPython
+from f5guard.stages import lineage
 from f5guard.stages.stackpython import ensure_pythonpath, stack_env
 
 STOP_WAIT_S = 10.0
