@@ -187,3 +187,21 @@ def test_a_config_nested_thousands_deep_over_a_running_daemon(make_project) -> N
     status = p.cli("status")
     assert "nested deeper" in status.stdout and "Traceback" not in status.stdout + status.stderr
     p.cli("stop", "--timeout", "30", check=True)
+
+
+def test_start_quotes_the_exit_note_not_a_cut_traceback(make_project) -> None:  # type: ignore[no-untyped-def]
+    """A daemon that died before it was ready on a full disk: its output ends mid-traceback; start says what
+    the exit note (written into the room set aside for it) says."""
+    from f5guard import pidfile
+    from f5guard.cli.common import open_config
+    from f5guard.cli.start import _died_message
+
+    p: Project = make_project(SERVE)
+    ctx = open_config(str(p.config), find_python=False)
+    ctx.work.daemon_stdio.parent.mkdir(parents=True)
+    ctx.work.daemon_stdio.write_text("Traceback (most recent call last):\n    return super()._pr")
+    reason = "crashed: OSError: [Errno 28] No space left on device"
+    pidfile.write_exit(ctx.work.exit_note, pidfile.ExitNote(time.time(), 4321, reason, 1, crashed=True))
+    message = _died_message(ctx, 4321, 1)
+    assert "No space left on device" in message and "super()" not in message, message
+    assert "super()" in _died_message(ctx, 999, 1), "another pid's note is not this daemon's word"

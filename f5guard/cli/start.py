@@ -110,6 +110,9 @@ def _restart_accepting_older(ctx: Context, info: pidfile.DaemonInfo) -> pidfile.
 
 def _died_message(ctx: Context, pid: int, exited: int | None) -> str:
     how = "is still starting after 30 s" if exited is None else f"exited with status {exited} before it was ready"
+    note = pidfile.read_exit(ctx.work.exit_note)
+    if note is not None and note.pid == pid:  # its own word: its output may be cut short (a full disk)
+        return f"the daemon (pid {pid}) {how}: {note.reason} (full output: {ctx.work.daemon_stdio})"
     try:
         lines = ctx.work.daemon_stdio.read_text(errors="replace").strip().splitlines()[-STDIO_TAIL:]
     except OSError:
