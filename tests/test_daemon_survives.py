@@ -7,11 +7,13 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.conftest import Project, is_dead, pids_of_stage, wait_dead
 from tests.sync_support import tmpfs  # noqa: F401 - fixture
@@ -107,18 +109,15 @@ command = ["sleep", "600"]
     p.cli("stop", "--timeout", "30")
 
 
+@pytest.mark.slow  # home answers again only at the next state mirror (10 s)
 def test_an_unwritable_home_folder_is_a_home_problem_not_a_crash(make_project, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """home/.f5guard made immutable (chattr +i) under a running daemon: every write there fails with a new
     temp name in the error; the daemon says so once in status and keeps serving."""
-    import subprocess
-
     p: Project = make_project(SERVE.replace("[[runs]]", "[logs]\nmirror_interval_s = 0.2\n\n[[runs]]"))
     daemon = start_serving(p)
     folder = p.home / ".f5guard"
     proc = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        import pytest
-
         pytest.skip(f"chattr +i is not available here (needs root and ext2/3/4): {proc.stderr.strip()}")
     try:
         p.wait_for(lambda: p.status()["daemon"]["home_problem"], timeout=30, what="the home problem")

@@ -320,6 +320,7 @@ def _lines(file: HomeFile, tree: Any) -> bytes:
     return json.dumps(tree).encode() + b"\n"
 
 
+@pytest.mark.slow  # 36 rounds against a real daemon
 def test_a_daemon_survives_a_hostile_home(make_project, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A real daemon with the torch-free trainer while home's files are mutated under it, its trainer killed
     now and then (restarts read home again) and the daemon itself restarted (startup reads it all). The daemon
