@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from f5guard.errors import ConfigError
+from f5guard.fsutil import read_regular
 from f5guard.recipe.kinds import RECIPE_KINDS
 from f5guard.schema import (
     STORE_KINDS,
@@ -48,6 +49,8 @@ DEFAULT_STOP_GRACE_S = 30.0
 NAME_BYTES = 200  # run and stage names become folder names, with room for the suffixes f5guard adds
 MAX_BACKUPS = 1000
 MAX_BACKOFF_FACTOR = 10.0  # 10 ** 10 s is already centuries: a larger factor is a typo
+CONFIG_MOST = 4 * 1024 * 1024  # a real config is a few KB: 4 MiB is a mistake (a log, a dataset)
+MAX_DEPTH = 32  # the deepest real config nests 5 (runs.stages.params.<key>.<list>)
 # Every stage kind: the generic command, the recipe's, and training.
 KINDS: dict[str, StageKind] = {
     "command": StageKind(build_command),
@@ -69,22 +72,72 @@ def load_config(path: Path, *, find_python: bool = True) -> Config:
     """Read and validate the config at ``path``; raises ConfigError with one line. ``find_python=False``: a
     command that runs no stage (status, plot) leaves ``python = "auto"`` unresolved (stages/stackpython.py)."""
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, CONFIG_MOST)  # a FIFO or /dev/zero as --config must not hang every verb
     except FileNotFoundError:
         raise ConfigError(f"{path}: config not found (create one with `f5guard init`, or pass --config)") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config: {err.strerror or err}") from err
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        _check_dotted(text, path)
+        data = tomllib.loads(text)
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: config is not UTF-8 text: {err}") from err
     except ValueError as err:  # TOMLDecodeError, and an integer of over 4300 digits (int_max_str_digits)
         raise ConfigError(f"{path}: invalid TOML: {err}") from err
+    except RecursionError:  # arrays or inline tables nested thousands deep
+        raise ConfigError(f"{path}: invalid TOML: nested deeper than a config ever is") from None
     return parse_config(data, path.resolve(), find_python=find_python)
+
+
+def _check_dotted(text: str, path: Path) -> None:
+    """Refuse a key or table header of more than MAX_DEPTH dotted parts before tomllib reads it: its time grows
+    with the square of the parts (50,000 parts took minutes). Only lines with that many dots are scanned."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.count(".") > MAX_DEPTH and _key_dots(line.lstrip()) > MAX_DEPTH:
+            raise ConfigError(f"{path}: line {number}: a key with more than {MAX_DEPTH} dotted parts: "
+                              "not a config of f5guard")  # fmt: skip
+
+
+def _key_dots(line: str) -> int:
+    """Dots outside quotes in the key of ``line`` (before ``=``) or in its table header (``[...]``)."""
+    if line.startswith("#"):
+        return 0
+    dots, quote, escaped = 0, "", False
+    for char in line:
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\" and quote == '"':
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char == ".":
+            dots += 1
+        elif char == "=" or (char == "]" and line.startswith("[")):
+            return dots
+    return dots if line.startswith("[") else 0
+
+
+def _check_depth(data: Any, path: Path) -> None:
+    """Refuse a tree nested deeper than MAX_DEPTH before anything walks it recursively (a RecursionError on
+    every verb, and in the daemon's config watcher, before). Iterative, so any depth is measured safely."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{path}: tables or arrays nested more than {MAX_DEPTH} deep: not a config of f5guard")
+        if isinstance(node, dict):
+            stack.extend((value, depth + 1) for value in node.values())
+        elif isinstance(node, list):
+            stack.extend((value, depth + 1) for value in node)
 
 
 def parse_config(data: dict[str, Any], path: Path, *, find_python: bool = True) -> Config:
     """Validate parsed TOML: every value is checked here, so the daemon never meets one that cannot work."""
+    _check_depth(data, path)
     check_text(data, path)
     top = Table(data, "", path)
     config_dir = path.parent

@@ -8,8 +8,10 @@ fsync policies belong to the callers (trainer progress, the recipe's item ledger
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -26,16 +28,26 @@ def encode(record: Mapping[str, Any], *, sort_keys: bool = False, allow_nan: boo
 def read(path: str | os.PathLike[str], offset: int = 0) -> tuple[list[Record], int]:
     """The records from byte ``offset`` on, and the offset to continue from: a last line without its newline
     is not consumed (a live writer may still finish it). A missing file raises FileNotFoundError."""
-    with Path(path).open("rb") as handle:
+    with _open_regular(path) as handle:
         handle.seek(offset)
         data = handle.read()
     end = data.rfind(b"\n") + 1
     return _records(data[:end]), offset + end
 
 
+def _open_regular(path: str | os.PathLike[str]) -> IO[bytes]:
+    """Open for reading, refusing what is not a regular file: a FIFO would block the reader, a device never
+    ends (a progress copy on home can be anything someone put there). OSError(EINVAL) for those."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return os.fdopen(fd, "rb")
+
+
 def tail(path: str | os.PathLike[str], max_bytes: int) -> list[Record]:
     """The records among the last ``max_bytes`` of the file, oldest first: cheap on a long file."""
-    with Path(path).open("rb") as handle:
+    with _open_regular(path) as handle:
         size = handle.seek(0, os.SEEK_END)
         start = max(0, size - max_bytes - 1)  # one byte more, to tell whether the window's first line is whole
         handle.seek(start)
@@ -53,7 +65,7 @@ def _records(data: bytes) -> list[Record]:
     for line in lines:
         try:
             record = json.loads(line.decode("utf-8"))
-        except ValueError:  # UnicodeDecodeError too; a torn line in the middle was ended by a later writer
+        except (ValueError, RecursionError):  # UnicodeDecodeError too; a torn line; a hostile nesting
             continue
         if isinstance(record, dict):
             records.append(record)

@@ -52,6 +52,15 @@ def pid_alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+def frozen(pid: int) -> bool:
+    """Stopped by a signal (SIGSTOP, SIGTSTP) or a debugger: alive, but it does nothing until SIGCONT."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] in ("T", "t")
+
+
 def lock_is_held(lock_path: Path) -> bool:
     """True while a live daemon holds the work dir's flock (taking it briefly proves nobody does)."""
     try:
@@ -93,9 +102,52 @@ class ExitNote:
     crashed: bool = False
 
 
-def write_exit(path: Path, note: ExitNote) -> None:
-    with contextlib.suppress(OSError):  # the last thing a dying daemon does: never the cause of another error
-        atomic_write_json(path, asdict(note))
+ROOM_BYTES = 64 * 1024  # set aside at start, freed to write the exit note on a full disk
+
+
+def _room(path: Path) -> Path:
+    return path.with_name(f".{path.name}.room")
+
+
+def reserve_exit_room(path: Path) -> None:
+    """Set a little disk aside for the exit note: a daemon dying of a full disk still says so."""
+    with contextlib.suppress(OSError):
+        room = _room(path)
+        if not room.exists() or room.stat().st_size < ROOM_BYTES:
+            room.write_bytes(b"\0" * ROOM_BYTES)
+
+
+def write_exit(path: Path, note: ExitNote) -> bool:
+    """Write the note (freeing the reserved room when the disk is full); never raises. True when written."""
+    for attempt in range(2):
+        try:
+            atomic_write_json(path, asdict(note))
+        except OSError:
+            if attempt == 0:  # the last thing a dying daemon does: never the cause of another error
+                with contextlib.suppress(OSError):
+                    _room(path).unlink()
+            continue
+        return True
+    return False
+
+
+def file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of ``path``: the lock file a daemon holds is its work dir's, until someone replaces it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def remove_if_mine(path: Path, pid: int, started_at: float) -> bool:
+    """Remove the pidfile only when it is this daemon's (pid and start time): a successor's stays."""
+    info = read(path)
+    if info is None or info.pid != pid or info.started_at != started_at:
+        return False
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return True
 
 
 def read_exit(path: Path) -> ExitNote | None:

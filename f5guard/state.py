@@ -13,15 +13,17 @@ import enum
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
 from f5guard.errors import StateError
-from f5guard.fsutil import atomic_write_json
+from f5guard.fsutil import atomic_write_json, read_regular
+from f5guard.readback import checked_fields, conforms, counted, epoch_in_name, epoch_of
 from f5guard.trainevents import SetupNote, setup_from
 
 SCHEMA_VERSION = 1
+STATE_MOST = 64 * 1024 * 1024  # a state copy larger than this is not one f5guard wrote
 _HOME_NAME = re.compile(r"^state-e(\d+)(?:-(.+))?\.json$")  # no runtime part: written before claims existed
 
 
@@ -217,6 +219,7 @@ class DaemonNote(TypedDict, total=False):
     version: str
     runtime: str  # the claim's runtime name (lease/claims.py): orders two copies of one epoch
     home_problem: str | None
+    work_problem: str | None  # the work dir cannot be written (a full disk): the home copy says so
     config_note: str | None  # the config file changed (or broke) under the running daemon
 
 
@@ -256,48 +259,67 @@ def _enum_value(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _pick(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    # Unknown keys are ignored: a same-schema file from a later patch release still loads.
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in data.items() if k in names}
+def doc_from_json(data: Any, problems: list[str] | None = None) -> StateDoc:
+    """Build a StateDoc from parsed JSON; raises ValueError (corrupt) or StateError (too new).
 
-
-def doc_from_json(data: Any) -> StateDoc:
-    """Build a StateDoc from parsed JSON; raises ValueError (corrupt) or StateError (too new)."""
-    if not isinstance(data, dict) or not isinstance(data.get("schema"), int):
-        raise ValueError("not an f5guard state document (no integer 'schema')")  # noqa: TRY004 - corrupt, not a bug
+    A copy whose identity (schema, epoch, generation, time) is off is corrupt; a record or figure of the wrong
+    type (a string where a number belongs, NaN) is dropped to its default and named in ``problems``: one bad
+    value must not cost the fingerprints of every stage, nor reach ``status`` as a traceback."""
+    problems = [] if problems is None else problems
+    if not isinstance(data, dict) or type(data.get("schema")) is not int:
+        raise ValueError("not an f5guard state document (no integer 'schema')")
     if data["schema"] > SCHEMA_VERSION:
         raise StateError(
             f"written by a newer f5guard (schema {data['schema']} > {SCHEMA_VERSION}); upgrade f5guard to read it"
         )
-    try:
-        runs: dict[str, RunRecord] = {}
-        for run_name, run in dict(data.get("runs", {})).items():
-            stages = {
-                name: StageRecord(**{**_pick(StageRecord, s), "state": StageStatus(s["state"])})
-                for name, s in dict(run.get("stages", {})).items()
-            }
-            fields_ = _pick(RunRecord, run)
-            training = run.get("training")
-            runs[str(run_name)] = RunRecord(
-                **{
-                    **fields_,
-                    "state": RunStatus(run["state"]),
-                    "stages": stages,
-                    "training": None if training is None else _training(training),
-                }
-            )
-        top = _pick(StateDoc, data)
-        doc = StateDoc(**{**top, "runs": runs})
-        dict(doc.daemon)
-        int(doc.generation), int(doc.epoch), float(doc.written_at)
-    except (KeyError, TypeError, AttributeError, ValueError) as err:
-        raise ValueError(f"malformed state document: {type(err).__name__}: {err}") from err
-    return doc
+    for key, ok in (("epoch", epoch_of), ("generation", lambda v: counted(v, 2**62))):
+        if key in data and ok(data[key]) is None:
+            raise ValueError(f"malformed state document: {key} = {str(data[key])[:40]!r} is not a plausible count")
+    top = checked_fields(StateDoc, {k: v for k, v in data.items() if k != "runs"}, "state", problems)
+    bad = [key for key in ("generation", "epoch", "written_at") if key in data and key not in top]
+    if bad:  # what orders the copies: without it this one cannot be weighed against the others
+        raise ValueError(f"malformed state document: {', '.join(bad)} of the wrong type")
+    raw_runs = data.get("runs", {})
+    runs: dict[str, RunRecord] = {}
+    if not isinstance(raw_runs, dict):
+        problems.append("state.runs is not a table; ignored")
+        raw_runs = {}
+    for run_name, run in raw_runs.items():
+        record = _run_from_json(str(run_name), run, problems)
+        if record is not None:
+            runs[str(run_name)] = record
+    return StateDoc(**{**top, "runs": runs})
 
 
-def _training(data: dict[str, Any]) -> TrainingRecord:
-    record = TrainingRecord(**_pick(TrainingRecord, data))
+def _run_from_json(name: str, run: Any, problems: list[str]) -> RunRecord | None:
+    where = f"runs.{name}"
+    if not isinstance(run, dict) or not conforms(run.get("state"), RunStatus):
+        problems.append(f"{where} has no valid state; ignored")
+        return None
+    stages: dict[str, StageRecord] = {}
+    raw_stages = run.get("stages", {})
+    for stage_name, raw in raw_stages.items() if isinstance(raw_stages, dict) else ():
+        if not isinstance(raw, dict) or not conforms(raw.get("state"), StageStatus):
+            problems.append(f"{where}.stages.{stage_name} has no valid state; ignored (it runs again)")
+            continue
+        fields_ = checked_fields(StageRecord, raw, f"{where}.stages.{stage_name}", problems)
+        stages[str(stage_name)] = StageRecord(**{**fields_, "state": StageStatus(raw["state"])})
+    training = run.get("training")
+    if training is not None and not isinstance(training, dict):
+        problems.append(f"{where}.training is not a table; ignored")
+        training = None
+    fields_ = checked_fields(RunRecord, {k: v for k, v in run.items() if k in ("reason",)}, where, problems)
+    return RunRecord(
+        **fields_,
+        state=RunStatus(run["state"]),
+        stages=stages,
+        training=None if training is None else _training(training, f"{where}.training", problems),
+    )
+
+
+def _training(data: dict[str, Any], where: str, problems: list[str]) -> TrainingRecord:
+    record = TrainingRecord(**checked_fields(TrainingRecord, {k: v for k, v in data.items() if k != "setup"},
+                                             where, problems))  # fmt: skip
     record.setup = setup_from(data.get("setup"))  # a typed note again (an older file: whatever it held)
     return record
 
@@ -333,8 +355,8 @@ class StateStore:
 
     def highest_epoch(self) -> int:
         """The highest epoch a home copy is named by: a new owner's epoch goes above it."""
-        epochs = [int(m[1]) for p in self.home_copies() if (m := _HOME_NAME.match(p.name))]
-        return max(epochs, default=0)
+        epochs = [epoch_in_name(m[1]) for p in self.home_copies() if (m := _HOME_NAME.match(p.name))]
+        return max((e for e in epochs if e is not None), default=0)
 
     def load(self) -> LoadedState:
         """The newest valid copy by (epoch, writer, generation); corrupt copies are reported, a too-new one refused."""
@@ -342,19 +364,21 @@ class StateStore:
         best: tuple[tuple[int, str, int], StateDoc, Path] | None = None
         for path in [self.work_path, *reversed(self.home_copies())]:
             try:
-                raw = path.read_bytes()
+                raw = read_regular(path, STATE_MOST)
             except FileNotFoundError:
                 continue
             except OSError as err:
                 problems.append(f"state copy {path} unreadable: {err.strerror or err}")
                 continue
+            found: list[str] = []
             try:
-                doc = doc_from_json(json.loads(raw.decode("utf-8")))
+                doc = doc_from_json(json.loads(raw.decode("utf-8")), found)
             except StateError as err:
                 raise StateError(f"state at {path}: {err.message}") from err
-            except ValueError as err:  # includes JSONDecodeError and UnicodeDecodeError
-                problems.append(f"state copy {path} is corrupt ({err}); ignoring it")
+            except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, absurd nesting
+                problems.append(f"state copy {path} is corrupt ({' '.join(str(err).split())[:200]}); ignoring it")
                 continue
+            problems.extend(f"state copy {path}: {problem}" for problem in found[:5])
             key = (doc.epoch, str(doc.daemon.get("runtime", "")), doc.generation)
             if best is None or key > best[0]:
                 best = (key, doc, path)
@@ -369,8 +393,8 @@ class StateStore:
         older records describe the old one."""
         found: list[tuple[TrainingRecord, str]] = []
         for path in [self.work_path, *self.home_copies()]:
-            with contextlib.suppress(OSError, ValueError, StateError):
-                doc = doc_from_json(json.loads(path.read_bytes()))
+            with contextlib.suppress(OSError, ValueError, StateError, RecursionError):
+                doc = doc_from_json(json.loads(read_regular(path, STATE_MOST)))
                 record = doc.runs.get(run)
                 training = record.training if record is not None else None
                 if training is not None and training.superseded == superseded:
@@ -392,8 +416,8 @@ class StateStore:
 
     def write_home(self, doc: StateDoc) -> None:
         """Mirror ``doc`` as it is (same generation as the work copy) to this epoch's home copy."""
+        self._last_mirror = time.monotonic()  # a failed write also waits its turn: a failing Drive is slow to fail
         atomic_write_json(self.home_path(doc.epoch), doc.to_json())
-        self._last_mirror = time.monotonic()
         self._home_dirty = False
 
     def prune_home(self, keep_epoch: int, keep: int = 2) -> None:

@@ -338,3 +338,108 @@ def test_cli_dry_run_exit_0_or_one_line_exit_2(
         lines = stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"f5guard: {config}: "), stderr
     assert snapshot(generated.root) == before, f"{case}: --dry-run wrote files"
+
+
+# ---------------------------------------------------------------------------------------------- structure
+def _nested(kind: str, depth: int) -> str:
+    """A TOML snippet nesting ``depth`` levels of one kind: arrays, inline tables, dotted table headers,
+    arrays of tables, dotted keys."""
+    if kind == "arrays":
+        return "x = " + "[" * depth + "1" + "]" * depth
+    if kind == "inline":
+        return "x = " + "{ a = " * depth + "1" + " }" * depth
+    if kind == "headers":
+        return "[" + ".".join(["a"] * depth) + "]\nb = 1"
+    if kind == "array-tables":
+        return "[[" + ".".join(["a"] * depth) + "]]\nb = 1"
+    return ".".join(["k"] * depth) + " = 1"  # dotted keys
+
+
+STRUCTURE_KINDS = ["arrays", "inline", "headers", "array-tables", "dotted"]
+DEPTHS = [33, 200, 1000, 5000, 50_000]
+
+
+def _sized(generated: Generated, kind: str) -> str:
+    """Configs of hostile size or breadth: thousands of runs, stages or keys, one huge value, past the limit."""
+    run = generated.text[generated.text.index("[[runs]]") :]
+    head = generated.text[: generated.text.index("[[runs]]")]
+    if kind == "runs":
+        return head + "".join(run.replace('name = "Ana"', f'name = "Ana{i}"', 1) for i in range(300))
+    if kind == "keys":
+        return head + "\n".join(f"k{i} = {i}" for i in range(50_000)) + "\n" + run
+    if kind == "env":
+        table = ", ".join(f"K{i} = 'v'" for i in range(20_000))
+        return generated.text.replace('type = "ingest"', f'type = "ingest"\nenv = {{ {table} }}', 1)
+    if kind == "value":
+        return head + f'note = "{"x" * 3_000_000}"\n' + run
+    return head + "# " + "x" * (5 * 1024 * 1024) + "\n" + run  # over the size limit
+
+
+SIZES = ["runs", "keys", "env", "value", "too-big"]
+
+
+@pytest.mark.parametrize("kind", STRUCTURE_KINDS)
+def test_deep_structures_fail_cleanly(generated: Generated, tmp_path: Path, kind: str) -> None:
+    """Nesting of every kind at every depth, at the top and inside a stage: one ConfigError line, never a
+    RecursionError (it was a traceback on every verb, and killed a running daemon's config watcher)."""
+    config = tmp_path / "f5guard.toml"
+    for depth in DEPTHS:
+        for where in ("top", "stage"):
+            snippet = _nested(kind, depth)
+            if where == "top":
+                text = (
+                    snippet + "\n" + generated.text
+                    if kind in ("arrays", "inline", "dotted")
+                    else (generated.text + "\n" + snippet)
+                )
+            else:
+                text = generated.text.replace('type = "ingest"', 'type = "ingest"\n' + snippet, 1)
+            config.write_text(text, encoding="utf-8")
+            try:
+                message = outcome(functools.partial(load_config, config), config.resolve())
+            except Exception as err:  # noqa: BLE001 - the bug this test exists for
+                pytest.fail(f"{kind} nested {depth} deep ({where}) -> {type(err).__name__}: {str(err)[:200]}")
+            assert message is not None or depth <= 32, f"{kind} nested {depth} deep ({where}) was accepted"
+
+
+@pytest.mark.parametrize("kind", SIZES)
+def test_huge_configs_fail_cleanly(generated: Generated, tmp_path: Path, kind: str) -> None:
+    """Thousands of runs, keys or env entries, a 3 MB value, a 5 MiB file: accepted or one line, in seconds."""
+    config = tmp_path / "f5guard.toml"
+    config.write_text(_sized(generated, kind), encoding="utf-8")
+    try:
+        message = outcome(functools.partial(load_config, config), config.resolve())
+    except Exception as err:  # noqa: BLE001 - the bug this test exists for
+        pytest.fail(f"{kind} -> {type(err).__name__}: {str(err)[:200]}")
+    if kind == "too-big":
+        assert message is not None and "cannot read config" in message, message
+
+
+def test_parse_config_refuses_deep_trees(generated: Generated) -> None:
+    """The parsed tree itself (a dict built in Python, past TOML): 100,000 levels are measured, not recursed."""
+    data = copy.deepcopy(generated.data)
+    node: dict[str, Any] = data.setdefault("extra", {})
+    for _ in range(100_000):
+        node = node.setdefault("a", {})
+    message = outcome(functools.partial(parse_config, data, generated.config), generated.config)
+    assert message is not None and "nested more than" in message
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "fifo", "folder", "/dev/null"])
+def test_config_paths_that_never_end_do_not_hang(tmp_path: Path, path: str) -> None:
+    """`--config /dev/zero`, a FIFO nobody writes, a folder: every verb answers at once with one line, exit 2
+    (a FIFO blocked every verb forever, /dev/zero filled memory)."""
+    if path == "fifo":
+        target = tmp_path / "f5guard.toml"
+        os.mkfifo(target)
+    elif path == "folder":
+        target = tmp_path / "config.d"
+        target.mkdir()
+    else:
+        target = Path(path)
+    for verb in (["status"], ["status", "--json"], ["start", "--dry-run"], ["stop"], ["tail"]):
+        proc = subprocess.run([sys.executable, "-m", "f5guard", *verb, "--config", str(target)],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)  # fmt: skip
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert proc.returncode == 2, (verb, proc.returncode, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

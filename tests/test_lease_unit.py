@@ -195,3 +195,26 @@ def test_released_claims_are_pruned_to_the_newest_few(tmp_path: Path) -> None:
     released = sorted(c.epoch for c in kept if c is not None and c.released)
     assert released == [6, 7, 8]
     lease.release()
+
+
+def test_hostile_epochs_are_no_floor_and_the_ceiling_is_said(tmp_path: Path) -> None:
+    """Epochs of 1e308, 2**63, "3", Infinity or true on home are no claims (one of 1e308 made every later start
+    crash, its own claims carrying it on); a plausible one at the ceiling is refused with one line."""
+    from f5guard.errors import F5guardError
+    from f5guard.readback import MAX_EPOCH
+
+    layout = HomeLayout(tmp_path)
+    layout.claims.mkdir(parents=True)
+    for n, epoch in enumerate(("1e308", str(2**63), '"3"', "Infinity", "true", "-1", "1.5")):
+        runtime = dataclasses.asdict(other_vm(f"h{n}"))
+        (layout.claims / f"h{n}.json").write_text(
+            f'{{"runtime": {json.dumps(runtime)}, "epoch": {epoch}, "work": "/w", "since": 1.0}}'
+        )
+        assert read_claim(layout.claims / f"h{n}.json") is None, epoch
+    assert highest_epoch_seen(layout) == 0
+    lease = HomeLease(layout, FAST, work="/w")
+    assert lease.acquire(takeover=False) == 1
+    lease.release()
+    write_claim(layout, Claim(other_vm("top"), epoch=MAX_EPOCH, work="/w", since=0.0, released=True))
+    with pytest.raises(F5guardError, match="corrupt epoch"):
+        HomeLease(layout, FAST, work="/w").acquire(takeover=False)

@@ -30,6 +30,7 @@ from f5guard.checkpoints.resume import temp_copy_path
 from f5guard.cloud.records import IN_CLOUD_STATES, Record
 from f5guard.errors import F5guardError
 from f5guard.fsutil import atomic_write_json, fsync_dir, read_json
+from f5guard.readback import MAX_UPDATE, epoch_in_name, epoch_of, update_of
 
 Log = Callable[..., None]
 MANIFEST_FORMAT = 2  # 2: "digest" = "crc32:<hex>"; 1 (read still): "sha256" = "<hex>"
@@ -98,6 +99,8 @@ def read_manifest(manifest: Path) -> DurableCheckpoint | None:
         return None  # unreadable, half-uploaded (Drive) or file missing: not durable, whatever the reason
     if match is None or (int(match[1]), int(match[2])) != (durable.epoch, durable.update):
         return None
+    if epoch_of(durable.epoch) is None or update_of(durable.update) is None:
+        return None  # a hostile or corrupt manifest: no evidence of progress (readback.py)
     if size != durable.size or not _DIGEST.match(durable.digest):
         return None
     return durable
@@ -164,7 +167,7 @@ def records(home_ckpt_dir: Path) -> list[Record]:
     found = []
     for name in names:
         match = NAME.match(name)
-        if match is None or not name.endswith(".json"):
+        if match is None or not name.endswith(".json") or (update := _update_in_name(match[2])) is None:
             continue
         try:
             doc = read_json(home_ckpt_dir / name)
@@ -172,8 +175,12 @@ def records(home_ckpt_dir: Path) -> list[Record]:
         except (OSError, ValueError, TypeError, AttributeError):
             cloud = {"host": ""}
         state = cloud.get("cloud")
-        found.append(Record(int(match[2]), state is None or state in IN_CLOUD_STATES, cloud["host"], "manifest"))
+        found.append(Record(update, state is None or state in IN_CLOUD_STATES, cloud["host"], "manifest"))
     return found
+
+
+def _update_in_name(digits: str) -> int | None:
+    return update_of(int(digits)) if len(digits) <= len(str(MAX_UPDATE)) else None
 
 
 def highest_durable_epoch(home_ckpt_dir: Path) -> int:
@@ -182,7 +189,7 @@ def highest_durable_epoch(home_ckpt_dir: Path) -> int:
         names = os.listdir(home_ckpt_dir)
     except OSError:
         return 0
-    return max((int(m[1]) for n in names if (m := NAME.match(n))), default=0)
+    return max((e for n in names if (m := NAME.match(n)) and (e := epoch_in_name(m[1])) is not None), default=0)
 
 
 def no_log(_event: str, **_fields: Any) -> None:

@@ -36,6 +36,7 @@ from f5guard.checkpoints.durable import (
 from f5guard.checkpoints.inspect import CheckpointInfo, CheckpointInvalid, inspect_checkpoint
 from f5guard.checkpoints.uploads import Uploads
 from f5guard.cloud.evidence import LocalStore, Store
+from f5guard.fsutil import make_dirs
 from f5guard.machine import boot_id, hostname
 
 SPACE_MARGIN = 8 * 1024 * 1024  # the manifest plus filesystem slack on top of the checkpoint itself
@@ -103,7 +104,7 @@ class Publisher:
     def prepare_home(self) -> list[DurableCheckpoint]:
         """Once: remove temps a killed sync left on home; trim to ``keep`` (e.g. after keep was lowered)."""
         self.fence()
-        self.home.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.home)
         for name in os.listdir(self.home):
             if TEMP.match(name):
                 with contextlib.suppress(FileNotFoundError):
@@ -139,6 +140,7 @@ class Publisher:
         ``on_copy`` is called once the copy begins, ``on_durable`` as soon as the checkpoint is durable (before
         older ones are deleted: status shows it then); ``stopping`` is polled during the copy.
         """
+        make_dirs(self.home)  # someone removed the folder: make it again (never home itself: fsutil.keep_root)
         free = shutil.disk_usage(self.home).free
         need = candidate.size + SPACE_MARGIN  # the old one stays until the new one is durable: room for both
         if free < need:

@@ -22,6 +22,7 @@ from f5guard.checkpoints.inspect import CheckpointInfo, scan_dir
 from f5guard.checkpoints.publish import Attempt, Fenced, Outcome, Publisher
 from f5guard.checkpoints.watch import Watcher, watch_dir
 from f5guard.cloud.evidence import Store
+from f5guard.fsutil import make_dirs, missing_root
 from f5guard.state import CloudNote
 
 RESCAN_S = 60.0  # look now and then even without events (a missed event, a FUSE dir)
@@ -89,7 +90,7 @@ class CheckpointSync:
         """Start the watcher and the one worker thread (which first removes temps a killed sync left)."""
         if self._thread is not None:
             return
-        self.local_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.local_dir)
         self._watcher = watch_dir(self.local_dir, lambda _path: self.request(), polling=self._polling,
                                   on_note=self._note_fallback)  # fmt: skip
         self._log("sync.watch", kind=self._watcher.kind, path=str(self.local_dir))
@@ -118,7 +119,7 @@ class CheckpointSync:
         else:
             while self._pass(in_worker=False) not in (Outcome.FENCED, Outcome.NO_SPACE):
                 remaining = deadline - time.monotonic()
-                if self._publisher.covered(target, self._durables) or remaining <= 0:
+                if self._publisher.covered(target, self._durables) or remaining <= 0 or missing_root(self.home):
                     break
                 time.sleep(min(0.5, remaining))
         self._final = False
@@ -162,6 +163,8 @@ class CheckpointSync:
                 while not self._publisher.covered(target, self._durables) and not self._fenced and thread.is_alive():
                     if self._passes > passes and self._outcome is Outcome.NO_SPACE:
                         return  # waiting will not make room; the warning says what to do
+                    if self._passes > passes and missing_root(self.home) is not None:
+                        return  # home is gone (Drive unmounted): nothing reaches it before it is back
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return

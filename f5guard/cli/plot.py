@@ -12,6 +12,7 @@ from f5guard.checkpoints.durable import list_durable
 from f5guard.cli.common import config_option, open_config
 from f5guard.errors import F5guardError, UsageError
 from f5guard.layout import HomeLayout
+from f5guard.readback import finite, update_of
 from f5guard.schema import Config, RunConfig
 from f5guard.trainevents import Stamped, Start, Update, read_stamped
 from f5guard.training.kind import TrainOptions
@@ -30,6 +31,11 @@ def command(config_path: str | None, run: str | None, out: str | None) -> int:
     events = progress_events(ctx.config, target)
     updates = [s.event for s in events if isinstance(s.event, Update)]
     if not updates:
+        if all(s.options.mode == "command" for s in target.stages if isinstance(s.options, TrainOptions)):
+            raise UsageError(
+                f"run {target.name!r} trains with mode = 'command': f5guard follows its progress bar "
+                "(`f5guard status`) but keeps no loss curve to plot; mode = 'builtin' records one"
+            )
         raise F5guardError(f"no training progress recorded for run {target.name!r} yet (nothing on home or here)")
     durable = sorted({d.update for d in list_durable(ctx.home.checkpoints(target.name))})
     path = Path(out) if out else Path.cwd() / f"{target.name}-training.png"
@@ -65,12 +71,25 @@ def progress_events(config: Config, run: RunConfig) -> list[Stamped]:
             found, _ = read_stamped(path)
         except OSError:
             continue
-        for stamped in found:
+        for stamped in filter(_plottable, found):
             key = (stamped.pid, stamped.t, repr(stamped.event))
             if key not in seen:
                 seen.add(key)
                 events.append(stamped)
     return sorted(events, key=lambda s: s.t)
+
+
+def _plottable(stamped: Stamped) -> bool:
+    """An event whose figures can be drawn: a finite time, an update that is a count, a finite loss and learning
+    rate (or none). A progress copy on home may be torn, old or edited: the rest of it is still plotted."""
+    event = stamped.event
+    if not finite(stamped.t):
+        return False
+    if isinstance(event, Update):
+        return update_of(event.update) is not None and all(v is None or finite(v) for v in (event.loss, event.lr))
+    if isinstance(event, Start):
+        return update_of(event.start_update) is not None
+    return True
 
 
 def _restarts(events: list[Stamped]) -> list[int]:

@@ -115,14 +115,17 @@ def speak(
     interpreter = python.path if python is not None else sys.executable
     argv = [
         interpreter, "-m", "f5guard.trainer.sample", str(source.path), str(out), "--model", spec.model,
-        "--vocab", str(spec.vocab_path), "--dataset", str(spec.dataset_dir), f"--text={text}",
+        "--vocab", str(spec.vocab_path), "--dataset", str(spec.dataset_dir), "--text-stdin",
         f"--vocoder={options.vocoder}",
     ]  # fmt: skip
     if ref is not None:
         argv.append(f"--ref={ref}")
     if ref_text is not None:
         argv.append(f"--ref-text={ref_text}")
-    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, env=env)
+    try:  # the text goes on stdin: on the command line a long one fails with E2BIG (128 KiB per argument)
+        proc = subprocess.run(argv, input=text, capture_output=True, text=True, check=False, env=env)
+    except OSError as err:
+        raise F5guardError(f"cannot run {interpreter} to speak: {err.strerror or err}") from err
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         why = lines[-1] if lines else f"exit {proc.returncode}"

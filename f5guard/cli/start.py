@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -11,7 +14,15 @@ from f5guard import pidfile, requests
 from f5guard.checkpoints.room import room_problem
 from f5guard.cli.common import Context, config_option, open_config
 from f5guard.control.client import ask
-from f5guard.control.protocol import AlreadyRunning, Done, Ready, RetryRequest, StartFailed, WaitingLease
+from f5guard.control.protocol import (
+    AlreadyRunning,
+    Done,
+    Ready,
+    RetryRequest,
+    StartFailed,
+    StopRequest,
+    WaitingLease,
+)
 from f5guard.daemon.launcher import spawn_daemon
 from f5guard.errors import DaemonError, NoRoom
 from f5guard.machine import boot_id
@@ -24,6 +35,7 @@ _FAILED_STAGES = (StageStatus.FATAL, StageStatus.FAILED)
 
 STDIO_TAIL = 15
 ANSWER_TIMEOUT_S = 10.0  # a busy control loop answers within a pass
+ACCEPT_OLDER_STOP_S = 60.0  # a daemon waiting for a checkpoint runs no trainer: it stops in a second
 
 
 @click.command("start")
@@ -42,6 +54,8 @@ def command(config_path: str | None, takeover: bool, accept_older: bool, dry_run
         return _dry_run(ctx)
     check_gpu_keys(ctx.config)
     info = pidfile.running_daemon(ctx.work.lock, ctx.work.pidfile)
+    if info is not None and accept_older:
+        info = _restart_accepting_older(ctx, info)
     if info is not None:
         click.echo(f"f5guard is already running here (pid {info.pid}); see `f5guard status`.")
         _retry_failed_runs(ctx)
@@ -93,8 +107,37 @@ def _check_room(ctx: Context) -> None:
                     raise NoRoom(f"run {run.name!r}: {problem}")
 
 
+def _restart_accepting_older(ctx: Context, info: pidfile.DaemonInfo) -> pidfile.DaemonInfo | None:
+    """``--accept-older`` is the answer to a daemon that waits for a checkpoint (or gave up waiting): stop it and
+    start one that accepts what is here. Never while a stage process runs (a trainer would lose its progress):
+    then the running daemon is returned, untouched."""
+    doc = StateStore(ctx.work.state, ctx.home.lease_dir).load().doc
+    busy = [f"{run}/{name}" for run, record in doc.runs.items() for name, stage in record.stages.items()
+            if stage.state is StageStatus.RUNNING and stage.pid]  # fmt: skip
+    if busy or info.pid <= 0:
+        click.echo(f"--accept-older changes nothing now: {busy[0] if busy else 'a stage'} is running (it is for a "
+                   "daemon that waits for a checkpoint).")  # fmt: skip
+        return info
+    click.echo(
+        f"restarting the daemon (pid {info.pid}) with --accept-older: it resumes from the newest checkpoint here"
+    )
+    if not isinstance(ask(ctx.work.root, StopRequest(), timeout_s=ANSWER_TIMEOUT_S), Done):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(info.pid, signal.SIGTERM)  # not serving yet (still waiting for the lease)
+    deadline = time.monotonic() + ACCEPT_OLDER_STOP_S
+    while pidfile.lock_is_held(ctx.work.lock) or pidfile.pid_alive(info.pid):
+        if time.monotonic() > deadline:
+            raise DaemonError(f"the daemon (pid {info.pid}) did not stop within {ACCEPT_OLDER_STOP_S:.0f}s; "
+                              "`f5guard stop`, then `f5guard start --accept-older`")  # fmt: skip
+        time.sleep(0.1)
+    return None
+
+
 def _died_message(ctx: Context, pid: int, exited: int | None) -> str:
     how = "is still starting after 30 s" if exited is None else f"exited with status {exited} before it was ready"
+    note = pidfile.read_exit(ctx.work.exit_note)
+    if note is not None and note.pid == pid:  # its own word: its output may be cut short (a full disk)
+        return f"the daemon (pid {pid}) {how}: {note.reason} (full output: {ctx.work.daemon_stdio})"
     try:
         lines = ctx.work.daemon_stdio.read_text(errors="replace").strip().splitlines()[-STDIO_TAIL:]
     except OSError:

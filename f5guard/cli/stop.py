@@ -4,6 +4,7 @@ wait, bounded, until it has)."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -35,12 +36,20 @@ WAIT_UPLOAD_S = 3600.0  # `--wait-upload` without a value: a 5.4 GB checkpoint a
 SAY_EVERY_S = 60.0
 
 
+def _finite(_ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """FloatRange lets NaN through (every comparison with it is false) and inf means never: both are typos."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds", param=param)
+    return value
+
+
 @click.command("stop")
 @config_option
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
+    callback=_finite,
     help="Seconds to wait (default: the longest stage grace period + 30).",
 )
 @click.option(
@@ -50,6 +59,7 @@ SAY_EVERY_S = 60.0
     is_flag=False,
     flag_value=WAIT_UPLOAD_S,
     default=None,
+    callback=_finite,
     metavar="[SECONDS]",
     help=f"Then wait (default {WAIT_UPLOAD_S:.0f} s) until the final checkpoint is in the cloud; exit 1 if not.",
 )
@@ -81,6 +91,9 @@ def _stop(config: Config | None, work: WorkLayout, info: pidfile.DaemonInfo, tim
         grace += TRAIN_FLUSH_S  # the last checkpoint is copied to home and verified before the daemon exits
     wait_s = timeout if timeout is not None else grace + EXTRA_WAIT_S
     started = time.monotonic()
+    if pidfile.frozen(info.pid):  # SIGSTOPped: it can answer nothing, and a SIGTERM waits until it runs again
+        click.echo(f"the daemon (pid {info.pid}) was stopped by a signal (SIGSTOP); continuing it so it can stop")
+        os.kill(info.pid, signal.SIGCONT)
     answer = ask(work.root, StopRequest(), timeout_s=ANSWER_TIMEOUT_S)
     if not isinstance(answer, Done):  # still waiting for the lease (not serving yet), or too busy to answer
         try:

@@ -11,6 +11,7 @@ import click
 from f5guard.cli.common import config_option, find_daemon
 from f5guard.cli.follow import Entry, Follower, Source, find_sources, iter_new, merged_tail
 from f5guard.errors import UsageError
+from f5guard.stages.textsafe import printable
 
 POLL_S = 0.25
 RESCAN_S = 2.0
@@ -22,13 +23,16 @@ def _render(entry: Entry, as_json: bool) -> str:
     if as_json:
         return json.dumps(entry.as_json(), ensure_ascii=False)
     clock = entry.timestamp[11:19] if len(entry.timestamp) >= 19 else "        "
+    # printable(): a stage's escape sequences must not act on the reader's terminal (logs written before
+    # f5guard cleaned them, and the daemon's events that quote a stage's last lines)
     if entry.event is None:
-        return f"{clock} {entry.run}/{entry.stage} | {entry.text}"
-    level = str(entry.event.get("level", "info"))
-    where = "/".join(x for x in (entry.run, entry.stage) if x)
+        return printable(f"{clock} {entry.run}/{entry.stage} | {entry.text}")
+    level = printable(str(entry.event.get("level", "info")))
+    where = "/".join(str(x) for x in (entry.run, entry.stage) if x)
     extras = " ".join(f"{k}={_short(v)}" for k, v in entry.event.items() if k not in _SKIP_KEYS)
     head = click.style(f"{level.upper():7}", fg=_LEVEL_STYLE.get(level))
-    return f"{clock} {head} {entry.text}" + (f" [{where}]" if where else "") + (f"  {extras}" if extras else "")
+    rest = f" {entry.text}" + (f" [{where}]" if where else "") + (f"  {extras}" if extras else "")
+    return f"{printable(clock)} {head}{printable(rest)}"
 
 
 def _short(value: object) -> str:

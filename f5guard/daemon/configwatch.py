@@ -61,6 +61,8 @@ class ConfigWatch:
             changes = describe_changes(self.config, load_config(self.config.path))
         except ConfigError as err:
             note: str | None = f"the config is invalid now ({err.message}); {keep}"
+        except Exception as err:  # noqa: BLE001 - a file nobody foresaw must not end a training: say it, go on
+            note = f"the config cannot be read now ({type(err).__name__}: {' '.join(str(err).split())[:200]}); {keep}"
         else:
             shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
             apply = "`f5guard stop` then `f5guard start` applies it"

@@ -14,6 +14,7 @@ from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from f5guard.fsutil import make_dirs
 from f5guard.redact import Redactor
 from f5guard.schema import LogSettings
 
@@ -71,7 +72,7 @@ def configure(log_file: Path | None, settings: LogSettings, *, console: bool) ->
         root.removeHandler(handler)
         handler.close()
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(log_file.parent)
         file_handler = logging.handlers.RotatingFileHandler(
             log_file, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8"
         )

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from f5guard.fsutil import atomic_write_bytes, fsync_dir
+from f5guard.fsutil import atomic_write_bytes, fsync_dir, make_dirs
 
 
 def mirror_file(src: Path, dst: Path) -> bool:
@@ -22,7 +22,7 @@ def mirror_file(src: Path, dst: Path) -> bool:
         return False
     if dt is not None and dt.st_size == st.st_size and int(dt.st_mtime) == int(st.st_mtime):
         return False
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(dst.parent)
     tmp = dst.with_name(f".{dst.name}.tmp")
     shutil.copy2(src, tmp)
     os.replace(tmp, dst)

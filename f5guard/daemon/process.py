@@ -29,12 +29,14 @@ from f5guard.daemon.launcher import ReadyChannel
 from f5guard.daemon.mirror import AppendMirror, Mirrorer, mirror_tree
 from f5guard.daemon.supervisor import Supervisor
 from f5guard.errors import DaemonError, F5guardError, HomeUnreachable, LeaseLost
+from f5guard.fsutil import keep_root, missing_root
 from f5guard.layout import HomeLayout, WorkLayout
 from f5guard.lease.claims import Claim
 from f5guard.lease.hold import HomeLease
 from f5guard.machine import boot_id, hostname
 from f5guard.redact import Redactor
 from f5guard.schema import Config
+from f5guard.stages import lineage
 from f5guard.stages.attempt import kill_leftover_group
 from f5guard.stages.context import RunContext
 from f5guard.state import DaemonNote, StageStatus, StateDoc, StateStore
@@ -44,6 +46,16 @@ TICK_S = 0.5
 STATE_MIRROR_S = 10.0
 CONFIG_POLL_S = 5.0  # how often the daemon looks whether its config file was edited
 MIRROR_CLOSE_S = 60.0  # at exit, the last copy of the logs to home may take this long (Drive)
+REAP_S = 2.0  # how often orphans re-parented to the daemon (lineage.py) are collected
+ADOPTED_GRACE_S = 3.0  # SIGTERM to SIGKILL for processes that left their stage's group, at stop
+# Signals whose default action ends a process without a word. SIGQUIT asks to stop (it means "quit"); the rest
+# carry no meaning for a supervisor (a stray `kill -ALRM`, a profiler's timer) and are noted, then ignored.
+# A Python handler, not SIG_IGN: an ignored signal would stay ignored in every stage the daemon starts.
+_STRAY_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in ("SIGALRM", "SIGVTALRM", "SIGPROF", "SIGIO", "SIGPWR", "SIGSTKFLT", "SIGXCPU", "SIGTRAP")
+    if hasattr(signal, name)
+) + tuple(range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
 
 
 class _StopBeforeReady(Exception):
@@ -78,6 +90,9 @@ class Daemon:
         self.serving = False
         self.exit_reason: str | None = None  # one line for the exit note: why this life ended
         self._write_problem: str | None = None  # the last home write failed (read-only, full): status says so
+        self._lock_id: tuple[int, int] | None = None  # the work dir's lock file we hold (pidfile.file_id)
+        self.supervisor: Supervisor | None = None
+        self.stray_signals: list[str] = []  # noted by the handler, logged by the control loop
         self.store = StateStore(self.work.state, self.home.lease_dir, mirror_interval_s=STATE_MIRROR_S)
 
     # -- life cycle -------------------------------------------------------------------------------------
@@ -100,23 +115,51 @@ class Daemon:
                       file=sys.stderr)  # fmt: skip
                 return 1
             return 0
+        self._lock_id = pidfile.file_id(self.work.lock)
+        keep_root(self.work.root)  # from now on a vanished work dir or home is noticed, never quietly recreated
+        keep_root(self.home.root)
+        lineage.become_subreaper()  # orphans of our stages come to us, not to PID 1 (lineage.py)
+        os.environ[lineage.MARKER_ENV] = lineage.marker()  # every process we start carries it
+        pidfile.reserve_exit_room(self.work.exit_note)
         code, reason, crashed = 1, "it failed to start", False
         try:
             code = self._main_locked()
             reason = self.exit_reason or ("stopped" if code == 0 else "it failed to start")
-        except Exception as err:
-            reason, crashed = f"crashed: {type(err).__name__}: {' '.join(str(err).split())}", True
-            self.log.exception("daemon crashed", error=reason)
+        except _StopBeforeReady:
+            code, reason = 0, "stopped before it was ready"
+        except BaseException as err:
+            what = f"{type(err).__name__}: {' '.join(str(err).split())}".rstrip(": ")
+            reason, crashed = f"crashed: {what}", True
+            with contextlib.suppress(Exception):
+                self.log.exception("daemon crashed", error=reason)
+            self._end_children(grace_s=5.0)
             raise
         finally:
             self.control.close()
-            pidfile.write_exit(
-                self.work.exit_note, pidfile.ExitNote(time.time(), os.getpid(), reason, code, crashed=crashed)
-            )
-            with contextlib.suppress(OSError):
-                self.work.pidfile.unlink()
+            self._end_children(grace_s=ADOPTED_GRACE_S, supervisor=False)
+            if self.owns_work():  # a successor in a recreated work dir keeps its pidfile and exit note
+                note = pidfile.ExitNote(time.time(), os.getpid(), reason, code, crashed=crashed)
+                if not pidfile.write_exit(self.work.exit_note, note):
+                    print(f"f5guard: cannot write {self.work.exit_note}; the daemon ended: {reason}", file=sys.stderr)
+                pidfile.remove_if_mine(self.work.pidfile, os.getpid(), self.started_at)
             work_lock.release()
         return code
+
+    def owns_work(self) -> bool:
+        """The lock file in the work dir is still the one we hold (nobody deleted or replaced the work dir)."""
+        return self._lock_id is not None and pidfile.file_id(self.work.lock) == self._lock_id
+
+    def _end_children(self, grace_s: float, *, supervisor: bool = True) -> None:
+        """Whatever is left of what this daemon started: the stages (after a crash), then the processes that
+        left their stage's group (re-parented to us, or carrying our marker). Never raises."""
+        if supervisor and self.supervisor is not None:
+            with contextlib.suppress(Exception):
+                self.supervisor.stop(grace_s)
+        with contextlib.suppress(Exception):
+            left = {p.pid: p for p in lineage.adopted() + lineage.marked(lineage.marker())}
+            if left:
+                self.log.warning("ending processes that left their stage", pids=sorted(left))
+                lineage.end(list(left.values()), grace_s)
 
     def _main_locked(self) -> int:
         logs.configure(self.work.daemon_log, self.config.logs, console=self.foreground)
@@ -171,6 +214,7 @@ class Daemon:
         )
         self._reap_leftovers(doc)
         supervisor = Supervisor(self.config, doc, self._run_context(redactor, epoch, self.lease))
+        self.supervisor = supervisor
         try:
             self.control.start()
         except OSError as err:  # a work dir that cannot hold a socket: status reads files, stop signals
@@ -226,7 +270,7 @@ class Daemon:
         epoch = doc.epoch
         self.mirror = Mirrorer(lambda: self._mirror_files(epoch))
         watchdog = sdnotify.watchdog_interval_s()
-        next_lease = next_mirror = next_watchdog = next_config = 0.0
+        next_lease = next_mirror = next_watchdog = next_config = next_reap = 0.0
         config_watch = ConfigWatch(self.config)
         exit_code = 0
         stopping = False
@@ -235,6 +279,11 @@ class Daemon:
                 stopping = True  # the loop goes on (status answers) until every stage stopped and synced
                 self._begin_stop(supervisor, doc)
             now = time.monotonic()
+            if not self.owns_work():
+                return self._work_lost(supervisor)
+            if now >= next_reap:
+                next_reap = now + REAP_S
+                self._housekeeping()
             if now >= next_lease:
                 next_lease = now + self.config.lease.epoch_poll_s
                 lost = self._check_lease(supervisor, doc)
@@ -242,11 +291,7 @@ class Daemon:
                     return lost
             if now >= next_config:
                 next_config = now + CONFIG_POLL_S
-                self.requests_waiting = True  # a reset queued by a client that found no daemon answering
-                if config_watch.poll():
-                    doc.daemon["config_note"] = config_watch.note
-                    self.log.warning("config file changed", note=config_watch.note)
-                    self._save(doc)
+                self._poll_config(config_watch, doc)
             self._answer_clients(supervisor, doc)
             changed = supervisor.step(now)
             if changed:
@@ -271,6 +316,14 @@ class Daemon:
         self.log.info("daemon stopped")
         return exit_code
 
+    def _poll_config(self, config_watch: ConfigWatch, doc: StateDoc) -> None:
+        """Now and then: resets queued in files by a client that found no daemon answering, and config edits."""
+        self.requests_waiting = True
+        if config_watch.poll():
+            doc.daemon["config_note"] = config_watch.note
+            self.log.warning("config file changed", note=config_watch.note)
+            self._save(doc)
+
     def _begin_stop(self, supervisor: Supervisor, doc: StateDoc) -> None:
         self.log.info("daemon stopping", reason=self.stop_requested)
         self.exit_reason = f"stopped ({self.stop_requested})"
@@ -282,9 +335,30 @@ class Daemon:
         if self.mirror is not None and not self.mirror.close(MIRROR_CLOSE_S):
             self.log.warning("the last copy of the logs to home did not finish in time", timeout_s=MIRROR_CLOSE_S)
 
+    def _housekeeping(self) -> None:
+        """Collect orphans that died re-parented to us; say which stray signals were ignored."""
+        lineage.reap_adopted()
+        if self.stray_signals:
+            signals, self.stray_signals = self.stray_signals, []
+            self.log.warning("ignored signals: they do not stop f5guard (SIGTERM or `f5guard stop` does)",
+                             signals=signals)  # fmt: skip
+
+    def _work_lost(self, supervisor: Supervisor) -> int:
+        """Someone deleted (or replaced) the work dir: whatever runs there now is not ours to touch. Stop our
+        stages at once (a trainer's last save would land in a successor's folder), release home, exit."""
+        assert self.lease is not None
+        self.exit_reason = f"its work dir {self.work.root} was deleted or replaced while it ran"
+        self.log.error("work dir deleted or replaced; stopping every child and exiting", work=str(self.work.root))
+        supervisor.stop(grace_s=0.0)
+        self.lease.release()
+        return 1
+
     def _check_lease(self, supervisor: Supervisor, doc: StateDoc) -> int | None:
         """None while the lease is ours; the exit code after stopping everything when it was lost."""
         assert self.lease is not None
+        if self.home_gone():
+            self._home_trouble(doc, f"home is gone: {self.home.root} does not exist (Drive unmounted?)")
+            return None  # nothing is written there until it is back; the heartbeat resumes then
         try:
             self.lease.check()
             self._home_trouble(doc, self._write_problem)
@@ -317,8 +391,13 @@ class Daemon:
         self.stop_requested = reason
         self.wake.set()
 
+    def home_gone(self) -> bool:
+        """Home's folder is not there (Drive unmounted): it is never recreated on the local disk."""
+        return missing_root(self.home.root) is not None
+
     def _home_trouble(self, doc: StateDoc, problem: str | None) -> None:
-        """Say once when home stops answering and once when it is back; status shows it meanwhile."""
+        """Say once when home stops answering and once when it is back; status shows it meanwhile. Only the work
+        copy is saved here: mirroring to home could fail again and come back here (it once recursed to death)."""
         if doc.daemon.get("home_problem") == problem:
             return
         if problem:
@@ -326,18 +405,35 @@ class Daemon:
         else:
             self.log.info("home reachable again; lease renewed")
         doc.daemon["home_problem"] = problem
-        self._save(doc)
+        if self.owns_work():
+            try:
+                self.store.save(doc, mirror=False)
+            except OSError as err:
+                self.log.error("cannot write state", path=str(self.work.state), error=str(err))
 
     def _save(self, doc: StateDoc, *, home: bool | None = None) -> None:
+        if not self.owns_work():
+            return  # the control loop stops us on its next pass; never write into a successor's work dir
         try:
             self.store.save(doc, mirror=False)
-        except OSError as err:
-            self.log.error("cannot write state", path=str(self.work.state), error=str(err))
+        except OSError as err:  # a full work disk: say so where status reads (the home copy is newer now)
+            problem = f"cannot write {self.work.state}: {err.strerror or err}"
+            if doc.daemon.get("work_problem") != problem:
+                self.log.error("cannot write state", path=str(self.work.state), error=str(err))
+                doc.daemon["work_problem"] = problem
+                home = True
+        else:
+            if doc.daemon.get("work_problem"):
+                self.log.info("the work dir can be written again")
+                doc.daemon["work_problem"] = None
+                with contextlib.suppress(OSError):
+                    self.store.save(doc, mirror=False)
+                home = True
         self._mirror_state(doc, force=bool(home))
 
     def _mirror_state(self, doc: StateDoc, *, force: bool) -> None:
         assert self.lease is not None
-        if not (force or self.store.home_due()):
+        if not (force or self.store.home_due()) or self.home_gone():
             return
         try:
             self.lease.check()  # fencing: never overwrite a newer owner's view of home
@@ -349,17 +445,22 @@ class Daemon:
             self.wake.set()
         except OSError as err:  # Drive hiccups, a full or read-only home: training goes on, home catches up later
             self.log.warning("cannot write state to home", path=str(self.store.home_path(doc.epoch)), error=str(err))
-            self._write_problem = f"cannot write state to home: {err.strerror or err} ({err.filename or ''})"
+            # The final path, not err.filename: that is a temp name, new each time (one problem must read as one).
+            self._write_problem = (
+                f"cannot write state to home: {err.strerror or err} ({self.store.home_path(doc.epoch)})"
+            )
             self._home_trouble(doc, self._write_problem)
 
     def _mirror(self, doc: StateDoc) -> None:
         self._mirror_state(doc, force=False)
-        if self.mirror is not None:
+        if self.mirror is not None and not self.home_gone():
             self.mirror.request()
 
     def _mirror_files(self, epoch: int) -> None:
         """On the mirror thread: the logs, and what the stage kinds append (`f5guard plot` reads the trainer's
         progress copies, also on a fresh VM), each only as far as it grew."""
+        if self.home_gone():
+            return  # never recreated on the local disk (Drive unmounted): the copies catch up when it is back
         try:
             mirror_tree(self.work.logs, self.home.runtime_logs(epoch, self.store.runtime))
             for run in self.config.runs:
@@ -400,6 +501,11 @@ class Daemon:
                 elif record.pid and kill_leftover_group(record.pid, record.pid_started):
                     self.log.warning("killed a leftover process group", run=run_name, stage=stage_name, pgid=record.pid)
                 record.move(StageStatus.INTERRUPTED, "its supervisor stopped or died while it ran")
+        # What a killed daemon of this work dir started and that left its stage's group (lineage.py).
+        left = lineage.orphans_of_dead_daemons(str(self.work.root))
+        if left:
+            self.log.warning("killing processes a dead daemon left", pids=[p.pid for p in left])
+            lineage.kill_now(left)
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _write_pidfile(self, phase: str, epoch: int = 0) -> None:
@@ -413,7 +519,8 @@ class Daemon:
             epoch=epoch,
             phase=phase,
         )
-        pidfile.write(self.work.pidfile, self.info)
+        if self.owns_work():  # never into a successor's recreated work dir
+            pidfile.write(self.work.pidfile, self.info)
 
     def _install_signals(self) -> None:
         def stop(signum: int, _frame: FrameType | None) -> None:
@@ -422,11 +529,26 @@ class Daemon:
             if not self.serving:
                 raise _StopBeforeReady
 
+        def stray(signum: int, _frame: FrameType | None) -> None:
+            self.stray_signals.append(_signal_name(signum))
+            self.wake.set()
+
+        for number in _STRAY_SIGNALS:
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(number, stray)
         signal.signal(signal.SIGTERM, stop)  # systemd's stop, and `f5guard stop` before the daemon serves
         signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGQUIT, stop)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop training
         for poke in (signal.SIGUSR1, signal.SIGUSR2):  # an older client's poke (before the socket) must not kill us
             signal.signal(poke, signal.SIG_IGN)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # real-time signals between SIGRTMIN and SIGRTMAX have no names of their own
+        return f"SIGRTMIN+{number - signal.SIGRTMIN}"
 
 
 def run_daemon(config_path: Path, *, takeover: bool, foreground: bool, accept_older: bool = False) -> int:

@@ -17,9 +17,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from f5guard.fsutil import atomic_write_json, read_json
+from f5guard.fsutil import atomic_write_json, make_dirs, read_json
 from f5guard.layout import HomeLayout
 from f5guard.machine import boot_id, hostname, pid_namespace, process_start_ticks
+from f5guard.readback import epoch_of
 
 CLAIM_SUFFIX = ".json"
 BEAT_SUFFIX = ".beat"
@@ -88,7 +89,7 @@ def beat_path(layout: HomeLayout, runtime: RuntimeId) -> Path:
 
 
 def write_claim(layout: HomeLayout, claim: Claim) -> None:
-    layout.claims.mkdir(parents=True, exist_ok=True)
+    make_dirs(layout.claims)
     atomic_write_json(claim_path(layout, claim.runtime), asdict(claim))
 
 
@@ -104,11 +105,17 @@ def read_claim(path: Path) -> Claim | None:
             since=float(data["since"]),
             released=bool(data.get("released", False)),
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError):
         return None
-    if claim.epoch < 0 or not isinstance(runtime.pid, int):
+    # An epoch of 1e308 or "3" would become every later runtime's epoch floor: such a file is no claim.
+    if epoch_of(data["epoch"]) is None or not _well_typed(runtime):
         return None
     return claim
+
+
+def _well_typed(runtime: RuntimeId) -> bool:
+    texts = (runtime.host, runtime.boot_id, runtime.pidns)
+    return all(type(t) is str for t in texts) and all(type(n) is int for n in (runtime.pid, runtime.pid_started))
 
 
 @dataclass

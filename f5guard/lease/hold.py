@@ -19,10 +19,12 @@ from collections.abc import Callable
 
 from filelock import SoftFileLease, Timeout
 
-from f5guard.errors import HomeUnreachable, LeaseHeld, LeaseLost
+from f5guard.errors import F5guardError, HomeUnreachable, LeaseHeld, LeaseLost
+from f5guard.fsutil import make_dirs
 from f5guard.layout import HomeLayout
 from f5guard.lease.claims import Claim, ClaimWatch, RuntimeId, Sighting, beat_path, claim_path, write_claim
 from f5guard.lease.info import highest_epoch_seen
+from f5guard.readback import MAX_EPOCH
 from f5guard.schema import LeaseSettings
 
 _POLL_S = 0.25
@@ -63,7 +65,7 @@ class HomeLease:
         """Write our claim with an epoch above everything visible; returns it. Without ``takeover`` a live
         claim of another runtime refuses at once (LeaseHeld); with it, we announce ourselves and wait until the
         old owner released its claim or went silent for a whole lease duration on our own clock."""
-        self.layout.claims.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.layout.claims)
         self.peers = self.watch.look()
         live = self.live_peers()
         if live and not takeover:
@@ -73,6 +75,11 @@ class HomeLease:
                 "run `f5guard start --takeover` to take it over"
             )
         self.epoch = max(floor_epoch, highest_epoch_seen(self.layout)) + 1
+        if self.epoch > MAX_EPOCH:  # every reader would take our own claim for a corrupt one (readback.py)
+            raise F5guardError(
+                f"home {self.layout.root} already counts {self.epoch - 1} epochs (one per takeover): a claim, "
+                "state copy or checkpoint name there carries a corrupt epoch; remove it"
+            )
         self.claim = Claim(runtime=self.me, epoch=self.epoch, work=self.work, since=time.time())
         write_claim(self.layout, self.claim)
         self.claimed_at = time.monotonic()

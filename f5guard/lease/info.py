@@ -11,15 +11,14 @@ import os
 from f5guard.fsutil import read_json
 from f5guard.layout import HomeLayout
 from f5guard.lease.claims import CLAIM_SUFFIX, ClaimWatch, RuntimeId, Sighting, read_claim
+from f5guard.readback import epoch_of
 
 
 def legacy_epoch(layout: HomeLayout) -> int:
     """The epoch an older f5guard kept in ``epoch.json``: only a floor, and only when it is an integer >= 0 (a
     corrupt file must never make us reuse a lower epoch: the other sources still count)."""
     with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
-        value = read_json(layout.epoch).get("epoch")
-        if type(value) is int and value >= 0:
-            return value
+        return epoch_of(read_json(layout.epoch).get("epoch")) or 0
     return 0
 
 

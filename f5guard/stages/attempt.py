@@ -2,7 +2,8 @@
 
 A waiting thread blocks in wait() so a death is noticed in milliseconds (supervisord polls on a 1 s tick and
 is fooled by a dataloader worker holding the pipe open). Stopping signals the whole group, then SIGKILLs what
-is left, including descendants that escaped the group: no orphans.
+is left, including descendants that escaped the group, and the orphans this attempt left re-parented to the
+daemon (a double fork + setsid; lineage.py): no orphans.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from pathlib import Path
 
 import psutil
 
+from f5guard.fsutil import make_dirs
 from f5guard.pdeathsig import PARENT_ENV, die_with_parent
+from f5guard.stages import lineage
 from f5guard.stages.exits import ExitInfo, classify, oom_kill_count
 from f5guard.stages.stagelog import StageLog
 
@@ -49,9 +52,11 @@ class Attempt:
         self.ended_mono: float | None = None
         self.exit: ExitInfo | None = None
         self._done = threading.Event()
-        cwd.mkdir(parents=True, exist_ok=True)
+        make_dirs(cwd)
         # SIGTERM when the daemon dies (even by SIGKILL): a trainer then checkpoints and exits, never orphaned.
         child_env = {**env, PARENT_ENV: str(os.getpid())} if self_tied else dict(env)
+        self.token = os.urandom(6).hex()
+        child_env[lineage.ATTEMPT_ENV] = self.token  # inherited by descendants: its leftovers end with it
         self.proc = subprocess.Popen(
             self.argv,
             cwd=cwd,
@@ -63,6 +68,7 @@ class Attempt:
             preexec_fn=None if self_tied else die_with_parent,  # noqa: PLW1509
         )
         self.pid = self.proc.pid
+        lineage.own(self.pid)
         self.pgid = self.pid  # start_new_session: the child leads its own session and group
         self.create_time = _create_time(self.pid)
         self._pump_thread = threading.Thread(target=self._pump, name=f"pump-{self.pid}", daemon=True)
@@ -89,6 +95,7 @@ class Attempt:
 
     def _wait(self) -> None:
         returncode = self.proc.wait()
+        lineage.disown(self.pid)
         self.ended_mono = time.monotonic()
         self.exit = classify(returncode, self._oom_before, oom_kill_count(), stopped=self._stop_requested)
         # Stragglers (dataloader workers) of a dead leader die with it; they would hold GPU memory and the pipe.
@@ -97,6 +104,7 @@ class Attempt:
         # traceback is the last thing a trainer writes). A descendant that escaped the group may hold the pipe
         # open: then only for a while.
         self._pump_thread.join(PUMP_DRAIN_S)
+        lineage.kill_now(lineage.adopted(self.token))
         self._done.set()
         self._on_exit(self)
 
@@ -115,6 +123,10 @@ class Attempt:
         """
         self._stop_requested = True
         descendants = _descendants(self.pid)
+        escaped = lineage.adopted(self.token)  # left the group (double fork + setsid): killpg misses them
+        for proc in escaped:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
         if self.running:
             if leader_only:
                 with contextlib.suppress(ProcessLookupError):
@@ -129,6 +141,7 @@ class Attempt:
         for proc in descendants + _descendants(self.pid):
             with contextlib.suppress(psutil.Error):
                 proc.kill()
+        lineage.kill_now(escaped + lineage.adopted(self.token))
         return self.exit
 
 

@@ -280,6 +280,8 @@ class StageRunner:
         self.record.move(state, reason)
         self.driver.close(self)
         self.stage_log.close()
+        if self.stage_log.error:  # a full work disk: the log is incomplete, the daemon goes on
+            self.log.warning("stage log incomplete", error=self.stage_log.error)
 
     def request_stop(self, grace_s: float | None = None) -> None:
         """Stop for good (daemon stop, reset): SIGTERM now, SIGKILL after the grace period, from a thread; the

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from f5guard.cloud import note as cloudnote
+from f5guard.stages.textsafe import printable
 from f5guard.state import SampleNote
 from f5guard.status.report import StageReport, StatusReport, TrainingReport
 from f5guard.status.units import human_bytes, human_duration
@@ -49,6 +50,13 @@ def make_console(columns: int | None = None, *, file: TextIO | None = None, colo
 
 def _daemon_line(report: StatusReport) -> Text:
     d = report["daemon"]
+    if d["running"] and d["phase"] == "frozen":
+        return Text.assemble(
+            ("● ", "bold yellow"),
+            ("f5guard frozen", "bold"),
+            f"  pid {d['pid']} · host {d['host']}: stopped by a signal (SIGSTOP), it does nothing until "
+            f"`kill -CONT {d['pid']}` (`f5guard stop` continues it and stops it)",
+        )
     if d["running"]:
         phase = "" if d["phase"] in (None, "ready") else f" ({d['phase']})"
         line = Text.assemble(
@@ -223,6 +231,9 @@ def render_status(report: StatusReport, console: Console) -> None:
     if report["daemon"].get("home_problem"):
         problem = f" {report['daemon']['home_problem']} — training continues locally; home catches up when it answers"
         console.print(Text.assemble("  ", _warn("home problem:", problem)), soft_wrap=True)
+    if report["daemon"].get("work_problem"):
+        problem = f" {report['daemon']['work_problem']} — make room on the work disk; the daemon keeps running"
+        console.print(Text.assemble("  ", ("work dir problem:", "bold red"), problem), soft_wrap=True)
     for problem in report["state"]["problems"]:
         console.print(Text.assemble("  ", _warn("warning:", f" {problem}")))
     for run in report["runs"]:
@@ -259,7 +270,12 @@ def render_status(report: StatusReport, console: Console) -> None:
         for stage in run["stages"]:
             if stage["last_lines"]:
                 console.print(Text(f"  last lines of {stage['name']}:", style="dim"))
-                for line in stage["last_lines"]:
-                    console.print(Text(f"    {line}"), soft_wrap=True)
+                for line in stage["last_lines"]:  # printable(): a state written before logs were cleaned
+                    console.print(Text(f"    {printable(line)}"), soft_wrap=True)
     if not report["daemon"]["running"]:
-        console.print("\n  Start (or resume) it with: f5guard start", style="dim")
+        lease = report.get("lease")
+        if lease:  # a live claim of another runtime (or of another work dir on this machine)
+            held = f"\n  Home is held by host {lease['host']} pid {lease['pid']}: `f5guard start` here is refused; "
+            console.print(Text(held + "`f5guard start --takeover` takes it over (that supervisor stops)", style="dim"))
+        else:
+            console.print("\n  Start (or resume) it with: f5guard start", style="dim")

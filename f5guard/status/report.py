@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import stat
 import time
 from pathlib import Path
 from typing import Any, TypedDict
@@ -49,6 +51,7 @@ class DaemonReport(TypedDict):
     heartbeat_age_s: float | None
     last_known: DaemonNote | None  # who wrote the state last (also when no daemon runs here)
     home_problem: str | None
+    work_problem: str | None  # the work dir cannot be written (a full disk)
     config_note: str | None  # the config file changed or broke under the running daemon
     last_exit: ExitReport | None  # how the previous daemon here ended (only when none runs now)
     idle_with_failures: bool  # the daemon runs, nothing is running, and a run failed
@@ -242,23 +245,39 @@ def _daemon(info: pidfile.DaemonInfo | None, owner: Sighting | None, doc: StateD
         running=info is not None,
         pid=info.pid if info else None,
         host=info.host if info else None,
-        phase=info.phase if info else None,
+        phase=("frozen" if info.pid > 0 and pidfile.frozen(info.pid) else info.phase) if info else None,
         uptime_s=round(now - info.started_at, 1) if info else None,
         epoch=(info.epoch or doc.epoch) if info else None,
         heartbeat_age_s=round(owner.heartbeat_age_s, 1) if owner and owner.heartbeat_age_s is not None else None,
         last_known=doc.daemon or None,
         home_problem=doc.daemon.get("home_problem") if info else None,
+        work_problem=doc.daemon.get("work_problem") if info else None,
         config_note=doc.daemon.get("config_note") if info else None,
-        last_exit=_last_exit(work) if info is None else None,
+        last_exit=_last_exit(work, doc) if info is None else None,
         idle_with_failures=idle_with_failures,
     )
 
 
-def _last_exit(work: WorkLayout) -> ExitReport | None:
+def _last_exit(work: WorkLayout, doc: StateDoc) -> ExitReport | None:
     note = pidfile.read_exit(work.exit_note)
+    stale = pidfile.read(work.pidfile)  # no lock holds it: a daemon that died before removing it
+    if stale is not None and (note is None or note.at < stale.started_at):
+        # That life left no note (SIGKILL, the OOM killer, the machine): never show an older life's reason as its.
+        seen = [stale.started_at, *_mtime(work.pidfile)]
+        if doc.daemon.get("pid") == stale.pid and isinstance(doc.written_at, (int, float)):
+            seen.append(doc.written_at)
+        reason = "it left no exit note: killed by SIGKILL or the OOM killer, or the machine went down"
+        return ExitReport(at=max(seen), pid=stale.pid, reason=reason, crashed=True)
     if note is None:
         return None
     return ExitReport(at=note.at, pid=note.pid, reason=note.reason, crashed=note.crashed)
+
+
+def _mtime(path: Path) -> list[float]:
+    try:
+        return [path.stat().st_mtime]
+    except OSError:
+        return []
 
 
 def _run_state(record: RunRecord | None, *, supervised: bool) -> str:
@@ -297,12 +316,22 @@ def _stage(name: str, srec: StageRecord | None, now: float, *, supervised: bool)
 
 def _training(config: Config, run: RunConfig, record: TrainingRecord | None, now: float, *,
               supervised: bool) -> TrainingReport | None:  # fmt: skip
-    """The train stage's figures; the durable checkpoint is read from home when state knows none (fresh VM)."""
+    """The train stage's figures; the durable checkpoint is read from home when state knows none (fresh VM), or
+    when the file state names is not there as state says (status says "safe" only of what it checked)."""
     if not any(s.kind == "train" for s in run.stages):
         return None
     home = HomeLayout(config.home)
     t = record or TrainingRecord()
     durable_update, synced_at, size, path = t.durable_update, t.durable_synced_at, t.durable_size, t.durable_path
+    warning = t.sync_warning
+    if durable_update is not None and not _on_home(path, size):
+        name = f"{Path(str(path)).name} (update {durable_update})"
+        warning = (
+            f"state names {name} on home, but it is missing, empty or not what was synced"
+            if home.root.is_dir()
+            else f"cannot check {name}: home {home.root} is not there (Drive unmounted?)"
+        )
+        durable_update = synced_at = size = path = None
     if durable_update is None:
         durable = list_durable(home.checkpoints(run.name))
         if durable:
@@ -313,14 +342,15 @@ def _training(config: Config, run: RunConfig, record: TrainingRecord | None, now
         update=t.update,
         total_updates=t.total_updates,
         loss=t.loss,
-        updates_per_s=t.updates_per_s,
-        eta_s=_eta(t),
+        # A speed and an ETA describe a trainer that runs: none while the daemon is gone or training waits.
+        updates_per_s=t.updates_per_s if supervised and not t.waiting else None,
+        eta_s=_eta(t) if supervised and not t.waiting else None,
         epoch=t.epoch,
         durable_update=durable_update,
         durable_age_s=round(now - synced_at, 1) if isinstance(synced_at, (int, float)) else None,
         durable_size=size,
         durable_path=path,
-        sync_warning=t.sync_warning,
+        sync_warning=warning,
         sync_error=t.sync_error,
         waiting=t.waiting,
         superseded=t.superseded,
@@ -339,6 +369,17 @@ def _eta(t: TrainingRecord) -> float | None:
     if t.update is None or not t.total_updates or not t.updates_per_s:
         return None
     return round(max(0.0, (t.total_updates - t.update) / t.updates_per_s), 1)
+
+
+def _on_home(path: str | None, size: int | None) -> bool:
+    """The checkpoint file state names is a regular file on home, of the size that was synced (0 never is)."""
+    if not path:
+        return False
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size > 0 and (size is None or st.st_size == size)
 
 
 def _sample_on_home(run: RunConfig, home: HomeLayout) -> SampleNote | None:

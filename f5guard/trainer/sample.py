@@ -229,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="the wav to write (its .json note beside it)")
     parser.add_argument("--model", required=True, choices=["tiny", "small", "base"], help="the run's preset")
     parser.add_argument("--vocab", required=True, type=Path, help="the run's vocab.txt")
-    parser.add_argument("--text", required=True, help="what to say")
+    said = parser.add_mutually_exclusive_group(required=True)
+    said.add_argument("--text", help="what to say")
+    said.add_argument("--text-stdin", action="store_true", help="read what to say from stdin (any length)")
     parser.add_argument("--dataset", type=Path, help="the run's dataset dir (raw.arrow): the reference clip")
     parser.add_argument("--ref", type=Path, help="a reference clip instead of one from the dataset")
     parser.add_argument("--ref-text", help="the reference clip's transcript")
@@ -244,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         reference = reference_for(args.dataset, args.ref, args.ref_text)
         note = synthesize(
-            args.ckpt, args.out, model=args.model, vocab=args.vocab, text=args.text, reference=reference,
+            args.ckpt, args.out, model=args.model, vocab=args.vocab, reference=reference,
+            text=sys.stdin.read() if args.text_stdin else args.text,
             vocoder=args.vocoder, label=args.label, steps=args.steps,
         )  # fmt: skip
     except (SampleFailed, OSError) as err:

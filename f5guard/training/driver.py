@@ -24,6 +24,7 @@ from f5guard.cloud import note as cloudnote
 from f5guard.cloud.detect import open_store
 from f5guard.cloud.records import Record, from_state, judge, lost_line
 from f5guard.errors import TrainingBehind
+from f5guard.fsutil import make_dirs
 from f5guard.stages.attempt import Attempt
 from f5guard.stages.driver import StageDriver, StageRunnerView
 from f5guard.stages.verdict import ChangePrecision, ExitFacts, Finished, HalveBatch, SmallerBatch, Stopped, Verdict
@@ -103,7 +104,7 @@ class TrainDriver(StageDriver):
         opts = self.options(runner)
         local = Path(opts.checkpoint_dir)
         home = Path(opts.home_checkpoints)
-        local.mkdir(parents=True, exist_ok=True)
+        make_dirs(local)
         training = self.training(runner)
         gate = runner.ctx.gate()
         if gate is not None:  # another runtime may be training this home: ownership first (lease/hold.py)
@@ -252,7 +253,7 @@ class TrainDriver(StageDriver):
         for folder, old_rows in stale:
             aside = folder.with_name(f"{folder.name}.superseded-{stamp}")
             os.replace(folder, aside)
-            folder.mkdir(parents=True, exist_ok=True)
+            make_dirs(folder)
             text = (
                 f"the dataset's vocab changed ({old_rows - 1} -> {rows - 1} tokens): the previous training's "
                 f"checkpoints cannot resume with it; kept in {aside}, training starts again"

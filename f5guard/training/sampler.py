@@ -10,7 +10,7 @@ log, never a reason to stop training. Samples are kept: they are small, and the 
 from __future__ import annotations
 
 import contextlib
-import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import ClassVar
 
 from f5guard.checkpoints.durable import Log
+from f5guard.fsutil import read_json
 from f5guard.schema import StackPython
 from f5guard.state import SampleNote
 from f5guard.training.sidejob import SideJob
@@ -41,9 +42,10 @@ class Sample:
 
 def read_sample(path: Path, update: int) -> Sample:
     seconds: float | None = None
-    with contextlib.suppress(OSError, ValueError, TypeError):
-        note = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    with contextlib.suppress(OSError, ValueError, TypeError, OverflowError):
+        note = read_json(path.with_suffix(".json"))  # a regular file only: a FIFO there must not hang status
         seconds = float(note["seconds"]) if isinstance(note, dict) and "seconds" in note else None
+        seconds = seconds if seconds is not None and math.isfinite(seconds) else None
     return Sample(path, update, seconds)
 
 

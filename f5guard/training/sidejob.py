@@ -21,8 +21,10 @@ from types import MappingProxyType
 from typing import ClassVar, Generic, Protocol, TypeVar
 
 from f5guard.checkpoints.durable import DurableCheckpoint, Log
+from f5guard.fsutil import make_dirs
 from f5guard.pdeathsig import PARENT_ENV
 from f5guard.schema import StackPython
+from f5guard.stages import lineage
 from f5guard.stages.stackpython import ensure_pythonpath, stack_env
 
 STOP_WAIT_S = 10.0
@@ -149,13 +151,14 @@ class SideJob(ABC, Generic[MadeT]):
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+        lineage.disown(self._proc.pid)
         self._proc = self._pending = None
         self._log(f"{self.kind}.stopped")
 
     # -- one process -------------------------------------------------------------------------------------------
     def _start(self, durable: DurableCheckpoint, source: Path | None) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.out_dir)
+        make_dirs(self.log_path.parent)
         read = source if source is not None else durable.path
         try:
             # Opened here and inherited: retention may delete the checkpoint once a newer one is durable, and an
@@ -178,6 +181,7 @@ class SideJob(ABC, Generic[MadeT]):
                     pass_fds=(fd,),
                     env=self._env(),
                 )
+            lineage.own(self._proc.pid)  # ours to wait for: the daemon's orphan reaper leaves it alone
         finally:
             os.close(fd)
         self._pending, self._started = durable, time.monotonic()
@@ -195,6 +199,8 @@ class SideJob(ABC, Generic[MadeT]):
         self._log(f"{self.kind}.error", error=self.error)
 
     def _finish(self, code: int) -> None:
+        if self._proc is not None:
+            lineage.disown(self._proc.pid)
         pending, self._proc, self._pending = self._pending, None, None
         if pending is None:
             return
