@@ -280,7 +280,7 @@ def read_stamped(path: str | os.PathLike[str], offset: int = 0) -> tuple[list[St
     for record in records:
         event = decode(record)
         t, pid = record.get("t"), record.get("pid")
-        sane = isinstance(t, (int, float)) and abs(t) < 1e18  # a time, not an integer of 40 digits
-        if event is not None and sane and isinstance(pid, int):
+        # a time, not an integer of 40 digits (float() of it overflows)
+        if event is not None and isinstance(t, (int, float)) and abs(t) < 1e18 and isinstance(pid, int):
             found.append(Stamped(float(t), pid, event))
     return found, offset
