@@ -1,7 +1,8 @@
 """The daemon: owns the work dir (flock) and the home lease, runs the supervisor loop, writes state.
 
 ``python -m f5guard.daemon`` is what ``f5guard start`` spawns detached; ``f5guard run --foreground`` runs the
-same loop attached (systemd: sd_notify READY/WATCHDOG/STOPPING when NOTIFY_SOCKET is set).
+same loop attached (systemd: sd_notify READY/WATCHDOG/STOPPING when NOTIFY_SOCKET is set); with
+``--until-done`` it exits once every run is final, its code saying how (daemon/exitcodes.py: a batch job's).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from filelock import FileLock, Timeout
 from f5guard import __version__, pidfile, requests, sdnotify
 from f5guard.checkpoints.durable import highest_durable_epoch
 from f5guard.config import load_config
-from f5guard.daemon import logs
+from f5guard.daemon import exitcodes, logs
 from f5guard.daemon.configwatch import ConfigWatch
 from f5guard.daemon.launcher import ReadyChannel
 from f5guard.daemon.mirror import mirror_file, mirror_tree
@@ -42,6 +43,7 @@ from f5guard.training.kind import TrainOptions
 TICK_S = 0.5
 STATE_MIRROR_S = 10.0
 CONFIG_POLL_S = 5.0  # how often the daemon looks whether its config file was edited
+FINAL_UPLOADS_S = 7200.0  # --until-done: how long the finished daemon waits for its last uploads' records
 
 
 class _StopBeforeReady(Exception):
@@ -52,9 +54,17 @@ class Daemon:
     """One supervisor process for one config (work dir + home)."""
 
     def __init__(
-        self, config: Config, *, takeover: bool = False, foreground: bool = False, accept_older: bool = False
+        self,
+        config: Config,
+        *,
+        takeover: bool = False,
+        foreground: bool = False,
+        accept_older: bool = False,
+        until_done: bool = False,
     ) -> None:
         self.accept_older = accept_older
+        self.until_done = until_done  # a batch job: exit once every run is final (daemon/exitcodes.py)
+        self._finished_at: float | None = None  # --until-done: when every run was first seen final (monotonic)
         self.config = config
         self.takeover = takeover
         self.foreground = foreground
@@ -198,7 +208,7 @@ class Daemon:
         self.ready.send("failed", error=err.message, exit_code=err.exit_code)
         self.ready.close()
         print(f"f5guard: {err.message}", file=sys.stderr)
-        return err.exit_code
+        return exitcodes.for_error(err) if self.until_done else err.exit_code
 
     def _waiting_for_lease(self, holder: Claim) -> None:
         wait = self.config.lease.duration_s + self.config.lease.takeover_slack_s
@@ -232,6 +242,9 @@ class Daemon:
             changed = supervisor.step(now)
             if changed:
                 self._save(doc)
+            if self.until_done and (verdict := self._verdict(doc, now)) is not None:
+                exit_code, self.stop_requested = verdict, f"every run finished: {exitcodes.MEANING[verdict]}"
+                continue
             if now >= next_mirror:
                 next_mirror = now + self.config.logs.mirror_interval_s
                 self._mirror(doc)
@@ -247,6 +260,8 @@ class Daemon:
             self.wake.clear()
         self.log.info("daemon stopping", reason=self.stop_requested)
         self.exit_reason = f"stopped ({self.stop_requested})"
+        if self.until_done and self._finished_at is None:  # a signal before the end: never 0 (that is success)
+            exit_code = exitcodes.INTERRUPTED
         self._write_pidfile("stopping", epoch=doc.epoch)
         sdnotify.notify("STOPPING=1")
         supervisor.stop()
@@ -255,6 +270,29 @@ class Daemon:
         self.lease.release()
         self.log.info("daemon stopped")
         return exit_code
+
+    def _verdict(self, doc: StateDoc, now: float) -> int | None:
+        """``--until-done``: the exit code once every run is final and this VM's last checkpoints are recorded in
+        the cloud (the next runtime reads those records; at most ``FINAL_UPLOADS_S``), else None."""
+        verdict = exitcodes.for_runs(r.state for r in doc.runs.values())
+        if verdict is None:
+            return None
+        if self._finished_at is None:
+            self._finished_at = now
+        return verdict if self._uploads_settled(now - self._finished_at) else None
+
+    def _uploads_settled(self, waited_s: float) -> bool:
+        """Whether no sync still waits for an upload (or the wait is over). Only a train stage loads the sync
+        module: without it nothing lingers."""
+        sync = sys.modules.get("f5guard.checkpoints.sync")
+        waiting = sync.lingering() if sync is not None else 0
+        if waiting and waited_s < FINAL_UPLOADS_S:
+            if waited_s == 0:
+                self.log.info("every run finished; waiting for the last uploads to reach the cloud", syncs=waiting)
+            return False
+        if waiting:
+            self.log.warning("the last uploads are not recorded in the cloud; leaving anyway", waited_s=waited_s)
+        return True
 
     def _check_lease(self, supervisor: Supervisor, doc: StateDoc) -> int | None:
         """None while the lease is ours; the exit code after stopping everything when it was lost."""
@@ -270,7 +308,7 @@ class Daemon:
             supervisor.stop()
             self.store.save(doc, mirror=False)
             self.lease.release()
-            return err.exit_code
+            return exitcodes.for_error(err) if self.until_done else err.exit_code
         return None
 
     def _answer_clients(self, supervisor: Supervisor) -> None:
@@ -390,14 +428,17 @@ class Daemon:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop training
 
 
-def run_daemon(config_path: Path, *, takeover: bool, foreground: bool, accept_older: bool = False) -> int:
+def run_daemon(
+    config_path: Path, *, takeover: bool, foreground: bool, accept_older: bool = False, until_done: bool = False
+) -> int:
     try:
         config = load_config(config_path)
     except F5guardError as err:
         ReadyChannel().send("failed", error=err.message, exit_code=err.exit_code)
         print(f"f5guard: {err.message}", file=sys.stderr)
-        return err.exit_code
-    return Daemon(config, takeover=takeover, foreground=foreground, accept_older=accept_older).main()
+        return exitcodes.for_error(err) if until_done else err.exit_code
+    daemon = Daemon(config, takeover=takeover, foreground=foreground, accept_older=accept_older, until_done=until_done)
+    return daemon.main()
 
 
 def main(argv: list[str] | None = None) -> int:
