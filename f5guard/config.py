@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from f5guard.cloud.bucket import BucketURL
 from f5guard.errors import ConfigError
 from f5guard.recipe.kinds import RECIPE_KINDS
 from f5guard.schema import (
+    STORE_ENV,
     STORE_KINDS,
     Config,
     LeaseSettings,
@@ -153,8 +155,21 @@ def _store(t: Table) -> StoreSettings:
     kind = t.text("kind", d.kind)
     if kind not in STORE_KINDS:
         t.fail(f"must be one of {', '.join(STORE_KINDS)}, got {shorten(kind)!r}", "kind")
+    where = {key: t.get(key, str, os.environ.get(env, "")).strip() for key, env in STORE_ENV.items()}
+    if where["bucket"]:
+        try:
+            BucketURL.parse(where["bucket"])
+        except ValueError as err:
+            t.fail(f"{err} (here or in ${STORE_ENV['bucket']})", "bucket")
+    elif kind == "bucket":
+        t.fail(f'kind = "bucket" needs the bucket: bucket = "gs://NAME" (or ${STORE_ENV["bucket"]})', "kind")
+    if where["mount"] and not Path(where["mount"]).is_absolute():
+        t.fail(f"must be an absolute path, got {shorten(where['mount'])!r}", "mount")
     store = StoreSettings(
         kind=kind,  # type: ignore[arg-type]  # checked against STORE_KINDS above
+        bucket=where["bucket"],
+        mount=where["mount"],
+        endpoint=where["endpoint"],
         upload_mb_per_s=t.number("upload_mb_per_s", d.upload_mb_per_s, positive=True, maximum=1e6),
         poll_s=t.number("poll_s", d.poll_s, positive=True),
     )
