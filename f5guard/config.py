@@ -62,9 +62,10 @@ def find_config(explicit: str | os.PathLike[str] | None) -> Path:
     return Path.cwd() / CONFIG_NAME
 
 
-def load_config(path: Path, *, find_python: bool = True) -> Config:
+def load_config(path: Path, *, find_python: bool = True, here: bool = True) -> Config:
     """Read and validate the config at ``path``; raises ConfigError with one line. ``find_python=False``: a
-    command that runs no stage (status, plot) leaves ``python = "auto"`` unresolved (stages/stackpython.py)."""
+    command that runs no stage (status, plot) leaves ``python = "auto"`` unresolved (stages/stackpython.py).
+    ``here=False``: the config is read for another machine (`f5guard cloud`): home need not exist here."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -77,15 +78,15 @@ def load_config(path: Path, *, find_python: bool = True) -> Config:
         raise ConfigError(f"{path}: config is not UTF-8 text: {err}") from err
     except ValueError as err:  # TOMLDecodeError, and an integer of over 4300 digits (int_max_str_digits)
         raise ConfigError(f"{path}: invalid TOML: {err}") from err
-    return parse_config(data, path.resolve(), find_python=find_python)
+    return parse_config(data, path.resolve(), find_python=find_python, here=here)
 
 
-def parse_config(data: dict[str, Any], path: Path, *, find_python: bool = True) -> Config:
+def parse_config(data: dict[str, Any], path: Path, *, find_python: bool = True, here: bool = True) -> Config:
     """Validate parsed TOML: every value is checked here, so the daemon never meets one that cannot work."""
     check_text(data, path)
     top = Table(data, "", path)
     config_dir = path.parent
-    home = _directory(top, "home", config_dir, must_have_parent=True)
+    home = _directory(top, "home", config_dir, must_have_parent=here)
     work = _directory(top, "work", config_dir, must_have_parent=False)
     if home == work:
         top.fail("must differ from home: work is the fast runtime-local copy, home the persistent one", "work")
