@@ -272,6 +272,15 @@ class Runtime:
                     "--", *argv]  # fmt: skip
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=self.root, env=self.env)
 
+    def spawn(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+        """A long-running command inside the VM (``f5guard run --foreground``), its output to ``log``."""
+        if self.namespaced:
+            assert self._init_pid is not None, "boot() first"
+            argv = ["nsenter", "--target", str(self._init_pid), "--pid", "--mount", "--uts", f"--wd={self.root}",
+                    "--", *argv]  # fmt: skip
+        with open(log, "wb") as out:
+            return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=self.root, env=self.env)
+
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return self.run([sys.executable, "-m", "f5guard", *args, "--config", str(self.config)], timeout=timeout)
 
