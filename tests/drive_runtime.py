@@ -312,7 +312,11 @@ class Runtime:
 
     # -- its processes, as the host sees them ----------------------------------------------------------------
     def processes(self) -> list[psutil.Process]:
-        """Every live process of this VM (pid 1 included), as host psutil objects."""
+        """Every live process of this VM (pid 1 included), as host psutil objects. None once a namespaced VM's
+        pid 1 is gone (its whole namespace died with it): the kernel may give a later namespace, another test's VM,
+        the same inode number, and a kill by inode would hit it."""
+        if self.namespaced and (self._vm is None or self._vm.poll() is not None):
+            return []
         found = []
         for proc in psutil.process_iter():
             try:
@@ -357,7 +361,7 @@ class Runtime:
 
     def kill(self) -> None:
         """The VM dies: SIGKILL to its pid 1 takes every process of the namespace with it."""
-        if self.namespaced and self._vm is not None:
+        if self.namespaced and self._vm is not None and self._vm.poll() is None:  # once: a dead init's pid is reused
             with contextlib.suppress(ProcessLookupError):
                 assert self._init_pid is not None
                 os.kill(self._init_pid, signal.SIGKILL)

@@ -11,12 +11,14 @@ VM A trains with uploads slower than saves; it is killed (SIGKILL to its pid 1: 
 it) once the bucket holds a checkpoint and the next one is still uploading, and its unsent uploads are lost. VM B
 (a new view of the bucket, an empty work dir) resumes from exactly the newest checkpoint the bucket held when A
 died, trains to the end, waits for its final checkpoint's upload to be confirmed by the bucket, and exits 0.
-About 25 s.
+Then `f5guard status` from a machine that only mounts the bucket tells the same. About 25 s.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -74,6 +76,22 @@ def _manifest_states(root: Path) -> dict[int, str]:
     return found
 
 
+def _status_from_elsewhere(tmp_path: Path, vm: Runtime, bucket: BucketSim) -> dict[str, Any]:
+    """`f5guard status --json` from a machine that only mounts the bucket (no work dir, no daemon): the same
+    config, its work dir absent there, the bucket named by the environment as the task names it."""
+    text = vm.config.read_text().replace(f'work = "{vm.work}"', f'work = "{tmp_path / "laptop-work"}"')
+    text = "\n".join(line for line in text.splitlines() if not line.startswith(("kind =", "bucket =", "mount =")))
+    config = tmp_path / "laptop.toml"
+    config.write_text(text)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("F5GUARD_")}, **bucket.env(),
+           "F5GUARD_STORE_BUCKET": "gs://voices", "F5GUARD_STORE_MOUNT": str(vm.home.parent)}  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "f5guard", "status", "--json", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, env=env, check=False)  # fmt: skip
+    runs = json.loads(proc.stdout)["runs"] if proc.stdout.strip() else []
+    assert runs, proc.stderr
+    return dict(runs[0])
+
+
 def test_a_preempted_vm_resumes_on_the_next_from_the_newest_checkpoint_in_the_bucket(tmp_path: Path) -> None:
     sim = DriveSim(tmp_path / "drive", ["A"], upload=HOP, download=DOWN, poll_s=0.1, seed=19)
     namespaced = namespaces_work()
@@ -111,6 +129,11 @@ def test_a_preempted_vm_resumes_on_the_next_from_the_newest_checkpoint_in_the_bu
             assert not watch.mismatched()
             in_cloud = json.loads((b.work / "daemon.exit.json").read_text())
             assert "every run finished" in in_cloud["reason"], in_cloud
+            seen = _status_from_elsewhere(tmp_path, b, bucket)
+            assert (seen["state"], seen["training"]["durable_update"]) == ("done", TRAINING.total), seen
+            cloud = seen["training"]["cloud"]
+            assert (cloud["kind"], cloud["confirmed_update"], cloud["confirmed_estimated"]) == (
+                "bucket", TRAINING.total, False), cloud  # fmt: skip
             print("preemption-figures:", json.dumps({
                 "newest_in_bucket_at_kill": in_bucket, "confirmed_by_a_before_kill": sorted(confirmed_on_a),
                 "lost_uploads": [e.path for e in sim.events("lost", "A")], "b_resumed_from": first["u"],
