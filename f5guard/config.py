@@ -44,6 +44,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 CONFIG_ENV = "F5GUARD_CONFIG"
+ELSEWHERE = "read for another machine (f5guard cloud): not looked for here"
 CONFIG_NAME = "f5guard.toml"
 DEFAULT_STOP_GRACE_S = 30.0
 NAME_BYTES = 200  # run and stage names become folder names, with room for the suffixes f5guard adds
@@ -90,7 +91,10 @@ def parse_config(data: dict[str, Any], path: Path, *, find_python: bool = True, 
     work = _directory(top, "work", config_dir, must_have_parent=False)
     if home == work:
         top.fail("must differ from home: work is the fast runtime-local copy, home the persistent one", "work")
-    python = _python(top, config_dir, work, find_python)
+    if here:
+        python = _python(top, config_dir, work, find_python)
+    else:  # the interpreter is another machine's: named as written, checked there
+        python = StackPython(top.text("python", AUTO), how=ELSEWHERE)
     lease = _lease(top.sub("lease"))
     store = _store(top.sub("store"))
     logs = _logs(top.sub("logs"))

@@ -196,3 +196,22 @@ def test_skypilot_loads_the_task_offline(tmp_path: Path) -> None:
     refused = subprocess.run(_offline([str(python), "-c", VALIDATE, str(broken)]), capture_output=True, text=True,
                              timeout=300, env=env, check=False)  # fmt: skip
     assert refused.returncode != 0 and "MOUNT_CACHD" in refused.stderr, refused.stderr[-2000:]
+
+
+def test_a_config_read_on_another_machine(tmp_path: Path) -> None:
+    """The Colab config, on a laptop that has none of its folders nor its Python: the task is still written for
+    the VM (the bucket at MyDrive), and the one thing the VM must provide is said in a note."""
+    if Path("/content").exists():
+        pytest.skip("this machine has /content")
+    config = tmp_path / "f5guard.toml"
+    config.write_text(
+        'home = "/content/drive/MyDrive/F5TTS_Vietnamese"\nwork = "/content/f5guard"\npython = "/opt/colab/python3"\n'
+        '[[runs]]\nname = "lan"\n[[runs.stages]]\nname = "ingest"\ntype = "ingest"\n'
+        'audio = "/content/drive/MyDrive/raw_audio/lan"\n'
+    )
+    proc = _cloud(config, "--bucket", "s3://voices", "--out", "-", "--package", "f5guard==0.1.0")
+    assert proc.returncode == 0, proc.stderr
+    task = yaml.safe_load(proc.stdout)
+    assert task["file_mounts"] == {"/content/drive/MyDrive": {"source": "s3://voices", "mode": "MOUNT_CACHED"}}
+    assert "uv tool install --force 'f5guard[s3]==0.1.0'" in task["setup"]
+    assert 'python = "/opt/colab/python3": the VM must have it' in proc.stderr

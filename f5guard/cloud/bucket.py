@@ -163,14 +163,14 @@ def s3_checksums(meta: dict[str, object]) -> dict[str, bytes]:
     return sums
 
 
-_CLIENTS: dict[tuple[str, str, str], Objects] = {}
+_CLIENTS: dict[tuple[str, str, str, float], Objects] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
 def client(url: BucketURL, endpoint: str = "", timeout_s: float = 10.0) -> Objects:
-    """The SDK client for ``url`` (one per bucket and process: creating one costs ~0.5 s). Raises what the SDK
-    raises (no credentials, no such module)."""
-    key = (url.scheme, url.name, endpoint)
+    """The SDK client for ``url`` (one per bucket, endpoint and timeout in a process: creating one costs ~0.5 s),
+    giving up on a request after ``timeout_s`` (boto3 retries once). Raises what the SDK raises (no credentials)."""
+    key = (url.scheme, url.name, endpoint, timeout_s)
     with _CLIENTS_LOCK:
         if key not in _CLIENTS:
             made: Objects = GcsObjects(url, timeout_s) if url.scheme == "gs" else S3Objects(url, endpoint, timeout_s)

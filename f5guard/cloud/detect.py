@@ -112,5 +112,6 @@ def open_bucket(home: Path, settings: StoreSettings, *, delay_s: float, thorough
     fallback = WritebackStore(f"bucket {url}: no answer from it", delay_s=delay_s,
                               bytes_per_s=settings.upload_bytes_per_s)  # fmt: skip
     how = f"bucket {url} mounted at {mount}: each object's size and checksum, asked with {SDK[url.scheme][0]}"
-    return BucketStore(how, url, mount, fallback, objects=lambda: client(url, settings.endpoint),
+    timeout_s = 10.0 if thorough else 3.0  # status (the daemon's answer included) waits little for a bucket
+    return BucketStore(how, url, mount, fallback, objects=lambda: client(url, settings.endpoint, timeout_s),
                        verify_bytes=None if thorough else QUICK_BYTES)  # fmt: skip

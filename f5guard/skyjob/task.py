@@ -228,6 +228,9 @@ def build(config: Config, text: str, options: Options) -> Plan:
             if spec is not None and spec.num_processes != "auto" and spec.num_processes > gpus:
                 raise UsageError(f"run {run.name}: num_processes = {spec.num_processes} needs {spec.num_processes} "
                                  f"GPUs, --gpu {options.gpu} gives {gpus}")  # fmt: skip
+    if config.python.path != "auto":
+        notes.append(f'python = "{config.python.path}": the VM must have it; the task installs the training stack '
+                     'into the VM\'s python3, which python = "auto" finds')  # fmt: skip
     install = package(options.package, url.scheme)
     stack = " ".join(f"{dist}=={PINS[dist]}" for dist in (*TORCH_TOGETHER, "f5-tts"))
     setup = (
