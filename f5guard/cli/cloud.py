@@ -33,7 +33,12 @@ INSTALL_SKY = ("SkyPilot is not installed here: `pip install 'skypilot[gcp]'` (o
     help="The bucket that holds home (and the inputs beside it), mounted write-back (MOUNT_CACHED).",
 )
 @click.option("--gpu", default="L4:1", show_default=True, metavar="NAME[:COUNT]", help="SkyPilot's accelerators.")
-@click.option("--spot/--no-spot", default=True, show_default=True, help="Spot (preemptible) VMs: cheaper; SkyPilot replaces one taken back.")
+@click.option(
+    "--spot/--no-spot",
+    default=True,
+    show_default=True,
+    help="Spot (preemptible) VMs: cheaper; SkyPilot replaces one taken back.",
+)
 @click.option(
     "--out",
     default="sky.yaml",
