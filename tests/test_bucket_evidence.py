@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import shutil
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from f5guard.cloud import bucket as bucketmod
 from f5guard.cloud.bucket import BucketStore, BucketURL, client
 from f5guard.cloud.detect import open_configured
 from f5guard.cloud.evidence import Where, WritebackStore
+from f5guard.cloud.survey import upload_probe
 from f5guard.config import parse_config
 from f5guard.errors import ConfigError
 from f5guard.schema import StoreSettings
@@ -160,3 +163,31 @@ def test_config_names_the_bucket_or_the_environment_does(tmp_path: Path, monkeyp
     assert (store.bucket, store.mount) == ("gs://from-env", "/mnt/b")
     store = parse_config({**base, "store": {"bucket": "s3://mine"}}, path, find_python=False).store
     assert (store.bucket, store.mount) == ("s3://mine", "/mnt/b")
+
+
+def test_doctor_times_an_upload_by_the_buckets_answer(sim: BucketSim, tmp_path: Path) -> None:
+    """`f5guard doctor`'s timed upload on a bucket home: the probe counts as in the cloud once its object is there
+    (here a thread plays rclone, copying the finished file into the bucket after a second)."""
+    mount = tmp_path / "m"
+    home = mount / "home"
+    home.mkdir(parents=True)
+    size = 256 * 1024
+    stop = threading.Event()
+
+    def rclone() -> None:
+        while not stop.is_set():
+            for probe in home.rglob("doctor-probe-*"):
+                if probe.stat().st_size == size:
+                    time.sleep(1.0)
+                    _upload(sim, "gcs", mount, probe.relative_to(mount).as_posix())
+                    return
+            time.sleep(0.05)
+
+    uploader = threading.Thread(target=rclone, daemon=True)
+    uploader.start()
+    try:
+        found = upload_probe(home, _store("gs://gcs", mount), size, timeout_s=30)
+    finally:
+        stop.set()
+        uploader.join(timeout=10)
+    assert "in the cloud after" in found.value and not found.blocking, found
