@@ -33,7 +33,7 @@ from tests.drive_runtime import CloudWatch, Lease, Runtime, Training, namespaces
 from tests.drivesim import Delays, DriveSim
 
 pytest.importorskip("google.cloud.storage")
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 LEASE = Lease(duration_s=2, heartbeat_s=0.5, takeover_slack_s=1, epoch_poll_s=0.2, settle_s=0.5,
               arrival_timeout_s=20, retention_delay_s=1)  # fmt: skip

@@ -172,6 +172,7 @@ def _offline(argv: list[str]) -> list[str]:
     return ["unshare", "-n", *argv] if probe.returncode == 0 else argv
 
 
+@pytest.mark.slow  # the first run builds the venv
 @pytest.mark.timeout(1200)
 def test_skypilot_loads_the_task_offline(tmp_path: Path) -> None:
     """SkyPilot 0.14.1's own `Task.from_yaml` (its schema validation) accepts the task and reads it as meant:
