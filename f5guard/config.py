@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from f5guard.cloud.bucket import BucketURL
 from f5guard.errors import ConfigError
 from f5guard.fsutil import read_regular
 from f5guard.recipe.kinds import RECIPE_KINDS
 from f5guard.schema import (
+    STORE_ENV,
     STORE_KINDS,
     Config,
     LeaseSettings,
@@ -44,6 +46,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 CONFIG_ENV = "F5GUARD_CONFIG"
+ELSEWHERE = "read for another machine (f5guard cloud): not looked for here"
 CONFIG_NAME = "f5guard.toml"
 DEFAULT_STOP_GRACE_S = 30.0
 NAME_BYTES = 200  # run and stage names become folder names, with room for the suffixes f5guard adds
@@ -68,9 +71,10 @@ def find_config(explicit: str | os.PathLike[str] | None) -> Path:
     return Path.cwd() / CONFIG_NAME
 
 
-def load_config(path: Path, *, find_python: bool = True) -> Config:
+def load_config(path: Path, *, find_python: bool = True, here: bool = True) -> Config:
     """Read and validate the config at ``path``; raises ConfigError with one line. ``find_python=False``: a
-    command that runs no stage (status, plot) leaves ``python = "auto"`` unresolved (stages/stackpython.py)."""
+    command that runs no stage (status, plot) leaves ``python = "auto"`` unresolved (stages/stackpython.py).
+    ``here=False``: the config is read for another machine (`f5guard cloud`): home need not exist here."""
     try:
         raw = read_regular(path, CONFIG_MOST)  # a FIFO or /dev/zero as --config must not hang every verb
     except FileNotFoundError:
@@ -87,7 +91,7 @@ def load_config(path: Path, *, find_python: bool = True) -> Config:
         raise ConfigError(f"{path}: invalid TOML: {err}") from err
     except RecursionError:  # arrays or inline tables nested thousands deep
         raise ConfigError(f"{path}: invalid TOML: nested deeper than a config ever is") from None
-    return parse_config(data, path.resolve(), find_python=find_python)
+    return parse_config(data, path.resolve(), find_python=find_python, here=here)
 
 
 def _check_dotted(text: str, path: Path) -> None:
@@ -135,17 +139,20 @@ def _check_depth(data: Any, path: Path) -> None:
             stack.extend((value, depth + 1) for value in node)
 
 
-def parse_config(data: dict[str, Any], path: Path, *, find_python: bool = True) -> Config:
+def parse_config(data: dict[str, Any], path: Path, *, find_python: bool = True, here: bool = True) -> Config:
     """Validate parsed TOML: every value is checked here, so the daemon never meets one that cannot work."""
     _check_depth(data, path)
     check_text(data, path)
     top = Table(data, "", path)
     config_dir = path.parent
-    home = _directory(top, "home", config_dir, must_have_parent=True)
+    home = _directory(top, "home", config_dir, must_have_parent=here)
     work = _directory(top, "work", config_dir, must_have_parent=False)
     if home == work:
         top.fail("must differ from home: work is the fast runtime-local copy, home the persistent one", "work")
-    python = _python(top, config_dir, work, find_python)
+    if here:
+        python = _python(top, config_dir, work, find_python)
+    else:  # the interpreter is another machine's: named as written, checked there
+        python = StackPython(top.text("python", AUTO), how=ELSEWHERE)
     lease = _lease(top.sub("lease"))
     store = _store(top.sub("store"))
     logs = _logs(top.sub("logs"))
@@ -211,8 +218,21 @@ def _store(t: Table) -> StoreSettings:
     kind = t.text("kind", d.kind)
     if kind not in STORE_KINDS:
         t.fail(f"must be one of {', '.join(STORE_KINDS)}, got {shorten(kind)!r}", "kind")
+    where = {key: t.get(key, str, os.environ.get(env, "")).strip() for key, env in STORE_ENV.items()}
+    if where["bucket"]:
+        try:
+            BucketURL.parse(where["bucket"])
+        except ValueError as err:
+            t.fail(f"{err} (here or in ${STORE_ENV['bucket']})", "bucket")
+    elif kind == "bucket":
+        t.fail(f'kind = "bucket" needs the bucket: bucket = "gs://NAME" (or ${STORE_ENV["bucket"]})', "kind")
+    if where["mount"] and not Path(where["mount"]).is_absolute():
+        t.fail(f"must be an absolute path, got {shorten(where['mount'])!r}", "mount")
     store = StoreSettings(
         kind=kind,  # type: ignore[arg-type]  # checked against STORE_KINDS above
+        bucket=where["bucket"],
+        mount=where["mount"],
+        endpoint=where["endpoint"],
         upload_mb_per_s=t.number("upload_mb_per_s", d.upload_mb_per_s, positive=True, maximum=1e6),
         poll_s=t.number("poll_s", d.poll_s, positive=True),
     )

@@ -58,8 +58,12 @@ class LeaseSettings:
         return self.heartbeat_s or self.duration_s / 3
 
 
-StoreKind = Literal["auto", "local", "drive", "writeback"]
-STORE_KINDS: Final = ("auto", "local", "drive", "writeback")
+StoreKind = Literal["auto", "local", "drive", "writeback", "bucket"]
+STORE_KINDS: Final = ("auto", "local", "drive", "writeback", "bucket")
+# Where home is a bucket depends on the machine, not on the config (the same config runs on Colab's Drive): the
+# SkyPilot task of `f5guard cloud` sets these; a key in [store] wins over them.
+STORE_ENV: Final = {"bucket": "F5GUARD_STORE_BUCKET", "mount": "F5GUARD_STORE_MOUNT",
+                    "endpoint": "F5GUARD_STORE_ENDPOINT"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,10 @@ class StoreSettings:
     ``[store]`` table). "auto" picks drive (DriveFS's attributes answer), writeback (a FUSE or network mount
     without them: an estimate) or local (a plain disk, which is the store itself)."""
 
-    kind: StoreKind = "auto"
+    kind: StoreKind = "auto"  # "bucket" (or "auto" with a bucket): evidence from the bucket's SDK (cloud/bucket.py)
+    bucket: str = ""  # gs://NAME[/PREFIX], s3://..., r2://...: the bucket mounted at ``mount``
+    mount: str = ""  # the folder where the bucket (its prefix) is mounted; "" = home
+    endpoint: str = ""  # an S3-compatible endpoint URL (R2, MinIO); "" = the SDK's own
     upload_mb_per_s: float = 2.0  # writeback's estimate (and drive's before one upload was measured); 1 MB = 1e6 B
     poll_s: float = 5.0  # how often the upload state of this VM's checkpoints is read (one getxattr per file)
 

@@ -63,11 +63,14 @@ while True:  # pid 1 of the VM: reap every orphan (the detached daemon ends up h
 """
 
 TRAINER = r'''
-"""A torch-free F5-TTS stand-in: resume from model_last.pt, tick, save in place every N updates."""
+"""A torch-free F5-TTS stand-in: resume from model_last.pt, tick, save in place every N updates; optionally
+finish at update TOTAL (saving it, exit 0) or crash at update CRASH_AT (exit 1, a traceback's last line)."""
 import io, json, os, pickle, sys, time, zipfile
 
 ckpts, events, runtime = sys.argv[1], sys.argv[2], sys.argv[3]
 step_s, save_every, size = float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+total = int(sys.argv[7]) if len(sys.argv) > 7 else 0  # 0: train forever
+crash_at = int(sys.argv[8]) if len(sys.argv) > 8 else 0  # 0: never
 attempt = os.urandom(4).hex()
 os.makedirs(ckpts, exist_ok=True)
 log = open(events, "a", buffering=1)
@@ -112,9 +115,15 @@ while True:
     emit("tick", u=update)
     print(f"Epoch 1/1:  0%|  | {update}/1000000 [00:01<00:10, {1 / step_s:.2f}update/s, loss=0.5, update={update}]",
           flush=True)
-    if update % save_every == 0:
+    if crash_at and update == crash_at:
+        print("RuntimeError: the stand-in trainer's planned crash", flush=True)
+        sys.exit(1)
+    if update % save_every == 0 or update == total:
         save(last, update)
         print(f"Saved last checkpoint at update {update}", flush=True)
+    if update == total:
+        emit("finished", u=update)
+        break
 '''
 
 
@@ -174,6 +183,29 @@ class Training:
     save_every: int
     ckpt_bytes: int
     keep_durable: int = 1
+    total: int = 0  # finish (exit 0) at this update; 0: train forever
+    crash_at: int = 0  # crash (exit 1) on reaching this update; 0: never
+
+
+def train_stage(trainer_dir: Path, ckpts: Path, events: Path, name: str, training: Training) -> str:
+    """The ``[[runs.stages]]`` table of a train stage (``mode = "command"``) running the stand-in ``TRAINER``,
+    written once into ``trainer_dir``."""
+    trainer = trainer_dir / "trainer.py"
+    if not trainer.exists():
+        trainer.write_text(TRAINER)
+    argv = ["{python}", str(trainer), str(ckpts), str(events), name, str(training.step_s), str(training.save_every),
+            str(training.ckpt_bytes), str(training.total), str(training.crash_at)]  # fmt: skip
+    return textwrap.dedent(f"""
+        [[runs.stages]]
+        name = "train"
+        type = "train"
+        mode = "command"
+        checkpoint_dir = "{ckpts}"
+        keep_durable = {training.keep_durable}
+        hang_minutes = 0
+        stop_grace_s = 2
+        command = {json.dumps(argv)}
+        """)
 
 
 @dataclass
@@ -208,31 +240,11 @@ class Runtime:
     # -- set up ----------------------------------------------------------------------------------------------
     def write_config(self, lease: Lease, training: Training, store: dict[str, Any] | None = None) -> None:
         """``store``: the ``[store]`` table (docs/config.md), omitted when None (an f5guard that predates it)."""
-        trainer = self.root.parent / "trainer.py"
-        if not trainer.exists():
-            trainer.write_text(TRAINER)
-        argv = ["{python}", str(trainer), str(self.ckpts), str(self.events), self.name, str(training.step_s),
-                str(training.save_every), str(training.ckpt_bytes)]  # fmt: skip
-        body = f"""
-            home = "{self.home}"
-            work = "{self.work}"
-            {{lease}}
-            [[runs]]
-            name = "{RUN}"
-            [[runs.stages]]
-            name = "train"
-            type = "train"
-            mode = "command"
-            checkpoint_dir = "{self.ckpts}"
-            keep_durable = {training.keep_durable}
-            hang_minutes = 0
-            stop_grace_s = 2
-            command = {json.dumps(argv)}
-            """
         tables = lease.toml()
         if store:
             tables += "[store]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in store.items())
-        self.config.write_text(textwrap.dedent(body).replace("{lease}", tables))
+        stage = train_stage(self.root.parent, self.ckpts, self.events, self.name, training)
+        self.config.write_text(f'home = "{self.home}"\nwork = "{self.work}"\n{tables}[[runs]]\nname = "{RUN}"\n{stage}')
 
     def boot(self) -> None:
         """Start the VM: a pid namespace with its own /proc and hostname, whose pid 1 reaps orphans."""
@@ -259,6 +271,15 @@ class Runtime:
             argv = ["nsenter", "--target", str(self._init_pid), "--pid", "--mount", "--uts", f"--wd={self.root}",
                     "--", *argv]  # fmt: skip
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=self.root, env=self.env)
+
+    def spawn(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+        """A long-running command inside the VM (``f5guard run --foreground``), its output to ``log``."""
+        if self.namespaced:
+            assert self._init_pid is not None, "boot() first"
+            argv = ["nsenter", "--target", str(self._init_pid), "--pid", "--mount", "--uts", f"--wd={self.root}",
+                    "--", *argv]  # fmt: skip
+        with open(log, "wb") as out:
+            return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=self.root, env=self.env)
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return self.run([sys.executable, "-m", "f5guard", *args, "--config", str(self.config)], timeout=timeout)
@@ -291,7 +312,11 @@ class Runtime:
 
     # -- its processes, as the host sees them ----------------------------------------------------------------
     def processes(self) -> list[psutil.Process]:
-        """Every live process of this VM (pid 1 included), as host psutil objects."""
+        """Every live process of this VM (pid 1 included), as host psutil objects. None once a namespaced VM's
+        pid 1 is gone (its whole namespace died with it): the kernel may give a later namespace, another test's VM,
+        the same inode number, and a kill by inode would hit it."""
+        if self.namespaced and (self._vm is None or self._vm.poll() is not None):
+            return []
         found = []
         for proc in psutil.process_iter():
             try:
@@ -336,7 +361,7 @@ class Runtime:
 
     def kill(self) -> None:
         """The VM dies: SIGKILL to its pid 1 takes every process of the namespace with it."""
-        if self.namespaced and self._vm is not None:
+        if self.namespaced and self._vm is not None and self._vm.poll() is None:  # once: a dead init's pid is reused
             with contextlib.suppress(ProcessLookupError):
                 assert self._init_pid is not None
                 os.kill(self._init_pid, signal.SIGKILL)

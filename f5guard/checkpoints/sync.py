@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,16 @@ class SyncStatus:
     bytes_per_s: float | None
     fenced: bool = False  # the lease check failed: this sync writes nothing more
     cloud: CloudNote | None = None  # what reached the cloud (uploads.py); None before the first look
+
+
+_LINGERING: weakref.WeakSet[CheckpointSync] = weakref.WeakSet()  # training over, uploads still watched
+
+
+def lingering() -> int:
+    """How many syncs still record their VM's uploads after their training ended (``linger``): a daemon that
+    exits once its runs are done (``run --until-done``) waits for them, so the manifests say what reached the
+    cloud."""
+    return sum(1 for sync in list(_LINGERING) if sync.lingering)
 
 
 class CheckpointSync:
@@ -133,7 +144,14 @@ class CheckpointSync:
             self._watcher.stop()
             self._watcher = None
         self._lingering = True
+        _LINGERING.add(self)
         self._wake.set()
+
+    @property
+    def lingering(self) -> bool:
+        """Training is over and the worker still waits for this VM's uploads to reach the cloud."""
+        thread = self._thread
+        return self._lingering and thread is not None and thread.is_alive()
 
     def stop(self) -> None:
         """Stop watching and syncing; a copy in flight is abandoned and its temp removed."""

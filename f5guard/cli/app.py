@@ -24,6 +24,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "speak": ("f5guard.cli.speak", "Say a sentence in a run's voice with its newest checkpoint (a WAV)."),
     "demo": ("f5guard.cli.demo", "A real tiny F5-TTS training under f5guard, with a crash and the resume."),
     "doctor": ("f5guard.cli.doctor", "Check home (is it in the cloud?), space, uploads and the training stack."),
+    "cloud": ("f5guard.cli.cloud", "The same config as a SkyPilot managed job on cloud GPUs, home on a bucket."),
 }
 
 

@@ -20,7 +20,7 @@ import click
 
 from f5guard.checkpoints.durable import list_durable
 from f5guard.cli.common import config_option
-from f5guard.cloud.detect import open_store
+from f5guard.cloud.detect import open_configured
 from f5guard.cloud.survey import Finding, home_findings, space_finding, upload_probe
 from f5guard.config import find_config, load_config
 from f5guard.errors import ConfigError, UsageError
@@ -60,7 +60,7 @@ def command(config_path: str | None, home_dir: str | None, no_upload_probe: bool
     home = Path(home_dir).expanduser().resolve() if home_dir else config.home  # type: ignore[union-attr]
     settings = config.store if config else StoreSettings()
     delay = config.lease.retention_delay_s if config else 600.0
-    store = open_store(home, settings.kind, bytes_per_s=settings.upload_bytes_per_s, delay_s=delay)
+    store = open_configured(home, settings, delay_s=delay)
     findings = home_findings(home, store, settings.kind)
     need, what = _need(config)
     findings.append(space_finding(home, need, what))

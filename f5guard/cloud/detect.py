@@ -1,7 +1,9 @@
 """Which kind of home this is (``[store] kind``): set in the config, or "auto" from what the mount offers.
 
-"auto", read-only and instant (status runs it): DriveFS's attributes answer on the home folder -> drive; else a
-FUSE or network file system (/proc/mounts) -> writeback, an estimate; else a plain disk -> local.
+"auto", read-only and instant (status runs it): a bucket named (``[store] bucket`` or $F5GUARD_STORE_BUCKET, set by
+the SkyPilot task) -> bucket, asked through its SDK (an estimate without the SDK); DriveFS's attributes answer on
+the home folder -> drive; else a FUSE or network file system (/proc/mounts) -> writeback, an estimate; else a
+plain disk -> local.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from f5guard.cloud import drivefs
+from f5guard.cloud.bucket import QUICK_BYTES, SDK, BucketStore, BucketURL, client, sdk_missing
 from f5guard.cloud.evidence import DriveStore, LocalStore, Store, WritebackStore
+from f5guard.schema import StoreSettings
 
 MOUNTS = Path("/proc/mounts")
 # File systems whose writes reach their store later, or elsewhere, than the local disk's: no local fsync makes a
@@ -87,3 +91,27 @@ def open_store(home: Path, kind: str, *, bytes_per_s: float, delay_s: float) -> 
                          "estimated")  # fmt: skip
     where = f"{mount.fstype} at {mount.point}" if mount else "no mount information"
     return LocalStore(f"auto: a local disk ({where})")
+
+
+def open_configured(home: Path, settings: StoreSettings, *, delay_s: float, thorough: bool = True) -> Store:
+    """The store ``[store]`` describes for ``home``. ``thorough=False`` (status): a bucket store reads no large
+    file to checksum it (its size decides; the daemon compares checksums before it records an upload)."""
+    if settings.bucket and settings.kind in ("auto", "bucket"):
+        return open_bucket(home, settings, delay_s=delay_s, thorough=thorough)
+    return open_store(home, settings.kind, bytes_per_s=settings.upload_bytes_per_s, delay_s=delay_s)
+
+
+def open_bucket(home: Path, settings: StoreSettings, *, delay_s: float, thorough: bool = True) -> Store:
+    """Home under a mounted bucket: the bucket's SDK answers where it is importable, else the estimate."""
+    url = BucketURL.parse(settings.bucket)
+    mount = Path(settings.mount) if settings.mount else home
+    missing = sdk_missing(url.scheme)
+    if missing is not None:
+        return WritebackStore(f"bucket {url} at {mount}: {missing}: in the cloud is estimated", delay_s=delay_s,
+                              bytes_per_s=settings.upload_bytes_per_s)  # fmt: skip
+    fallback = WritebackStore(f"bucket {url}: no answer from it", delay_s=delay_s,
+                              bytes_per_s=settings.upload_bytes_per_s)  # fmt: skip
+    how = f"bucket {url} mounted at {mount}: each object's size and checksum, asked with {SDK[url.scheme][0]}"
+    timeout_s = 10.0 if thorough else 3.0  # status (the daemon's answer included) waits little for a bucket
+    return BucketStore(how, url, mount, fallback, objects=lambda: client(url, settings.endpoint, timeout_s),
+                       verify_bytes=None if thorough else QUICK_BYTES)  # fmt: skip

@@ -98,7 +98,7 @@ def upload_probe(home: Path, store: Store, size: int, timeout_s: float,
         written = f"wrote {size / 2**20:.0f} MiB at {size / wrote_s / 1e6:.0f} MB/s"
         if store.kind == "local":
             return Finding("upload", f"{written}; a local disk stores it at once")
-        if store.kind == "writeback" or not _answers_soon(probe, sleep):
+        if store.kind == "writeback" or (store.kind == "drive" and not _answers_soon(probe, sleep)):
             return Finding("upload", f"{written}; no upload evidence for the new file: cannot time the upload",
                            "in the cloud is estimated from age and [store] upload_mb_per_s")  # fmt: skip
         deadline = started + timeout_s

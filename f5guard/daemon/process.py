@@ -1,7 +1,8 @@
 """The daemon: owns the work dir (flock) and the home lease, runs the supervisor loop, writes state.
 
 ``python -m f5guard.daemon`` is what ``f5guard start`` spawns detached; ``f5guard run --foreground`` runs the
-same loop attached (systemd: sd_notify READY/WATCHDOG/STOPPING when NOTIFY_SOCKET is set).
+same loop attached (systemd: sd_notify READY/WATCHDOG/STOPPING when NOTIFY_SOCKET is set); with
+``--until-done`` it exits once every run is final, its code saying how (daemon/exitcodes.py: a batch job's).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from types import FrameType
 
 from filelock import FileLock, Timeout
 
-from f5guard import __version__, pidfile, requests, sdnotify
+from f5guard import __version__, pidfile, requests
 from f5guard.checkpoints.durable import highest_durable_epoch
 from f5guard.config import load_config
+from f5guard.control import sdnotify
 from f5guard.control.protocol import AlreadyRunning, Ready, StartFailed, WaitingLease
 from f5guard.control.server import ControlServer
-from f5guard.daemon import handlers, logs
+from f5guard.daemon import exitcodes, handlers, logs
 from f5guard.daemon.configwatch import ConfigWatch
 from f5guard.daemon.launcher import ReadyChannel
 from f5guard.daemon.mirror import AppendMirror, Mirrorer, mirror_tree
@@ -56,6 +58,7 @@ _STRAY_SIGNALS = tuple(
     for name in ("SIGALRM", "SIGVTALRM", "SIGPROF", "SIGIO", "SIGPWR", "SIGSTKFLT", "SIGXCPU", "SIGTRAP")
     if hasattr(signal, name)
 ) + tuple(range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
+FINAL_UPLOADS_S = 7200.0  # --until-done: how long the finished daemon waits for its last uploads' records
 
 
 class _StopBeforeReady(Exception):
@@ -66,9 +69,17 @@ class Daemon:
     """One supervisor process for one config (work dir + home)."""
 
     def __init__(
-        self, config: Config, *, takeover: bool = False, foreground: bool = False, accept_older: bool = False
+        self,
+        config: Config,
+        *,
+        takeover: bool = False,
+        foreground: bool = False,
+        accept_older: bool = False,
+        until_done: bool = False,
     ) -> None:
         self.accept_older = accept_older
+        self.until_done = until_done  # a batch job: exit once every run is final (daemon/exitcodes.py)
+        self._finished_at: float | None = None  # --until-done: when every run was first seen final (monotonic)
         self.config = config
         self.takeover = takeover
         self.foreground = foreground
@@ -254,7 +265,7 @@ class Daemon:
         self.ready.send(StartFailed(err.message, err.exit_code))
         self.ready.close()
         print(f"f5guard: {err.message}", file=sys.stderr)
-        return err.exit_code
+        return exitcodes.for_error(err) if self.until_done else err.exit_code
 
     def _waiting_for_lease(self, holder: Claim) -> None:
         wait = self.config.lease.duration_s + self.config.lease.takeover_slack_s
@@ -277,7 +288,7 @@ class Daemon:
         while not (stopping and supervisor.idle):
             if self.stop_requested and not stopping:
                 stopping = True  # the loop goes on (status answers) until every stage stopped and synced
-                self._begin_stop(supervisor, doc)
+                exit_code = self._begin_stop(supervisor, doc, exit_code)
             now = time.monotonic()
             if not self.owns_work():
                 return self._work_lost(supervisor)
@@ -296,18 +307,17 @@ class Daemon:
             changed = supervisor.step(now)
             if changed:
                 self._save(doc)
+            if not stopping and (verdict := self._verdict(doc, now)) is not None:
+                exit_code, self.stop_requested = verdict, f"every run finished: {exitcodes.MEANING[verdict]}"
+                continue
             if now >= next_mirror:
                 next_mirror = now + self.config.logs.mirror_interval_s
                 self._mirror(doc)
             if watchdog and now >= next_watchdog:
                 next_watchdog = now + watchdog
                 sdnotify.watchdog_ping()
-            timeout = TICK_S
-            wake_at = supervisor.next_wakeup()
-            if wake_at is not None:
-                timeout = max(0.0, min(timeout, wake_at - time.monotonic()))
             if not changed:
-                self.wake.wait(timeout)
+                self._sleep(supervisor)
             self.wake.clear()
         self._save(doc, home=True)
         self._mirror_state(doc, force=True)
@@ -315,6 +325,14 @@ class Daemon:
         self.lease.release()
         self.log.info("daemon stopped")
         return exit_code
+
+    def _sleep(self, supervisor: Supervisor) -> None:
+        """Until the next tick, a stage's own wake-up time (a restart's backoff), or a wake (a client, an exit)."""
+        timeout = TICK_S
+        wake_at = supervisor.next_wakeup()
+        if wake_at is not None:
+            timeout = max(0.0, min(timeout, wake_at - time.monotonic()))
+        self.wake.wait(timeout)
 
     def _poll_config(self, config_watch: ConfigWatch, doc: StateDoc) -> None:
         """Now and then: resets queued in files by a client that found no daemon answering, and config edits."""
@@ -324,12 +342,17 @@ class Daemon:
             self.log.warning("config file changed", note=config_watch.note)
             self._save(doc)
 
-    def _begin_stop(self, supervisor: Supervisor, doc: StateDoc) -> None:
+    def _begin_stop(self, supervisor: Supervisor, doc: StateDoc, exit_code: int) -> int:
+        """Ask every stage to stop; the exit code to leave with (``--until-done``: a signal before every run was
+        final is never 0, which would mean success)."""
         self.log.info("daemon stopping", reason=self.stop_requested)
         self.exit_reason = f"stopped ({self.stop_requested})"
+        if self.until_done and self._finished_at is None:
+            exit_code = exitcodes.INTERRUPTED
         self._write_pidfile("stopping", epoch=doc.epoch)
         sdnotify.notify("STOPPING=1")
         supervisor.request_stop()
+        return exit_code
 
     def _close_mirror(self) -> None:
         if self.mirror is not None and not self.mirror.close(MIRROR_CLOSE_S):
@@ -353,6 +376,31 @@ class Daemon:
         self.lease.release()
         return 1
 
+    def _verdict(self, doc: StateDoc, now: float) -> int | None:
+        """``--until-done``: the exit code once every run is final and this VM's last checkpoints are recorded in
+        the cloud (the next runtime reads those records; at most ``FINAL_UPLOADS_S``), else None."""
+        if not self.until_done:
+            return None
+        verdict = exitcodes.for_runs(r.state for r in doc.runs.values())
+        if verdict is None:
+            return None
+        if self._finished_at is None:
+            self._finished_at = now
+        return verdict if self._uploads_settled(now - self._finished_at) else None
+
+    def _uploads_settled(self, waited_s: float) -> bool:
+        """Whether no sync still waits for an upload (or the wait is over). Only a train stage loads the sync
+        module: without it nothing lingers."""
+        sync = sys.modules.get("f5guard.checkpoints.sync")
+        waiting = sync.lingering() if sync is not None else 0
+        if waiting and waited_s < FINAL_UPLOADS_S:
+            if waited_s == 0:
+                self.log.info("every run finished; waiting for the last uploads to reach the cloud", syncs=waiting)
+            return False
+        if waiting:
+            self.log.warning("the last uploads are not recorded in the cloud; leaving anyway", waited_s=waited_s)
+        return True
+
     def _check_lease(self, supervisor: Supervisor, doc: StateDoc) -> int | None:
         """None while the lease is ours; the exit code after stopping everything when it was lost."""
         assert self.lease is not None
@@ -371,7 +419,7 @@ class Daemon:
             self.store.save(doc, mirror=False)
             self._close_mirror()
             self.lease.release()
-            return err.exit_code
+            return exitcodes.for_error(err) if self.until_done else err.exit_code
         return None
 
     def _answer_clients(self, supervisor: Supervisor, doc: StateDoc) -> None:
@@ -551,14 +599,17 @@ def _signal_name(number: int) -> str:
         return f"SIGRTMIN+{number - signal.SIGRTMIN}"
 
 
-def run_daemon(config_path: Path, *, takeover: bool, foreground: bool, accept_older: bool = False) -> int:
+def run_daemon(
+    config_path: Path, *, takeover: bool, foreground: bool, accept_older: bool = False, until_done: bool = False
+) -> int:
     try:
         config = load_config(config_path)
     except F5guardError as err:
         ReadyChannel().send(StartFailed(err.message, err.exit_code))
         print(f"f5guard: {err.message}", file=sys.stderr)
-        return err.exit_code
-    return Daemon(config, takeover=takeover, foreground=foreground, accept_older=accept_older).main()
+        return exitcodes.for_error(err) if until_done else err.exit_code
+    daemon = Daemon(config, takeover=takeover, foreground=foreground, accept_older=accept_older, until_done=until_done)
+    return daemon.main()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from f5guard.checkpoints.durable import list_durable
 from f5guard.checkpoints.uploads import describe, look
-from f5guard.cloud.detect import open_store
+from f5guard.cloud.detect import open_configured
 from f5guard.cloud.evidence import Store
 from f5guard.layout import HomeLayout
 from f5guard.machine import hostname
@@ -14,15 +14,15 @@ from f5guard.schema import Config, RunConfig
 from f5guard.state import CloudNote
 
 
-def home_store(config: Config) -> Store:
-    """The store the daemon judges this config's home by (``[store]``, cloud/detect.py)."""
-    return open_store(config.home, config.store.kind, bytes_per_s=config.store.upload_bytes_per_s,
-                      delay_s=config.lease.retention_delay_s)  # fmt: skip
+def home_store(config: Config, *, thorough: bool = True) -> Store:
+    """The store the daemon judges this config's home by (``[store]``, cloud/detect.py); ``thorough=False``: a
+    bucket's large files are judged by size (status reads no 5 GB file to checksum it)."""
+    return open_configured(config.home, config.store, delay_s=config.lease.retention_delay_s, thorough=thorough)
 
 
 def cloud_note(config: Config, run: RunConfig, recorded: CloudNote | None, *, supervised: bool) -> CloudNote:
     """``run``'s checkpoints against the cloud now; ``recorded`` is what its daemon last wrote (None: none)."""
-    store = home_store(config)
+    store = home_store(config, thorough=False)
     try:
         standings = look(store, list_durable(HomeLayout(config.home).checkpoints(run.name)))
     except OSError:  # home does not answer now (Errno 107): what the daemon last knew (status shows the problem)

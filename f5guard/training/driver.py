@@ -21,7 +21,7 @@ from f5guard import checkpoints
 from f5guard.checkpoints.durable import RestoreFailed, list_durable, records, restore
 from f5guard.checkpoints.sync import CheckpointSync
 from f5guard.cloud import note as cloudnote
-from f5guard.cloud.detect import open_store
+from f5guard.cloud.detect import open_configured
 from f5guard.cloud.records import Record, from_state, judge, lost_line
 from f5guard.errors import TrainingBehind
 from f5guard.fsutil import make_dirs
@@ -153,12 +153,7 @@ class TrainDriver(StageDriver):
                 tag=runner.ctx.runtime_tag,
                 retention_delay_s=runner.ctx.lease.retention_delay_s,
                 may_delete=runner.ctx.may_delete,
-                store=open_store(
-                    home,
-                    runner.ctx.store.kind,
-                    bytes_per_s=runner.ctx.store.upload_bytes_per_s,
-                    delay_s=runner.ctx.lease.retention_delay_s,
-                ),
+                store=open_configured(home, runner.ctx.store, delay_s=runner.ctx.lease.retention_delay_s),
                 poll_s=runner.ctx.store.poll_s,
             )
             self.sync.start()
