@@ -114,7 +114,7 @@ def test_safe_when_the_file_is_there(project) -> None:  # type: ignore[no-untype
 def test_no_speed_or_eta_while_training_waits(project) -> None:  # type: ignore[no-untyped-def]
     """A fresh work dir waiting for a checkpoint: the figures state carries are from a trainer that is gone."""
     config, work, _home = project
-    save_state(work, update=43, total_updates=1000, updates_per_s=3.33, eta_s=287.0,
+    save_state(work, update=43, total_updates=1000, updates_per_s=3.33,
                waiting="waiting for checkpoint u400 to arrive from Drive")  # fmt: skip
     with daemon_running(work):
         report = build_report(load_config(config, find_python=False))
@@ -125,7 +125,7 @@ def test_no_speed_or_eta_while_training_waits(project) -> None:  # type: ignore[
 
 def test_no_speed_or_eta_without_a_daemon(project) -> None:  # type: ignore[no-untyped-def]
     config, work, _home = project
-    save_state(work, update=43, total_updates=1000, updates_per_s=3.33, eta_s=287.0)
+    save_state(work, update=43, total_updates=1000, updates_per_s=3.33)
     training_report = build_report(load_config(config, find_python=False))["runs"][0]["training"]
     assert training_report["updates_per_s"] is None and training_report["eta_s"] is None
     assert training_report["update"] == 43, "where it got to stays shown"

@@ -107,7 +107,8 @@ def draw(run: str, events: list[Stamped], durable: list[int], path: Path) -> Non
         import matplotlib.pyplot as plt
     except ImportError as err:
         raise F5guardError(f"`f5guard plot` needs matplotlib ({err}); the [train] extra installs it") from err
-    points = sorted((s.event.update, s.event.loss, s.event.lr) for s in events if isinstance(s.event, Update))
+    points = sorted(((s.event.update, s.event.loss, s.event.lr) for s in events if isinstance(s.event, Update)),
+                    key=lambda point: point[0])  # by update only: a loss or lr may be None  # fmt: skip
     steps = [u for u, loss, _ in points if loss is not None]
     losses = [loss for _, loss, _ in points if loss is not None]
     smooth: list[float] = []
