@@ -206,7 +206,8 @@ def test_without_the_extension_training_dies_on_size_mismatch(world: World) -> N
     assert proc.returncode == 1
     log = proc.stdout + proc.stderr
     assert "size mismatch" in log and "text_embed.text_embed.weight" in log, log[-3000:]
-    assert events[-1]["event"] == "exit" and "size mismatch" in events[-1]["reason"]
+    assert events[-1]["event"] == "exit" and events[-1]["reason"] == "error"
+    assert "size mismatch" in events[-1]["detail"], events[-1]
 
 
 @pytest.mark.train
