@@ -24,10 +24,12 @@ from f5guard.trainer.stackdump import stage_env
 
 # TrainSpec fields a stage may set directly, with their TOML types.
 _SPEC_PATHS = ("tokenizer_path", "pretrained")
-_SPEC_SKIP = {"dataset_dir", "checkpoint_dir", "progress_path", *_SPEC_PATHS}
+_SPEC_SKIP = {"dataset_dir", "checkpoint_dir", "progress_path", "gate_path", *_SPEC_PATHS}
 # Spec keys added after stages were fingerprinted: at their defaults they are left out of the identity, so an
 # upgraded f5guard does not see every finished training as changed (and rerun it and what follows it).
-_LATER_DEFAULTS: dict[str, object] = {"mixed_precision": "auto", "bnb_optimizer": False, "num_processes": 1}
+_LATER_DEFAULTS: dict[str, object] = {
+    "mixed_precision": "auto", "bnb_optimizer": False, "num_processes": 1, "nan_patience": 3, "gate_path": None,
+}  # fmt: skip
 DEFAULT_HANG_MINUTES = 30.0
 MAX_KEEP_DURABLE = 100  # each is a full checkpoint on Drive (~5 GB for Base)
 DEFAULT_SAMPLE_TEXT = "This is my voice, learning to speak a little better with every update."
