@@ -79,7 +79,8 @@ def nonfinite_parameter(trainer: Any) -> str | None:
         flags = torch.stack([torch.isfinite(p).all().to(device) for _, p in named])
         if bool(flags.all()):
             return None
-        return named[int((~flags).nonzero()[0, 0])][0]
+        name: str = named[int((~flags).nonzero()[0, 0])][0]
+        return name
 
 
 @dataclass(frozen=True)
