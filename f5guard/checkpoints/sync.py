@@ -18,7 +18,8 @@ from pathlib import Path
 
 from f5guard.checkpoints.copying import lower_io_priority
 from f5guard.checkpoints.durable import DurableCheckpoint, Log, list_durable, no_log
-from f5guard.checkpoints.inspect import CheckpointInfo, scan_dir
+from f5guard.checkpoints.finite import nonfinite
+from f5guard.checkpoints.inspect import CheckpointInfo, CheckpointInvalid, scan_dir
 from f5guard.checkpoints.publish import Attempt, Fenced, Outcome, Publisher
 from f5guard.checkpoints.watch import Watcher, watch_dir
 from f5guard.cloud.evidence import Store
@@ -75,6 +76,7 @@ class CheckpointSync:
         self._syncing: str | None = None
         self._last_error: str | None = None
         self._warning: str | None = None
+        self._refused: set[str] = set()  # non-finite checkpoints already logged
         self._attempts = 0
         self._torn_in_row = 0
         self._last_sync_s: float | None = None
@@ -244,10 +246,23 @@ class CheckpointSync:
         self._prepared = True
 
     def _candidate(self) -> CheckpointInfo | None:
-        """The newest valid local training checkpoint; numbered files win ties (they are never rewritten)."""
+        """The newest valid local training checkpoint whose weights are finite; numbered files win ties (they are
+        never rewritten). A non-finite one is never published (finite.py): status says which and why."""
         valid = scan_dir(self.local_dir).valid
         training = [c for c in valid if c.kind != "pretrained" and c.path.suffix == ".pt"]
-        return max(training, key=lambda c: (c.update, c.kind == "numbered", c.name), default=None)
+        for candidate in sorted(training, key=lambda c: (c.update, c.kind == "numbered", c.name), reverse=True):
+            try:
+                reason = nonfinite(candidate.path)
+            except CheckpointInvalid:
+                continue  # being rewritten, or gone: the next look decides
+            if reason is None:
+                return candidate
+            if reason not in self._refused:
+                self._refused.add(reason)
+                self._log("sync.nonfinite", file=candidate.name, update=candidate.update, reason=reason)
+            with self._cond:
+                self._warning = f"{reason}: not published to home"
+        return None
 
     def _sync_newest(self, in_worker: bool) -> Outcome:
         candidate = None if self._lingering else self._candidate()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from f5guard import checkpoints
+from f5guard.checkpoints import finite
 from f5guard.checkpoints.durable import RestoreFailed, list_durable, records, restore
 from f5guard.checkpoints.sync import CheckpointSync
 from f5guard.cloud import note as cloudnote
@@ -255,7 +256,7 @@ class TrainDriver(StageDriver):
         durable one, or home's records name one still on its way."""
         newest = checkpoints.scan_dir(local).newest()
         have = newest.update if newest and newest.kind != "pretrained" else 0
-        durable = list_durable(home)
+        durable = [d for d in list_durable(home) if not finite.known_nonfinite(d.digest)]
         if durable and durable[-1].update > have:
             return f"home now holds the checkpoint at update {durable[-1].update} (newer than update {have} here)"
         verdict = judge(self._records(runner, home), have)
@@ -264,14 +265,16 @@ class TrainDriver(StageDriver):
         return None
 
     def _records(self, runner: StageRunnerView, home: Path) -> list[Record]:
-        """What state copies and manifests on home say reached the cloud (never-backwards reads them)."""
+        """What state copies and manifests on home say reached the cloud (never-backwards reads them), less the
+        checkpoints restore found non-finite: waiting for one of those would wait for nothing usable."""
         store = StateStore(runner.ctx.work.state, runner.ctx.home.lease_dir)
         superseded = self.training(runner).superseded
         found: list[Record] = [
             r for t, host in store.trainings(runner.run.name, superseded) for r in from_state(t, host)
         ]
         found.extend(records(home))
-        return found
+        broken = {d.update for d in list_durable(home) if finite.known_nonfinite(d.digest)}
+        return [r for r in found if r.update not in broken]
 
     def _behind_home(self, runner: StageRunnerView, local: Path, home: Path) -> float | None:
         """Never backwards: when a state copy or a manifest on home records a checkpoint in the cloud newer than
@@ -350,10 +353,10 @@ class TrainDriver(StageDriver):
         """A fresh VM (or one behind another runtime) first takes the newest verified checkpoint from home."""
         newest_local = checkpoints.scan_dir(local).newest()
         local_update = newest_local.update if newest_local and newest_local.kind != "pretrained" else -1
-        durable = list_durable(home)
+        durable = [d for d in list_durable(home) if not finite.known_nonfinite(d.digest)]
         if not durable or durable[-1].update <= local_update:
             return
-        restored = restore(home, local, log=runner.log.info)
+        restored = restore(home, local, log=runner.log.info, above=local_update)
         if restored is not None:
             training.restored = RestoreNote(update=restored.update, epoch=restored.epoch, at=time.time())
             self._note(
