@@ -211,7 +211,10 @@ def _opt(kind: type[_T], value: Any) -> _T | None:
 def _check(kind: type[_T], value: Any) -> _T:
     """``value`` if it has the type the field declares (an int is a fine float; a bool is no int)."""
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)  # type: ignore[return-value]
+        try:
+            return float(value)  # type: ignore[return-value]
+        except OverflowError:  # an integer of hundreds of digits is valid JSON, and no figure of ours
+            raise TypeError(f"expected a float, got an integer of {len(str(value))} digits") from None
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
@@ -296,7 +299,8 @@ def read_stamped(path: str | os.PathLike[str], offset: int = 0) -> tuple[list[St
     for record in records:
         event = decode(record)
         t, pid = record.get("t"), record.get("pid")
-        if event is not None and isinstance(t, (int, float)) and isinstance(pid, int):
+        # a time, not an integer of 40 digits (float() of it overflows)
+        if event is not None and isinstance(t, (int, float)) and abs(t) < 1e18 and isinstance(pid, int):
             found.append(Stamped(float(t), pid, event))
     return found, offset
 

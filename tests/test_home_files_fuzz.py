@@ -27,7 +27,7 @@ from typing import Any
 import psutil
 import pytest
 
-from f5guard.checkpoints.durable import durable_name, highest_durable_epoch, list_durable, recorded_updates
+from f5guard.checkpoints.durable import durable_name, highest_durable_epoch, list_durable, records
 from f5guard.cli.plot import progress_events
 from f5guard.config import load_config
 from f5guard.errors import F5guardError
@@ -37,7 +37,9 @@ from f5guard.lease.info import highest_epoch_seen
 from f5guard.readback import MAX_EPOCH
 from f5guard.state import (
     BatchOverride,
+    CloudNote,
     ExportNote,
+    LostNote,
     QuarantineNote,
     RestoreNote,
     SampleNote,
@@ -49,7 +51,7 @@ from f5guard.state import (
     TrainingRecord,
 )
 from f5guard.status.render import make_console, render_status
-from f5guard.status.report import build_report
+from f5guard.status.report import build_report, to_json
 from tests.conftest import Project, is_dead, write_config
 from tests.test_home_vanishes import train_body, training
 
@@ -91,10 +93,10 @@ def full_state(epoch: int, runtime: str, ckpt: Path) -> dict[str, Any]:
     record = doc.stage("voice", "train")
     record.state, record.reason, record.last_lines = StageStatus.FAILED, "exit 3", ["a", "b"]
     record.restarts, record.last_exit, record.items_done, record.items_total = 2, "exit 3", 3, 9
+    record.last_failure = "cuda oom"
     doc.stage("voice", "other").state = StageStatus.DONE
     doc.run("voice").training = TrainingRecord(
-        update=43, total_updates=1000, loss=0.5, updates_per_s=3.3, eta_s=287.0, epoch=2, restarts=1,
-        last_exit="exit 3", last_failure="cuda oom", durable_update=40, durable_synced_at=time.time() - 60,
+        update=43, total_updates=1000, loss=0.5, updates_per_s=3.3, epoch=2, durable_update=40, durable_synced_at=time.time() - 60,
         durable_size=64, durable_path=str(ckpt), sync_warning="w", sync_error="e", waiting=None,
         restored=RestoreNote(update=20, epoch=1, at=1.0),
         superseded=SupersedeNote(moved_to="/x", old_vocab=10, vocab=12),
@@ -108,6 +110,10 @@ def full_state(epoch: int, runtime: str, ckpt: Path) -> dict[str, Any]:
                                      from_accum=1, batch_size_type="frame", update=40, reason="oom", at=1.0,
                                      config_batch="auto", config_accum=1),
         processes=1,
+        cloud=CloudNote(kind="drive", how="DriveFS answers", host="vm", confirmed_update=20, confirmed_at=1.0,
+                        confirmed_estimated=False, uploading_update=40, uploading_since=time.time() - 90,
+                        uploading_bytes=64, rate_bytes_per_s=2e6, rate_measured=True, held_back=None,
+                        lost=LostNote(update=30, writer="vm-a", resumed_from=20, line="u30 never left vm-a")),
     )  # fmt: skip
     return doc.to_json()
 
@@ -262,13 +268,13 @@ def read_everything(config_path: Path) -> None:
     home, work = HomeLayout(config.home), WorkLayout(config.work)
     report = build_report(config)
     render_status(report, make_console(160, file=io.StringIO(), color=False))
-    json.dumps(report, ensure_ascii=False)  # what `status --json` prints
+    to_json(report)  # what `status --json` prints
     store = StateStore(work.state, home.lease_dir, runtime="me")
     store.load()
     floor = max(store.highest_epoch(), highest_durable_epoch(home.checkpoints("voice")), highest_epoch_seen(home))
     assert 0 <= floor <= MAX_EPOCH, f"an epoch floor of {floor} taken from home"
-    store.durable_updates("voice")
-    recorded_updates(home.checkpoints("voice"))
+    store.trainings("voice")
+    records(home.checkpoints("voice"))
     list_durable(home.checkpoints("voice"))
     ClaimWatch(home, RuntimeId.here(), 30.0).look()
     progress_events(config, config.runs[0])
