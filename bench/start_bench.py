@@ -43,6 +43,7 @@ def tiny_dataset() -> Path:
 
 
 def config(root: Path, dataset: Path, settle_s: float) -> Path:
+    root.mkdir(parents=True)
     path = root / "f5guard.toml"
     path.write_text(f"""home = "{root / "home"}"
 work = "{root / "work"}"
@@ -85,13 +86,16 @@ def one(tree: Path, root: Path, dataset: Path, settle_s: float) -> dict[str, Any
     env = {**ENV, "PYTHONPATH": str(tree)}
     cli = [sys.executable, "-m", "f5guard"]
     t0 = time.time()
-    subprocess.run([*cli, "start", "--config", str(conf)], env=env, check=True, capture_output=True, timeout=120)
+    # cwd: the tree's own f5guard, not this checkout's (``python -m`` puts the working directory first)
+    subprocess.run([*cli, "start", "--config", str(conf)], env=env, check=True, capture_output=True, timeout=120,
+                   cwd=root)  # fmt: skip
     progress = root / "work" / "runs" / "bench" / "train" / "progress.jsonl"
     try:
         update = first_event(progress, "update", timeout=settle_s + 300)
         ready = next((json.loads(x) for x in progress.read_text().splitlines() if '"ready"' in x), None)
     finally:
-        subprocess.run([*cli, "stop", "--config", str(conf)], env=env, check=False, capture_output=True, timeout=300)
+        subprocess.run([*cli, "stop", "--config", str(conf)], env=env, check=False, capture_output=True, timeout=300,
+                       cwd=root)  # fmt: skip
     return {
         "start_to_first_update_s": round(update["t"] - t0, 2),
         "trainer_ready_s": round(ready["t"] - t0, 2) if ready else None,  # after only: loaded, at its gate
