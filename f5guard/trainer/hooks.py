@@ -7,6 +7,14 @@ state is exactly "update N finished, nothing of N+1 started": saving there throu
 ``save_checkpoint`` writes precisely what F5-TTS writes at N, and a graceful stop loses no update. (Wrapping
 ``optimizer.step`` instead fires before the scheduler and EMA step; forcing ``last_per_updates`` to 1 works
 too but mutates the Trainer's configuration.) Every hook is an instance attribute; the class is untouched.
+The same point sees the loss of every update (the NaN guard, nanguard.py), and every save goes through the
+``save_checkpoint`` hook, F5-TTS's own included (never a save of non-finite weights).
+
+Why the start gate sits in ``load_checkpoint``: F5-TTS's ``train`` calls it after the DataLoader, the scheduler
+and ``accelerator.prepare`` exist and right before its loop; nothing before it writes to the checkpoint dir
+(``log_samples``, the one exception, is off here), and it only reads. So a gated trainer has done all its slow
+start (imports, model, dataset, the checkpoint itself) when it waits there, before its first step and first
+write; only a pretrained model that must first be placed in the dir waits before loading.
 
 Several ranks (trainer/group.py): F5-TTS calls ``accelerator.log`` on the main rank only, so the ranks meet
 at another point: the entry of ``accelerator.accumulate`` for the next batch, when the previous micro-step
