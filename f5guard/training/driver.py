@@ -128,7 +128,12 @@ class TrainDriver(StageDriver):
                 runner.mark_dirty()
             return GATE_RETRY_S
         if opts.spec is not None:
-            self._supersede_incompatible(runner, local, home, vocab_rows(opts.spec.vocab_path), training)
+            rows = vocab_rows(opts.spec.vocab_path)
+            if settling is not None and self._home_incompatible(home, rows):  # setting home's aside is a write:
+                training.waiting = settling  # only once home is ours (after the settle period)
+                runner.mark_dirty()
+                return GATE_RETRY_S
+            self._supersede_incompatible(runner, local, home, rows, training)
         try:
             self._restore_if_newer(runner, local, home, training)
         except (RestoreFailed, OSError) as err:
@@ -317,6 +322,18 @@ class TrainDriver(StageDriver):
             runner.mark_dirty()
         return BEHIND_RETRY_S
 
+    @staticmethod
+    def _home_incompatible(home: Path, rows: int | None) -> int | None:
+        """The text-embedding rows of home's newest checkpoint when they do not fit the dataset's vocab."""
+        durable = list_durable(home)
+        if rows is None or not durable:
+            return None
+        with contextlib.suppress(checkpoints.CheckpointInvalid):
+            home_rows = checkpoints.inspect_checkpoint(durable[-1].path).text_rows
+            if home_rows not in (None, rows):
+                return home_rows or 0
+        return None
+
     def _supersede_incompatible(
         self, runner: StageRunnerView, local: Path, home: Path, rows: int | None, training: TrainingRecord
     ) -> None:
@@ -326,15 +343,12 @@ class TrainDriver(StageDriver):
         if rows is None:
             return
         newest_local = checkpoints.scan_dir(local).newest()
-        durable = list_durable(home)
         stale: list[tuple[Path, int]] = []
         if newest_local and newest_local.kind != "pretrained" and newest_local.text_rows not in (None, rows):
             stale.append((local, newest_local.text_rows or 0))
-        if durable:
-            with contextlib.suppress(checkpoints.CheckpointInvalid):
-                home_rows = checkpoints.inspect_checkpoint(durable[-1].path).text_rows
-                if home_rows not in (None, rows):
-                    stale.append((home, home_rows or 0))
+        home_rows = self._home_incompatible(home, rows)
+        if home_rows is not None:
+            stale.append((home, home_rows))
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         for folder, old_rows in stale:
             aside = folder.with_name(f"{folder.name}.superseded-{stamp}")
