@@ -12,10 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 from f5guard.checkpoints.copying import file_digest
 from f5guard.checkpoints.durable import DurableCheckpoint, durable_name, write_manifest
-from tests.conftest import FAST_LEASE, Project, is_dead, pids_of_stage, wait_dead
+from f5guard.config import load_config
+from f5guard.errors import ConfigError
+from f5guard.schema import StageConfig
+from f5guard.training.kind import TrainOptions
+from tests.conftest import FAST_LEASE, Project, is_dead, pids_of_stage, wait_dead, write_config
 from tests.drive_runtime import TRAINER, write_checkpoint
 
 
@@ -117,3 +122,34 @@ def test_losing_the_lease_while_settling_stops_the_gated_trainer(make_project, t
     assert [e["ev"] for e in events(tmp_path / "old")] == ["start", "ready"], "it never trained"
     assert not (tmp_path / "old" / "ckpts").exists() or not list((tmp_path / "old" / "ckpts").iterdir())
     assert "lease lost" in (old.work / "logs" / "daemon.jsonl").read_text()
+
+
+def test_the_gate_and_the_nan_guard_in_the_config(tmp_path: Path) -> None:
+    """The built-in trainer is always gated (its spec names the gate; a config cannot); a command only when it
+    says it waits ($F5GUARD_GATE in its environment); nan_patience is a train key with a one-line error."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("raw.arrow", "duration.json", "vocab.txt"):
+        (data / name).write_text("")
+
+    def load(stage: str) -> StageConfig:
+        config = tmp_path / "f5guard.toml"
+        write_config(config, tmp_path / "home", tmp_path / "work",
+                     f'[[runs]]\nname = "voice"\n[[runs.stages]]\nname = "train"\ntype = "train"\n{stage}\n')  # fmt: skip
+        return load_config(config).runs[0].stages[0]
+
+    builtin = load(f'dataset = "{data}"\nnan_patience = 5')
+    assert isinstance(builtin.options, TrainOptions) and builtin.options.gated
+    assert builtin.options.spec is not None and builtin.options.spec.nan_patience == 5
+    assert builtin.options.spec.gate_path is None, "the daemon sets it per attempt"
+    command = 'mode = "command"\ncommand = ["true"]\ncheckpoint_dir = "c"\n'
+    gated_command = load(command + "gated = true")
+    assert isinstance(gated_command.options, TrainOptions)
+    assert gated_command.env["F5GUARD_GATE"] == gated_command.options.gate_path
+    assert "F5GUARD_GATE" not in load(command).env
+    for stage, words in ((f'dataset = "{data}"\ngated = true', "gated: is only for mode = 'command'"),
+                         (f'dataset = "{data}"\nnan_patience = 0', "stages[0].nan_patience: must be >= 1, got 0"),
+                         (f'dataset = "{data}"\ngate_path = "x"', "gate_path")):  # fmt: skip
+        with pytest.raises(ConfigError) as err:
+            load(stage)
+        assert words in err.value.message and "\n" not in err.value.message, err.value.message
