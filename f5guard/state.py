@@ -149,6 +149,33 @@ class BatchOverride(TypedDict):
     config_accum: int
 
 
+class PrecisionOverride(TypedDict):
+    """A safer precision f5guard set after the loss went non-finite (the NaN guard): fp16 -> bf16 -> fp32 ("no").
+
+    Kept with the run so a restarted daemon applies it too; ``config_precision`` is the stage's mixed_precision
+    then: once the config says something else, the user decided and the override no longer applies."""
+
+    precision: str  # accelerate's mixed_precision the next attempts run with: bf16 | no
+    from_precision: str  # the precision of the attempt that went non-finite
+    update: int | None  # where the loss (or the parameters) went non-finite
+    lr: float | None  # the learning rate there
+    reason: str  # "a non-finite loss at update N"
+    at: float
+    config_precision: str  # the stage's mixed_precision it overrides (auto, fp16, bf16)
+
+
+def precision_change(o: PrecisionOverride) -> str:
+    """e.g. "precision fp16 -> fp32 after a non-finite loss at update 7 (learning rate 8.3e-05)"."""
+    lr = f" (learning rate {o['lr']:.2g})" if o["lr"] is not None else ""
+    frm, to = precision_name(o["from_precision"]), precision_name(o["precision"])
+    return f"precision {frm} -> {to} after {o['reason']}{lr}"
+
+
+def precision_name(precision: str) -> str:
+    """accelerate's "no" (no mixed precision) is fp32."""
+    return "fp32" if precision == "no" else precision
+
+
 class LostNote(TypedDict):
     """A checkpoint a runtime that is gone recorded while it was still uploading: it never left that VM."""
 
@@ -205,6 +232,7 @@ class TrainingRecord:
     sample: SampleNote | None = None
     setup: SetupNote | None = None  # the built-in trainer's device, precision and batch (its latest start event)
     batch_override: BatchOverride | None = None  # set after a CUDA OOM (training/oom.py)
+    precision_override: PrecisionOverride | None = None  # set after a non-finite loss (the NaN guard)
     processes: int | None = None  # ranks of the current training (num_processes), when the trainer said
     cloud: CloudNote | None = None  # what of home reached the cloud (f5guard/cloud/, checkpoints/uploads.py)
 

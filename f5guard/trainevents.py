@@ -13,6 +13,7 @@ import enum
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,7 +27,9 @@ class ExitReason(str, enum.Enum):
     FINISHED = "finished"  # the last epoch ended; model_last.pt holds the final update
     STOPPED = "stopped"  # a graceful stop on a signal (``detail`` names it): model_last.pt holds the update
     CUDA_OOM = "cuda_oom"  # torch.cuda.OutOfMemoryError: a smaller batch may fit
-    NONFINITE = "nonfinite"  # the loss went NaN/inf (reserved for the NaN guard)
+    NONFINITE = (
+        "nonfinite"  # the NaN guard: the loss stayed NaN/inf for nan_patience updates, or a parameter before a save
+    )
     ERROR = "error"  # any other failure; ``detail`` is "<Type>: <message>" or f5guard's own one line
     RANK_FAILED = "rank_failed"  # one rank of a group died; the launcher killed the others
 
@@ -45,6 +48,7 @@ class SetupNote:
     grad_accumulation_steps: int
     bnb_optimizer: bool
     autocast: bool | None = None  # accelerate really runs the forward under torch.autocast (its native_amp)
+    bf16_supported: bool | None = None  # bf16 is real on this device (the NaN guard's fp16 -> bf16 step)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,18 @@ class Start:
     actions: tuple[str, ...] = ()  # what preparing the checkpoint dir did
     quarantined: tuple[Quarantined, ...] = ()
     setup: SetupNote | None = None
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Imports, model and dataset are loaded: the trainer waits at its gate (nothing trained or written yet).
+
+    ``start_update`` is where it will resume (None while loading itself waits for the gate: a pretrained file
+    must be placed first); ``startup_s`` is how long its start took, process start to here."""
+
+    start_update: int | None = None
+    checkpoint: str | None = None  # the file it loaded
+    startup_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -119,10 +135,12 @@ class Exit:
     update: int | None = None
     detail: str | None = None
     processes: int | None = None  # the launcher of a group says how many ranks it ran
+    lr: float | None = None  # nonfinite: the learning rate at ``update`` (it or the data is to blame in fp32)
 
 
-Event = Start | Update | Checkpoint | ResumeCheck | Exit
+Event = Ready | Start | Update | Checkpoint | ResumeCheck | Exit
 KINDS: dict[str, type[Event]] = {
+    "ready": Ready,
     "start": Start,
     "update": Update,
     "checkpoint": Checkpoint,
@@ -155,6 +173,7 @@ def decode(record: dict[str, Any]) -> Event | None:
             return Exit(
                 reason=_reason(record.get("reason")), update=_opt(int, record.get("update")),
                 detail=_opt(str, record.get("detail")), processes=_opt(int, record.get("processes")),
+                lr=_opt(float, record.get("lr")),
             )  # fmt: skip
         if cls is Start:
             return Start(
@@ -284,3 +303,43 @@ def read_stamped(path: str | os.PathLike[str], offset: int = 0) -> tuple[list[St
         if event is not None and isinstance(t, (int, float)) and abs(t) < 1e18 and isinstance(pid, int):
             found.append(Stamped(float(t), pid, event))
     return found, offset
+
+
+GATE_ENV = "F5GUARD_GATE"  # where a gated command (mode = "command", gated = true) finds its gate file
+GATE_POLL_S = 0.05
+
+
+class Gate:
+    """The start gate of a trainer launched while the lease settles: a file that exists once training may begin.
+
+    The trainer loads everything (torch, dataset, model, its checkpoint), reports ``Ready`` and waits here before
+    its first optimizer step and its first write to the checkpoint dir; the daemon creates the file when the
+    settle period and the wait for lower claims are over, or stops the trainer (SIGTERM) instead. A file, not a
+    signal or a pipe: a signal sent before the trainer installed its handler would kill it (SIGUSR1's default)
+    or be lost, and a pipe would have to be inherited by every rank of a group; a file the daemon made before
+    the trainer looks is simply seen, by any process and by a stand-in written in another language. A stat
+    every 50 ms costs nothing next to a training update, and ``ls`` shows the gate's state.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def is_open(self) -> bool:
+        return self.path.exists()
+
+    def open(self) -> None:
+        """Open the gate (idempotent): creating a file is atomic, so a trainer never sees a half-open gate."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+
+    def close(self) -> None:
+        """Close it before launching a trainer that must wait (a gate left open by an earlier attempt)."""
+        self.path.unlink(missing_ok=True)
+
+    def wait(self, stopped: Callable[[], bool], poll_s: float = GATE_POLL_S) -> bool:
+        """Block until the gate opens (True) or ``stopped()`` says the trainer is asked to end (False)."""
+        while not self.is_open():
+            if stopped():
+                return False
+            time.sleep(poll_s)
+        return True

@@ -14,10 +14,11 @@ and ``Runtime.host_pid(ns_pid)`` maps one pid (the ``NSpid`` line of /proc/<pid>
 they then share the hostname, which f5guard treats as "the same machine" (noted in the report).
 
 The trainer is a stdlib script standing in for F5-TTS (``mode = "command"``): it resumes from ``model_last.pt``
-like F5-TTS, prints a tqdm-like bar, rewrites ``model_last.pt`` in place every ``save_every`` updates as a
-torch.save-shaped zip (``archive/data.pkl`` with model/optimizer/EMA/scheduler dicts and ``update``; a padding
-entry gives it a size) that f5guard's torch-free inspector accepts, and logs ``start``/``tick`` events (wall
-clock) to a file outside every view, from which double training is measured.
+like F5-TTS, waits at f5guard's start gate when its stage is ``gated`` ($F5GUARD_GATE), prints a tqdm-like bar,
+rewrites ``model_last.pt`` in place every ``save_every`` updates as a torch.save-shaped zip (``archive/data.pkl``
+with model/optimizer/EMA/scheduler dicts and ``update``; a padding entry gives it a size) that f5guard's
+torch-free inspector accepts, and logs ``start``/``tick`` events (wall clock) to a file outside every view, from
+which double training is measured.
 """
 
 from __future__ import annotations
@@ -109,6 +110,12 @@ update, source = 0, None
 if os.path.exists(last):  # F5-TTS always loads model_last.pt when it exists
     update, source = int(load(last)["update"]), "model_last.pt"
 emit("start", u=update, source=source, pid=os.getpid())
+gate = os.environ.get("F5GUARD_GATE")  # a gated command (f5guard.trainevents.Gate): loaded, now wait to train
+if gate:
+    emit("ready", u=update)
+    while not os.path.exists(gate):
+        time.sleep(0.05)
+    emit("gate_open", u=update)
 while True:
     time.sleep(step_s)
     update += 1

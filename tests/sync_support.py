@@ -24,10 +24,14 @@ import torch
 for line in sys.stdin:
     req = json.loads(line)
     weights = torch.full((req["nbytes"],), req["update"] % 251, dtype=torch.uint8)
+    dtype = getattr(torch, req.get("dtype", "float32"))
+    ema = torch.full((16,), float(req["update"]), dtype=dtype)
+    if req.get("value") is not None:  # one weight set apart: "nan", "inf", "-inf" or the format's largest finite
+        ema[7] = torch.finfo(dtype).max if req["value"] == "max" else float(req["value"])
     torch.save({
         "model_state_dict": {"w": weights},
         "optimizer_state_dict": {"state": {}, "param_groups": [{"lr": 1e-5, "params": [0]}]},
-        "ema_model_state_dict": {"w": torch.full((16,), float(req["update"]))},
+        "ema_model_state_dict": {"w": ema},
         "scheduler_state_dict": {"last_epoch": req["update"]},
         "update": req["update"],
     }, req["path"])  # in place, exactly as F5-TTS's accelerator.save does
@@ -43,12 +47,15 @@ class CheckpointMaker:
                                       stdout=subprocess.PIPE, text=True)  # fmt: skip
         self._lock = threading.Lock()
 
-    def make(self, path: Path, update: int, nbytes: int = 4096) -> Path:
-        """Write (or rewrite in place) a checkpoint at ``update`` whose model weights take ``nbytes``."""
+    def make(self, path: Path, update: int, nbytes: int = 4096, *, value: str | None = None,
+             dtype: str = "float32") -> Path:  # fmt: skip
+        """Write (or rewrite in place) a checkpoint at ``update`` whose model weights take ``nbytes``; ``value``
+        puts one EMA weight (of ``dtype``) at "nan", "inf", "-inf" or "max" (the largest finite one)."""
         assert self._proc.stdin is not None
         assert self._proc.stdout is not None
+        request = {"path": str(path), "update": update, "nbytes": nbytes, "value": value, "dtype": dtype}
         with self._lock:
-            self._proc.stdin.write(json.dumps({"path": str(path), "update": update, "nbytes": nbytes}) + "\n")
+            self._proc.stdin.write(json.dumps(request) + "\n")
             self._proc.stdin.flush()
             answer = self._proc.stdout.readline().strip()
         assert answer == "ok", f"checkpoint maker failed writing {path}"

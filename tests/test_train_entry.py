@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ import pytest
 
 from f5guard.checkpoints.inspect import inspect_checkpoint
 from f5guard.trainer.spec import SpecError, TrainSpec
-from f5guard.trainevents import EventWriter, Start, Update, read_events
+from f5guard.trainevents import EventWriter, Gate, Start, Update, read_events
+from tests.drive_runtime import write_checkpoint
 from tests.f5_fixtures import TrainRun, train_env
 
 StartTraining = Callable[..., TrainRun]
@@ -259,6 +261,43 @@ def test_pretrained_is_placed_and_loaded(start_training: StartTraining, tmp_path
     assert start["start_update"] == 0
     assert _of(run.events(), "exit")[-1]["update"] == 4
     assert any("pretrained_base_model.pt" in a for a in start["actions"])
+
+
+@pytest.mark.train
+def test_a_gated_trainer_loads_then_waits_before_its_first_step_and_first_write(
+    start_training: StartTraining, tmp_path: Path
+) -> None:
+    """The daemon launches it while the lease settles: everything is loaded at `ready`; no update, no file in
+    the checkpoint dir until the gate's file exists; then it trains as usual."""
+    gate = tmp_path / "gate-open"
+    run = start_training(gate_path=str(gate))
+    ready = run.wait_for(lambda e: e["event"] == "ready")
+    assert ready["start_update"] == 0 and ready["startup_s"] > 0
+    time.sleep(1.5)
+    assert [e["event"] for e in run.events()] == ["ready"]
+    ckpts = tmp_path / "ckpts"
+    assert not ckpts.exists() or not list(ckpts.iterdir())
+    Gate(gate).open()
+    run.wait_for(lambda e: e["event"] == "update")
+    assert run.wait() == 0, run.tail()
+    kinds = [e["event"] for e in run.events()]
+    assert kinds[:2] == ["ready", "start"] and kinds[-1] == "exit"
+    assert _of(run.events(), "exit")[-1]["reason"] == "finished"
+
+
+@pytest.mark.train
+def test_a_stop_at_the_gate_ends_it_with_nothing_written(start_training: StartTraining, tmp_path: Path) -> None:
+    """Placing the pretrained model is a write: a trainer that must place one waits before it (and before it
+    loads); stopped there (a lost lease), it exits at once, gracefully, having written nothing."""
+    pretrained = write_checkpoint(tmp_path / "base_model.pt", 0)
+    run = start_training(gate_path=str(tmp_path / "gate-open"), pretrained=str(pretrained))
+    ready = run.wait_for(lambda e: e["event"] == "ready")
+    assert ready["start_update"] is None and ready["checkpoint"] is None
+    run.signal_group(signal.SIGTERM)
+    assert run.wait() == 0, run.tail()
+    assert [(e["event"], e.get("reason")) for e in run.events()] == [("ready", None), ("exit", "stopped")]
+    ckpts = tmp_path / "ckpts"
+    assert not ckpts.exists() or not list(ckpts.iterdir()), "not even the pretrained model was placed"
 
 
 # ----------------------------------------------------------------------------- torch-free parts

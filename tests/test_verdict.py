@@ -6,6 +6,7 @@ from __future__ import annotations
 from f5guard.schema import RestartPolicy
 from f5guard.stages.exits import ExitInfo
 from f5guard.stages.verdict import (
+    ChangePrecision,
     ExitFacts,
     Failed,
     Fatal,
@@ -13,6 +14,7 @@ from f5guard.stages.verdict import (
     HalveBatch,
     History,
     Restart,
+    SaferPrecision,
     SmallerBatch,
     Stopped,
     judge,
@@ -81,3 +83,46 @@ def test_one_shot_stages_fail_and_generic_stages_name_no_failures() -> None:
     for _ in range(3):  # no "twice" rule without a kind that names failures: only the budget ends it
         verdict, history = judge(service, history, POLICY)
         assert isinstance(verdict, Restart) and verdict.failure.label == "exit code 3"
+
+
+NAN = Exit(ExitReason.NONFINITE, update=7, detail="a non-finite loss", lr=8.3e-05)
+
+
+def test_a_non_finite_loss_changes_to_the_next_safer_precision_outside_the_budget() -> None:
+    """fp16 -> bf16 where the device has it (the driver says which), bf16 -> fp32; restarted at once and never
+    counted: a spent budget does not stop it, and the budget is as full after it as before."""
+    spent = History(recent=(95.0,) * POLICY.budget, consecutive=4)
+    for safer in (SaferPrecision(to="bf16", frm="fp16"), SaferPrecision(to="no", frm="fp16"),
+                  SaferPrecision(to="no", frm="bf16")):  # fmt: skip
+        verdict, history = judge(trainer(1, NAN, safer_precision=safer), spent, POLICY)
+        assert isinstance(verdict, ChangePrecision) and verdict.precision == safer, verdict
+        assert verdict.reason == "a non-finite loss at update 7" and verdict.lr == 8.3e-05
+        assert history == spent
+
+
+def test_a_non_finite_loss_in_fp32_is_fatal_in_one_line_naming_the_update_and_the_learning_rate() -> None:
+    verdict, _ = judge(trainer(1, NAN, safer_precision="in fp32 too"), History(), POLICY)
+    assert isinstance(verdict, Fatal)
+    assert verdict.reason == (
+        "a non-finite loss at update 7, learning rate 8.3e-05, in fp32 too: then it is the data or the learning rate"
+    )
+
+
+def test_a_non_finite_loss_f5guard_cannot_answer_is_an_ordinary_failure() -> None:
+    """No precision known (a trainer that never said what it ran in): restart within the budget, and the same
+    non-finite loss at the same update twice is a loop."""
+    first, history = judge(trainer(1, NAN, safer_precision=None, durable=None), History(), POLICY)
+    assert isinstance(first, Restart) and first.failure.key == "nonfinite"
+    assert len(history.recent) == 1
+    second, _ = judge(trainer(1, NAN, safer_precision=None, durable=None), history, POLICY)
+    assert isinstance(second, Fatal) and "a non-finite loss at update 12 twice: lower learning_rate" in second.reason
+
+
+def test_a_trainer_stopped_at_its_gate_to_start_from_newer_restarts_at_once_uncounted() -> None:
+    why = "home now holds the checkpoint at update 40 (newer than update 20 here)"
+    stopped = Exit(ExitReason.STOPPED, update=20, detail="sigterm")
+    spent = History(recent=(95.0,) * POLICY.budget)
+    verdict, history = judge(trainer(0, stopped, relaunch=why), spent, POLICY)
+    assert isinstance(verdict, Restart) and verdict.delay_s == 0 and verdict.reason == why
+    assert history == spent
+    assert isinstance(judge(trainer(0, stopped, relaunch=why, stopping=True), spent, POLICY)[0], Stopped)

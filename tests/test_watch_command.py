@@ -235,3 +235,17 @@ def test_the_checkpoint_line_tells_the_cloud_from_the_drive_cache() -> None:
     assert "on Drive, uploading: u4000 (12 min so far, ~2.1 MB/s" in line
     assert _cloud({**note, "kind": "local"}) is None
     assert _cloud({"something": "else"}) is None
+
+
+def test_a_precision_changed_by_the_nan_guard_is_the_watchs_warning() -> None:
+    """fp16 went NaN and f5guard continues in fp32: slower, and the user should know why (status says it too)."""
+    from f5guard.status.watchview import warnings
+
+    change = {"precision": "no", "from_precision": "fp16", "update": 7, "lr": 8.3e-05,
+              "reason": "a non-finite loss at update 7", "at": 0.0, "config_precision": "auto"}  # fmt: skip
+    training = {"precision_override": change, "sync_error": None, "sync_warning": "slow upload", "quarantined": [],
+                "export": None, "sample": None}  # fmt: skip
+    report = {"daemon": {}, "claims": [], "state": {"problems": []}}
+    found = warnings(report, {"training": training})  # type: ignore[arg-type]
+    assert found == ["precision fp16 -> fp32 after a non-finite loss at update 7 (learning rate 8.3e-05)",
+                     "sync warning: slow upload"]  # fmt: skip

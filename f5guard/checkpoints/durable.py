@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from f5guard.checkpoints import finite
 from f5guard.checkpoints.copying import CopyMismatch, ReadError, algorithm_of, copy_fd
 from f5guard.checkpoints.inspect import LAST_NAME, CheckpointInvalid, inspect_checkpoint
 from f5guard.checkpoints.resume import temp_copy_path
@@ -197,8 +198,9 @@ def no_log(_event: str, **_fields: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ restore
-def restore(home_ckpt_dir: Path, local_dir: Path, log: Log | None = None) -> DurableCheckpoint | None:
-    """Copy the newest durable checkpoint that verifies to ``local_dir/model_last.pt`` (else older ones).
+def restore(home_ckpt_dir: Path, local_dir: Path, log: Log | None = None, above: int = -1) -> DurableCheckpoint | None:
+    """Copy the newest durable checkpoint that verifies to ``local_dir/model_last.pt`` (else older ones, down to
+    ``above``, the update the local dir already holds: never replace it with an older one).
 
     Verified: the copy's size and digest match the manifest (each chunk read back and compared as it is
     copied), and it reads as a checkpoint at that update; one that does not is skipped (and logged) for the
@@ -216,6 +218,8 @@ def restore(home_ckpt_dir: Path, local_dir: Path, log: Log | None = None) -> Dur
     target = local_dir / LAST_NAME
     tmp = temp_copy_path(local_dir, LAST_NAME)  # prepare_resume removes it after a crash
     for durable in reversed(durables):
+        if durable.update <= above:
+            break
         try:
             reason = _restore_one(durable, tmp)
         except (OSError, ReadError) as err:
@@ -235,7 +239,11 @@ def restore(home_ckpt_dir: Path, local_dir: Path, log: Log | None = None) -> Dur
 
 
 def _restore_one(durable: DurableCheckpoint, tmp: Path) -> str | None:
-    """Copy one durable checkpoint over model_last.pt via ``tmp``; None, or why it does not verify."""
+    """Copy one durable checkpoint over model_last.pt via ``tmp``; None, or why it does not verify (or holds
+    non-finite weights: an older f5guard, or a user's own command, may have published one)."""
+    known = finite.known_nonfinite(durable.digest)
+    if known is not None:
+        return known
     try:
         src_fd = os.open(durable.path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -256,5 +264,13 @@ def _restore_one(durable: DurableCheckpoint, tmp: Path) -> str | None:
         return str(err)
     if update != durable.update:
         return f"holds update {update}, its manifest says {durable.update}"
+    try:
+        weights = finite.nonfinite(tmp)
+    except CheckpointInvalid as err:
+        return str(err)
+    if weights is not None:
+        finite.remember_digest(durable.digest, weights)
+        return weights
     os.replace(tmp, tmp.with_name(LAST_NAME))
+    finite.vouch(tmp.with_name(LAST_NAME))  # the same bytes under their new name: not read again by resume
     return None

@@ -165,7 +165,7 @@ def _read_torch_zip(p: Path) -> Any:
     try:
         with zipfile.ZipFile(p) as archive:  # the central directory is written last: truncation fails here
             entries = {info.filename: info for info in archive.infolist()}
-            prefix, pkl = _pickle_entry(p, entries)
+            prefix, pkl = pickle_entry(p, entries)
             unpickler = InertUnpickler(archive.read(pkl))
             document = unpickler.load()
     except CheckpointInvalid:
@@ -189,7 +189,7 @@ def _read_torch_zip(p: Path) -> Any:
     return document
 
 
-def _pickle_entry(p: Path, entries: dict[str, zipfile.ZipInfo]) -> tuple[str, zipfile.ZipInfo]:
+def pickle_entry(p: Path, entries: dict[str, zipfile.ZipInfo]) -> tuple[str, zipfile.ZipInfo]:
     """torch.save puts every entry under one prefix: <prefix>/data.pkl, <prefix>/version, <prefix>/data/N."""
     prefixes = {name.split("/", 1)[0] for name in entries}
     if len(prefixes) != 1:

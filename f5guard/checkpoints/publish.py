@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from f5guard.checkpoints import finite
 from f5guard.checkpoints.copying import CopyMismatch, ReadError, copy_fd
 from f5guard.checkpoints.durable import (
     NAME,
@@ -241,6 +242,11 @@ class Publisher:
             return None
         if inspect_checkpoint(tmp, kind="last").update != candidate.update:
             return None  # rewritten within one mtime tick: the copy holds another save
+        weights = finite.check(candidate.path)  # read before the copy (the sync's choice): remembered, instant
+        if weights.key != finite.stat_key(candidate.path, before):
+            return None  # the version judged is not the one copied: look again
+        if weights.reason is not None:
+            raise CheckpointInvalid(f"{weights.reason}: not published")
         return size, digest
 
     # -- retention -------------------------------------------------------------------------------------------

@@ -15,12 +15,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from f5guard.checkpoints.finite import nonfinite
 from f5guard.checkpoints.inspect import (
     CHECKPOINT_SUFFIXES,
     LAST_NAME,
     CheckpointInfo,
     CheckpointInvalid,
     Quarantined,
+    Scan,
     inspect_checkpoint,
     quarantine,
     scan_dir,
@@ -74,6 +76,8 @@ def prepare_resume(ckpt_dir: str | os.PathLike[str]) -> ResumePlan:
     actions = _remove_stale_temps(directory)
     scan = scan_dir(directory)
     quarantined = [quarantine(directory / name, reason) for name, reason in sorted(scan.invalid.items())]
+    scan, broken = _finite_newest(scan)
+    quarantined += [quarantine(directory / name, reason) for name, reason in broken]
     actions += [f"quarantined {q.name} as {q.moved_to}: {q.reason}" for q in quarantined]
     newest = scan.newest()
     if newest is None:
@@ -87,6 +91,22 @@ def prepare_resume(ckpt_dir: str | os.PathLike[str]) -> ResumePlan:
     # F5-TTS would load something older: put the newest where it always looks first.
     actions += _install_as_last(directory, newest, by_name.get(LAST_NAME))
     return ResumePlan(inspect_checkpoint(directory / LAST_NAME), quarantined, actions)
+
+
+def _finite_newest(scan: Scan) -> tuple[Scan, list[tuple[str, str]]]:
+    """Drop the newest checkpoints while their weights are not finite (finite.py reads them), so resume picks the
+    newest finite one; older ones are not read (resume never reaches them). The dropped ones, with why."""
+    valid, broken = list(scan.valid), []
+    while (newest := Scan(valid, {}).newest()) is not None:
+        try:
+            reason = nonfinite(newest.path)
+        except CheckpointInvalid as err:
+            reason = str(err)
+        if reason is None:
+            break
+        valid.remove(newest)
+        broken.append((newest.name, reason))
+    return Scan(valid, scan.invalid), broken
 
 
 def _remove_stale_temps(directory: Path) -> list[str]:

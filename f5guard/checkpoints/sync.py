@@ -19,7 +19,8 @@ from pathlib import Path
 
 from f5guard.checkpoints.copying import lower_io_priority
 from f5guard.checkpoints.durable import DurableCheckpoint, Log, list_durable, no_log
-from f5guard.checkpoints.inspect import CheckpointInfo, scan_dir
+from f5guard.checkpoints.finite import nonfinite
+from f5guard.checkpoints.inspect import CheckpointInfo, CheckpointInvalid, scan_dir
 from f5guard.checkpoints.publish import Attempt, Fenced, Outcome, Publisher
 from f5guard.checkpoints.watch import Watcher, watch_dir
 from f5guard.cloud.evidence import Store
@@ -86,6 +87,8 @@ class CheckpointSync:
         self._syncing: str | None = None
         self._last_error: str | None = None
         self._warning: str | None = None
+        self._refused: set[str] = set()  # non-finite checkpoints already logged
+        self._nonfinite: str | None = None  # the newest local checkpoint is not finite: why it stays here
         self._attempts = 0
         self._torn_in_row = 0
         self._last_sync_s: float | None = None
@@ -167,7 +170,8 @@ class CheckpointSync:
     def status(self) -> SyncStatus:
         with self._cond:
             newest = self._durables[-1] if self._durables else None
-            return SyncStatus(newest, self._syncing, self._last_error, self._warning, self._attempts,
+            warning = self._warning or self._nonfinite
+            return SyncStatus(newest, self._syncing, self._last_error, warning, self._attempts,
                               self._last_sync_s, self._bytes_per_s, self._fenced, self._cloud)  # fmt: skip
 
     # -- the worker ------------------------------------------------------------------------------------------
@@ -262,10 +266,26 @@ class CheckpointSync:
         self._prepared = True
 
     def _candidate(self) -> CheckpointInfo | None:
-        """The newest valid local training checkpoint; numbered files win ties (they are never rewritten)."""
+        """The newest valid local training checkpoint whose weights are finite; numbered files win ties (they are
+        never rewritten). A non-finite one is never published (finite.py): status says which and why."""
         valid = scan_dir(self.local_dir).valid
         training = [c for c in valid if c.kind != "pretrained" and c.path.suffix == ".pt"]
-        return max(training, key=lambda c: (c.update, c.kind == "numbered", c.name), default=None)
+        found, refused = None, None
+        for candidate in sorted(training, key=lambda c: (c.update, c.kind == "numbered", c.name), reverse=True):
+            try:
+                reason = nonfinite(candidate.path)
+            except CheckpointInvalid:
+                continue  # being rewritten, or gone: the next look decides
+            if reason is None:
+                found = candidate
+                break
+            refused = refused or f"{reason}: not published to home"
+            if reason not in self._refused:
+                self._refused.add(reason)
+                self._log("sync.nonfinite", file=candidate.name, update=candidate.update, reason=reason)
+        with self._cond:
+            self._nonfinite = refused
+        return found
 
     def _sync_newest(self, in_worker: bool) -> Outcome:
         candidate = None if self._lingering else self._candidate()

@@ -5,12 +5,13 @@ killed it, the update it reached and the durable one on home, and the log's last
 trainer said nothing useful: a crash before it could speak). Out: a Verdict, and the stage's restart history
 as it is after it. The runner applies the verdict; the stage kind (its driver) supplies the facts only it knows.
 
-The rules, in order: a stop is a stop; the end of training is the end; a one-shot stage that failed has failed;
-a CUDA OOM gets a smaller batch while one is possible; the same failure at the same update twice is FATAL with
-a diagnosis (supervisord restarted a corrupt-checkpoint crash forever); an attempt that left a newer durable
-checkpoint restarts at once outside the budget (Colab's RAM OOM killer every ten minutes is progress, not a
-loop); otherwise an immediate first restart, capped exponential backoff, reset after a stable uptime, and a
-budget per time window, then FATAL with the reason.
+The rules, in order: a stop is a stop; a trainer f5guard ended at its start gate starts again; the end of training
+is the end; a one-shot stage that failed has failed; a CUDA OOM gets a smaller batch while one is possible; a
+non-finite loss gets a safer precision while there is one (then FATAL: in fp32 it is the data or the learning
+rate); the same failure at the same update twice is FATAL with a diagnosis (supervisord restarted a
+corrupt-checkpoint crash forever); an attempt that left a newer durable checkpoint restarts at once outside the
+budget (Colab's RAM OOM killer every ten minutes is progress, not a loop); otherwise an immediate first restart,
+capped exponential backoff, reset after a stable uptime, and a budget per time window, then FATAL with the reason.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from f5guard.stages.exits import ExitInfo
 from f5guard.trainevents import Exit, ExitReason
 
 TAIL_ADVICE = "see `f5guard tail --stage` for its output"
+NONFINITE_ADVICE = "lower learning_rate or raise num_warmup_updates; look for broken clips in the dataset"
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,14 @@ class SmallerBatch:
 
 
 @dataclass(frozen=True)
+class SaferPrecision:
+    """The precision the next attempt would run in after a non-finite loss (accelerate's words: fp16, bf16, no)."""
+
+    to: str
+    frm: str
+
+
+@dataclass(frozen=True)
 class ExitFacts:
     """Everything the judgment looks at; the runner fills the generic part, the kind's driver the rest."""
 
@@ -74,6 +84,8 @@ class ExitFacts:
     durable: int | None = None  # the newest durable update on home now
     known: tuple[Known, ...] | None = None  # the kind's failures; None: it does not name them (no "twice" rule)
     smaller_batch: SmallerBatch | str | None = None  # after a CUDA OOM: the next batch, why none, or unknown
+    safer_precision: SaferPrecision | str | None = None  # after a non-finite loss: the next, why none, or unknown
+    relaunch: str | None = None  # f5guard ended a trainer still at its start gate, to start it from newer
 
 
 @dataclass(frozen=True)
@@ -120,11 +132,17 @@ class HalveBatch:
 
 @dataclass(frozen=True)
 class ChangePrecision:
-    """Restart at once in another precision (reserved for the NaN guard: fp16 -> fp32 after a non-finite loss)."""
+    """The NaN guard: restart at once in a safer precision (fp16 -> bf16 where the GPU has it -> fp32), from the
+    newest finite checkpoint; a change, not a failure to retry, so outside the restart budget."""
 
-    to: str
-    reason: str
+    precision: SaferPrecision
     failure: Failure
+    update: int | None
+    lr: float | None
+
+    @property
+    def reason(self) -> str:
+        return f"{self.failure.label}{where(self.update)}"
 
 
 @dataclass(frozen=True)
@@ -153,6 +171,8 @@ def judge(facts: ExitFacts, history: History, policy: RestartPolicy) -> tuple[Ve
     said = facts.said
     if facts.stopping:
         return Stopped(), history
+    if facts.relaunch is not None:  # it trained nothing yet: start it again from what home holds, at no cost
+        return Restart(0.0, facts.relaunch, Failure("relaunch", facts.relaunch, "nothing to do")), history
     if said is not None and said.reason is ExitReason.FINISHED and facts.killed_for is None:
         return Finished(), history
     if facts.exit.ok and facts.killed_for is None and said is None:
@@ -165,6 +185,13 @@ def judge(facts: ExitFacts, history: History, policy: RestartPolicy) -> tuple[Ve
         if isinstance(facts.smaller_batch, SmallerBatch):
             return HalveBatch(facts.smaller_batch, failure, facts.update), history
         return Fatal(f"{failure.label}{where(facts.update)} {facts.smaller_batch}"), history
+    if (said is not None and said.reason is ExitReason.NONFINITE and facts.killed_for is None
+            and facts.safer_precision is not None):  # fmt: skip
+        if isinstance(facts.safer_precision, SaferPrecision):
+            return ChangePrecision(facts.safer_precision, failure, said.update, said.lr), history
+        lr = f", learning rate {said.lr:g}" if said.lr is not None else ""
+        return Fatal(f"{failure.label}{where(said.update)}{lr}, {facts.safer_precision}: "
+                     "then it is the data or the learning rate"), history  # fmt: skip
     durable_seen = facts.durable if facts.durable is not None else history.durable_seen
     if facts.known is not None:
         key = (failure.key, facts.update)
@@ -206,6 +233,8 @@ def name_failure(facts: ExitFacts) -> Failure:
     if said is not None and said.reason is ExitReason.STOPPED:
         how = f"stopped by {said.detail}" if said.detail else "stopped"
         return Failure(f"stopped:{said.detail}", f"{how} from outside f5guard", "nothing to change if that was you")
+    if said is not None and said.reason is ExitReason.NONFINITE:
+        return Failure("nonfinite", said.detail or "a non-finite loss", NONFINITE_ADVICE)
     if said is not None and said.reason is not ExitReason.RANK_FAILED and said.detail:
         return _named([said.detail], facts.known, exit) or _said_error(said, said.detail)
     found = _named(list(facts.lines), facts.known, exit)

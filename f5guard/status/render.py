@@ -14,7 +14,7 @@ from rich.text import Text
 
 from f5guard.cloud import note as cloudnote
 from f5guard.stages.textsafe import printable
-from f5guard.state import SampleNote
+from f5guard.state import SampleNote, precision_change, precision_name
 from f5guard.status.report import StageReport, StatusReport, TrainingReport
 from f5guard.status.units import human_bytes, human_duration
 from f5guard.trainevents import SetupNote
@@ -134,6 +134,9 @@ def _training_lines(t: TrainingReport) -> list[Text]:
              f"{override['grad_accumulation_steps']}", "yellow"),
             f" after {override['reason']} (set by f5guard, same effective batch)",
         ))  # fmt: skip
+    precision = t.get("precision_override")
+    if precision:
+        lines.append(_warn(precision_change(precision), " (set by f5guard, resumed from the last finite checkpoint)"))
     superseded, restored = t["superseded"], t["restored"]
     if superseded:
         lines.append(_warn("new vocab", f" ({superseded['old_vocab']} -> {superseded['vocab']} tokens): earlier "
@@ -181,7 +184,7 @@ def _setup_line(setup: SetupNote) -> str:
     memory = f" for {setup.gpu_memory_gib:g} GiB" if setup.batch_auto and setup.gpu_memory_gib else ""
     batch = f"batch {setup.batch_size_per_gpu} {unit}{f' (auto{memory})' if setup.batch_auto else ''}"
     adam = " · 8-bit Adam" if setup.bnb_optimizer else ""
-    precision = "fp32" if setup.precision == "no" else setup.precision  # accelerate's "no": no mixed precision
+    precision = precision_name(setup.precision)
     return (
         f"precision {precision} on {setup.device} ({chosen}) · {batch} x grad_accum "
         f"{setup.grad_accumulation_steps}{adam}"

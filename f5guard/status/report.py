@@ -25,6 +25,7 @@ from f5guard.state import (
     CloudNote,
     DaemonNote,
     ExportNote,
+    PrecisionOverride,
     QuarantineNote,
     RestoreNote,
     RunRecord,
@@ -133,6 +134,7 @@ class TrainingReport(TypedDict):
     sample: SampleNote | None  # the newest audio sample (sample_every)
     setup: SetupNote | None  # the built-in trainer's device, precision and batch
     batch_override: BatchOverride | None  # a smaller batch set after a CUDA OOM
+    precision_override: PrecisionOverride | None  # a safer precision set after a non-finite loss
     processes: int | None
     cloud: CloudNote  # what of home reached the cloud, on the store's evidence now (status/cloud.py)
 
@@ -360,6 +362,7 @@ def _training(config: Config, run: RunConfig, record: TrainingRecord | None, now
         sample=t.sample if t.sample is not None else _sample_on_home(run, home),
         setup=t.setup,
         batch_override=t.batch_override,
+        precision_override=t.precision_override,
         processes=t.processes,
         cloud=cloud_note(config, run, t.cloud, supervised=supervised),
     )

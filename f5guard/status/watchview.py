@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from f5guard.cloud.note import lines as cloud_lines
+from f5guard.state import precision_change
 from f5guard.status.report import RunReport, StageReport, StatusReport, TrainingReport
 from f5guard.status.units import human_bytes, human_duration
 
@@ -144,6 +145,9 @@ def warnings(report: StatusReport, run: RunReport) -> list[str]:
         found.append(f"home problem: {daemon['home_problem']}")
     training = run.get("training")
     if training:
+        change = training.get("precision_override")
+        if change:
+            found.append(precision_change(change))
         for key in ("sync_error", "sync_warning"):
             if training.get(key):
                 found.append(f"{key.replace('_', ' ')}: {training[key]}")

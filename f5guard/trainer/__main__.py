@@ -14,17 +14,21 @@ import dataclasses
 import os
 import signal
 import sys
+import time
 import traceback
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from f5guard.checkpoints.inspect import scan_dir
 from f5guard.checkpoints.resume import place_pretrained, prepare_resume
 from f5guard.errors import F5guardError
 from f5guard.pdeathsig import follow_supervisor
 from f5guard.trainer import group, stackdump
 from f5guard.trainer.hooks import GracefulStop, StopRequest, TrainerHooks
+from f5guard.trainer.nanguard import NonFinite
 from f5guard.trainer.spec import SpecError, TrainSpec
-from f5guard.trainevents import EventWriter, Exit, ExitReason, Quarantined, Start
+from f5guard.trainevents import EventWriter, Exit, ExitReason, Gate, Quarantined, Start
 
 # Nothing at train time needs the network (logger off, no sample logging, local pretrained): make any
 # attempt fail fast instead of hanging on a Colab VM with a flaky connection.
@@ -42,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m f5guard.trainer", description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="training spec JSON (see f5guard.trainer.spec.TrainSpec)")
     args = parser.parse_args(argv)
+    started_at = time.time()
     stop = StopRequest()
     _install_signal_handlers(stop)  # first: a stop during the slow imports must not be lost
     follow_supervisor()  # SIGTERM (a graceful stop) if the daemon that started us dies
@@ -60,9 +65,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    run = _Run(spec, progress, stop, args.spec, rank)
+    run = _Run(spec, progress, stop, args.spec, rank, started_at)
     try:
         return run.run()
+    except NonFinite as err:  # nothing was saved: the daemon restarts from the newest (finite) checkpoint
+        progress.emit(Exit(ExitReason.NONFINITE, update=err.update, detail=err.what, lr=err.lr))
+        print(f"f5guard.trainer: {err}: stopped without saving", file=sys.stderr)
+        return 1
     except F5guardError as err:
         progress.emit(Exit(ExitReason.ERROR, update=run.update, detail=err.message))
         print(f"f5guard.trainer: {err}", file=sys.stderr)
@@ -95,8 +104,9 @@ class _Run:
     """One training run; keeps the hooks so a failure can still report the last finished update."""
 
     def __init__(self, spec: TrainSpec, progress: EventWriter, stop: StopRequest, spec_path: str,
-                 rank: group.Member | None = None) -> None:  # fmt: skip
+                 rank: group.Member | None = None, started_at: float | None = None) -> None:  # fmt: skip
         self.spec, self.progress, self.stop, self.spec_path, self.rank = spec, progress, stop, spec_path, rank
+        self.started_at = time.time() if started_at is None else started_at
         self.hooks: TrainerHooks | None = None
         self.trainer: Any | None = None
 
@@ -109,13 +119,22 @@ class _Run:
         spec.check_inputs()
         for key, value in OFFLINE_ENV.items():
             os.environ.setdefault(key, value)
+        gate = Gate(spec.gate_path) if spec.gate_path is not None and self.rank is None else None
+        place: Callable[[], str] | None = None
         if self.rank is not None:  # the launcher prepared the checkpoint dir once, for every rank
             plan = self.rank.plan
         else:
-            plan = _prepare(spec)
             placement = group.resolve(spec.num_processes)
             if placement.processes > 1:
-                return self._launch(placement, plan)
+                if gate is not None and not gate.wait(lambda: self.stop.reason is not None):
+                    self.progress.emit(Exit(ExitReason.STOPPED, detail=self.stop.reason, processes=placement.processes))
+                    return 0  # a group waits before it prepares and starts its ranks: nothing written yet
+                return self._launch(placement, _prepare(spec))
+            if gate is not None and not gate.is_open():
+                # The daemon prepared the checkpoint dir before it launched us; nothing is written before the gate.
+                plan, place = _look(spec)
+            else:
+                plan = _prepare(spec)
 
         # torch + f5_tts: seconds of imports, after the spec and the checkpoint dir were checked
         from f5guard.trainer.build import build_dataset, build_trainer
@@ -134,7 +153,8 @@ class _Run:
             processes=self.rank.world if self.rank is not None else 1,
         )  # fmt: skip
         verify = os.environ.get(VERIFY_ENV) == "1"
-        self.hooks = TrainerHooks(trainer, spec, progress, self.stop, start=start, verify_resume=verify)
+        self.hooks = TrainerHooks(trainer, spec, progress, self.stop, start=start, verify_resume=verify,
+                                  gate=gate, place=place, started_at=self.started_at)  # fmt: skip
         self.hooks.install()
         self.trainer = trainer
         shield_workers()
@@ -165,6 +185,20 @@ def _prepare(spec: TrainSpec) -> Start:
         actions.append(f"placed {spec.pretrained} as {placed.name}")
     quarantined = tuple(Quarantined(name=q.name, moved_to=q.moved_to, reason=q.reason) for q in plan.quarantined)
     return Start(start_update=0, actions=tuple(actions), quarantined=quarantined)
+
+
+def _look(spec: TrainSpec) -> tuple[Start, Callable[[], str] | None]:
+    """A gated trainer's plan, read only: where it would start, and how to place the pretrained model when the
+    checkpoint dir holds nothing to load (done after the gate: placing it is a write)."""
+    if scan_dir(spec.checkpoint_dir).newest() is not None or spec.pretrained is None:
+        return Start(start_update=0), None
+    pretrained = spec.pretrained
+
+    def place() -> str:
+        placed = place_pretrained(pretrained, spec.checkpoint_dir)
+        return f"placed {pretrained} as {placed.name}"
+
+    return Start(start_update=0), place
 
 
 def _failure_reason(err: BaseException) -> ExitReason:

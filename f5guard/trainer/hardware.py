@@ -48,7 +48,7 @@ def resolve_precision(requested: MixedPrecision, hw: Hardware) -> MixedPrecision
     if requested == AUTO:
         if not hw.cuda:
             return "no"
-        return "bf16" if hw.capability is not None and hw.capability[0] >= BF16_MIN_CAPABILITY else "fp16"
+        return "bf16" if bf16_supported(hw) else "fp16"
     if requested == "fp16" and not hw.cuda:
         raise SpecError(
             "mixed_precision 'fp16' needs a CUDA GPU and this trainer sees none: use 'auto', 'bf16' or 'no'"
@@ -86,5 +86,11 @@ def resolve(spec: TrainSpec, hw: Hardware) -> tuple[TrainSpec, SetupNote]:
         batch_auto=spec.batch_size_per_gpu == AUTO,
         grad_accumulation_steps=spec.grad_accumulation_steps,
         bnb_optimizer=spec.bnb_optimizer,
+        bf16_supported=bf16_supported(hw),
     )
     return resolved, setup
+
+
+def bf16_supported(hw: Hardware) -> bool:
+    """bf16 is computed natively (Ampere and newer), or on a CPU by its autocast: the NaN guard's step after fp16."""
+    return not hw.cuda or (hw.capability is not None and hw.capability[0] >= BF16_MIN_CAPABILITY)

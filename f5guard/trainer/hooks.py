@@ -7,6 +7,14 @@ state is exactly "update N finished, nothing of N+1 started": saving there throu
 ``save_checkpoint`` writes precisely what F5-TTS writes at N, and a graceful stop loses no update. (Wrapping
 ``optimizer.step`` instead fires before the scheduler and EMA step; forcing ``last_per_updates`` to 1 works
 too but mutates the Trainer's configuration.) Every hook is an instance attribute; the class is untouched.
+The same point sees the loss of every update (the NaN guard, nanguard.py), and every save goes through the
+``save_checkpoint`` hook, F5-TTS's own included (never a save of non-finite weights).
+
+Why the start gate sits in ``load_checkpoint``: F5-TTS's ``train`` calls it after the DataLoader, the scheduler
+and ``accelerator.prepare`` exist and right before its loop; nothing before it writes to the checkpoint dir
+(``log_samples``, the one exception, is off here), and it only reads. So a gated trainer has done all its slow
+start (imports, model, dataset, the checkpoint itself) when it waits there, before its first step and first
+write; only a pretrained model that must first be placed in the dir waits before loading.
 
 Several ranks (trainer/group.py): F5-TTS calls ``accelerator.log`` on the main rank only, so the ranks meet
 at another point: the entry of ``accelerator.accumulate`` for the next batch, when the previous micro-step
@@ -27,8 +35,9 @@ from typing import Any
 
 from f5guard.checkpoints.inspect import LAST_NAME
 from f5guard.checkpoints.resume import f5tts_pick
+from f5guard.trainer.nanguard import TEST_NAN_ENV, LossWatch, TestNan, nonfinite_parameter
 from f5guard.trainer.spec import TrainSpec
-from f5guard.trainevents import Checkpoint, EventWriter, ResumeCheck, Start, Update, finite
+from f5guard.trainevents import Checkpoint, EventWriter, Gate, Ready, ResumeCheck, Start, Update, finite
 
 EVENT_INTERVAL_S = 0.5  # at most two update events a second; checkpoint updates are always reported
 TEST_OOM_ENV = "F5GUARD_TEST_OOM"  # "update=N,above=FRAMES": a CUDA OOM at update N while the batch is > FRAMES
@@ -58,8 +67,11 @@ class TrainerHooks:
     """Owns the wrappers around one Trainer instance and the per-run counters they share."""
 
     def __init__(self, trainer: Any, spec: TrainSpec, progress: EventWriter, stop: StopRequest, *,
-                 start: Start, verify_resume: bool = False) -> None:  # fmt: skip
-        """``start``: what the entry knows before training (model, samples, setup); totals are added here."""
+                 start: Start, verify_resume: bool = False, gate: Gate | None = None,
+                 place: Callable[[], str] | None = None, started_at: float | None = None) -> None:  # fmt: skip
+        """``start``: what the entry knows before training (model, samples, setup); totals are added here.
+        ``gate``: wait there after loading (trainevents.Gate); ``place``: puts the pretrained model in the
+        checkpoint dir (a write: after the gate) and says so; ``started_at``: when the process started."""
         self.trainer = trainer
         self.spec = spec
         self.progress = progress
@@ -78,6 +90,11 @@ class TrainerHooks:
         self._boundary: int | None = None  # group: the update the ranks finished at the latest boundary
         self._last_saved: int | None = None  # the update model_last.pt holds (saved in this run)
         self._start = 0  # the update training resumed at
+        self.gate = gate if gate is not None and not gate.is_open() else None
+        self._place = place
+        self._started_at = time.time() if started_at is None else started_at
+        self.losses = LossWatch(spec.nan_patience)
+        self._test_nan = TestNan.parse(os.environ.get(TEST_NAN_ENV))
 
     def install(self) -> None:
         t = self.trainer
@@ -87,6 +104,8 @@ class TrainerHooks:
         t.load_checkpoint = self._load_checkpoint
         t.save_checkpoint = self._save_checkpoint
         t.accelerator.log = self._log
+        if self._test_nan is not None:
+            self._test_nan.install(t, self.spec.mixed_precision, lambda: (self.update or 0) + 1)
         if t.accelerator.num_processes > 1:
             self.group = True
             self._orig_accumulate: Callable[..., Any] = t.accelerator.accumulate
@@ -94,11 +113,20 @@ class TrainerHooks:
 
     # ------------------------------------------------------------------------------ the three hooks
     def _load_checkpoint(self) -> int:
-        """Report where training starts; called by train() after the dataloader and scheduler exist."""
+        """Report where training starts; called by train() after the dataloader and scheduler exist. A gated
+        trainer waits here: after loading its checkpoint (reading only), before its first step and first write;
+        when loading needs the pretrained model placed first (a write), it waits before that."""
+        if self._place is not None:
+            if self.gate is not None:
+                self._wait_at_gate(None, None)
+            self.start_event = dataclasses.replace(self.start_event,
+                                                   actions=(*self.start_event.actions, self._place()))  # fmt: skip
         ckpt_dir = Path(self.spec.checkpoint_dir)
         names = sorted(os.listdir(ckpt_dir)) if ckpt_dir.is_dir() else []
         loaded = f5tts_pick(names)
         start = int(self._orig_load())
+        if self.gate is not None:
+            self._wait_at_gate(start, loaded)
         self.update = self._start = start
         self.total_updates = _total_updates(self.trainer.scheduler)
         if self.group:
@@ -137,8 +165,10 @@ class TrainerHooks:
             float(values["loss"]),
             float(values.get("lr", math.nan)),
         )
-        if self._reported is None or time.monotonic() - self._reported[1] >= EVENT_INTERVAL_S:
-            self._emit_update()
+        loss_ok = math.isfinite(self._loss)
+        if not loss_ok or self._reported is None or time.monotonic() - self._reported[1] >= EVENT_INTERVAL_S:
+            self._emit_update()  # a non-finite loss is always reported: status shows what stopped training
+        self.losses.see(self.update, self._loss, finite(self._lr))  # NonFinite: stop before the loop saves
         if self.spec.throttle_s > 0:
             time.sleep(self.spec.throttle_s)
         if self.group:
@@ -154,7 +184,11 @@ class TrainerHooks:
             self._save_checkpoint(self.update, last=True)
 
     def _save_checkpoint(self, update: int, last: bool = False) -> None:
-        """F5-TTS's own save, then the event: a `checkpoint` event means the file is complete."""
+        """F5-TTS's own save, then the event: a `checkpoint` event means the file is complete. Never a save of
+        non-finite parameters (nanguard.py): that stops training instead, with nothing written."""
+        broken = nonfinite_parameter(self.trainer)
+        if broken is not None:
+            raise self.losses.broken_parameters(update, finite(self._lr), broken)
         self._orig_save(update, last=last)
         name = LAST_NAME if last else f"model_{update}.pt"
         path = Path(self.spec.checkpoint_dir) / name
@@ -190,6 +224,16 @@ class TrainerHooks:
             self._save_checkpoint(update, last=True)
 
     # ------------------------------------------------------------------------------ helpers
+    def _wait_at_gate(self, start: int | None, loaded: str | None) -> None:
+        """Ready, then wait until the daemon opens the gate; a stop meanwhile ends training with nothing saved."""
+        assert self.gate is not None
+        self.progress.emit(Ready(start_update=start, checkpoint=loaded,
+                                 startup_s=round(time.time() - self._started_at, 3)))  # fmt: skip
+        if not self.gate.wait(lambda: self.stop.reason is not None):
+            raise GracefulStop(self.stop.reason or "a stop", start or 0)
+        self.gate = None
+        self._last_save = time.monotonic()  # the waiting was no training: timed saves count from here
+
     def _emit_update(self) -> None:
         assert self.update is not None
         now = time.monotonic()

@@ -84,9 +84,15 @@ class TrainSpec:
     # Ranks of one data-parallel training; 1 by default because N ranks multiply the batch and divide the
     # updates per epoch (F5-TTS's own accounting), which must be a choice, not a surprise on a bigger VM.
     num_processes: Processes = 1
+    # The NaN guard (trainer/nanguard.py): this many non-finite losses in a row stop the trainer without a save
+    # (fp16's loss scaler skips the odd overflowing step by itself; three in a row is no longer odd).
+    nan_patience: int = 3
+    # Set by the daemon, never by a config: the trainer loads everything, then waits until this file exists
+    # before its first step and its first write (trainevents.Gate). None: no gate (a trainer run by hand).
+    gate_path: Path | None = None
 
     def __post_init__(self) -> None:
-        for name in ("dataset_dir", "checkpoint_dir", "progress_path", "tokenizer_path", "pretrained"):
+        for name in ("dataset_dir", "checkpoint_dir", "progress_path", "tokenizer_path", "pretrained", "gate_path"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
@@ -120,6 +126,7 @@ class TrainSpec:
             "num_warmup_updates": (0, MAX_COUNT), "grad_accumulation_steps": (1, MAX_COUNT),
             "save_per_updates": (1, MAX_COUNT), "last_per_updates": (1, MAX_COUNT),
             "keep_last_n_checkpoints": (-1, MAX_COUNT), "num_workers": (1, MAX_PARALLEL), "seed": (0, MAX_SEED),
+            "nan_patience": (1, MAX_COUNT),
         }  # fmt: skip
         for name, (minimum, maximum) in ints.items():
             _check_int(name, getattr(self, name), minimum, maximum)
@@ -191,7 +198,7 @@ class TrainSpec:
         missing = [n for n in ("dataset_dir", "checkpoint_dir", "progress_path") if n not in data]
         if missing:
             raise SpecError(f"{source}: missing required field(s) {', '.join(missing)}")
-        for name in ("dataset_dir", "checkpoint_dir", "progress_path", "tokenizer_path", "pretrained"):
+        for name in ("dataset_dir", "checkpoint_dir", "progress_path", "tokenizer_path", "pretrained", "gate_path"):
             value = data.get(name)
             if value is not None and not isinstance(value, str):
                 raise SpecError(f"{source}: {name} must be a path string, got {type(value).__name__}")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from f5guard import checkpoints
+from f5guard.checkpoints import finite
 from f5guard.checkpoints.durable import RestoreFailed, list_durable, records, restore
 from f5guard.checkpoints.sync import CheckpointSync
 from f5guard.cloud import note as cloudnote
@@ -27,19 +28,30 @@ from f5guard.errors import TrainingBehind
 from f5guard.fsutil import make_dirs
 from f5guard.stages.attempt import Attempt
 from f5guard.stages.driver import StageDriver, StageRunnerView
-from f5guard.stages.verdict import ChangePrecision, ExitFacts, Finished, HalveBatch, SmallerBatch, Stopped, Verdict
+from f5guard.stages.verdict import (
+    ChangePrecision,
+    ExitFacts,
+    Finished,
+    HalveBatch,
+    SaferPrecision,
+    SmallerBatch,
+    Stopped,
+    Verdict,
+)
 from f5guard.state import (
     BatchOverride,
     LostNote,
+    PrecisionOverride,
     QuarantineNote,
     RestoreNote,
     StateStore,
     SupersedeNote,
     TrainingRecord,
+    precision_change,
 )
 from f5guard.trainer.batches import longest_clip_frames
 from f5guard.trainer.spec import TrainSpec
-from f5guard.trainevents import Checkpoint, Exit, Start
+from f5guard.trainevents import Checkpoint, Exit, ExitReason, Gate, Ready, Start
 from f5guard.training import oom
 from f5guard.training.diagnose import KNOWN
 from f5guard.training.exporter import EmaExporter
@@ -80,6 +92,9 @@ class TrainDriver(StageDriver):
         self._attempt_spec: TrainSpec | None = None  # the spec written for the current attempt
         self._lost: LostNote | None = None  # a checkpoint a gone runtime never uploaded (resumed below it)
         self._wrapping: threading.Thread | None = None  # the final sync (and export, sample) after the verdict
+        self._gated = False  # the current attempt waits at its start gate (launched while the lease settles)
+        self._relaunch: str | None = None  # why f5guard stopped the trainer at its gate (to start it from newer)
+        self.ready: Ready | None = None  # this attempt's ready event: loaded, at the gate
 
     # -- helpers ---------------------------------------------------------------------------------------------
     @staticmethod
@@ -106,14 +121,19 @@ class TrainDriver(StageDriver):
         home = Path(opts.home_checkpoints)
         make_dirs(local)
         training = self.training(runner)
-        gate = runner.ctx.gate()
-        if gate is not None:  # another runtime may be training this home: ownership first (lease/hold.py)
-            if training.waiting != gate:
-                training.waiting = gate
+        settling = runner.ctx.gate()
+        if settling is not None and not opts.gated:  # another runtime may be training this home: ownership first
+            if training.waiting != settling:
+                training.waiting = settling
                 runner.mark_dirty()
             return GATE_RETRY_S
         if opts.spec is not None:
-            self._supersede_incompatible(runner, local, home, vocab_rows(opts.spec.vocab_path), training)
+            rows = vocab_rows(opts.spec.vocab_path)
+            if settling is not None and self._home_incompatible(home, rows):  # setting home's aside is a write:
+                training.waiting = settling  # only once home is ours (after the settle period)
+                runner.mark_dirty()
+                return GATE_RETRY_S
+            self._supersede_incompatible(runner, local, home, rows, training)
         try:
             self._restore_if_newer(runner, local, home, training)
         except (RestoreFailed, OSError) as err:
@@ -126,25 +146,44 @@ class TrainDriver(StageDriver):
         behind = self._behind_home(runner, local, home)
         if behind is not None:
             return behind
-        training.waiting = None
         plan = checkpoints.prepare_resume(local)
         for action in plan.actions:
             self._note(runner, action)
         training.quarantined.extend(
             QuarantineNote(name=q.name, moved_to=q.moved_to, reason=q.reason, at=time.time()) for q in plan.quarantined
         )
+        # No idle minute at start: while the lease settles the trainer is launched anyway; it loads everything
+        # and waits at its gate (trainevents.Gate), which ``poll`` opens once the settle period is over.
+        gate = Gate(opts.gate_path)
+        self._gated = settling is not None
+        self._relaunch = None
+        self.ready = None
+        if self._gated:
+            gate.close()
+            training.waiting = f"{settling}; the trainer loads meanwhile and waits at its gate"
+        else:
+            gate.open()
+            training.waiting = None
         if opts.spec is not None:
-            self._attempt_spec = self._with_override(runner, opts.spec, training)
+            self._attempt_spec = dataclasses.replace(self._with_override(runner, opts.spec, training),
+                                                     gate_path=Path(opts.gate_path))  # fmt: skip
             self._attempt_spec.to_json(opts.spec_path)
             self.reader = EventReader(Path(opts.progress_path))
         self.started = self.said = None
         training.update = plan.start_update
         self.last_event_mono = time.monotonic()
         self.attempt_started = time.monotonic()
+        if not self._gated:
+            self._begin_training(runner)
+        return None
+
+    def _begin_training(self, runner: StageRunnerView) -> None:
+        """The trainer may train and write now: the checkpoint sync (and the side jobs that follow it) start."""
+        opts = self.options(runner)
         if self.sync is None:
             self.sync = CheckpointSync(
-                local,
-                home,
+                Path(opts.checkpoint_dir),
+                Path(opts.home_checkpoints),
                 epoch=runner.ctx.epoch,
                 keep=opts.keep_durable,
                 fence=runner.ctx.fence,
@@ -153,7 +192,9 @@ class TrainDriver(StageDriver):
                 tag=runner.ctx.runtime_tag,
                 retention_delay_s=runner.ctx.lease.retention_delay_s,
                 may_delete=runner.ctx.may_delete,
-                store=open_configured(home, runner.ctx.store, delay_s=runner.ctx.lease.retention_delay_s),
+                store=open_configured(
+                    Path(opts.home_checkpoints), runner.ctx.store, delay_s=runner.ctx.lease.retention_delay_s
+                ),
                 poll_s=runner.ctx.store.poll_s,
             )
             self.sync.start()
@@ -178,19 +219,71 @@ class TrainDriver(StageDriver):
                 log=runner.log.info,
                 python=runner.stage.python,  # the stack python: the sample imports torch and f5_tts
             )
+
+    def _at_gate(self, runner: StageRunnerView) -> None:
+        """While the trainer waits at its gate: open it once the settle period and the wait for lower claims are
+        over, unless home meanwhile shows a newer checkpoint than the one it loaded (never backwards): then it
+        is stopped (it trained and wrote nothing) and the next attempt restores that one first."""
+        training, attempt = self.training(runner), runner.attempt
+        settling = runner.ctx.gate()
+        if settling is not None:
+            loaded = f" (it loaded in {self.ready.startup_s:g} s)" if self.ready and self.ready.startup_s else ""
+            text = (
+                f"{settling}; the trainer {'waits' if self.ready else 'loads meanwhile and waits'} at its gate{loaded}"
+            )
+            if training.waiting != text:
+                training.waiting = text
+                runner.mark_dirty()
+            return
+        opts = self.options(runner)
+        newer = self._newer_on_home(runner, Path(opts.checkpoint_dir), Path(opts.home_checkpoints))
+        self._gated = False
+        if newer is not None and attempt is not None:
+            self._relaunch = f"{newer}: the trainer at its gate starts again from it"
+            self._note(runner, self._relaunch)
+            attempt.signal(signal.SIGTERM)  # at its gate it ends at once, having trained and written nothing
+            return
+        Gate(opts.gate_path).open()
+        training.waiting = None
+        self.last_event_mono = time.monotonic()  # the hang clock starts with training
+        loaded = (
+            f"; the trainer had loaded in {self.ready.startup_s:g} s" if self.ready and self.ready.startup_s else ""
+        )
+        self._note(runner, f"settled: the trainer's gate is open{loaded}")
+        self._begin_training(runner)
+        runner.mark_dirty()
+
+    def _newer_on_home(self, runner: StageRunnerView, local: Path, home: Path) -> str | None:
+        """Why the checkpoint the gated trainer loaded is no longer the newest (None: it is): home holds a newer
+        durable one, or home's records name one still on its way."""
+        newest = checkpoints.scan_dir(local).newest()
+        have = newest.update if newest and newest.kind != "pretrained" else 0
+        durable = [d for d in list_durable(home) if not finite.known_nonfinite(d.digest)]
+        if durable and durable[-1].update > have:
+            return f"home now holds the checkpoint at update {durable[-1].update} (newer than update {have} here)"
+        verdict = judge(self._records(runner, home), have)
+        if verdict.wait_for is not None and not runner.ctx.accept_older:
+            return f"home's records now name the checkpoint at update {verdict.wait_for.update} (newer than {have})"
         return None
 
-    def _behind_home(self, runner: StageRunnerView, local: Path, home: Path) -> float | None:
-        """Never backwards: when a state copy or a manifest on home records a checkpoint in the cloud newer than
-        any here, it is on its way through Drive. Wait for it (status says so) rather than train from an older
-        one, up to ``arrival_timeout_s``; then stop and let the user choose (`--accept-older`). A record of one
-        still uploading when its runtime stopped never left that VM: resume at once, and say so in one line."""
+    def _records(self, runner: StageRunnerView, home: Path) -> list[Record]:
+        """What state copies and manifests on home say reached the cloud (never-backwards reads them), less the
+        checkpoints restore found non-finite: waiting for one of those would wait for nothing usable."""
         store = StateStore(runner.ctx.work.state, runner.ctx.home.lease_dir)
         superseded = self.training(runner).superseded
         found: list[Record] = [
             r for t, host in store.trainings(runner.run.name, superseded) for r in from_state(t, host)
         ]
         found.extend(records(home))
+        broken = {d.update for d in list_durable(home) if finite.known_nonfinite(d.digest)}
+        return [r for r in found if r.update not in broken]
+
+    def _behind_home(self, runner: StageRunnerView, local: Path, home: Path) -> float | None:
+        """Never backwards: when a state copy or a manifest on home records a checkpoint in the cloud newer than
+        any here, it is on its way through Drive. Wait for it (status says so) rather than train from an older
+        one, up to ``arrival_timeout_s``; then stop and let the user choose (`--accept-older`). A record of one
+        still uploading when its runtime stopped never left that VM: resume at once, and say so in one line."""
+        found = self._records(runner, home)
         newest = checkpoints.scan_dir(local).newest()
         have = newest.update if newest and newest.kind != "pretrained" else 0
         training = self.training(runner)
@@ -226,6 +319,18 @@ class TrainDriver(StageDriver):
             runner.mark_dirty()
         return BEHIND_RETRY_S
 
+    @staticmethod
+    def _home_incompatible(home: Path, rows: int | None) -> int | None:
+        """The text-embedding rows of home's newest checkpoint when they do not fit the dataset's vocab."""
+        durable = list_durable(home)
+        if rows is None or not durable:
+            return None
+        with contextlib.suppress(checkpoints.CheckpointInvalid):
+            home_rows = checkpoints.inspect_checkpoint(durable[-1].path).text_rows
+            if home_rows not in (None, rows):
+                return home_rows or 0
+        return None
+
     def _supersede_incompatible(
         self, runner: StageRunnerView, local: Path, home: Path, rows: int | None, training: TrainingRecord
     ) -> None:
@@ -235,15 +340,12 @@ class TrainDriver(StageDriver):
         if rows is None:
             return
         newest_local = checkpoints.scan_dir(local).newest()
-        durable = list_durable(home)
         stale: list[tuple[Path, int]] = []
         if newest_local and newest_local.kind != "pretrained" and newest_local.text_rows not in (None, rows):
             stale.append((local, newest_local.text_rows or 0))
-        if durable:
-            with contextlib.suppress(checkpoints.CheckpointInvalid):
-                home_rows = checkpoints.inspect_checkpoint(durable[-1].path).text_rows
-                if home_rows not in (None, rows):
-                    stale.append((home, home_rows or 0))
+        home_rows = self._home_incompatible(home, rows)
+        if home_rows is not None:
+            stale.append((home, home_rows))
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         for folder, old_rows in stale:
             aside = folder.with_name(f"{folder.name}.superseded-{stamp}")
@@ -262,10 +364,10 @@ class TrainDriver(StageDriver):
         """A fresh VM (or one behind another runtime) first takes the newest verified checkpoint from home."""
         newest_local = checkpoints.scan_dir(local).newest()
         local_update = newest_local.update if newest_local and newest_local.kind != "pretrained" else -1
-        durable = list_durable(home)
+        durable = [d for d in list_durable(home) if not finite.known_nonfinite(d.digest)]
         if not durable or durable[-1].update <= local_update:
             return
-        restored = restore(home, local, log=runner.log.info)
+        restored = restore(home, local, log=runner.log.info, above=local_update)
         if restored is not None:
             training.restored = RestoreNote(update=restored.update, epoch=restored.epoch, at=time.time())
             self._note(
@@ -280,6 +382,9 @@ class TrainDriver(StageDriver):
 
     def poll(self, runner: StageRunnerView, now: float) -> str | None:
         self._read_progress(runner)
+        if self._gated:
+            self._at_gate(runner)
+            return None  # waiting at the gate is no hang
         if now - self._last_fold >= STATE_EVERY_S:
             self._last_fold = now
             if self.exporter is not None and self.sync is not None:
@@ -316,10 +421,15 @@ class TrainDriver(StageDriver):
             fold(training, event)
             if isinstance(event, Start):
                 self.started = event
-            elif isinstance(event, Exit):
-                self.said = event
+            elif isinstance(event, Ready):
+                self.ready = event
+            elif isinstance(event, Exit) and not (event.reason is ExitReason.RANK_FAILED and self._own_words()):
+                self.said = event  # a rank's own nonfinite outranks the launcher's "a rank failed" after it
             elif isinstance(event, Checkpoint) and self.sync is not None:
                 self.sync.request()
+
+    def _own_words(self) -> bool:
+        return self.said is not None and self.said.reason is ExitReason.NONFINITE
 
     def _fold(self, runner: StageRunnerView) -> None:
         """Copy the sync's and the side jobs' status into the run's training record (what status shows)."""
@@ -367,6 +477,8 @@ class TrainDriver(StageDriver):
             durable=self.durable_update(runner),
             known=KNOWN,
             smaller_batch=self._smaller_batch(runner),
+            safer_precision=self._safer_precision(runner),
+            relaunch=self._relaunch,
         )
 
     def wrap_up(self, runner: StageRunnerView, verdict: Verdict) -> str | None:
@@ -413,7 +525,22 @@ class TrainDriver(StageDriver):
 
     # -- CUDA out of memory: a smaller batch (training/oom.py) -------------------------------------------------
     def _with_override(self, runner: StageRunnerView, spec: TrainSpec, training: TrainingRecord) -> TrainSpec:
-        """The config's spec with the batch an earlier OOM chose, while the config still says what it said then."""
+        """The config's spec with the batch an earlier OOM chose and the precision an earlier non-finite loss
+        chose, each while the config still says what it said then."""
+        return self._batch_override(runner, self._precision_override(runner, spec, training), training)
+
+    def _precision_override(self, runner: StageRunnerView, spec: TrainSpec, training: TrainingRecord) -> TrainSpec:
+        override = training.precision_override
+        if override is None:
+            return spec
+        if override["config_precision"] != spec.mixed_precision:
+            training.precision_override = None
+            self._note(runner, "the config's mixed_precision changed: the precision f5guard set after a "
+                               "non-finite loss no longer applies")  # fmt: skip
+            return spec
+        return dataclasses.replace(spec, mixed_precision=override["precision"])  # type: ignore[arg-type]
+
+    def _batch_override(self, runner: StageRunnerView, spec: TrainSpec, training: TrainingRecord) -> TrainSpec:
         override = training.batch_override
         if override is None:
             return spec
@@ -450,10 +577,37 @@ class TrainDriver(StageDriver):
             return f"with batch {batch} {what} x grad_accum {accum}, and {decision.why}"
         return SmallerBatch(batch=decision.batch, accum=decision.accum, from_batch=batch, from_accum=accum, unit=what)
 
+    # -- a non-finite loss: a safer precision (the NaN guard, trainer/nanguard.py) ------------------------------
+    def _safer_precision(self, runner: StageRunnerView) -> SaferPrecision | str | None:
+        """What a non-finite loss of this attempt would change: fp16 -> bf16 (where the device has it) -> fp32
+        ("no"); why there is none (fp32 already); None when the trainer never said what it ran in."""
+        setup = self.started.setup if self.started is not None else None
+        if self._attempt_spec is None or setup is None:
+            return None
+        if setup.precision == "fp16":
+            return SaferPrecision(to="bf16" if setup.bf16_supported else "no", frm="fp16")
+        if setup.precision == "bf16":
+            return SaferPrecision(to="no", frm="bf16")
+        return "in fp32 too" if self.training(runner).precision_override is not None else "in fp32"
+
     def apply(self, runner: StageRunnerView, verdict: HalveBatch | ChangePrecision) -> bool:
-        """A smaller batch for every later attempt of this run (kept in the record, so a restarted daemon too)."""
-        if not isinstance(verdict, HalveBatch) or self._attempt_spec is None:
-            return False  # a precision change is the NaN guard's (not built yet)
+        """A smaller batch, or a safer precision, for every later attempt of this run (kept in the record, so a
+        restarted daemon applies it too)."""
+        if self._attempt_spec is None:
+            return False
+        config = self.options(runner).spec
+        assert config is not None
+        if isinstance(verdict, ChangePrecision):
+            change = verdict.precision
+            override = PrecisionOverride(
+                precision=change.to, from_precision=change.frm, update=verdict.update, lr=verdict.lr,
+                reason=verdict.reason, at=time.time(), config_precision=config.mixed_precision,
+            )  # fmt: skip
+            self.training(runner).precision_override = override
+            self._note(runner, f"{precision_change(override)}: restarting from the newest finite checkpoint "
+                               "(kept for this run)")  # fmt: skip
+            runner.mark_dirty()
+            return True
         config = self.options(runner).spec
         assert config is not None
         half, spec = verdict.batch, self._attempt_spec

@@ -21,13 +21,16 @@ from f5guard.schema import MAX_INT, MAX_SECONDS, Config, KindOptions, StageConfi
 from f5guard.stages.kinds import StageBase, command_argv
 from f5guard.trainer.spec import SpecError, TrainSpec
 from f5guard.trainer.stackdump import stage_env
+from f5guard.trainevents import GATE_ENV
 
 # TrainSpec fields a stage may set directly, with their TOML types.
 _SPEC_PATHS = ("tokenizer_path", "pretrained")
-_SPEC_SKIP = {"dataset_dir", "checkpoint_dir", "progress_path", *_SPEC_PATHS}
+_SPEC_SKIP = {"dataset_dir", "checkpoint_dir", "progress_path", "gate_path", *_SPEC_PATHS}
 # Spec keys added after stages were fingerprinted: at their defaults they are left out of the identity, so an
 # upgraded f5guard does not see every finished training as changed (and rerun it and what follows it).
-_LATER_DEFAULTS: dict[str, object] = {"mixed_precision": "auto", "bnb_optimizer": False, "num_processes": 1}
+_LATER_DEFAULTS: dict[str, object] = {
+    "mixed_precision": "auto", "bnb_optimizer": False, "num_processes": 1, "nan_patience": 3, "gate_path": None,
+}  # fmt: skip
 DEFAULT_HANG_MINUTES = 30.0
 MAX_KEEP_DURABLE = 100  # each is a full checkpoint on Drive (~5 GB for Base)
 DEFAULT_SAMPLE_TEXT = "This is my voice, learning to speak a little better with every update."
@@ -55,10 +58,14 @@ class TrainOptions(KindOptions):
     sample_dir: str = ""  # {home}/runs/<run>/samples
     sample_log: str = ""
     progress_home: str = ""  # {home}/runs/<run>/progress: the progress copies (`f5guard plot` on a fresh VM)
+    gate_path: str = ""  # the trainer's start gate (trainevents.Gate): a file that exists once it may train
+    gated: bool = False  # launched while the lease settles, held at the gate (builtin always; command: opt-in)
 
     def fingerprint(self) -> Mapping[str, object]:
-        skip = ("spec", "progress_home")  # where home keeps copies is not what the training depends on
+        skip = ("spec", "progress_home", "gate_path")  # where home keeps copies is not what training depends on
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        if not self.gated or self.mode == "builtin":
+            del data["gated"]  # added later: an upgraded f5guard must not see an old stage as changed
         if self.spec is not None:
             data["spec"] = self.spec.to_dict()
         return data
@@ -136,10 +143,14 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
         export_dir=str(home.export_dir(run)),
         export_log=str(stage_dir / "export.log"),
         progress_home=str(home.progress_dir(run)),
+        gate_path=str(stage_dir / "gate-open"),
+        gated=mode == "builtin" or table.get("gated", bool, False),
         **_sample_options(table, base, home, run, stage_dir),
     )
     env = {**base.env, "PYTHONFAULTHANDLER": "1", **stage_env(stage_dir)}  # stacks per process on a hang
     if mode == "command":
+        if options.gated:  # the command promises to wait until this file exists before it trains or saves
+            env[GATE_ENV] = options.gate_path
         if options.sample_every:
             table.fail("is only for mode = 'builtin' (samples need the run's preset, vocab and dataset)",
                        "sample_every")  # fmt: skip
@@ -148,8 +159,9 @@ def build_train(table: Table, base: StageBase) -> StageConfig:
             ckpts = _finetune_cli_ckpts(table, command, base.values["python"])
             options = dataclasses.replace(options, checkpoint_dir=ckpts)
         return base.finish("train", command, long_running=True, options=options, env=env, python=base.python)
-    if table.has("command"):
-        table.fail("is only for mode = 'command'; the builtin mode runs `python -m f5guard.trainer`", "command")
+    for key in ("command", "gated"):
+        if table.has(key):
+            table.fail("is only for mode = 'command'; the builtin mode runs `python -m f5guard.trainer`", key)
     spec = _spec(table, base, options.checkpoint_dir, options.progress_path)
     options = dataclasses.replace(options, spec=spec)
     inputs = [*base.inputs, str(spec.dataset_dir / "raw.arrow"), str(spec.dataset_dir / "duration.json")]
